@@ -1,0 +1,1 @@
+"""The project's common library: settings, wire names, domain math, models, framework."""

@@ -1,0 +1,162 @@
+"""The message bus port: NATS in production, in memory for unit tests.
+
+Both speak JSON dicts; subjects use NATS wildcards (``*`` one token, ``>`` the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, Protocol
+
+__all__ = [
+    "Handler",
+    "InMemoryBus",
+    "MessageBus",
+    "NatsBus",
+    "Subscription",
+    "decode",
+    "encode",
+    "subject_matches",
+]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, default=_default, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("message payload is not a JSON object")
+    return value
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    p_tokens, s_tokens = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p_tokens):
+        if token == ">":
+            return len(s_tokens) > i
+        if i >= len(s_tokens) or (token != "*" and token != s_tokens[i]):
+            return False
+    return len(p_tokens) == len(s_tokens)
+
+
+class Subscription(Protocol):
+    async def unsubscribe(self) -> None: ...
+
+
+class MessageBus(Protocol):
+    async def publish(self, subject: str, payload: dict[str, Any]) -> None: ...
+
+    async def subscribe(self, subject: str, handler: Handler) -> Subscription: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def is_connected(self) -> bool: ...
+
+
+async def _call(handler: Handler, subject: str, payload: dict[str, Any]) -> None:
+    try:
+        await handler(subject, payload)
+    except Exception:
+        log.exception("handler for %s failed", subject)
+
+
+class NatsBus:
+    """A :class:`MessageBus` over a nats.py connection."""
+
+    def __init__(self, nc: Any) -> None:
+        self._nc = nc
+
+    @classmethod
+    async def connect(cls, url: str, name: str = "") -> NatsBus:
+        import nats
+
+        nc = await nats.connect(
+            url, name=name or None, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        )
+        return cls(nc)
+
+    @property
+    def client(self) -> Any:
+        return self._nc
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def publish(self, subject: str, payload: dict[str, Any]) -> None:
+        await self._nc.publish(subject, encode(payload))
+
+    async def subscribe(self, subject: str, handler: Handler) -> Subscription:
+        async def on_msg(msg: Any) -> None:
+            try:
+                payload = decode(msg.data)
+            except ValueError:
+                log.warning("dropping undecodable message on %s", msg.subject)
+                return
+            await _call(handler, msg.subject, payload)
+
+        sub: Subscription = await self._nc.subscribe(subject, cb=on_msg)
+        return sub
+
+    async def flush(self) -> None:
+        await self._nc.flush()
+
+    async def close(self) -> None:
+        if not self._nc.is_closed:
+            await self._nc.drain()
+
+
+class _MemorySubscription:
+    def __init__(self, bus: InMemoryBus, pattern: str, handler: Handler) -> None:
+        self._bus, self.pattern, self.handler = bus, pattern, handler
+
+    async def unsubscribe(self) -> None:
+        if self in self._bus._subs:
+            self._bus._subs.remove(self)
+
+
+class InMemoryBus:
+    """A :class:`MessageBus` in one process; messages round-trip through JSON like NATS."""
+
+    def __init__(self) -> None:
+        self._subs: list[_MemorySubscription] = []
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    @property
+    def is_connected(self) -> bool:
+        return True
+
+    async def publish(self, subject: str, payload: dict[str, Any]) -> None:
+        wire = decode(encode(payload))
+        self.published.append((subject, wire))
+        for sub in list(self._subs):
+            if subject_matches(sub.pattern, subject):
+                await _call(sub.handler, subject, decode(encode(payload)))
+
+    async def subscribe(self, subject: str, handler: Handler) -> Subscription:
+        sub = _MemorySubscription(self, subject, handler)
+        self._subs.append(sub)
+        return sub
+
+    async def flush(self) -> None:
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self._subs.clear()

@@ -1,0 +1,178 @@
+"""Financial arithmetic as pure functions over ``Decimal`` (DESIGN.md §4).
+
+No I/O here; every service that needs a formula imports it from this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
+
+__all__ = [
+    "CRITICAL_PCT",
+    "DEFAULT_MARGIN_RATE",
+    "HYSTERESIS_PCT",
+    "WARN_PCT",
+    "AlertLevel",
+    "Holding",
+    "SectorShare",
+    "apply_buy",
+    "apply_sell",
+    "change_pct",
+    "day_change",
+    "dec",
+    "gauge_level",
+    "margin_used",
+    "market_value",
+    "next_alert_level",
+    "position_pnl",
+    "sector_exposure",
+    "total_value",
+    "utilisation_pct",
+]
+
+AlertLevel = Literal["warn", "critical"]
+
+WARN_PCT = Decimal(80)
+CRITICAL_PCT = Decimal(95)
+HYSTERESIS_PCT = Decimal(2)
+DEFAULT_MARGIN_RATE = Decimal("0.5")
+_HUNDRED = Decimal(100)
+_CENT = Decimal("0.01")
+
+
+def dec(value: Decimal | float | int | str) -> Decimal:
+    """A ``Decimal`` from a wire or ORM value; floats go through ``str`` to stay exact."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(value)
+
+
+def cents(value: Decimal) -> Decimal:
+    return value.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What the formulas need to know about one position."""
+
+    ticker: str
+    qty: int
+    last: Decimal
+    avg_cost: Decimal = Decimal(0)
+    prev_close: Decimal | None = None
+    sector: str = ""
+    margin_rate: Decimal = DEFAULT_MARGIN_RATE
+
+
+def position_pnl(last: Decimal, avg_cost: Decimal, qty: int) -> Decimal:
+    """Unrealised P&L ``(last − avg_cost) × qty``."""
+    return (last - avg_cost) * qty
+
+
+def market_value(last: Decimal, qty: int) -> Decimal:
+    return last * qty
+
+
+def total_value(holdings: Iterable[Holding]) -> Decimal:
+    """``Σ last × qty``."""
+    return sum((market_value(h.last, h.qty) for h in holdings), Decimal(0))
+
+
+def day_change(last: Decimal, prev_close: Decimal, qty: int) -> Decimal:
+    return (last - prev_close) * qty
+
+
+def change_pct(last: Decimal, prev_close: Decimal) -> Decimal:
+    """Percent change against the previous close, 0 when there is none."""
+    if prev_close == 0:
+        return Decimal(0)
+    return (last - prev_close) / prev_close * _HUNDRED
+
+
+def margin_used(holdings: Iterable[Holding]) -> Decimal:
+    """``Σ qty × last × margin_rate``."""
+    return sum((h.qty * h.last * h.margin_rate for h in holdings), Decimal(0))
+
+
+def utilisation_pct(used: Decimal, limit: Decimal) -> Decimal:
+    """``used / limit × 100``; 0 when the limit is 0."""
+    if limit == 0:
+        return Decimal(0)
+    return used / limit * _HUNDRED
+
+
+def gauge_level(utilisation: Decimal) -> AlertLevel | None:
+    """The gauge's class: warn at ≥ 80 %, critical at ≥ 95 %, no hysteresis."""
+    if utilisation >= CRITICAL_PCT:
+        return "critical"
+    if utilisation >= WARN_PCT:
+        return "warn"
+    return None
+
+
+def next_alert_level(
+    current: AlertLevel | None, utilisation: Decimal
+) -> tuple[AlertLevel | None, bool]:
+    """The alert level after ``utilisation`` and whether an alert fires.
+
+    Alerts fire only on an upward change (none → warn → critical). A level clears only
+    when utilisation falls ``HYSTERESIS_PCT`` points below its threshold, so a price
+    wobbling around 80 % raises one warning, not one per tick.
+    """
+    raw = gauge_level(utilisation)
+    if current == "critical":
+        if utilisation >= CRITICAL_PCT - HYSTERESIS_PCT:
+            return "critical", False
+        level: AlertLevel | None = "warn" if utilisation >= WARN_PCT - HYSTERESIS_PCT else None
+        return level, False
+    if current == "warn":
+        if raw == "critical":
+            return "critical", True
+        if utilisation >= WARN_PCT - HYSTERESIS_PCT:
+            return "warn", False
+        return None, False
+    return raw, raw is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SectorShare:
+    sector: str
+    value: Decimal
+    share_pct: Decimal
+
+
+def sector_exposure(holdings: Iterable[Holding]) -> list[SectorShare]:
+    """Market value per sector and its share of the total, largest first."""
+    by_sector: dict[str, Decimal] = {}
+    for h in holdings:
+        by_sector[h.sector] = by_sector.get(h.sector, Decimal(0)) + market_value(h.last, h.qty)
+    total = sum(by_sector.values(), Decimal(0))
+    return sorted(
+        (
+            SectorShare(sector, value, value / total * _HUNDRED if total else Decimal(0))
+            for sector, value in by_sector.items()
+        ),
+        key=lambda s: (-s.value, s.sector),
+    )
+
+
+def apply_buy(qty: int, avg_cost: Decimal, fill_qty: int, price: Decimal) -> tuple[int, Decimal]:
+    """Position after a buy fill: new quantity and volume-weighted average cost."""
+    new_qty = qty + fill_qty
+    return new_qty, (avg_cost * qty + price * fill_qty) / new_qty
+
+
+def apply_sell(
+    qty: int, avg_cost: Decimal, fill_qty: int, price: Decimal
+) -> tuple[int, Decimal, Decimal]:
+    """Position after a sell fill: new quantity, average cost, realised P&L of the fill."""
+    if fill_qty > qty:
+        raise ValueError(f"cannot sell {fill_qty}, position holds {qty}")
+    new_qty = qty - fill_qty
+    realised = (price - avg_cost) * fill_qty
+    return new_qty, (avg_cost if new_qty else Decimal(0)), realised

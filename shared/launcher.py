@@ -1,0 +1,238 @@
+"""``make run``: the whole stack on one machine (``python -m shared.launcher``).
+
+Starts a real PostgreSQL and nats-server under ``.data/`` (unless ``DATABASE_URL`` /
+``NATS_URL`` point elsewhere), migrates, loads demo data into an empty database, starts
+the five services and the gateway, and waits until each reports ready. A child that dies
+is reported and restarted (at most ``MAX_RESTARTS`` times a minute, then everything
+stops). Ctrl-C or SIGTERM stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared import devservers
+from shared.db.demo import DEMO_USERS, demo_password, load_demo_data
+from shared.db.engine import create_engine, session_factory
+from shared.db.migrate import upgrade
+
+__all__ = ["SERVICES", "Child", "main"]
+
+MAX_RESTARTS = 3
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    factory: str
+    port_env: str
+    default_port: int
+
+
+SERVICES = (
+    ServiceSpec("pricefeed", "services.pricefeed.app:create_app", "PRICEFEED_PORT", 8005),
+    ServiceSpec("portfolio", "services.portfolio.app:create_app", "PORTFOLIO_PORT", 8001),
+    ServiceSpec("watchlist", "services.watchlist.app:create_app", "WATCHLIST_PORT", 8002),
+    ServiceSpec("orders", "services.orders.app:create_app", "ORDERS_PORT", 8003),
+    ServiceSpec("risk", "services.risk.app:create_app", "RISK_PORT", 8004),
+    ServiceSpec("gateway", "gateway.app:create_app", "GATEWAY_PORT", 8000),
+)
+
+
+def say(message: str) -> None:
+    print(f"[launcher] {message}", flush=True)
+
+
+@dataclass
+class Child:
+    spec: ServiceSpec
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: deque[float] = field(default_factory=deque)
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.spec.factory,
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+        ]
+        self.process = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            sys.stdout.write(f"{self.spec.name:>9} | {line.decode(errors='replace')}")
+            sys.stdout.flush()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> None:
+        if not self.process:
+            return
+        try:
+            self.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"{self.spec.name} did not stop in time; killing it")
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def wait_ready(children: list[Child], stopping: threading.Event) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    pending = {c.spec.name: c for c in children}
+    with httpx.Client(timeout=1.0) as client:
+        while pending and not stopping.is_set():
+            for name, child in list(pending.items()):
+                if child.process and child.process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {child.process.returncode}")
+                try:
+                    if client.get(f"http://127.0.0.1:{child.port}/readyz").status_code == 200:
+                        say(f"{name} ready on :{child.port}")
+                        del pending[name]
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {READY_TIMEOUT_S}s: {', '.join(pending)}")
+            time.sleep(0.2)
+
+
+async def prepare_database(url: str) -> bool:
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url, null_pool=True)
+    try:
+        return await load_demo_data(session_factory(engine))
+    finally:
+        await engine.dispose()
+
+
+def supervise(children: list[Child], stopping: threading.Event) -> int:
+    while not stopping.wait(0.5):
+        for child in children:
+            assert child.process
+            code = child.process.poll()
+            if code is None:
+                continue
+            now = time.monotonic()
+            while child.restarts and now - child.restarts[0] > 60:
+                child.restarts.popleft()
+            say(f"!!! {child.spec.name} DIED with exit code {code} !!!")
+            if len(child.restarts) >= MAX_RESTARTS:
+                say(
+                    f"!!! {child.spec.name} died {MAX_RESTARTS + 1} times in a minute; "
+                    "stopping everything"
+                )
+                return 1
+            child.restarts.append(now)
+            say(f"restarting {child.spec.name}")
+            child.start()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the whole dashboard stack locally")
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"))
+    args = parser.parse_args(argv)
+    data_dir: Path = args.data_dir.resolve()
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        say(f"received {signal.Signals(signum).name}; stopping")
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    env = dict(os.environ)
+    pg: Any = None
+    nats: devservers.NatsServer | None = None
+    children: list[Child] = []
+    code = 0
+    try:
+        if not env.get("DATABASE_URL"):
+            pg = devservers.start_postgres(data_dir / "postgres")
+            env["DATABASE_URL"] = devservers.database_url(pg.get_uri(), "postgres")
+            say(f"PostgreSQL running in {data_dir / 'postgres'}")
+        if not env.get("NATS_URL"):
+            port = int(env.get("NATS_PORT", "4222"))
+            nats = devservers.NatsServer(data_dir / "nats", port).start(data_dir / "nats.log")
+            env["NATS_URL"] = nats.url
+            say(f"nats-server running on {nats.url}")
+        fresh = asyncio.run(prepare_database(env["DATABASE_URL"]))
+        say("database migrated; " + ("demo data loaded" if fresh else "existing data kept"))
+
+        ports = {s.name: int(env.get(s.port_env, s.default_port)) for s in SERVICES}
+        for s in SERVICES:
+            env[s.port_env] = str(ports[s.name])
+            if s.name not in ("gateway", "pricefeed"):
+                env.setdefault(f"GATEWAY_{s.name.upper()}_URL", f"http://127.0.0.1:{ports[s.name]}")
+        children = [Child(s, ports[s.name], env) for s in SERVICES]
+        for child in children:
+            child.start()
+        wait_ready(children, stopping)
+        if not stopping.is_set():
+            print_banner(ports["gateway"])
+            code = supervise(children, stopping)
+    except (RuntimeError, TimeoutError) as exc:
+        say(f"!!! {exc}; stopping everything")
+        code = 1
+    finally:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in children:
+            child.stop()
+        for child in children:
+            child.wait_stopped(deadline)
+        if nats:
+            nats.stop()
+        if pg:
+            pg._cleanup()
+        say("all processes stopped")
+    return code
+
+
+def print_banner(gateway_port: int) -> None:
+    logins = ", ".join(
+        f"{u.username}" + ("" if u.can_trade else " (view only)") for u in DEMO_USERS
+    )
+    say("=" * 60)
+    say(f"dashboard ready: http://127.0.0.1:{gateway_port}")
+    say(f"demo logins: {logins}; password: {demo_password()}")
+    say("(demo password for local development only; set DEMO_PASSWORD to change it)")
+    say("Ctrl-C stops everything")
+    say("=" * 60)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

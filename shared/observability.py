@@ -1,0 +1,109 @@
+"""What every process exposes to operators: /healthz, /readyz, /metrics, request ids in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import wire
+
+__all__ = [
+    "ReadyCheck",
+    "RequestIdMiddleware",
+    "configure_logging",
+    "install_ops_routes",
+    "request_id_var",
+]
+
+ReadyCheck = Callable[[], Awaitable[object]]
+READY_TIMEOUT_S = 2.0
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """One line per record, tagged with the service and the current request id."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s %(levelname)s {service} [%(request_id)s] %(name)s: %(message)s"
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class RequestIdMiddleware:
+    """Takes ``X-Request-ID`` from the caller (or makes one), logs with it, echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._header = wire.HEADER_REQUEST_ID.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(self._header, b"").decode("latin-1")
+        rid = incoming[:64] if incoming else uuid.uuid4().hex
+        token = request_id_var.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (self._header, rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def install_ops_routes(
+    app: FastAPI,
+    *,
+    service: str,
+    registry: CollectorRegistry,
+    ready_checks: Mapping[str, ReadyCheck],
+) -> None:
+    """Add ``/healthz`` (alive), ``/readyz`` (dependencies reachable) and ``/metrics``."""
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        for name, check in ready_checks.items():
+            try:
+                await asyncio.wait_for(check(), READY_TIMEOUT_S)
+                results[name] = "ok"
+            except Exception as exc:  # any failure means not ready; say which
+                results[name] = f"error: {type(exc).__name__}: {exc}"[:200]
+        ready = all(v == "ok" for v in results.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "service": service, "checks": results},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,88 @@
+"""Typed settings shared by every process.
+
+Each process has one settings class (in its own ``settings.py``) deriving from
+:class:`ServiceSettings` with its own env prefix. The few values every process needs
+(database, NATS, the identity secret, the environment) are read from unprefixed
+variables, so one ``DATABASE_URL`` configures the whole stack.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DEV_PLACEHOLDER_SECRET",
+    "Environment",
+    "PlaceholderSecretError",
+    "ServiceSettings",
+    "async_database_url",
+]
+
+Environment = Literal["development", "test", "production"]
+
+DEV_PLACEHOLDER_SECRET = "dev-only-insecure-secret-change-me"
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/trading"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+class PlaceholderSecretError(ValueError):
+    """A secret still holds its development placeholder outside development."""
+
+    def __init__(self, field: str, environment: str) -> None:
+        self.field = field
+        self.environment = environment
+        super().__init__(
+            f"{field} holds the development placeholder but APP_ENV={environment}; "
+            f"set a real secret"
+        )
+
+
+def async_database_url(url: str) -> str:
+    """Return ``url`` with the asyncpg driver, accepting plain ``postgresql://`` URIs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every process has. Subclasses set ``env_prefix`` and a default port."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="")
+
+    environment: Environment = Field(
+        "development", validation_alias=AliasChoices("APP_ENV", "ENVIRONMENT")
+    )
+    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    nats_url: str = Field(DEFAULT_NATS_URL, validation_alias="NATS_URL")
+    identity_secret: SecretStr = Field(
+        SecretStr(DEV_PLACEHOLDER_SECRET), validation_alias="IDENTITY_SECRET"
+    )
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db_pool_size: int = 5
+
+    @property
+    def async_database_url(self) -> str:
+        return async_database_url(self.database_url)
+
+    def secret_fields(self) -> dict[str, SecretStr]:
+        """Every secret of this process, by field name (subclasses add theirs)."""
+        return {
+            name: value
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr)
+        }
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> ServiceSettings:
+        if self.environment == "development":
+            return self
+        for name, value in self.secret_fields().items():
+            if value.get_secret_value() == DEV_PLACEHOLDER_SECRET:
+                raise PlaceholderSecretError(name, self.environment)
+        return self

@@ -1,0 +1,81 @@
+"""Every name that crosses a process boundary: NATS subjects, HTTP headers, element ids.
+
+No other module spells these as literals.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "COMPONENTS",
+    "HEADER_CSRF",
+    "HEADER_IDENTITY",
+    "HEADER_REQUEST_ID",
+    "PRICES_TICKS",
+    "SESSION_CLOSED",
+    "SESSION_HEARTBEAT",
+    "SESSION_OPENED",
+    "element_id",
+    "orders_events",
+    "risk_breach",
+    "ui_subject",
+    "ui_user_wildcard",
+]
+
+# NATS subjects (DESIGN.md §3.2)
+PRICES_TICKS = "prices.ticks"
+SESSION_OPENED = "session.opened"
+SESSION_CLOSED = "session.closed"
+SESSION_HEARTBEAT = "session.heartbeat"
+RISK_BREACH_ALL = "risk.breach.*"
+ORDERS_EVENTS_ALL = "orders.events.*"
+
+
+def risk_breach(account_id: int) -> str:
+    return f"risk.breach.{account_id}"
+
+
+def orders_events(account_id: int) -> str:
+    return f"orders.events.{account_id}"
+
+
+def ui_subject(user_id: int, component: str) -> str:
+    return f"ui.{user_id}.{component}"
+
+
+def ui_user_wildcard(user_id: int) -> str:
+    return f"ui.{user_id}.>"
+
+
+def account_of_subject(subject: str) -> int:
+    """The account id at the end of ``risk.breach.<id>`` / ``orders.events.<id>``."""
+    return int(subject.rsplit(".", 1)[1])
+
+
+# Events a component's on_ws_message receives (the seed's names)
+EVENT_PRICE_TICK = "price_tick"
+EVENT_RISK_BREACH = "risk_breach"
+EVENT_ORDER = "order_event"
+
+# HTTP headers
+HEADER_IDENTITY = "X-Identity"
+HEADER_REQUEST_ID = "X-Request-ID"
+HEADER_CSRF = "X-CSRF-Token"
+HEADER_RETRY_AFTER = "Retry-After"
+HEADER_RATELIMIT_POLICY = "RateLimit-Policy"
+HEADER_RATELIMIT = "RateLimit"
+
+# Dashboard components, by the name each service registers
+COMPONENTS = ("portfolio", "watchlist", "order", "risk_metrics")
+
+# Element-id prefixes: every live element id starts with its component's prefix
+ID_PREFIX = {
+    "portfolio": "portfolio",
+    "watchlist": "watchlist",
+    "order": "order",
+    "risk_metrics": "risk",
+}
+
+
+def element_id(component: str, *parts: object) -> str:
+    """``element_id("portfolio", "row", "AAPL")`` → ``"portfolio-row-AAPL"``."""
+    return "-".join([ID_PREFIX[component], *(str(p) for p in parts)])

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.settings import DEV_PLACEHOLDER_SECRET, ServiceSettings, async_database_url
+
+
+def test_development_accepts_the_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IDENTITY_SECRET", raising=False)
+    monkeypatch.setenv("APP_ENV", "development")
+    assert ServiceSettings().identity_secret.get_secret_value() == DEV_PLACEHOLDER_SECRET
+
+
+@pytest.mark.parametrize("env", ["production", "test"])
+def test_placeholder_secret_refused_outside_development(
+    monkeypatch: pytest.MonkeyPatch, env: str
+) -> None:
+    monkeypatch.delenv("IDENTITY_SECRET", raising=False)
+    monkeypatch.setenv("APP_ENV", env)
+    with pytest.raises(ValidationError, match=r"identity_secret"):
+        ServiceSettings()
+
+
+def test_real_secret_accepted_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("IDENTITY_SECRET", "s3cr3t-from-the-vault")
+    assert ServiceSettings().environment == "production"
+
+
+def test_plain_postgres_uri_gets_the_async_driver() -> None:
+    uri = "postgresql://postgres:@/postgres?host=/tmp/x"
+    assert async_database_url(uri) == "postgresql+asyncpg://postgres:@/postgres?host=/tmp/x"
