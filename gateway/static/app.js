@@ -1,0 +1,283 @@
+/*
+ * The dashboard's only hand-written script. Generic: it knows nothing about orders, prices or
+ * accounts. Loaded after htmx and htmx-ext-ws; works under `script-src 'self'` (no eval).
+ *
+ * 1. CSRF: every htmx request carries X-CSRF-Token from <meta name="csrf-token">.
+ * 2. Connection state: #conn-state and <body data-conn-state> follow the ws extension's
+ *    events; reconnects use capped, fully jittered exponential backoff.
+ * 3. Optimistic UI: an element issuing an htmx request with data-optimistic='{"status": ..,
+ *    "message": ..}' is patched the moment the request is sent. If the response is not swapped
+ *    and not 2xx (429, 5xx, other 4xx, network error, timeout, abort), the exact pre-submit DOM
+ *    (including typed values) is put back; a 429 then counts down Retry-After with submit
+ *    disabled. A swapped response (2xx, 422 with field errors) replaces the patched DOM itself;
+ *    whatever patch is left on elements it did not replace is undone.
+ */
+(function () {
+  'use strict';
+
+  // htmx-ext-ws 2.0.4 reconnects only after these close codes (see vendor/README.md).
+  const RECONNECT_CODES = [1006, 1011, 1012, 1013];
+  const BACKOFF_BASE_MS = 500;
+  const BACKOFF_CAP_MS = 10000;
+  const DEFAULT_RETRY_AFTER_S = 5;
+  const SUBMITS = 'button:not([type]), button[type="submit"], input[type="submit"], input[type="image"]';
+  const CONTROLS = 'input, select, textarea';
+  const NO_LIVE_VALUE = ['file', 'hidden', 'submit', 'button', 'reset', 'image'];
+
+  // ---- 2. WebSocket reconnect backoff ("full jitter": uniform in [0, min(cap, base * 2^n)))
+  htmx.config.wsReconnectDelay = function (retryCount) {
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, retryCount));
+    return Math.floor(Math.random() * ceiling);
+  };
+
+  // ---- 1. CSRF
+  document.addEventListener('htmx:configRequest', function (evt) {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    if (meta && meta.content) evt.detail.headers['X-CSRF-Token'] = meta.content;
+  });
+
+  // ---- 2. Connection state
+  const CONN_TEXT = { live: 'live', reconnecting: 'reconnecting…', offline: 'offline — reload the page' };
+
+  function setConnState(state) {
+    const badge = document.getElementById('conn-state');
+    if (badge) {
+      badge.textContent = CONN_TEXT[state];
+      badge.classList.remove('conn--live', 'conn--reconnecting', 'conn--offline');
+      badge.classList.add('conn--' + state);
+    }
+    document.body.setAttribute('data-conn-state', state);
+  }
+
+  document.addEventListener('htmx:wsOpen', function () { setConnState('live'); });
+  document.addEventListener('htmx:wsError', function () { setConnState('reconnecting'); });
+  document.addEventListener('htmx:wsClose', function (evt) {
+    const code = evt.detail.event && evt.detail.event.code;
+    setConnState(RECONNECT_CODES.indexOf(code) >= 0 ? 'reconnecting' : 'offline');
+  });
+
+  // ---- 3. Optimistic UI
+  const inFlight = new WeakMap(); // xhr -> record of one optimistic request
+  const coolingDown = new WeakSet(); // elements waiting out a 429's Retry-After
+
+  function parsePatch(elt) {
+    try {
+      const patch = JSON.parse(elt.getAttribute('data-optimistic'));
+      return patch && typeof patch === 'object' ? patch : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function submitButtons(elt) {
+    if (elt instanceof HTMLFormElement) {
+      return Array.from(elt.elements).filter(function (n) { return n.matches(SUBMITS); });
+    }
+    const self = elt.matches('button, input[type="submit"], input[type="button"]') ? [elt] : [];
+    return self.concat(Array.from(elt.querySelectorAll(SUBMITS)));
+  }
+
+  function pathTo(root, node) {
+    const path = [];
+    if (!node || !root.contains(node)) return null;
+    for (let n = node; n !== root; n = n.parentNode) {
+      path.unshift(Array.prototype.indexOf.call(n.parentNode.childNodes, n));
+    }
+    return path;
+  }
+
+  function follow(root, path) {
+    let n = root;
+    for (let i = 0; path && n && i < path.length; i++) n = n.childNodes[path[i]];
+    return path ? n : null;
+  }
+
+  // cloneNode copies attributes, not what the user typed into selects; copy live state across.
+  function cloneWithState(node) {
+    const copy = node.cloneNode(true);
+    const live = (node.matches(CONTROLS) ? [node] : []).concat(Array.from(node.querySelectorAll(CONTROLS)));
+    const copies = (copy.matches(CONTROLS) ? [copy] : []).concat(Array.from(copy.querySelectorAll(CONTROLS)));
+    live.forEach(function (control, i) {
+      const twin = copies[i];
+      if (control.type === 'checkbox' || control.type === 'radio') {
+        twin.checked = control.checked;
+      } else if (control.tagName === 'SELECT') {
+        Array.from(control.options).forEach(function (opt, j) { twin.options[j].selected = opt.selected; });
+      } else if (NO_LIVE_VALUE.indexOf(control.type) < 0) {
+        twin.value = control.value;
+      }
+    });
+    return copy;
+  }
+
+  function snapshot(elt, target) {
+    const roots = elt.contains(target) ? [elt] : target.contains(elt) ? [target] : [target, elt];
+    const record = { elt: elt, eltCopy: null, roots: [], undo: [], swap: null, patched: false };
+    roots.forEach(function (node) {
+      const copy = cloneWithState(node);
+      if (node.contains(elt)) record.eltCopy = follow(copy, pathTo(node, elt));
+      record.roots.push({ node: node, copy: copy, focus: pathTo(node, document.activeElement) });
+    });
+    return record;
+  }
+
+  // Each change records how to undo itself, so a partly replaced element can be cleaned up.
+  function change(record, undo) { record.undo.push(undo); }
+
+  function setAttr(record, el, name, value) {
+    const old = el.getAttribute(name);
+    change(record, function () { old === null ? el.removeAttribute(name) : el.setAttribute(name, old); });
+    el.setAttribute(name, value);
+  }
+
+  function setText(record, el, text) {
+    if (el instanceof HTMLInputElement) {
+      const old = el.value;
+      change(record, function () { el.value = old; });
+      el.value = text;
+      return;
+    }
+    const old = Array.from(el.childNodes);
+    change(record, function () { el.replaceChildren.apply(el, old); });
+    el.textContent = text;
+  }
+
+  function applyPatch(record, patch, submitter) {
+    const elt = record.elt;
+    Object.keys(patch).forEach(function (key) {
+      const value = patch[key];
+      if (key === 'message' || value === null || typeof value === 'object') return;
+      const name = key.replace(/_/g, '-').replace(/[A-Z]/g, function (c) { return '-' + c.toLowerCase(); });
+      setAttr(record, elt, 'data-' + name, String(value));
+    });
+    setAttr(record, elt, 'aria-busy', 'true');
+    const buttons = submitButtons(elt);
+    buttons.forEach(function (b) {
+      const was = b.disabled;
+      change(record, function () { b.disabled = was; });
+      b.disabled = true;
+    });
+    if (typeof patch.message === 'string') {
+      const slot = elt.querySelector('[data-optimistic-message]') ||
+        (submitter && buttons.indexOf(submitter) >= 0 ? submitter : buttons[0]);
+      if (slot) setText(record, slot, patch.message);
+    }
+    record.patched = true;
+  }
+
+  function undoPatch(record) {
+    record.undo.reverse().forEach(function (undo) { undo(); });
+    record.undo = [];
+  }
+
+  // Put the pre-submit DOM back; returns the restored copy of the requesting element.
+  function restoreSnapshot(record) {
+    record.roots.forEach(function (root) {
+      if (!root.node.isConnected) return; // replaced meanwhile (e.g. a live render): newer wins
+      root.node.replaceWith(root.copy);
+      htmx.process(root.copy);
+      const focused = follow(root.copy, root.focus);
+      if (focused && focused.focus) focused.focus();
+    });
+    return record.eltCopy && record.eltCopy.isConnected ? record.eltCopy : null;
+  }
+
+  function retryAfterSeconds(xhr) {
+    const raw = (xhr.getResponseHeader('Retry-After') || '').trim();
+    if (/^\d+$/.test(raw)) return parseInt(raw, 10);
+    const when = Date.parse(raw);
+    return isNaN(when) ? DEFAULT_RETRY_AFTER_S : Math.max(0, Math.ceil((when - Date.now()) / 1000));
+  }
+
+  function coolDown(elt, seconds) {
+    if (!elt || !elt.isConnected) return;
+    const record = { undo: [] };
+    let slot = elt.querySelector('[data-optimistic-message]');
+    if (!slot) {
+      slot = document.createElement('p');
+      slot.className = 'rate-limit-notice';
+      slot.setAttribute('role', 'status');
+      elt.appendChild(slot);
+      change(record, function () { slot.remove(); });
+    } else {
+      setText(record, slot, '');
+    }
+    setAttr(record, elt, 'data-status', 'rate-limited');
+    submitButtons(elt).forEach(function (b) {
+      const was = b.disabled;
+      change(record, function () { b.disabled = was; });
+      b.disabled = true;
+    });
+    coolingDown.add(elt);
+    const deadline = Date.now() + seconds * 1000;
+    let shown = null;
+    const tick = function () {
+      const left = Math.ceil((deadline - Date.now()) / 1000);
+      if (!elt.isConnected || left <= 0) {
+        clearInterval(timer);
+        coolingDown.delete(elt);
+        if (elt.isConnected) undoPatch(record);
+        return;
+      }
+      if (left !== shown) slot.textContent = 'Too many requests — retry in ' + left + ' s';
+      shown = left;
+    };
+    const timer = setInterval(tick, 200);
+    tick();
+  }
+
+  function isCoolingDown(elt) {
+    for (let n = elt; n; n = n.parentElement) if (coolingDown.has(n)) return true;
+    return false;
+  }
+
+  document.addEventListener('htmx:beforeRequest', function (evt) {
+    const elt = evt.detail.elt;
+    if (isCoolingDown(elt)) {
+      evt.preventDefault();
+      return;
+    }
+    if (!elt.hasAttribute('data-optimistic')) return;
+    // Snapshot now: htmx adds its request classes / hx-disabled-elt only after this event.
+    inFlight.set(evt.detail.xhr, snapshot(elt, evt.detail.target || elt));
+  });
+
+  // Patch on beforeSend, which fires only if no listener cancelled beforeRequest.
+  document.addEventListener('htmx:beforeSend', function (evt) {
+    const record = inFlight.get(evt.detail.xhr);
+    if (!record) return;
+    const patch = parsePatch(record.elt);
+    const trigger = evt.detail.requestConfig && evt.detail.requestConfig.triggeringEvent;
+    if (patch) applyPatch(record, patch, trigger && trigger.submitter);
+  });
+
+  document.addEventListener('htmx:beforeSwap', function (evt) {
+    const record = inFlight.get(evt.detail.xhr);
+    if (record) record.swap = evt.detail; // read shouldSwap later, after every listener had its say
+  });
+
+  function finish(evt) {
+    const xhr = evt.detail.xhr;
+    const record = xhr && inFlight.get(xhr);
+    if (!record) return;
+    inFlight.delete(xhr); // htmx re-fires afterRequest on an ancestor if the element was replaced
+    if (!record.patched) return;
+    const ok = xhr.status >= 200 && xhr.status < 300;
+    const swapped = !!(record.swap && record.swap.shouldSwap);
+    if (ok || swapped) {
+      undoPatch(record);
+      return;
+    }
+    // Restore once htmx has finished dispatching (sendError / timeout follow afterRequest), so
+    // those events still bubble from the original element to document listeners.
+    queueMicrotask(function () {
+      const elt = restoreSnapshot(record);
+      if (xhr.status === 429) coolDown(elt, retryAfterSeconds(xhr));
+    });
+  }
+
+  // afterRequest follows every outcome (swap done, 4xx/5xx, network error, timeout, abort);
+  // onLoadError replaces it when response handling threw.
+  document.addEventListener('htmx:afterRequest', finish);
+  document.addEventListener('htmx:onLoadError', finish);
+})();
