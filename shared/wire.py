@@ -5,8 +5,11 @@ No other module spells these as literals.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "COMPONENTS",
+    "GATEWAY_SESSION_REVOKED",
     "HEADER_CSRF",
     "HEADER_IDENTITY",
     "HEADER_REQUEST_ID",
@@ -26,8 +29,13 @@ PRICES_TICKS = "prices.ticks"
 SESSION_OPENED = "session.opened"
 SESSION_CLOSED = "session.closed"
 SESSION_HEARTBEAT = "session.heartbeat"
+# gateway → gateway replicas: a web session was logged out; close its sockets
+GATEWAY_SESSION_REVOKED = "gateway.session.revoked"
 RISK_BREACH_ALL = "risk.breach.*"
 ORDERS_EVENTS_ALL = "orders.events.*"
+# Subject templates a component subscribes to, filled per live account by the framework
+ORDERS_EVENTS_TEMPLATE = "orders.events.{account_id}"
+RISK_BREACH_TEMPLATE = "risk.breach.{account_id}"
 
 
 def risk_breach(account_id: int) -> str:
@@ -76,6 +84,17 @@ ID_PREFIX = {
 }
 
 
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def element_id(component: str, *parts: object) -> str:
-    """``element_id("portfolio", "row", "AAPL")`` → ``"portfolio-row-AAPL"``."""
-    return "-".join([ID_PREFIX[component], *(str(p) for p in parts)])
+    """``element_id("portfolio", "row", "AAPL")`` → ``"portfolio-row-AAPL"``.
+
+    Characters that would need escaping in a CSS selector (``BRK.B``) become ``_``.
+    """
+    return "-".join([ID_PREFIX[component], *(_NOT_ID.sub("_", str(p)) for p in parts)])
+
+
+def browser_event_url(component: str, event: str) -> str:
+    """Where the page posts a component event: the gateway's proxy."""
+    return f"/c/{component}/{event}"

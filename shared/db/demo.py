@@ -162,7 +162,7 @@ async def _load_user(
                     account_id=account_id,
                     symbol_id=symbols[ticker].id,
                     quantity=qty,
-                    avg_cost=(symbols[ticker].last * share).quantize(Decimal("0.0001")),
+                    avg_cost=(symbols[ticker].last * share).quantize(Decimal("0.01")),
                     realised_pnl=Decimal(0),
                 )
                 for ticker, qty, share in spec.positions

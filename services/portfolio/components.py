@@ -1,0 +1,105 @@
+"""PortfolioComponent: the account's open positions with live P&L (the seed's component)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from shared import domain, wire
+from shared.components import Component, IsAuthenticated, Registry
+from shared.db.models import Position, Symbol
+from shared.ticks import tick_last
+
+__all__ = ["PortfolioComponent", "registry"]
+
+registry = Registry()
+
+TOTALS_ID = wire.element_id("portfolio", "totals")
+
+
+def _row(ticker: str, qty: int, avg_cost: Any, last: Any, prev_close: Any) -> dict[str, Any]:
+    row = {
+        "id": wire.element_id("portfolio", "row", ticker),
+        "symbol": ticker,
+        "qty": qty,
+        "avg_cost": domain.dec(avg_cost),
+        "prev_close": domain.dec(prev_close) if prev_close is not None else None,
+        "dir": "",
+    }
+    _price(row, domain.dec(last))
+    return row
+
+
+def _price(row: dict[str, Any], last: Decimal) -> None:
+    row["last"] = last
+    row["pnl"] = domain.position_pnl(last, domain.dec(row["avg_cost"]), row["qty"])
+    prev = row.get("prev_close")
+    row["day_chg"] = domain.day_change(last, prev, row["qty"]) if prev is not None else None
+
+
+@registry.register("portfolio")
+class PortfolioComponent(Component):
+    template_name = "components/portfolio.html"
+    permission_classes = [IsAuthenticated]
+    cache_key_prefix = "portfolio"
+    cache_ttl = 5  # seconds — avoid DB hammering on tick storms
+    subscriptions = {
+        wire.PRICES_TICKS: wire.EVENT_PRICE_TICK,
+        wire.ORDERS_EVENTS_TEMPLATE: wire.EVENT_ORDER,
+    }
+
+    async def mount(self) -> None:
+        rows = await self.session.execute(
+            select(
+                Position.quantity, Position.avg_cost, Symbol.ticker, Symbol.last, Symbol.prev_close
+            )
+            .join(Symbol, Position.symbol_id == Symbol.id)
+            .where(Position.account_id == self.request.user.account_id, Position.quantity > 0)
+            .order_by(Symbol.ticker)
+        )
+        self.state["positions"] = [
+            _row(ticker, qty, avg_cost, last, prev_close)
+            for qty, avg_cost, ticker, last, prev_close in rows
+        ]
+        self._totals()
+
+    def _totals(self) -> None:
+        positions = self.state["positions"]
+        self.state["total_value"] = domain.total_value(
+            domain.Holding(p["symbol"], p["qty"], domain.dec(p["last"])) for p in positions
+        )
+        self.state["total_pnl"] = sum((domain.dec(p["pnl"]) for p in positions), Decimal(0))
+        self.state["day_change"] = sum(
+            (p["day_chg"] for p in positions if p.get("day_chg") is not None), Decimal(0)
+        )
+
+    async def on_ws_message(self, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == wire.EVENT_PRICE_TICK:
+            ticks = message["prices"]
+            changed = False
+            for pos in self.state["positions"]:
+                if pos["symbol"] not in ticks:
+                    continue
+                last = tick_last(ticks[pos["symbol"]])
+                old = domain.dec(pos["last"])
+                if last != old:
+                    pos["dir"] = "up" if last > old else "down"
+                    _price(pos, last)
+                    changed = True
+            if changed:
+                self._totals()
+        elif event == wire.EVENT_ORDER:
+            self.invalidate_cache()
+            self.state.clear()
+            await self.mount()
+
+    def live_parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        parts: dict[str, tuple[str, dict[str, Any]]] = {
+            pos["id"]: ("row", {"pos": pos}) for pos in self.state.get("positions", [])
+        }
+        totals = {k: self.state.get(k) for k in ("total_value", "total_pnl", "day_change")}
+        parts[TOTALS_ID] = ("totals", {"state": totals})
+        return parts

@@ -1,0 +1,34 @@
+"""Server-rendered chart geometry (the browser draws SVG it is given, computes nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+__all__ = ["SPARK_HEIGHT", "SPARK_WIDTH", "sparkline_points"]
+
+SPARK_WIDTH = 80
+SPARK_HEIGHT = 20
+
+
+def sparkline_points(
+    values: Sequence[Decimal], width: int = SPARK_WIDTH, height: int = SPARK_HEIGHT
+) -> str:
+    """SVG polyline ``points`` for ``values`` scaled into ``width`` × ``height``.
+
+    The highest value is at the top (y = 1), the lowest at the bottom (y = height − 1);
+    a flat series is drawn through the middle.
+    """
+    if not values:
+        return ""
+    if len(values) == 1:
+        values = [values[0], values[0]]
+    low, high = min(values), max(values)
+    span = high - low
+    step = Decimal(width) / (len(values) - 1)
+    inner = Decimal(height - 2)
+    points = []
+    for i, v in enumerate(values):
+        y = Decimal(height) / 2 if span == 0 else 1 + inner * (high - v) / span
+        points.append(f"{float(step * i):.1f},{float(y):.1f}")
+    return " ".join(points)

@@ -1,0 +1,166 @@
+"""``Component`` and ``FormComponent``: the seed's API, async for SQLAlchemy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import wire
+from shared.components.cache import MountCache
+from shared.components.permissions import BasePermission
+from shared.components.scope import Callback, UnitOfWork
+from shared.identity import AnonymousUser, Identity
+
+if TYPE_CHECKING:
+    from shared.bus import MessageBus
+
+__all__ = ["Component", "ComponentContext", "FormComponent", "PartSpec"]
+
+_NOT_EVENTS = frozenset({"ws_message", "commit"})
+
+PartSpec = tuple[str, dict[str, Any]]
+"""``(block name in the component's template, the block's context)``."""
+
+
+@dataclass
+class ComponentContext:
+    """What a component sees as ``self.request``."""
+
+    user: Identity | AnonymousUser = field(default_factory=AnonymousUser)
+    request_id: str = "-"
+    db: async_sessionmaker[AsyncSession] | None = None
+    bus: MessageBus | None = None
+    cache: MountCache | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Component:
+    """A server-side component: state, ``mount()``, ``on_<event>()``, ``on_ws_message()``.
+
+    Class attributes configure it: ``template_name`` (looked up in the ``templates/``
+    directory beside the defining module), ``permission_classes``, ``rate_limit``
+    (``"60/minute"``), ``cache_key_prefix`` / ``cache_ttl`` (seconds) and
+    ``subscriptions`` (NATS subject template → event name given to ``on_ws_message``,
+    e.g. ``{"orders.events.{account_id}": "order_event"}``).
+    """
+
+    name: ClassVar[str] = ""
+    template_name: ClassVar[str] = ""
+    template_dir: ClassVar[str | None] = None
+    permission_classes: ClassVar[Sequence[type[BasePermission]]] = ()
+    rate_limit: ClassVar[str | None] = None
+    cache_key_prefix: ClassVar[str | None] = None
+    cache_ttl: ClassVar[float] = 0
+    subscriptions: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(
+        self,
+        request: ComponentContext | None = None,
+        *,
+        component_id: str = "root",
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.request = request if request is not None else ComponentContext()
+        self.component_id = component_id
+        self.state: dict[str, Any] = state if state is not None else {}
+        self._uow: UnitOfWork | None = None
+
+    # -- hooks a component overrides -------------------------------------------------
+    def mount(self) -> Any:
+        """Load the initial state (may be ``async``); ``self.session`` is available."""
+        return None
+
+    async def on_ws_message(self, message: dict[str, Any]) -> None:
+        """A live message, ``message["event"]`` naming it (``price_tick``, …)."""
+
+    def get_optimistic_patch(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """What the browser shows at once on submitting ``event`` (default nothing)."""
+        return {}
+
+    def live_parts(self) -> dict[str, PartSpec]:
+        """Element id → (block name, block context) of each independently updated part.
+
+        Each block renders one whole element carrying that id. The framework compares
+        block contexts with what it last published and renders only changed blocks.
+        Empty (the default) means: the whole fragment is re-rendered when state changes.
+        """
+        return {}
+
+    def get_context(self) -> dict[str, Any]:
+        """Extra variables for the full template (and every block)."""
+        return {}
+
+    # -- framework services ----------------------------------------------------------
+    @property
+    def root_id(self) -> str:
+        return wire.element_id(self.name, self.component_id)
+
+    @property
+    def user(self) -> Identity | AnonymousUser:
+        return self.request.user
+
+    @property
+    def session(self) -> AsyncSession:
+        """The transaction of the current mount / event / live message."""
+        if self._uow is None:
+            raise RuntimeError("self.session exists only while the framework runs a handler")
+        return self._uow.session
+
+    def on_commit(self, callback: Callback) -> None:
+        """Run ``callback`` (sync or async) once the current transaction has committed."""
+        if self._uow is None:
+            raise RuntimeError("on_commit exists only while the framework runs a handler")
+        self._uow.on_commit(callback)
+
+    def cache_key(self) -> tuple[str, int] | None:
+        account_id = getattr(self.request.user, "account_id", None)
+        if not self.cache_key_prefix or self.cache_ttl <= 0 or account_id is None:
+            return None
+        return self.cache_key_prefix, int(account_id)
+
+    def invalidate_cache(self) -> None:
+        """Forget the cached mount for this account, now and again after commit."""
+        key, cache = self.cache_key(), self.request.cache
+        if key is None or cache is None:
+            return
+        cache.invalidate(*key)
+        if self._uow is not None:
+            self._uow.on_commit(lambda: cache.invalidate(*key))
+
+    def optimistic(self, event: str, payload: dict[str, Any] | None = None) -> str:
+        """The optimistic patch of ``event`` as JSON (for ``data-optimistic``)."""
+        patch = self.get_optimistic_patch(event, payload or {})
+        return json.dumps(patch, separators=(",", ":"), ensure_ascii=False)
+
+    def event_url(self, event: str) -> str:
+        """Where the page posts ``event`` (the gateway's proxy)."""
+        return wire.browser_event_url(self.name, event)
+
+    def has_event(self, event: str) -> bool:
+        if not event.isidentifier() or event in _NOT_EVENTS:
+            return False
+        return callable(getattr(type(self), f"on_{event}", None))
+
+
+class FormComponent(Component):
+    """A component whose events are validated against ``schema`` before the handler runs.
+
+    The handler (``on_submit(self)``) reads ``self.validated_data``, a dict.
+    """
+
+    schema: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(
+        self,
+        request: ComponentContext | None = None,
+        *,
+        component_id: str = "root",
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(request, component_id=component_id, state=state)
+        self.validated_data: dict[str, Any] = {}

@@ -1,0 +1,47 @@
+"""Prometheus metrics of a component service, on a per-app ``CollectorRegistry``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ComponentMetrics"]
+
+
+class ComponentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "component_requests",
+            "Component HTTP requests by component, event and status.",
+            ["component", "event", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "component_request_seconds",
+            "Component HTTP request latency.",
+            ["component", "kind"],
+            registry=self.registry,
+        )
+        self.publishes = Counter(
+            "component_live_publishes",
+            "ui.* messages published, full renders or parts.",
+            ["component", "full"],
+            registry=self.registry,
+        )
+        self.parts = Counter(
+            "component_live_parts", "Parts published.", ["component"], registry=self.registry
+        )
+        self.sessions = Gauge(
+            "component_live_sessions", "Live sessions known.", registry=self.registry
+        )
+        self.instances = Gauge(
+            "component_live_instances", "Live component instances.", registry=self.registry
+        )
+
+    def published(self, component: str, full: bool, parts: int) -> None:
+        self.publishes.labels(component, "true" if full else "false").inc()
+        self.parts.labels(component).inc(parts)
+
+    def live(self, sessions: int, instances: int) -> None:
+        self.sessions.set(sessions)
+        self.instances.set(instances)

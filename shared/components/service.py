@@ -1,0 +1,236 @@
+"""The service contract (DESIGN.md §3.1): one call builds a component service's app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared import wire
+from shared.bus import Handler, MessageBus, NatsBus, Subscription
+from shared.components.base import Component, ComponentContext
+from shared.components.cache import MountCache
+from shared.components.errors import ComponentError, HandlerError, RateLimited
+from shared.components.live import LiveSessions
+from shared.components.metrics import ComponentMetrics
+from shared.components.ratelimit import (
+    InMemoryRateLimiter,
+    PostgresRateLimiter,
+    RateLimiter,
+    RateLimitStatus,
+)
+from shared.components.registry import Registry
+from shared.components.rendering import render
+from shared.components.runtime import dispatch, mount
+from shared.db.engine import create_engine, ping, session_factory
+from shared.identity import Identity, InvalidIdentity, verify_identity
+from shared.observability import RequestIdMiddleware, install_ops_routes, request_id_var
+from shared.settings import ServiceSettings
+
+__all__ = ["create_component_app", "live_instance", "rate_limit_headers", "read_payload"]
+
+log = logging.getLogger(__name__)
+
+
+def rate_limit_headers(policy: str, status: RateLimitStatus | RateLimited) -> dict[str, str]:
+    """``RateLimit-Policy`` / ``RateLimit`` (IETF draft) and, when refused, ``Retry-After``."""
+    if isinstance(status, RateLimited):
+        remaining, reset = 0, status.retry_after
+    else:
+        remaining, reset = status.remaining, status.reset
+    headers = {
+        wire.HEADER_RATELIMIT_POLICY: f'"{policy}";q={status.limit};w={status.window}',
+        wire.HEADER_RATELIMIT: f'"{policy}";r={remaining};t={reset}',
+    }
+    if isinstance(status, RateLimited):
+        headers[wire.HEADER_RETRY_AFTER] = str(status.retry_after)
+    return headers
+
+
+async def read_payload(request: Request) -> dict[str, Any]:
+    """A form-encoded or JSON body as a dict (repeated form keys become lists)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        body = await request.body()
+        if not body:
+            return {}
+        data = await request.json()
+        if not isinstance(data, dict):
+            raise ValueError("JSON body must be an object")
+        return data
+    payload: dict[str, Any] = {}
+    for key, value in (await request.form()).multi_items():
+        if not isinstance(value, str):
+            continue
+        if key in payload:
+            prev = payload[key]
+            payload[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            payload[key] = value
+    return payload
+
+
+def create_component_app(
+    service_name: str,
+    registry: Registry,
+    settings: ServiceSettings,
+    *,
+    bus: MessageBus | None = None,
+    engine: AsyncEngine | None = None,
+    database: bool = True,
+    limiter: RateLimiter | None = None,
+    cache: MountCache | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+    extras: Mapping[str, Any] | None = None,
+    live: bool = True,
+    heartbeat_interval: float = 10.0,
+) -> FastAPI:
+    """The FastAPI app of a component service; nothing connects until its lifespan starts.
+
+    The lifespan creates the engine and connects NATS unless ``engine`` / ``bus`` are
+    given (given ones are not closed), starts :class:`LiveSessions` and subscribes
+    ``handlers`` (extra subject → handler, e.g. the orders venue's tick handler).
+    ``database=False`` runs without PostgreSQL (unit tests).
+    """
+    metrics = ComponentMetrics()
+    secret = settings.identity_secret.get_secret_value()
+    mount_cache = cache if cache is not None else MountCache()
+    rate_limiter: RateLimiter = limiter or (
+        PostgresRateLimiter() if database else InMemoryRateLimiter()
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None and database
+        app.state.engine = create_engine(settings.async_database_url) if own_engine else engine
+        app.state.db = session_factory(app.state.engine) if app.state.engine else None
+        own_bus = bus is None
+        app.state.bus = await NatsBus.connect(settings.nats_url, service_name) if own_bus else bus
+        subs: list[Subscription] = []
+        try:
+            if live:
+                app.state.live = LiveSessions(
+                    registry,
+                    app.state.bus,
+                    context=lambda identity: context_for(app, identity, "live"),
+                    heartbeat_interval=heartbeat_interval,
+                    metrics=metrics,
+                )
+                await app.state.live.start()
+            for subject, handler in (handlers or {}).items():
+                subs.append(await app.state.bus.subscribe(subject, handler))
+            yield
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            if app.state.live is not None:
+                await app.state.live.stop()
+            if own_bus:
+                await app.state.bus.close()
+            if own_engine:
+                await app.state.engine.dispose()
+
+    app = FastAPI(title=service_name, lifespan=lifespan)
+    app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
+    app.state.cache, app.state.limiter, app.state.live = mount_cache, rate_limiter, None
+    app.state.engine = app.state.db = app.state.bus = None
+    app.add_middleware(RequestIdMiddleware)
+
+    async def db_ready() -> None:
+        if app.state.engine is not None:
+            await ping(app.state.engine)
+
+    async def nats_ready() -> None:
+        if app.state.bus is None or not app.state.bus.is_connected:
+            raise ConnectionError("NATS not connected")
+
+    checks = {"database": db_ready, "nats": nats_ready} if database else {"nats": nats_ready}
+    install_ops_routes(app, service=service_name, registry=metrics.registry, ready_checks=checks)
+
+    def context_for(app: FastAPI, user: Identity, request_id: str) -> ComponentContext:
+        return ComponentContext(
+            user=user,
+            request_id=request_id,
+            db=app.state.db,
+            bus=app.state.bus,
+            cache=mount_cache,
+            extras=extras or {},
+        )
+
+    def text(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+        return PlainTextResponse(message, status_code=status, headers=headers)
+
+    async def run(request: Request, name: str, event: str | None) -> Response:
+        rid = request_id_var.get()
+        try:
+            user = verify_identity(request.headers.get(wire.HEADER_IDENTITY), secret)
+        except InvalidIdentity as exc:
+            return text(401, exc.reason)
+        cls = registry.get(name)
+        context = context_for(request.app, user, rid)
+        if event is None:
+            return HTMLResponse(render(await mount(cls, context)).html)
+        try:
+            payload = await read_payload(request)
+        except ValueError as exc:
+            return text(422, f"malformed payload: {exc}")
+        outcome = await dispatch(cls, context, event, payload, limiter=rate_limiter)
+        headers = rate_limit_headers(f"{name}.{event}", outcome.rate) if outcome.rate else {}
+        html = render(outcome.component).html
+        if outcome.status == 200 and request.app.state.live is not None:
+            await request.app.state.live.adopt(outcome.component)
+        return HTMLResponse(html, status_code=outcome.status, headers=headers)
+
+    async def guarded(request: Request, name: str, event: str | None) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await run(request, name, event)
+        except HandlerError as exc:
+            rid = request_id_var.get()
+            log.error(
+                "component %s event %s failed [request_id=%s]",
+                name,
+                event,
+                rid,
+                exc_info=exc.__cause__ or exc,
+            )
+            response = text(500, f"internal error (request id {rid})")
+        except RateLimited as exc:
+            response = text(429, str(exc), rate_limit_headers(f"{name}.{event}", exc))
+        except ComponentError as exc:
+            response = text(exc.status, str(exc))
+        except Exception:
+            rid = request_id_var.get()
+            log.exception("component %s event %s failed [request_id=%s]", name, event, rid)
+            response = text(500, f"internal error (request id {rid})")
+        known = name if name in registry else "unknown"
+        label = "unknown" if response.status_code == 404 and event else (event or "")
+        metrics.requests.labels(known, label, str(response.status_code)).inc()
+        kind = "event" if event else "mount"
+        metrics.latency.labels(known, kind).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/components/{name}")
+    async def get_component(request: Request, name: str) -> Response:
+        return await guarded(request, name, None)
+
+    @app.post("/components/{name}/events/{event}")
+    async def post_event(request: Request, name: str, event: str) -> Response:
+        return await guarded(request, name, event)
+
+    return app
+
+
+def live_instance(app: FastAPI, user_id: int, name: str) -> Component | None:
+    """The live instance of ``name`` for ``user_id`` in ``app``, if any (for tests)."""
+    live_sessions: LiveSessions | None = app.state.live
+    if live_sessions is None:
+        return None
+    instance = live_sessions.instances.get((user_id, name))
+    return instance.component if instance else None

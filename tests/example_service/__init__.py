@@ -1,0 +1,1 @@
+"""A tiny component service used by the framework's own tests."""

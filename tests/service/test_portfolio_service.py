@@ -1,0 +1,143 @@
+"""The portfolio service against real PostgreSQL and NATS: HTTP fragment and live parts."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from services.portfolio.app import create_app
+from services.portfolio.settings import PortfolioSettings
+from shared import wire
+from shared.bus import NatsBus
+from shared.db.engine import create_engine, session_factory
+from shared.db.models import Position, Symbol
+from tests.support import (
+    collect,
+    identity_headers,
+    identity_of,
+    running,
+    session_payload,
+    wait_until,
+)
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
+) -> PortfolioSettings:
+    monkeypatch.setenv("DATABASE_URL", demo_database_url)
+    monkeypatch.setenv("NATS_URL", nats_url)
+    return PortfolioSettings()
+
+
+async def test_fragment_needs_identity_and_shows_only_own_positions(
+    settings: PortfolioSettings,
+) -> None:
+    alice = await identity_of(settings.database_url, "alice")
+    bob = await identity_of(settings.database_url, "bob")
+    async with running(create_app(settings)) as client:
+        assert (await client.get("/components/portfolio")).status_code == 401
+        forged = {"X-Identity": identity_headers(alice, "another-secret")["X-Identity"]}
+        assert (await client.get("/components/portfolio", headers=forged)).status_code == 401
+        r = await client.get("/components/portfolio", headers=identity_headers(alice))
+        assert r.status_code == 200
+        assert 'id="portfolio-row-AAPL"' in r.text and 'id="portfolio-row-NVDA"' in r.text
+        assert "portfolio-row-TSLA" not in r.text  # bob's
+        r = await client.get("/components/portfolio", headers=identity_headers(bob))
+        assert "portfolio-row-TSLA" in r.text and "portfolio-row-AAPL" not in r.text
+
+
+async def test_live_session_full_render_then_changed_rows_only(
+    settings: PortfolioSettings, bus: NatsBus
+) -> None:
+    alice = await identity_of(settings.database_url, "alice", "alice-tab-1")
+    ui = await collect(bus, wire.ui_subject(alice.user_id, "portfolio"))
+    async with running(create_app(settings)):
+        await bus.publish(wire.SESSION_OPENED, session_payload(alice))
+        await wait_until(lambda: len(ui) >= 1)
+        first = ui[0][1]
+        assert first["full"] is True and first["component"] == "portfolio"
+        assert [p["id"] for p in first["parts"]] == ["portfolio-root"]
+        assert 'id="portfolio-row-AAPL"' in first["parts"][0]["html"]
+
+        tick = {
+            "seq": 1,
+            "ts": 1700000000000.0,
+            "prices": {
+                "AAPL": {"last": "300.00", "bid": "299.99", "ask": "300.01", "chg_pct": "30.5"}
+            },
+        }
+        await bus.publish(wire.PRICES_TICKS, tick)
+        await wait_until(lambda: len(ui) >= 2)
+        second = ui[1][1]
+        assert second["full"] is False
+        assert [p["id"] for p in second["parts"]] == ["portfolio-row-AAPL", "portfolio-totals"]
+        assert second["ts"] == tick["ts"]
+        assert "300.00" in second["parts"][0]["html"]
+
+        # TSLA is bob's, not alice's: nothing for alice
+        await bus.publish(
+            wire.PRICES_TICKS,
+            {
+                "seq": 2,
+                "ts": 1.0,
+                "prices": {"TSLA": {"last": "1.00", "bid": "0.99", "ask": "1.01", "chg_pct": "0"}},
+            },
+        )
+        await bus.flush()
+        await asyncio.sleep(0.3)
+        assert len(ui) == 2
+
+        # an order event for alice's account: a new position appears
+        engine = create_engine(settings.database_url, null_pool=True)
+        async with session_factory(engine).begin() as s:
+            ko = await s.scalar(select(Symbol).where(Symbol.ticker == "KO"))
+            assert ko is not None
+            s.add(
+                Position(
+                    account_id=alice.account_id,
+                    symbol_id=ko.id,
+                    quantity=10,
+                    avg_cost=Decimal("60.00"),
+                    realised_pnl=Decimal(0),
+                )
+            )
+        await engine.dispose()
+        await bus.publish(
+            wire.orders_events(alice.account_id),
+            {
+                "order_id": 1,
+                "status": "filled",
+                "symbol": "KO",
+                "side": "buy",
+                "qty": 10,
+                "price": "60.00",
+                "ts": 2.0,
+            },
+        )
+        await wait_until(lambda: len(ui) >= 3)
+        third = ui[2][1]
+        assert third["full"] is True and 'id="portfolio-row-KO"' in third["parts"][0]["html"]
+
+        # session closed: no more messages
+        await bus.publish(wire.SESSION_CLOSED, session_payload(alice))
+        await bus.flush()
+        await asyncio.sleep(0.2)
+        await bus.publish(
+            wire.PRICES_TICKS,
+            {
+                "seq": 3,
+                "ts": 3.0,
+                "prices": {
+                    "AAPL": {"last": "310.00", "bid": "309.99", "ask": "310.01", "chg_pct": "1"}
+                },
+            },
+        )
+        await bus.flush()
+        await asyncio.sleep(0.3)
+        assert len(ui) == 3

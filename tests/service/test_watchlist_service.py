@@ -1,0 +1,137 @@
+"""The watchlist service against real PostgreSQL and NATS: add / unknown / duplicate /
+remove / reorder / suggestions, and live rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.watchlist.app import create_app
+from services.watchlist.settings import WatchlistSettings
+from shared import wire
+from shared.bus import NatsBus
+from shared.db.engine import create_engine, session_factory
+from shared.db.models import Symbol, WatchlistItem
+from shared.identity import Identity
+from tests.support import (
+    collect,
+    identity_headers,
+    identity_of,
+    running,
+    session_payload,
+    wait_until,
+)
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
+) -> WatchlistSettings:
+    monkeypatch.setenv("DATABASE_URL", demo_database_url)
+    monkeypatch.setenv("NATS_URL", nats_url)
+    return WatchlistSettings()
+
+
+async def tickers(url: str, user_id: int) -> list[str]:
+    engine = create_engine(url, null_pool=True)
+    async with session_factory(engine)() as s:
+        rows = await s.execute(
+            select(Symbol.ticker)
+            .join(WatchlistItem, WatchlistItem.symbol_id == Symbol.id)
+            .where(WatchlistItem.user_id == user_id)
+            .order_by(WatchlistItem.rank)
+        )
+        result = [t for (t,) in rows]
+    await engine.dispose()
+    return result
+
+
+async def post(client: httpx.AsyncClient, who: Identity, event: str, **data: str) -> httpx.Response:
+    return await client.post(
+        f"/components/watchlist/events/{event}", data=data, headers=identity_headers(who)
+    )
+
+
+async def test_add_unknown_duplicate_remove_and_reorder(settings: WatchlistSettings) -> None:
+    url = settings.database_url
+    alice = await identity_of(url, "alice")
+    before = await tickers(url, alice.user_id)
+    assert "KO" not in before
+    async with running(create_app(settings)) as client:
+        r = await post(client, alice, "add_symbol", ticker=" ko ")
+        assert r.status_code == 200
+        assert 'id="watchlist-row-KO"' in r.text
+        assert await tickers(url, alice.user_id) == [*before, "KO"]
+
+        r = await post(client, alice, "add_symbol", ticker="zzzz")
+        assert r.status_code == 422
+        assert "Unknown symbol: ZZZZ" in r.text
+        assert await tickers(url, alice.user_id) == [*before, "KO"]
+
+        r = await post(client, alice, "add_symbol", ticker="KO")
+        assert r.status_code == 200
+        assert await tickers(url, alice.user_id) == [*before, "KO"]
+
+        r = await post(client, alice, "move", ticker="KO", direction="up")
+        assert r.status_code == 200
+        assert await tickers(url, alice.user_id) == [*before[:-1], "KO", before[-1]]
+        r = await post(client, alice, "move", ticker=before[0], direction="up")  # already top
+        assert await tickers(url, alice.user_id) == [*before[:-1], "KO", before[-1]]
+        r = await post(client, alice, "move", ticker="KO", direction="sideways")
+        assert r.status_code == 422
+        assert "direction" in r.text
+
+        r = await post(client, alice, "remove_symbol", ticker="KO")
+        assert r.status_code == 200
+        assert "watchlist-row-KO" not in r.text
+        assert await tickers(url, alice.user_id) == before
+
+
+async def test_concurrent_adds_of_one_symbol_leave_one_row(settings: WatchlistSettings) -> None:
+    url = settings.database_url
+    bob = await identity_of(url, "bob")
+    async with running(create_app(settings)) as client:
+        results = await asyncio.gather(
+            *(post(client, bob, "add_symbol", ticker="MSFT") for _ in range(6))
+        )
+    assert all(r.status_code == 200 for r in results)
+    assert (await tickers(url, bob.user_id)).count("MSFT") == 1
+
+
+async def test_suggestions_by_ticker_or_name_prefix(settings: WatchlistSettings) -> None:
+    bob = await identity_of(settings.database_url, "bob")
+    async with running(create_app(settings)) as client:
+        r = await post(client, bob, "suggest", ticker="micro")
+        assert '<option value="MSFT">' in r.text
+        r = await post(client, bob, "suggest", ticker="AM")
+        assert '<option value="AMZN">' in r.text and '<option value="AMT">' in r.text
+        assert '<option value="AMD">' not in r.text  # already on bob's list
+
+
+async def test_live_rows_follow_ticks(settings: WatchlistSettings, bus: NatsBus) -> None:
+    alice = await identity_of(settings.database_url, "alice", "alice-w")
+    ui = await collect(bus, wire.ui_subject(alice.user_id, "watchlist"))
+    async with running(create_app(settings)):
+        await bus.publish(wire.SESSION_OPENED, session_payload(alice))
+        await wait_until(lambda: ui)
+        assert ui[0][1]["full"] is True
+        await bus.publish(
+            wire.PRICES_TICKS,
+            {
+                "seq": 1,
+                "ts": 5.0,
+                "prices": {
+                    "MSFT": {"last": "420.00", "bid": "419.95", "ask": "420.05", "chg_pct": "1.15"},
+                    "KO": {"last": "70.00", "bid": "69.99", "ask": "70.01", "chg_pct": "7.9"},
+                },
+            },
+        )
+        await wait_until(lambda: len(ui) >= 2)
+        parts = ui[1][1]["parts"]
+        assert [p["id"] for p in parts] == ["watchlist-row-MSFT"]  # KO is not on her list
+        assert "419.95" in parts[0]["html"] and "420.05" in parts[0]["html"]

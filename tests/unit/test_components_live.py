@@ -1,0 +1,184 @@
+"""Live sessions over the in-memory bus: lifecycle, routing, parts, isolation, adoption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shared import wire
+from shared.bus import InMemoryBus
+from shared.components import Component, ComponentContext, LiveSessions, Registry
+from shared.components.live import subject_pattern
+from tests.example_service.components import registry
+from tests.example_service.fakes import FakeClock
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "example_service" / "templates"
+
+
+def session(sid: str = "s1", user_id: int = 1, account_id: int = 1) -> dict[str, Any]:
+    return {
+        "session_id": sid,
+        "user_id": user_id,
+        "account_id": account_id,
+        "username": f"u{user_id}",
+        "permissions": ["trade"],
+    }
+
+
+def ui(bus: InMemoryBus, user_id: int = 1, component: str = "portfolio") -> list[dict[str, Any]]:
+    subject = wire.ui_subject(user_id, component)
+    return [payload for s, payload in bus.published if s == subject]
+
+
+async def _live(clock: FakeClock | None = None) -> tuple[InMemoryBus, LiveSessions]:
+    bus = InMemoryBus()
+    clock = clock or FakeClock()
+    live = LiveSessions(
+        registry,
+        bus,
+        context=lambda identity: ComponentContext(user=identity),
+        heartbeat_interval=10,
+        clock=clock.monotonic,
+    )
+    await live.start()
+    return bus, live
+
+
+def test_subject_pattern() -> None:
+    assert subject_pattern(wire.ORDERS_EVENTS_TEMPLATE) == "orders.events.*"
+    assert subject_pattern(wire.PRICES_TICKS) == "prices.ticks"
+
+
+async def test_open_publishes_a_full_render_of_each_live_component() -> None:
+    bus, live = await _live()
+    await bus.publish(wire.SESSION_OPENED, session())
+    [msg] = ui(bus)
+    assert msg["component"] == "portfolio" and msg["full"] is True
+    assert [p["id"] for p in msg["parts"]] == ["portfolio-root"]
+    assert 'data-component="portfolio"' in msg["parts"][0]["html"]
+    assert len(ui(bus, component="watchlist")) == 1
+    assert ui(bus, component="order") == []  # no subscriptions: not live
+    await live.stop()
+
+
+async def test_tick_publishes_only_changed_parts_with_the_tick_ts() -> None:
+    bus, live = await _live()
+    await bus.publish(wire.SESSION_OPENED, session())
+    await bus.publish(wire.PRICES_TICKS, {"seq": 1, "ts": 1700000000.25, "prices": {"AAPL": 195.0}})
+    msg = ui(bus)[-1]
+    assert msg["full"] is False and msg["ts"] == 1700000000.25
+    assert [p["id"] for p in msg["parts"]] == ["portfolio-row-AAPL", "portfolio-total"]
+    assert "3,950.00" in msg["parts"][1]["html"]
+    count = len(bus.published)
+    await bus.publish(
+        wire.PRICES_TICKS, {"seq": 2, "ts": "2025-01-02T09:30:00Z", "prices": {"AAPL": 195.0}}
+    )
+    await bus.publish(wire.PRICES_TICKS, {"seq": 3, "prices": {"ZZZ": 1.0}})
+    assert len(bus.published) == count + 2  # the two ticks themselves, no ui.* message
+    await live.stop()
+
+
+async def test_one_instance_per_user_shared_by_sessions() -> None:
+    bus, live = await _live()
+    await bus.publish(wire.SESSION_OPENED, session("a"))
+    await bus.publish(wire.SESSION_OPENED, session("b"))
+    assert len([k for k in live.instances if k[1] == "portfolio"]) == 1
+    assert [m["full"] for m in ui(bus)] == [True, True]  # the new tab gets a full render
+    await bus.publish(wire.SESSION_CLOSED, {"session_id": "a"})
+    await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 191.0}})
+    assert ui(bus)[-1]["full"] is False
+    await bus.publish(wire.SESSION_CLOSED, {"session_id": "b"})
+    assert live.instances == {}
+    before = len(ui(bus))
+    await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 192.0}})
+    assert len(ui(bus)) == before
+    await live.stop()
+
+
+async def test_account_subjects_reach_only_that_account() -> None:
+    bus, live = await _live()
+    await bus.publish(wire.SESSION_OPENED, session("a", user_id=1, account_id=11))
+    await bus.publish(wire.SESSION_OPENED, session("b", user_id=2, account_id=22))
+    event = {"order_id": 1, "status": "filled", "symbol": "NVDA", "side": "buy", "qty": 3}
+    await bus.publish(wire.orders_events(22), {**event, "ts": "t1"})
+    assert len(ui(bus, 1)) == 1  # only its open render
+    [_, added] = ui(bus, 2)
+    assert added["full"] is True and "portfolio-row-NVDA" in added["parts"][0]["html"]
+    assert added["ts"] == "t1"
+    await live.stop()
+
+
+async def test_missed_heartbeats_forget_the_session() -> None:
+    clock = FakeClock()
+    bus, live = await _live(clock)
+    await bus.publish(wire.SESSION_OPENED, session())
+    clock.advance(25)
+    await bus.publish(wire.SESSION_HEARTBEAT, session())
+    clock.advance(29)
+    assert live.sweep() == []
+    clock.advance(2)  # 31 s since the last heartbeat: three missed
+    assert live.sweep() == ["s1"]
+    assert live.instances == {}
+    before = len(bus.published)
+    await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 200.0}})
+    assert len(bus.published) == before + 1
+    await live.stop()
+
+
+async def test_heartbeat_for_an_unknown_session_opens_it() -> None:
+    bus, live = await _live()
+    await bus.publish(wire.SESSION_HEARTBEAT, session())
+    assert ui(bus)[0]["full"] is True
+    await live.stop()
+
+
+async def test_failing_instance_does_not_stop_the_others(caplog: Any) -> None:
+    bus, live = await _live()
+    await bus.publish(wire.SESSION_OPENED, session("a", 1, 1))
+    await bus.publish(wire.SESSION_OPENED, session("b", 2, 2))
+    live.instances[(1, "portfolio")].component.state["positions"] = None
+    await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 199.0}})
+    assert ui(bus, 2)[-1]["full"] is False
+    assert "on_ws_message(price_tick) failed" in caplog.text
+    await live.stop()
+
+
+async def test_adopt_takes_over_event_state_and_publishes_the_difference() -> None:
+    bus, live = await _live()
+    await bus.publish(wire.SESSION_OPENED, session())
+    posted = live.instances[(1, "watchlist")].component
+    new_state = {"items": [*posted.state["items"], {"ticker": "MSFT", "last": 410.0}]}
+    event_component = type(posted)(ComponentContext(user=posted.request.user), state=new_state)
+    await live.adopt(event_component)
+    assert live.instances[(1, "watchlist")].component.state == new_state
+    msg = ui(bus, component="watchlist")[-1]
+    assert msg["full"] is True and "watchlist-row-MSFT" in msg["parts"][0]["html"]
+    await bus.publish(wire.PRICES_TICKS, {"prices": {"MSFT": 420.0}})
+    assert "420.00" in ui(bus, component="watchlist")[-1]["parts"][0]["html"]
+    await live.stop()
+
+
+async def test_failed_live_mount_is_retried_on_the_next_heartbeat() -> None:
+    flaky_registry, failures = Registry(), [1]
+
+    @flaky_registry.register("risk_metrics")
+    class Flaky(Component):
+        template_name = "components/watchlist.html"
+        template_dir = str(TEMPLATES)
+        subscriptions = {wire.RISK_BREACH_TEMPLATE: wire.EVENT_RISK_BREACH}
+
+        def mount(self) -> None:
+            if failures:
+                failures.pop()
+                raise ConnectionError("database away")
+            self.state["items"] = []
+
+    bus = InMemoryBus()
+    live = LiveSessions(flaky_registry, bus)
+    await live.start()
+    await bus.publish(wire.SESSION_OPENED, session())
+    assert live.instances == {} and ui(bus, component="risk_metrics") == []
+    await bus.publish(wire.SESSION_HEARTBEAT, session())
+    assert (1, "risk_metrics") in live.instances
+    assert ui(bus, component="risk_metrics")[0]["full"] is True
+    await live.stop()
