@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): each module's ``main()`` returns a markdown table."""

@@ -1,0 +1,214 @@
+"""The pricefeed process against a real nats-server and PostgreSQL with the demo data."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select, update
+
+from services.pricefeed.app import create_app
+from services.pricefeed.domain import Quote, quote_around
+from services.pricefeed.settings import PricefeedSettings
+from shared import wire
+from shared.bus import NatsBus
+from shared.db.engine import create_engine, session_factory
+from shared.db.models import Account, Position, RiskAlert, Symbol, User
+from shared.domain import Holding, margin_used, utilisation_pct
+
+pytestmark = pytest.mark.service
+D = Decimal
+
+
+class ManualProvider:
+    """Quotes the test sets; each fetch hands over what is pending."""
+
+    name = "manual"
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Quote] = {}
+
+    async def fetch(self) -> Mapping[str, Quote]:
+        pending, self.pending = self.pending, {}
+        return pending
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def wait_until(check: Callable[[], Any], within: float = 5.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
+) -> PricefeedSettings:
+    monkeypatch.setenv("DATABASE_URL", demo_database_url)
+    monkeypatch.setenv("NATS_URL", nats_url)
+    return PricefeedSettings(tick_interval_ms=50, db_write_interval_s=0.1, seed=7)
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pricefeed") as client:
+            yield client
+
+
+async def collect(bus: NatsBus, subject: str) -> list[tuple[str, dict[str, Any]]]:
+    received: list[tuple[str, dict[str, Any]]] = []
+
+    async def on_msg(subj: str, payload: dict[str, Any]) -> None:
+        received.append((subj, payload))
+
+    await bus.subscribe(subject, on_msg)
+    await bus.flush()
+    return received
+
+
+async def test_simulated_ticks_reach_nats_and_the_database(
+    settings: PricefeedSettings, bus: NatsBus
+) -> None:
+    ticks = await collect(bus, wire.PRICES_TICKS)
+    engine = create_engine(settings.database_url, null_pool=True)
+    sessions = session_factory(engine)
+    async with sessions() as s:
+        symbols = len((await s.scalars(select(Symbol))).all())
+    async with running(create_app(settings)) as client:
+        await wait_until(lambda: len(ticks) >= 10)
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        metrics = (await client.get("/metrics")).text
+        assert "pricefeed_cycle_seconds_bucket" in metrics
+        assert "pricefeed_symbols_per_tick_count" in metrics
+    seqs = [p["seq"] for _, p in ticks]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert all(0 < len(p["prices"]) < symbols for _, p in ticks)
+    latest: dict[str, dict[str, str]] = {}
+    for _, payload in ticks:
+        latest.update(payload["prices"])
+        assert set(next(iter(payload["prices"].values()))) == {"last", "bid", "ask", "chg_pct"}
+    async with sessions() as s:  # the last batch is written on shutdown
+        db = {sym.ticker: sym for sym in await s.scalars(select(Symbol))}
+    for ticker, p in latest.items():
+        assert (db[ticker].last, db[ticker].bid, db[ticker].ask) == (
+            D(p["last"]),
+            D(p["bid"]),
+            D(p["ask"]),
+        )
+    await engine.dispose()
+
+
+async def _account(sessions, username: str) -> tuple[int, dict[str, tuple[int, Symbol]]]:
+    async with sessions() as s:
+        account_id = await s.scalar(
+            select(Account.id)
+            .join(User, User.id == Account.user_id)
+            .where(User.username == username)
+        )
+        rows = (
+            await s.execute(
+                select(Position.quantity, Symbol)
+                .join(Symbol, Symbol.id == Position.symbol_id)
+                .where(Position.account_id == account_id)
+            )
+        ).all()
+    return account_id, {sym.ticker: (qty, sym) for qty, sym in rows}
+
+
+def _scaled(holdings: dict[str, tuple[int, Symbol]], factor: str) -> dict[str, Quote]:
+    return {t: quote_around(sym.last * D(factor), D(10)) for t, (_, sym) in holdings.items()}
+
+
+async def test_breaches_alerts_margin_and_order_events(
+    settings: PricefeedSettings, bus: NatsBus
+) -> None:
+    breaches = await collect(bus, wire.RISK_BREACH_ALL)
+    engine = create_engine(settings.database_url, null_pool=True)
+    sessions = session_factory(engine)
+    alice, holdings = await _account(sessions, "alice")
+    bob, _ = await _account(sessions, "bob")
+    async with sessions() as s:
+        limit = await s.scalar(select(Account.margin_limit).where(Account.id == alice))
+        bob_used = await s.scalar(select(Account.margin_used).where(Account.id == bob))
+    assert limit is not None
+
+    async def alerts() -> list[RiskAlert]:
+        async with sessions() as s:
+            return list(await s.scalars(select(RiskAlert).order_by(RiskAlert.id)))
+
+    async def stored_margin(account_id: int) -> Decimal:
+        async with sessions() as s:
+            used = await s.scalar(select(Account.margin_used).where(Account.id == account_id))
+            assert used is not None
+            return used
+
+    provider = ManualProvider()
+    async with running(create_app(settings, provider=provider)):
+        await asyncio.sleep(0.2)
+        assert breaches == [] and await alerts() == []  # alice starts at 78 %
+        provider.pending = quotes = _scaled(holdings, "1.05")  # ≈ 81.9 %
+        await wait_until(lambda: breaches)
+        subject, payload = breaches[0]
+        assert subject == wire.risk_breach(alice)
+        assert payload["level"] == "warn" and 80 < float(payload["utilisation_pct"]) < 85
+        assert isinstance(payload["ts"], float) and payload["text"]
+        expected = margin_used(
+            Holding(t, qty, quotes[t].last, margin_rate=sym.margin_rate)
+            for t, (qty, sym) in holdings.items()
+        )
+        assert D(payload["utilisation_pct"]) == utilisation_pct(expected, limit).quantize(D("0.01"))
+        await wait_until(lambda: _equal_async(stored_margin(alice), expected.quantize(D("0.01"))))
+        [alert] = await wait_until(alerts)
+        assert (alert.account_id, alert.level) == (alice, "warn")
+
+        provider.pending = _scaled(holdings, "1.06")  # still warn: no repeat
+        await asyncio.sleep(0.3)
+        assert len(breaches) == 1
+
+        # The orders service fills a big buy and announces it after commit.
+        async with sessions.begin() as s:
+            await s.execute(
+                update(Position)
+                .where(Position.account_id == alice)
+                .values(quantity=Position.quantity * 2)
+            )
+        await bus.publish(wire.orders_events(alice), {"order_id": 1, "status": "filled"})
+        await wait_until(lambda: len(breaches) == 2)
+        assert breaches[1][1]["level"] == "critical"
+        await wait_until(lambda: _len_async(alerts(), 2))
+        assert await stored_margin(bob) == bob_used
+
+    # A restart finds alice at critical with a stored critical alert: nothing fires again.
+    async with running(create_app(settings, provider=ManualProvider())) as client:
+        await asyncio.sleep(0.3)
+        assert (await client.get("/readyz")).status_code == 200
+    assert len(breaches) == 2
+    assert [a.level for a in await alerts()] == ["warn", "critical"]
+    await engine.dispose()
+
+
+async def _equal_async(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def _len_async(value: Any, expected: int) -> bool:
+    return len(await value) == expected

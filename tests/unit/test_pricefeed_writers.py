@@ -1,0 +1,106 @@
+"""The background writers keep what a failed write held, and alerts go out regardless."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from services.pricefeed import writers
+from services.pricefeed.domain import Quote
+from services.pricefeed.metrics import PricefeedMetrics
+from services.pricefeed.monitor import Breach, RiskMonitor
+from shared import wire
+from shared.bus import InMemoryBus
+
+D = Decimal
+
+
+class FlakySessions:
+    """A session factory whose transactions fail while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def __call__(self) -> Any:
+        outer = self
+
+        class Session:
+            async def __aenter__(self) -> Session:
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+            @asynccontextmanager
+            async def _begin(self) -> Any:
+                if outer.down:
+                    raise ConnectionError("database down")
+                yield
+
+            def begin(self) -> Any:
+                return self._begin()
+
+        return Session()
+
+
+@pytest.fixture
+def written(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[int, Any]]]:
+    calls: dict[str, list[dict[int, Any]]] = {"prices": [], "margins": [], "alerts": []}
+
+    async def write_prices(session: object, quotes: dict[int, Quote]) -> int:
+        calls["prices"].append(dict(quotes))
+        return 1
+
+    async def write_margins(session: object, used: dict[int, Decimal]) -> int:
+        calls["margins"].append(dict(used))
+        return 1
+
+    async def insert_alert(session: object, breach: Breach) -> None:
+        calls["alerts"].append({breach.account_id: breach.level})
+
+    monkeypatch.setattr(writers, "write_prices", write_prices)
+    monkeypatch.setattr(writers, "write_margins", write_margins)
+    monkeypatch.setattr(writers, "insert_alert", insert_alert)
+    return calls
+
+
+async def test_a_failed_batch_is_retried_with_newer_values_winning(written) -> None:
+    monitor = RiskMonitor({"AAA": D(10)}, {"AAA": D("0.5")})
+    monitor.load_account(1, D(1000), {"AAA": 10})
+    sessions = FlakySessions()
+    batch = writers.BatchWriter(sessions, monitor, PricefeedMetrics())  # type: ignore[arg-type]
+    old, new, other = Quote(D(1), D(1), D(1)), Quote(D(2), D(2), D(2)), Quote(D(3), D(3), D(3))
+    batch.add_prices({1: old, 2: other})
+    sessions.down = True
+    await batch.flush()
+    assert written["prices"] == [] and batch.pending == 3
+    batch.add_prices({1: new})
+    monitor.on_prices({"AAA": D(12)})
+    sessions.down = False
+    await batch.flush()
+    assert written["prices"] == [{1: new, 2: other}]
+    assert written["margins"] == [{1: D(60)}]
+    await batch.flush()
+    assert batch.pending == 0 and len(written["prices"]) == 1
+
+
+async def test_alerts_are_stored_then_published_even_if_storing_fails(written) -> None:
+    sessions, bus = FlakySessions(), InMemoryBus()
+    alerts = writers.AlertWriter(sessions, bus, PricefeedMetrics())  # type: ignore[arg-type]
+    alerts.submit(Breach(4, "warn", D("80.50"), "w"), 1.0)
+    await alerts.drain()
+    assert written["alerts"] == [{4: "warn"}]
+    sessions.down = True
+    alerts.submit(Breach(5, "critical", D("96.00"), "c"), 2.0)
+    await alerts.drain()
+    assert written["alerts"] == [{4: "warn"}]
+    assert [s for s, _ in bus.published] == [wire.risk_breach(4), wire.risk_breach(5)]
+    assert bus.published[1][1] == {
+        "level": "critical",
+        "text": "c",
+        "ts": 2.0,
+        "utilisation_pct": "96.00",
+    }
