@@ -19,11 +19,11 @@ registry = Registry()
 
 SPARK_POINTS = 30
 MAX_SUGGESTIONS = 8
-SUGGESTIONS_ID = wire.element_id("watchlist", "suggestions")
 
 
 def _item(symbol: Symbol) -> dict[str, Any]:
-    item = {
+    history = [symbol.prev_close, symbol.last]
+    return {
         "id": wire.element_id("watchlist", "row", symbol.ticker),
         "ticker": symbol.ticker,
         "name": symbol.name,
@@ -32,10 +32,9 @@ def _item(symbol: Symbol) -> dict[str, Any]:
         "last": symbol.last,
         "chg_pct": domain.change_pct(symbol.last, symbol.prev_close),
         "dir": "",
-        "history": [symbol.prev_close, symbol.last],
+        "history": history,
+        "spark": sparkline_points(history),
     }
-    item["spark"] = sparkline_points(item["history"])
-    return item
 
 
 @registry.register("watchlist")
