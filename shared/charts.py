@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
-__all__ = ["SPARK_HEIGHT", "SPARK_WIDTH", "sparkline_points"]
+__all__ = ["SPARK_HEIGHT", "SPARK_WIDTH", "bar_width", "sparkline_points"]
 
 SPARK_WIDTH = 80
 SPARK_HEIGHT = 20
@@ -32,3 +32,13 @@ def sparkline_points(
         y = Decimal(height) / 2 if span == 0 else 1 + inner * (high - v) / span
         points.append(f"{float(step * i):.1f},{float(y):.1f}")
     return " ".join(points)
+
+
+def bar_width(percent: Decimal | float | int | str, full: int = 100) -> str:
+    """The SVG ``width`` of a bar showing ``percent`` in a ``full``-wide viewBox.
+
+    Clamped to ``0..full`` (a 130 % utilisation draws a full bar), one decimal place.
+    """
+    value = Decimal(str(percent)) * full / 100
+    clamped = min(max(value, Decimal(0)), Decimal(full))
+    return f"{clamped.quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}"

@@ -122,6 +122,7 @@ class LiveSessions:
             handlers[pattern] = self.deliver
         for subject, handler in handlers.items():
             self._subs.append(await self.bus.subscribe(subject, handler))
+        await self.bus.flush()  # subscribed at the server before anyone is told we are up
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:

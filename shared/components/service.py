@@ -124,6 +124,7 @@ def create_component_app(
                 await app.state.live.start()
             for subject, handler in (handlers or {}).items():
                 subs.append(await app.state.bus.subscribe(subject, handler))
+            await app.state.bus.flush()
             yield
         finally:
             for sub in subs:

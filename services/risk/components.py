@@ -1,0 +1,210 @@
+"""RiskMetricsComponent: margin utilisation, sector exposure and live alerts (the seed's)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from shared import domain, wire
+from shared.charts import bar_width
+from shared.components import Component, IsAuthenticated, PartSpec, Registry
+from shared.db.models import Account, Position, RiskAlert, Symbol
+from shared.ticks import tick_last
+
+__all__ = [
+    "ALERTS_ID",
+    "EXPOSURE_ID",
+    "GAUGE_ID",
+    "MAX_ALERTS",
+    "RiskMetricsComponent",
+    "registry",
+]
+
+registry = Registry()
+
+MAX_ALERTS = 10
+GAUGE_ID = wire.element_id("risk_metrics", "gauge")
+EXPOSURE_ID = wire.element_id("risk_metrics", "exposure")
+ALERTS_ID = wire.element_id("risk_metrics", "alerts")
+_LEVELS = frozenset({"warn", "critical"})
+_TENTH = Decimal("0.1")
+
+
+def _epoch_ms(moment: datetime) -> float:
+    return moment.timestamp() * 1000
+
+
+def _moment(ts: Any) -> datetime | None:
+    """An alert's ``ts`` (epoch ms on the wire, ISO text in the seed) as a UTC datetime."""
+    try:
+        return datetime.fromtimestamp(float(ts) / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        pass
+    try:
+        moment = datetime.fromisoformat(str(ts))
+    except ValueError:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _holdings(state: dict[str, Any]) -> list[domain.Holding]:
+    return [
+        domain.Holding(
+            h["symbol"],
+            int(h["qty"]),
+            domain.dec(h["last"]),
+            sector=h.get("sector", ""),
+            margin_rate=domain.dec(h.get("margin_rate", domain.DEFAULT_MARGIN_RATE)),
+        )
+        for h in state.get("holdings", [])
+    ]
+
+
+def _recompute(state: dict[str, Any]) -> None:
+    holdings = _holdings(state)
+    used = domain.margin_used(holdings)
+    state["margin_used"] = used
+    state["utilisation_pct"] = domain.utilisation_pct(used, domain.dec(state["margin_limit"]))
+    state["sector_exposure"] = [
+        {"sector": s.sector, "value": s.value, "share_pct": s.share_pct}
+        for s in domain.sector_exposure(holdings)
+    ]
+
+
+def _gauge_view(state: dict[str, Any]) -> dict[str, Any]:
+    exact = domain.dec(state.get("utilisation_pct", 0))
+    # truncated, so the figure shown never crosses a threshold the gauge class does not
+    shown = exact.quantize(_TENTH, rounding=ROUND_DOWN)
+    level = domain.gauge_level(exact)
+    return {
+        "used": domain.dec(state.get("margin_used", 0)).quantize(Decimal(1), ROUND_HALF_UP),
+        "limit": domain.dec(state.get("margin_limit", 0)).quantize(Decimal(1), ROUND_HALF_UP),
+        "pct": shown,
+        "level": level or "",
+        "width": bar_width(shown),
+    }
+
+
+def _exposure_view(state: dict[str, Any]) -> list[dict[str, Any]]:
+    view = []
+    for row in state.get("sector_exposure", []):
+        share = domain.dec(row["share_pct"]).quantize(_TENTH, ROUND_HALF_UP)
+        view.append(
+            {
+                "sector": row["sector"] or "Other",
+                "value": domain.dec(row["value"]).quantize(Decimal(1), ROUND_HALF_UP),
+                "share_pct": share,
+                "width": bar_width(share),
+            }
+        )
+    return view
+
+
+def _alerts_view(state: dict[str, Any]) -> list[dict[str, Any]]:
+    view = []
+    for alert in state.get("alerts", []):
+        moment = _moment(alert.get("ts"))
+        view.append(
+            {
+                "level": alert["level"] if alert.get("level") in _LEVELS else "warn",
+                "text": alert.get("text", ""),
+                "clock": moment.strftime("%H:%M:%S") if moment else "",
+                "iso": moment.isoformat(timespec="seconds") if moment else "",
+            }
+        )
+    return view
+
+
+@registry.register("risk_metrics")
+class RiskMetricsComponent(Component):
+    template_name = "components/risk_metrics.html"
+    permission_classes = [IsAuthenticated]
+    cache_key_prefix = "risk"
+    cache_ttl = 10
+    subscriptions = {
+        wire.PRICES_TICKS: wire.EVENT_PRICE_TICK,
+        wire.RISK_BREACH_TEMPLATE: wire.EVENT_RISK_BREACH,
+        wire.ORDERS_EVENTS_TEMPLATE: wire.EVENT_ORDER,
+    }
+
+    async def mount(self) -> None:
+        account_id = self.request.user.account_id
+        limit = await self.session.scalar(
+            select(Account.margin_limit).where(Account.id == account_id)
+        )
+        rows = await self.session.execute(
+            select(Position.quantity, Symbol.ticker, Symbol.last, Symbol.margin_rate, Symbol.sector)
+            .join(Symbol, Position.symbol_id == Symbol.id)
+            .where(Position.account_id == account_id, Position.quantity > 0)
+            .order_by(Symbol.ticker)
+        )
+        alerts = await self.session.execute(
+            select(RiskAlert.level, RiskAlert.text, RiskAlert.created_at)
+            .where(RiskAlert.account_id == account_id)
+            .order_by(RiskAlert.created_at.desc(), RiskAlert.id.desc())
+            .limit(MAX_ALERTS)
+        )
+        self.state["margin_limit"] = limit if limit is not None else Decimal(0)
+        self.state["holdings"] = [
+            {"symbol": t, "qty": q, "last": last, "margin_rate": rate, "sector": sector}
+            for q, t, last, rate, sector in rows
+        ]
+        self.state["alerts"] = [
+            {"level": level, "text": text, "ts": _epoch_ms(created)}
+            for level, text, created in alerts
+        ]
+        _recompute(self.state)
+
+    async def on_ws_message(self, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == wire.EVENT_PRICE_TICK:
+            self._on_tick(message.get("prices") or {})
+        elif event == wire.EVENT_RISK_BREACH:
+            self._on_breach(message)
+        elif event == wire.EVENT_ORDER:
+            self.invalidate_cache()
+            self.state.clear()
+            await self.mount()
+
+    def _on_tick(self, prices: dict[str, Any]) -> None:
+        changed = False
+        for holding in self.state.get("holdings", []):
+            if holding["symbol"] not in prices:
+                continue
+            last = tick_last(prices[holding["symbol"]])
+            if last != domain.dec(holding["last"]):
+                holding["last"] = last
+                changed = True
+        if changed:
+            _recompute(self.state)
+
+    def _on_breach(self, message: dict[str, Any]) -> None:
+        level = message.get("level")
+        if level not in _LEVELS:
+            return
+        alert = {"level": level, "text": str(message.get("text", "")), "ts": message.get("ts")}
+        alerts = self.state.setdefault("alerts", [])
+        alerts.insert(0, alert)
+        del alerts[MAX_ALERTS:]
+        # the pricefeed stored the alert: a reload within cache_ttl must show it too
+        self.invalidate_cache()
+
+    def get_context(self) -> dict[str, Any]:
+        return {
+            "gauge_id": GAUGE_ID,
+            "exposure_id": EXPOSURE_ID,
+            "alerts_id": ALERTS_ID,
+            "gauge": _gauge_view(self.state),
+            "exposure": _exposure_view(self.state),
+            "alerts": _alerts_view(self.state),
+        }
+
+    def live_parts(self) -> dict[str, PartSpec]:
+        return {
+            GAUGE_ID: ("gauge", {"gauge": _gauge_view(self.state)}),
+            EXPOSURE_ID: ("exposure", {"exposure": _exposure_view(self.state)}),
+            ALERTS_ID: ("alerts", {"alerts": _alerts_view(self.state)}),
+        }

@@ -1,0 +1,174 @@
+"""RiskMetricsComponent without servers: utilisation, gauge classes, alerts, live parts."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from services.risk.components import ALERTS_ID, EXPOSURE_ID, GAUGE_ID, RiskMetricsComponent
+from shared.components import PartsTracker, render
+
+
+def _holding(ticker: str, qty: int, last: str, sector: str) -> dict[str, Any]:
+    return {
+        "symbol": ticker,
+        "qty": qty,
+        "last": Decimal(last),
+        "margin_rate": Decimal("0.5"),
+        "sector": sector,
+    }
+
+
+def _component() -> RiskMetricsComponent:
+    """Seed-style state (floats, as the seed's mount wrote them) plus the holdings."""
+    component = RiskMetricsComponent()
+    component.state = {
+        "margin_used": 7000.0,  # 0.5 × (100 × 100 + 40 × 100)
+        "margin_limit": 10000.0,
+        "utilisation_pct": 70.0,
+        "alerts": [],
+        "sector_exposure": [],
+        "holdings": [
+            _holding("AAPL", 100, "100", "Technology"),
+            _holding("XOM", 40, "100", "Energy"),
+        ],
+    }
+    return component
+
+
+def _tick(prices: dict[str, str], seq: int = 1) -> dict[str, Any]:
+    return {
+        "event": "price_tick",
+        "seq": seq,
+        "ts": 1700000000000.0,
+        "prices": {t: {"last": p, "bid": p, "ask": p, "chg_pct": "0"} for t, p in prices.items()},
+    }
+
+
+def _run(component: RiskMetricsComponent, message: dict[str, Any]) -> None:
+    asyncio.run(component.on_ws_message(message))
+
+
+def test_tick_raises_utilisation_and_gauge_class() -> None:
+    component = _component()
+    tracker = PartsTracker()
+    tracker.full(component)
+    _run(component, _tick({"AAPL": "125.00"}))  # 0.5 × (12,500 + 4,000) = 8,250
+    assert component.state["margin_used"] == Decimal("8250.000")
+    assert component.state["utilisation_pct"] == Decimal("82.5")
+    changes = tracker.changes(component)
+    assert not changes.full
+    assert [p.id for p in changes.parts] == [GAUGE_ID, EXPOSURE_ID]
+    gauge = changes.parts[0].html
+    assert gauge.lstrip().startswith(f'<div id="{GAUGE_ID}"')
+    assert 'class="gauge__fill gauge--warn"' in gauge and 'width="82.5"' in gauge
+    assert "8,250 / 10,000 (" in gauge and "82.5%" in gauge
+    exposure = component.state["sector_exposure"]
+    assert [(s["sector"], s["value"]) for s in exposure] == [
+        ("Technology", Decimal("12500.00")),
+        ("Energy", Decimal("4000")),
+    ]
+
+    _run(component, _tick({"XOM": "200.00"}, seq=2))  # 0.5 × (12,500 + 8,000) = 10,250
+    assert component.state["utilisation_pct"] == Decimal("102.5")
+    gauge = tracker.changes(component).parts[0].html
+    assert "gauge--critical" in gauge and 'width="100.0"' in gauge  # clamped
+
+
+def test_breach_appends_an_alert_and_yields_only_the_alerts_part() -> None:
+    component = _component()
+    tracker = PartsTracker()
+    tracker.full(component)
+    _run(
+        component,
+        {
+            "event": "risk_breach",
+            "level": "critical",
+            "text": "Margin at 96.0%",
+            "ts": 1700000000000.0,  # 2023-11-14 22:13:20 UTC
+            "utilisation_pct": "96.00",
+        },
+    )
+    assert component.state["alerts"] == [
+        {"level": "critical", "text": "Margin at 96.0%", "ts": 1700000000000.0}
+    ]
+    changes = tracker.changes(component)
+    assert not changes.full and [p.id for p in changes.parts] == [ALERTS_ID]
+    html = changes.parts[0].html
+    assert f'<ul id="{ALERTS_ID}" class="alert-feed"' in html
+    assert 'class="alert alert--critical"' in html and "Margin at 96.0%" in html
+    assert '<time class="alert__ts" datetime="2023-11-14T22:13:20+00:00">22:13:20</time>' in html
+
+
+def test_newest_alert_first_and_only_ten_kept() -> None:
+    component = _component()
+    for i in range(12):
+        _run(component, {"event": "risk_breach", "level": "warn", "text": f"a{i}", "ts": i})
+    assert [a["text"] for a in component.state["alerts"]] == [f"a{i}" for i in range(11, 1, -1)]
+
+
+def test_unknown_breach_level_is_ignored() -> None:
+    component = _component()
+    _run(component, {"event": "risk_breach", "level": 'x" onclick="', "text": "t", "ts": 1})
+    assert component.state["alerts"] == []
+
+
+def test_tick_on_symbols_not_held_publishes_nothing() -> None:
+    component = _component()
+    tracker = PartsTracker()
+    tracker.full(component)
+    _run(component, _tick({"TSLA": "1.00"}))
+    assert not tracker.changes(component)
+    assert component.state["utilisation_pct"] == 70.0  # not even recomputed
+    _run(component, _tick({"AAPL": "100.00"}))  # an unchanged price is no change either
+    assert not tracker.changes(component)
+
+
+@pytest.mark.parametrize(
+    ("used", "cls"),
+    [("7990", ""), ("8000", "gauge--warn"), ("9490", "gauge--warn"), ("9500", "gauge--critical")],
+)
+def test_gauge_classes_at_the_thresholds(used: str, cls: str) -> None:  # 79.9, 80, 94.9, 95
+    component = RiskMetricsComponent()
+    component.state = {
+        "margin_used": Decimal(used),
+        "margin_limit": Decimal("10000"),
+        "utilisation_pct": Decimal(used) / 100,
+        "alerts": [],
+        "sector_exposure": [],
+    }
+    html = render(component).html
+    expected = f'class="gauge__fill {cls}"' if cls else 'class="gauge__fill"'
+    assert expected in html
+    assert f"{Decimal(used) / 100:.1f}% of margin limit used" in html
+
+
+def test_shown_figure_never_crosses_a_threshold_the_class_does_not() -> None:
+    component = RiskMetricsComponent()
+    component.state = {"margin_limit": 100, "utilisation_pct": Decimal("79.96"), "alerts": []}
+    html = render(component).html
+    assert "79.9%" in html and "gauge--warn" not in html
+
+
+def test_full_render_keeps_the_seed_class_names_and_no_inline_styles() -> None:
+    component = _component()
+    _run(component, _tick({"AAPL": "101.00"}))
+    html = render(component).html
+    for name in (
+        'data-component="risk_metrics"',
+        'class="panel"',
+        'class="gauge"',
+        "gauge__fill",
+        'class="alert-feed"',
+        'class="sector-bar"',
+        "sector-bar__fill",
+        f'id="{GAUGE_ID}"',
+        f'id="{EXPOSURE_ID}"',
+        f'id="{ALERTS_ID}"',
+    ):
+        assert name in html
+    assert "style=" not in html and "<tr" not in html and "<td" not in html
+    assert "No alerts" in html  # an empty feed still renders its element
