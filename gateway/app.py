@@ -2,13 +2,63 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
+import httpx
 from fastapi import FastAPI
 
+from gateway import auth, compose, proxy, ws
+from gateway.hub import CLOSE_POLICY, CLOSE_RESTART
+from gateway.metrics import GatewayMetrics
+from gateway.security import CachedStaticFiles, SecurityHeadersMiddleware
 from gateway.settings import GatewaySettings
+from gateway.state import STATIC_DIR, Gateway
+from gateway.upstream import open_client
+from shared import wire
 from shared.app_base import create_base_app
+from shared.bus import MessageBus
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    return create_base_app("gateway", settings or GatewaySettings())
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    bus: MessageBus | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The gateway app; with no arguments its settings come from the environment.
+
+    ``bus`` and ``transport`` replace the NATS connection and the services' HTTP transport
+    (tests).
+    """
+    settings = settings or GatewaySettings()
+    static = CachedStaticFiles(STATIC_DIR)
+
+    async def on_start(app: FastAPI) -> None:
+        g: Gateway = app.state.gw
+        g.http = open_client(transport)
+
+        async def on_revoked(_subject: str, payload: dict[str, Any]) -> None:
+            g.hub.close_session(str(payload.get("web_session_id")), CLOSE_POLICY, "logged out")
+
+        app.state.revoked_sub = await app.state.bus.subscribe(
+            wire.GATEWAY_SESSION_REVOKED, on_revoked
+        )
+
+    async def on_stop(app: FastAPI) -> None:
+        g: Gateway = app.state.gw
+        g.hub.close_all(CLOSE_RESTART, "server restart")
+        with contextlib.suppress(Exception):
+            await app.state.revoked_sub.unsubscribe()
+        if g.http is not None:
+            await g.http.aclose()
+
+    app = create_base_app("gateway", settings, on_start=on_start, on_stop=on_stop, bus=bus)
+    app.state.gw = Gateway(settings, GatewayMetrics(app.state.metrics), static)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.mount("/static", static, name="static")
+    for module in (auth, compose, proxy, ws):
+        app.include_router(module.router)
+    return app

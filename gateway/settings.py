@@ -17,8 +17,20 @@ class GatewaySettings(ServiceSettings):
     session_secret: SecretStr = SecretStr(DEV_PLACEHOLDER_SECRET)
     session_max_age_s: int = 12 * 3600
     fragment_timeout_ms: int = 500
+    # Origins allowed to open /ws; empty means the gateway's own origin (the request's Host).
     allowed_origins: list[str] = []
     portfolio_url: str = "http://127.0.0.1:8001"
     watchlist_url: str = "http://127.0.0.1:8002"
     orders_url: str = "http://127.0.0.1:8003"
     risk_url: str = "http://127.0.0.1:8004"
+
+    # Event proxy
+    event_timeout_ms: int = 5000
+    max_event_body_bytes: int = 64 * 1024
+    # Failed logins: this many per username or per client address in the window → 429
+    login_max_failures: int = 5
+    login_window_s: int = 300
+    # Browser WebSocket
+    heartbeat_interval_s: float = 10.0
+    ws_send_timeout_s: float = 5.0
+    ws_buffer_max_parts: int = 5000

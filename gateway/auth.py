@@ -1,0 +1,133 @@
+"""Login and logout: argon2id passwords, a new web session per login, throttled failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import lru_cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from gateway.csrf import tokens_match
+from gateway.sessions import create_session, current_user, revoke_session
+from gateway.state import gw
+from shared import wire
+from shared.db.models import User
+
+__all__ = ["router", "secure"]
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+_hasher = PasswordHasher()
+_MAX_FIELD = 256
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _hasher.hash("not-a-password")
+
+
+def _verify(password_hash: str | None, password: str) -> bool:
+    """Verify against the stored hash, or a dummy one so unknown names cost the same time."""
+    try:
+        return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _login_page(
+    request: Request, status: int = 200, error: str = "", username: str = ""
+) -> Response:
+    g = gw(request)
+    nonce, token = g.login_csrf.issue(request)
+    response = g.templates.TemplateResponse(
+        request,
+        "login.html",
+        {"error": error, "username": username, "csrf_token": token},
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+    g.login_csrf.set_cookie(response, nonce, secure=secure(request))
+    return response
+
+
+@router.get("/login", include_in_schema=False)
+async def login_form(request: Request) -> Response:
+    if await current_user(request) is not None:
+        return RedirectResponse("/", status_code=303)
+    return _login_page(request)
+
+
+@router.post("/login", include_in_schema=False)
+async def login(request: Request) -> Response:
+    g = gw(request)
+    form = await request.form()
+    username = str(form.get("username") or "").strip()[:_MAX_FIELD]
+    password = str(form.get("password") or "")[:_MAX_FIELD]
+    if not g.login_csrf.verify(request, str(form.get("csrf_token") or "")):
+        g.metrics.logins.labels("csrf").inc()
+        return _login_page(request, 403, "Your form expired; please sign in again.", username)
+
+    keys = [f"user:{username.lower()}", f"addr:{request.client.host if request.client else '-'}"]
+    wait = g.throttle.retry_after(keys)
+    if wait is not None:
+        g.metrics.logins.labels("throttled").inc()
+        response = _login_page(
+            request, 429, f"Too many failed sign-ins; try again in {wait} s.", username
+        )
+        response.headers[wire.HEADER_RETRY_AFTER] = str(wait)
+        return response
+
+    async with request.app.state.sessions() as db:
+        query = select(User).where(User.username == username)
+        user = (await db.execute(query)).scalar_one_or_none()
+    ok = await asyncio.to_thread(_verify, user.password_hash if user else None, password)
+    if user is None or not ok:
+        g.throttle.fail(keys)
+        g.metrics.logins.labels("failed").inc()
+        log.info("failed login for %r", username)
+        return _login_page(request, 401, "Invalid username or password.", username)
+
+    g.throttle.reset(keys[0])
+    session_id = await create_session(
+        request.app.state.sessions,
+        user.id,
+        g.settings.session_max_age_s,
+        replaces=g.cookie.session_id(request),
+    )
+    g.metrics.logins.labels("ok").inc()
+    response = RedirectResponse("/", status_code=303)
+    g.cookie.set(response, session_id, secure=secure(request))
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+async def logout(request: Request) -> Response:
+    """Revoke the session and close its sockets, here and (over NATS) on every replica."""
+    g = gw(request)
+    user = await current_user(request)
+    response = RedirectResponse("/login", status_code=303)
+    g.cookie.clear(response, secure=secure(request))
+    if user is None:
+        return response
+    form = await request.form()
+    given = request.headers.get(wire.HEADER_CSRF) or str(form.get("csrf_token") or "")
+    if not tokens_match(g.csrf_token(user.session_id), given):
+        return Response("CSRF token missing or invalid", status_code=403)
+    await revoke_session(request.app.state.sessions, user.session_id)
+    g.hub.close_session(user.session_id, 1008, "logged out")
+    try:
+        await request.app.state.bus.publish(
+            wire.GATEWAY_SESSION_REVOKED, {"web_session_id": user.session_id}
+        )
+    except Exception:  # the sockets also re-check their session at every heartbeat
+        log.exception("could not announce the logout to other gateway replicas")
+    return response

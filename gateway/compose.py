@@ -1,0 +1,128 @@
+"""The dashboard page, composed from the four component fragments fetched concurrently.
+
+A fragment that fails or times out becomes a placeholder that fetches itself again through
+``GET /fragments/{component}`` every 2 s until its service answers (the page's one polling
+exception; a live full render over the socket replaces it too, as it carries the root's id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from decimal import Decimal
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup, escape
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.sessions import SessionUser, current_user
+from gateway.state import Gateway, gw
+from gateway.upstream import component_url, upstream_headers
+from shared import domain, wire
+from shared.db.models import Account, Position, Symbol
+
+__all__ = ["account_value", "fetch_fragment", "router", "unavailable"]
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+LABELS = {
+    "portfolio": "Portfolio",
+    "watchlist": "Watchlist",
+    "order": "Order entry",
+    "risk_metrics": "Risk metrics",
+}
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def unavailable(component: str, *, retry: bool = True) -> Markup:
+    """The stand-in for a fragment that could not be fetched."""
+    root = escape(wire.element_id(component, "root"))
+    name = escape(component)
+    label = escape(LABELS.get(component, component))
+    if not retry:
+        return Markup(
+            f'<div id="{root}" class="fragment-unavailable" data-component="{name}">'
+            f"{label} is not available for this account.</div>"
+        )
+    return Markup(
+        f'<div id="{root}" class="fragment-unavailable" data-component="{name}" role="status" '
+        f'hx-get="/fragments/{name}" hx-trigger="load delay:2s" hx-swap="outerHTML">'
+        f"{label} unavailable, retrying…</div>"
+    )
+
+
+async def fetch_fragment(g: Gateway, user: SessionUser, component: str) -> Markup:
+    """The component's rendered fragment, or :func:`unavailable` within the fragment timeout."""
+    url = component_url(g, component)
+    assert url is not None
+    timeout = g.settings.fragment_timeout_ms / 1000
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        async with asyncio.timeout(timeout):
+            response = await g.client.get(url, headers=upstream_headers(g, user), timeout=timeout)
+    except (TimeoutError, httpx.TimeoutException):
+        outcome = "timeout"
+    except httpx.HTTPError as exc:
+        outcome = "error"
+        log.warning("fragment %s failed: %s", component, exc)
+    finally:
+        g.metrics.fragment_seconds.labels(component).observe(time.perf_counter() - started)
+    if outcome == "ok" and response.status_code != 200:
+        outcome = f"http_{response.status_code}"
+    g.metrics.fragments.labels(component, outcome).inc()
+    if outcome == "ok":
+        return Markup(response.text)
+    if outcome in ("http_401", "http_403"):
+        return unavailable(component, retry=False)
+    return unavailable(component)
+
+
+async def account_value(sessions: async_sessionmaker[AsyncSession], account_id: int) -> Decimal:
+    """Cash plus the market value of every position (``shared.domain``), in cents."""
+    async with sessions() as db:
+        cash = (
+            await db.execute(select(Account.cash).where(Account.id == account_id))
+        ).scalar_one_or_none()
+        rows = await db.execute(
+            select(Symbol.ticker, Position.quantity, Symbol.last)
+            .join(Symbol, Symbol.id == Position.symbol_id)
+            .where(Position.account_id == account_id, Position.quantity > 0)
+        )
+        holdings = [domain.Holding(ticker, qty, last) for ticker, qty, last in rows]
+    return domain.cents((cash or Decimal(0)) + domain.total_value(holdings))
+
+
+@router.get("/", include_in_schema=False)
+async def page(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    g = gw(request)
+    value, *fragments = await asyncio.gather(
+        account_value(request.app.state.sessions, user.account_id),
+        *(fetch_fragment(g, user, c) for c in wire.COMPONENTS),
+    )
+    context = {
+        "user": user,
+        "account_value": value,
+        "csrf_token": g.csrf_token(user.session_id),
+        "fragments": dict(zip(wire.COMPONENTS, fragments, strict=True)),
+        "root_ids": {c: wire.element_id(c, "root") for c in wire.COMPONENTS},
+    }
+    return g.templates.TemplateResponse(request, "page.html", context, headers=NO_STORE)
+
+
+@router.get("/fragments/{component}", include_in_schema=False)
+async def fragment(request: Request, component: str) -> Response:
+    if component not in wire.COMPONENTS:
+        return Response("unknown component", status_code=404)
+    user = await current_user(request)
+    if user is None:
+        return Response("not logged in", status_code=401, headers={"HX-Redirect": "/login"})
+    return HTMLResponse(await fetch_fragment(gw(request), user, component), headers=NO_STORE)

@@ -1,0 +1,52 @@
+"""Prometheus metrics of the gateway, on the app's ``CollectorRegistry``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["GatewayMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.ui_latency = Histogram(
+            "gateway_ui_latency_seconds",
+            "Now minus a ui message's ts: when it reached the gateway (received) and when the "
+            "frame carrying it was written to the socket (sent; the oldest part of the frame).",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sockets = Gauge("gateway_ws_sockets", "Open browser WebSockets.", registry=r)
+        self.frames = Counter("gateway_ws_frames", "Text frames sent to browsers.", registry=r)
+        self.parts = Counter("gateway_ws_parts", "Parts sent to browsers.", registry=r)
+        self.closed = Counter(
+            "gateway_ws_closed", "Sockets the gateway closed, by reason.", ["reason"], registry=r
+        )
+        self.refused = Counter(
+            "gateway_ws_refused", "Handshakes refused, by reason.", ["reason"], registry=r
+        )
+        self.overflows = Counter(
+            "gateway_ws_buffer_overflows", "Per-socket buffers that overflowed.", registry=r
+        )
+        self.logins = Counter(
+            "gateway_logins", "Login attempts by outcome.", ["outcome"], registry=r
+        )
+        self.fragments = Counter(
+            "gateway_fragments",
+            "Fragment fetches by component and outcome.",
+            ["component", "outcome"],
+            registry=r,
+        )
+        self.fragment_seconds = Histogram(
+            "gateway_fragment_seconds", "Fragment fetch latency.", ["component"], registry=r
+        )
+        self.events = Counter(
+            "gateway_events",
+            "Proxied component events by component and status.",
+            ["component", "status"],
+            registry=r,
+        )

@@ -1,0 +1,77 @@
+"""``POST /c/{component}/{event}``: a browser event, checked here and forwarded to its service.
+
+Nothing is forwarded without a valid session and the session's CSRF token in ``X-CSRF-Token``.
+The service's status, body and rate-limit headers come back unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from gateway.csrf import tokens_match
+from gateway.sessions import current_user
+from gateway.state import gw
+from gateway.upstream import event_url, upstream_headers
+from shared import wire
+
+__all__ = ["PASSED_THROUGH", "router"]
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+_EVENT = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# Response headers a service's answer keeps on its way to the browser.
+PASSED_THROUGH = (
+    "content-type",
+    wire.HEADER_RETRY_AFTER.lower(),
+    wire.HEADER_RATELIMIT.lower(),
+    wire.HEADER_RATELIMIT_POLICY.lower(),
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "hx-trigger",
+    "hx-retarget",
+    "hx-reswap",
+)
+_FORWARDED = ("content-type", "accept", "hx-request", "hx-trigger", "hx-target")
+
+
+@router.post("/c/{component}/{event}", include_in_schema=False)
+async def component_event(request: Request, component: str, event: str) -> Response:
+    g = gw(request)
+    url = event_url(g, component, event) if _EVENT.match(event) else None
+    if url is None:
+        return Response("unknown component or event", status_code=404)
+    user = await current_user(request)
+    if user is None:
+        return Response("not logged in", status_code=401, headers={"HX-Redirect": "/login"})
+    if not tokens_match(g.csrf_token(user.session_id), request.headers.get(wire.HEADER_CSRF)):
+        g.metrics.events.labels(component, "csrf").inc()
+        return Response("CSRF token missing or invalid", status_code=403)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > g.settings.max_event_body_bytes:
+            return Response("request body too large", status_code=413)
+
+    headers = {k: v for k in _FORWARDED if (v := request.headers.get(k)) is not None}
+    headers.update(upstream_headers(g, user))
+    try:
+        upstream = await g.client.post(
+            url, content=bytes(body), headers=headers, timeout=g.settings.event_timeout_ms / 1000
+        )
+    except httpx.TimeoutException:
+        g.metrics.events.labels(component, "timeout").inc()
+        return Response("the service did not answer in time", status_code=504)
+    except httpx.HTTPError as exc:
+        log.warning("event %s/%s failed: %s", component, event, exc)
+        g.metrics.events.labels(component, "unreachable").inc()
+        return Response("the service is unavailable", status_code=502)
+    g.metrics.events.labels(component, str(upstream.status_code)).inc()
+    kept = {k: v for k in PASSED_THROUGH if (v := upstream.headers.get(k)) is not None}
+    return Response(upstream.content, status_code=upstream.status_code, headers=kept)

@@ -1,0 +1,176 @@
+"""Browser sessions: the signed cookie, the ``web_sessions`` row behind it, the logged-in user."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from shared.db.models import Account, User, WebSession
+from shared.identity import PERM_TRADE, Identity
+
+__all__ = [
+    "SESSION_COOKIE",
+    "SessionCookie",
+    "SessionUser",
+    "create_session",
+    "current_user",
+    "load_session",
+    "revoke_session",
+]
+
+SESSION_COOKIE = "session"
+_SALT = "gateway-session"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUser:
+    """The user behind a valid, unrevoked web session."""
+
+    session_id: str
+    user_id: int
+    account_id: int
+    username: str
+    display_name: str
+    can_trade: bool
+
+    @property
+    def public_id(self) -> str:
+        """A stable handle for this web session that does not reveal the cookie's session id."""
+        return hashlib.sha256(self.session_id.encode()).hexdigest()[:16]
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return frozenset({PERM_TRADE}) if self.can_trade else frozenset()
+
+    def identity(self, session_id: str | None = None) -> Identity:
+        return Identity(
+            user_id=self.user_id,
+            account_id=self.account_id,
+            username=self.username,
+            permissions=self.permissions,
+            session_id=session_id or self.public_id,
+        )
+
+    def announcement(self, socket_session_id: str) -> dict[str, Any]:
+        """The ``session.opened`` / ``session.heartbeat`` payload for one socket."""
+        return {
+            "session_id": socket_session_id,
+            "user_id": self.user_id,
+            "account_id": self.account_id,
+            "username": self.username,
+            "permissions": sorted(self.permissions),
+        }
+
+
+class SessionCookie:
+    """Signs the web session id into the cookie value and reads it back."""
+
+    def __init__(self, secret: str, max_age_s: int) -> None:
+        self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
+        self.max_age_s = max_age_s
+
+    def session_id(self, conn: HTTPConnection) -> str | None:
+        raw = conn.cookies.get(SESSION_COOKIE)
+        if not raw:
+            return None
+        try:
+            data = self._serializer.loads(raw, max_age=self.max_age_s)
+        except BadSignature:
+            return None
+        sid = data.get("sid") if isinstance(data, dict) else None
+        return sid if isinstance(sid, str) and sid else None
+
+    def set(self, response: Response, session_id: str, *, secure: bool) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            self._serializer.dumps({"sid": session_id}),
+            max_age=self.max_age_s,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+        )
+
+    @staticmethod
+    def clear(response: Response, *, secure: bool) -> None:
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=secure
+        )
+
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def load_session(sessions: Sessions, session_id: str) -> SessionUser | None:
+    """The user of an unrevoked, unexpired session, or ``None``."""
+    query = (
+        select(User.id, User.username, User.display_name, User.can_trade, Account.id)
+        .join(WebSession, WebSession.user_id == User.id)
+        .join(Account, Account.user_id == User.id)
+        .where(
+            WebSession.id == session_id,
+            WebSession.revoked_at.is_(None),
+            WebSession.expires_at > datetime.now(UTC),
+        )
+    )
+    async with sessions() as db:
+        row = (await db.execute(query)).first()
+    if row is None:
+        return None
+    user_id, username, display_name, can_trade, account_id = row
+    return SessionUser(
+        session_id, user_id, account_id, username, display_name or username, bool(can_trade)
+    )
+
+
+async def create_session(
+    sessions: Sessions, user_id: int, max_age_s: int, *, replaces: str | None = None
+) -> str:
+    """A new session for ``user_id`` (its last login stamped); ``replaces`` is revoked."""
+    now = datetime.now(UTC)
+    session_id = secrets.token_urlsafe(32)
+    async with sessions() as db, db.begin():
+        if replaces:
+            await _revoke(db, replaces, now)
+        db.add(
+            WebSession(
+                id=session_id,
+                user_id=user_id,
+                created_at=now,
+                expires_at=now + timedelta(seconds=max_age_s),
+            )
+        )
+        await db.execute(update(User).where(User.id == user_id).values(last_login_at=now))
+    return session_id
+
+
+async def revoke_session(sessions: Sessions, session_id: str) -> None:
+    async with sessions() as db, db.begin():
+        await _revoke(db, session_id, datetime.now(UTC))
+
+
+async def _revoke(db: AsyncSession, session_id: str, now: datetime) -> None:
+    await db.execute(
+        update(WebSession)
+        .where(WebSession.id == session_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def current_user(conn: HTTPConnection) -> SessionUser | None:
+    """The logged-in user of this request or socket, from its cookie and the database."""
+    gw = conn.app.state.gw
+    session_id = gw.cookie.session_id(conn)
+    if session_id is None:
+        return None
+    user: SessionUser | None = await load_session(conn.app.state.sessions, session_id)
+    return user

@@ -1,0 +1,72 @@
+"""What the gateway's routes share, kept on ``app.state.gw``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from fastapi.templating import Jinja2Templates
+from starlette.requests import HTTPConnection
+
+from gateway.csrf import LoginCsrf, session_token
+from gateway.hub import SocketHub
+from gateway.metrics import GatewayMetrics
+from gateway.security import CachedStaticFiles
+from gateway.sessions import SessionCookie
+from gateway.settings import GatewaySettings
+from gateway.throttle import FailureThrottle
+
+__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "Gateway", "gw"]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+STATIC_DIR = PACKAGE_DIR / "static"
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    static: CachedStaticFiles
+    cookie: SessionCookie = field(init=False)
+    login_csrf: LoginCsrf = field(init=False)
+    throttle: FailureThrottle = field(init=False)
+    hub: SocketHub = field(default_factory=SocketHub)
+    templates: Jinja2Templates = field(init=False)
+    http: httpx.AsyncClient | None = None  # opened in the lifespan
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        secret = s.session_secret.get_secret_value()
+        self.cookie = SessionCookie(secret, s.session_max_age_s)
+        self.login_csrf = LoginCsrf(secret)
+        self.throttle = FailureThrottle(s.login_max_failures, s.login_window_s)
+        self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
+        self.templates.env.globals["static_url"] = self.static.url
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self.http is None:
+            raise RuntimeError("the gateway's HTTP client is opened in the lifespan")
+        return self.http
+
+    def csrf_token(self, session_id: str) -> str:
+        return session_token(self.settings.session_secret.get_secret_value(), session_id)
+
+    def identity_secret(self) -> str:
+        return self.settings.identity_secret.get_secret_value()
+
+    def service_url(self, component: str) -> str | None:
+        s = self.settings
+        return {
+            "portfolio": s.portfolio_url,
+            "watchlist": s.watchlist_url,
+            "order": s.orders_url,
+            "risk_metrics": s.risk_url,
+        }.get(component)
+
+
+def gw(conn: HTTPConnection) -> Gateway:
+    gateway: Gateway = conn.app.state.gw
+    return gateway

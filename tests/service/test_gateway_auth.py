@@ -1,0 +1,147 @@
+"""Login, logout, session rotation and throttling against the real users table."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gateway.app import create_app
+from gateway.sessions import SESSION_COOKIE
+from gateway.settings import GatewaySettings
+from gateway.testing import csrf_of_page, login
+from shared.db.engine import create_engine, session_factory
+from shared.db.models import User, WebSession
+from shared.devservers import free_port
+from tests.conftest import TEST_PASSWORD
+from tests.support import running
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
+) -> GatewaySettings:
+    monkeypatch.setenv("DATABASE_URL", demo_database_url)
+    monkeypatch.setenv("NATS_URL", nats_url)
+    dead = f"http://127.0.0.1:{free_port()}"  # no services: the page shows placeholders
+    return GatewaySettings(portfolio_url=dead, watchlist_url=dead, orders_url=dead, risk_url=dead)
+
+
+@pytest.fixture
+async def client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(settings), base_url="http://gateway") as c:
+        yield c
+
+
+async def rows(database_url: str, query: object) -> list[object]:
+    engine = create_engine(database_url, null_pool=True)
+    try:
+        async with session_factory(engine)() as s:
+            return list((await s.execute(query)).scalars())  # type: ignore[call-overload]
+    finally:
+        await engine.dispose()
+
+
+async def test_unauthenticated_page_redirects_to_the_login_form(client: httpx.AsyncClient) -> None:
+    r = await client.get("/")
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    form = await client.get("/login")
+    assert form.status_code == 200
+    assert 'name="csrf_token"' in form.text and "<script" not in form.text
+    assert form.headers["cache-control"] == "no-store"
+    assert "login_csrf" in form.headers["set-cookie"].lower()
+
+
+async def test_login_sets_a_hardened_cookie_and_stamps_last_login(
+    client: httpx.AsyncClient, settings: GatewaySettings
+) -> None:
+    r = await login(client, "alice", TEST_PASSWORD)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith(f"{SESSION_COOKIE}="))
+    lowered = cookie.lower()
+    assert "httponly" in lowered and "samesite=lax" in lowered and "secure" not in lowered
+    page = await client.get("/")
+    assert page.status_code == 200 and "Alice Archer" in page.text
+    [user] = await rows(settings.database_url, select(User).where(User.username == "alice"))
+    assert user.last_login_at is not None  # type: ignore[attr-defined]
+
+
+async def test_cookie_is_secure_over_https(settings: GatewaySettings) -> None:
+    async with running(create_app(settings), base_url="https://gateway") as c:
+        r = await login(c, "bob", TEST_PASSWORD)
+        assert r.status_code == 303
+        cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("session="))
+        assert "secure" in cookie.lower()
+        assert "strict-transport-security" in r.headers
+
+
+async def test_bad_password_and_unknown_user_are_refused_alike(client: httpx.AsyncClient) -> None:
+    for username in ("alice", "mallory"):
+        r = await login(client, username, "wrong-password")
+        assert r.status_code == 401
+        assert "Invalid username or password." in r.text
+        assert SESSION_COOKIE not in client.cookies
+    assert (await client.get("/")).status_code == 303
+
+
+async def test_login_without_the_form_token_is_refused(client: httpx.AsyncClient) -> None:
+    await client.get("/login")
+    data = {"username": "alice", "password": TEST_PASSWORD, "csrf_token": "forged"}
+    assert (await client.post("/login", data=data)).status_code == 403
+    fresh = httpx.AsyncClient(transport=client._transport, base_url="http://gateway")
+    async with fresh:  # a token without its cookie (another browser's) does not work either
+        form = await client.get("/login")
+        token = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+        data["csrf_token"] = token
+        assert (await fresh.post("/login", data=data)).status_code == 403
+    assert SESSION_COOKIE not in client.cookies
+
+
+async def test_repeated_failures_are_throttled_even_for_the_right_password(
+    client: httpx.AsyncClient,
+) -> None:
+    for _ in range(5):
+        assert (await login(client, "bob", "nope")).status_code == 401
+    r = await login(client, "bob", TEST_PASSWORD)
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["retry-after"]) <= 300
+    assert SESSION_COOKIE not in client.cookies
+
+
+async def test_each_login_gets_a_new_session_and_revokes_the_old_one(
+    client: httpx.AsyncClient, settings: GatewaySettings
+) -> None:
+    form = (await client.get("/login")).text
+    token = form.split('name="csrf_token" value="')[1].split('"')[0]
+    data = {"username": "alice", "password": TEST_PASSWORD, "csrf_token": token}
+    assert (await client.post("/login", data=data)).status_code == 303
+    first = client.cookies[SESSION_COOKIE]
+    assert (await client.get("/login")).status_code == 303  # logged in: no form
+    assert (await client.post("/login", data=data)).status_code == 303  # e.g. a stale tab
+    second = client.cookies[SESSION_COOKIE]
+    assert first != second
+    sessions = await rows(settings.database_url, select(WebSession).order_by(WebSession.created_at))
+    assert len(sessions) == 2
+    assert sessions[0].revoked_at is not None and sessions[1].revoked_at is None  # type: ignore[attr-defined]
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, first, domain="gateway.local")
+    assert (await client.get("/")).status_code == 303
+
+
+async def test_logout_needs_the_csrf_token_then_revokes_the_session(
+    client: httpx.AsyncClient,
+) -> None:
+    await login(client, "alice", TEST_PASSWORD)
+    cookie = client.cookies[SESSION_COOKIE]
+    token = csrf_of_page((await client.get("/")).text)
+    assert (await client.post("/logout", data={"csrf_token": "wrong"})).status_code == 403
+    assert (await client.get("/")).status_code == 200
+    r = await client.post("/logout", data={"csrf_token": token})
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert SESSION_COOKIE not in client.cookies
+    client.cookies.set(SESSION_COOKIE, cookie, domain="gateway.local")  # a kept copy is dead too
+    assert (await client.get("/")).status_code == 303

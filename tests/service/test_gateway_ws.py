@@ -1,0 +1,304 @@
+"""/ws against a real uvicorn and NATS: handshake checks, announcements, OOB frames, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.testing import Served, csrf_of_page, login
+from shared import wire
+from shared.bus import NatsBus
+from shared.db.engine import create_engine, session_factory
+from shared.db.models import User, WebSession
+from shared.devservers import free_port
+from tests.conftest import TEST_PASSWORD
+from tests.support import collect, identity_of, wait_until
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
+) -> GatewaySettings:
+    monkeypatch.setenv("DATABASE_URL", demo_database_url)
+    monkeypatch.setenv("NATS_URL", nats_url)
+    dead = f"http://127.0.0.1:{free_port()}"
+    return GatewaySettings(portfolio_url=dead, watchlist_url=dead, orders_url=dead, risk_url=dead)
+
+
+class Browser:
+    """One logged-in browser: an HTTP client with its cookie and the page's CSRF token."""
+
+    def __init__(self, gateway: Served, client: httpx.AsyncClient, csrf: str) -> None:
+        self.gateway, self.client, self.csrf = gateway, client, csrf
+
+    @property
+    def cookie(self) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.client.cookies.items())
+
+    def socket(
+        self, *, csrf: str | None = "page", origin: str | None = "own", **options: Any
+    ) -> Any:
+        query = "" if csrf is None else f"?csrf={self.csrf if csrf == 'page' else csrf}"
+        own = self.gateway.url
+        return connect(
+            f"{self.gateway.ws_url}/ws{query}",
+            origin=(own if origin == "own" else origin),  # type: ignore[arg-type]
+            additional_headers={"Cookie": self.cookie},
+            compression=None,
+            max_size=None,
+            **options,
+        )
+
+
+@asynccontextmanager
+async def gateway(settings: GatewaySettings) -> AsyncIterator[Served]:
+    async with Served(create_app(settings)) as served:
+        yield served
+
+
+@asynccontextmanager
+async def browser(served: Served, username: str) -> AsyncIterator[Browser]:
+    async with httpx.AsyncClient(base_url=served.url) as client:
+        assert (await login(client, username, TEST_PASSWORD)).status_code == 303
+        yield Browser(served, client, csrf_of_page((await client.get("/")).text))
+
+
+def part(part_id: str, text: str) -> dict[str, str]:
+    return {"id": part_id, "html": f'<div id="{part_id}" role="row">{text}</div>'}
+
+
+def ui(component: str, *parts: dict[str, str], full: bool = False) -> dict[str, Any]:
+    return {"component": component, "full": full, "parts": list(parts), "ts": time.time() * 1000}
+
+
+async def opened(bus: NatsBus) -> list[tuple[str, dict[str, Any]]]:
+    return await collect(bus, "session.*")
+
+
+def of(events: list[tuple[str, dict[str, Any]]], subject: str) -> list[dict[str, Any]]:
+    return [payload for subj, payload in events if subj == subject]
+
+
+async def test_handshakes_without_origin_cookie_or_csrf_are_refused(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    events = await opened(bus)
+    async with gateway(settings) as served, browser(served, "alice") as b:
+        refusals: list[dict[str, Any]] = [
+            {"origin": "http://evil.example"},
+            {"origin": None},
+            {"csrf": None},
+            {"csrf": "0" * 64},
+        ]
+        for options in refusals:
+            with pytest.raises(InvalidStatus) as refused:
+                async with b.socket(**options):
+                    pass
+            assert refused.value.response.status_code == 403, options
+        b.client.cookies.clear()
+        with pytest.raises(InvalidStatus):
+            async with b.socket():
+                pass
+    assert of(events, wire.SESSION_OPENED) == []
+
+
+async def test_each_socket_is_its_own_announced_session(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    settings = settings.model_copy(update={"heartbeat_interval_s": 0.2})
+    alice = await identity_of(settings.database_url, "alice")
+    events = await opened(bus)
+    async with gateway(settings) as served, browser(served, "alice") as b:
+        async with b.socket() as tab1, b.socket() as tab2:
+            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
+            first, second = of(events, wire.SESSION_OPENED)
+            assert first["session_id"] != second["session_id"]
+            assert first["session_id"].split(":")[0] == second["session_id"].split(":")[0]
+            assert {k: v for k, v in first.items() if k != "session_id"} == {
+                "user_id": alice.user_id,
+                "account_id": alice.account_id,
+                "username": "alice",
+                "permissions": ["trade"],
+            }
+            await wait_until(lambda: len(of(events, wire.SESSION_HEARTBEAT)) >= 4)
+            await tab1.close()
+            await wait_until(lambda: of(events, wire.SESSION_CLOSED))
+            [closed] = of(events, wire.SESSION_CLOSED)
+            assert closed["session_id"] in (first["session_id"], second["session_id"])
+            assert tab2.state.name == "OPEN"
+
+
+async def test_parts_arrive_as_oob_swaps_and_only_to_their_user(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    alice = await identity_of(settings.database_url, "alice")
+    bob = await identity_of(settings.database_url, "bob")
+    events = await opened(bus)
+    async with (
+        gateway(settings) as served,
+        browser(served, "alice") as a,
+        browser(served, "bob") as b,
+        a.socket() as alice_ws,
+        b.socket() as bob_ws,
+    ):
+        await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
+        await bus.publish(
+            wire.ui_subject(alice.user_id, "watchlist"),
+            ui("watchlist", part("watchlist-row-AAPL", "1")),
+        )
+        frame = await asyncio.wait_for(alice_ws.recv(), 3)
+        assert frame == '<div hx-swap-oob="true" id="watchlist-row-AAPL" role="row">1</div>'
+
+        # One of each component, published back to back: every part lands.
+        ids = {
+            "portfolio": "portfolio-row-MSFT",
+            "watchlist": "watchlist-row-MSFT",
+            "order": "order-status",
+            "risk_metrics": "risk-gauge",
+        }
+        for component, part_id in ids.items():
+            await bus.publish(
+                wire.ui_subject(alice.user_id, component), ui(component, part(part_id, "x"))
+            )
+        seen = ""
+        while not all(f'id="{i}"' in seen for i in ids.values()):
+            seen += await asyncio.wait_for(alice_ws.recv(), 3)
+        assert seen.count('hx-swap-oob="true"') == 4
+
+        await bus.publish(
+            wire.ui_subject(bob.user_id, "portfolio"),
+            ui("portfolio", part("portfolio-row-KO", "b")),
+        )
+        assert "portfolio-row-KO" in await asyncio.wait_for(bob_ws.recv(), 3)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(bob_ws.recv(), 0.5)  # none of alice's parts reached bob
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(alice_ws.recv(), 0.2)  # nor bob's alice
+        metrics = (await a.client.get("/metrics")).text
+        assert 'gateway_ui_latency_seconds_count{stage="sent"}' in metrics
+
+
+async def _web_session_of(database_url: str, username: str) -> str:
+    engine = create_engine(database_url, null_pool=True)
+    try:
+        async with session_factory(engine)() as s:
+            sid = await s.scalar(
+                select(WebSession.id)
+                .join(User, User.id == WebSession.user_id)
+                .where(User.username == username, WebSession.revoked_at.is_(None))
+            )
+            assert sid is not None
+            return sid
+    finally:
+        await engine.dispose()
+
+
+async def test_logout_closes_that_sessions_sockets(settings: GatewaySettings, bus: NatsBus) -> None:
+    events = await opened(bus)
+    async with (
+        gateway(settings) as served,
+        browser(served, "alice") as a,
+        browser(served, "bob") as b,
+    ):
+        async with a.socket() as alice_ws, b.socket() as bob_ws:
+            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
+            started = time.perf_counter()
+            r = await a.client.post("/logout", data={"csrf_token": a.csrf})
+            assert r.status_code == 303
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(alice_ws.recv(), 3)
+            assert alice_ws.close_code == 1008 and time.perf_counter() - started < 3
+            await wait_until(lambda: of(events, wire.SESSION_CLOSED))
+            assert bob_ws.state.name == "OPEN"  # another user's socket stays
+
+
+async def test_sessions_ended_elsewhere_close_their_sockets(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    settings = settings.model_copy(update={"heartbeat_interval_s": 0.3})
+    events = await opened(bus)
+    async with (
+        gateway(settings) as served,
+        browser(served, "alice") as a,
+        browser(served, "bob") as b,
+    ):
+        async with a.socket() as alice_ws, b.socket() as bob_ws:
+            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
+            # Another gateway replica logged alice out: it announces the revocation.
+            sid = await _web_session_of(settings.database_url, "alice")
+            await bus.publish(wire.GATEWAY_SESSION_REVOKED, {"web_session_id": sid})
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(alice_ws.recv(), 3)
+            # Bob's session expires or is revoked in the database: the next heartbeat notices.
+            engine = create_engine(settings.database_url, null_pool=True)
+            async with session_factory(engine)() as s, s.begin():
+                await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
+            await engine.dispose()
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(bob_ws.recv(), 3)
+            assert bob_ws.close_code == 1008
+
+
+def _tiny_receive_window(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+async def test_a_stalled_socket_does_not_delay_another(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    settings = settings.model_copy(update={"ws_send_timeout_s": 4.0})
+    alice = await identity_of(settings.database_url, "alice")
+    events = await opened(bus)
+    async with gateway(settings) as served, browser(served, "alice") as a:
+        stalled: ClientConnection
+        async with (
+            a.socket(
+                max_queue=1, close_timeout=0.5, sock=_tiny_receive_window(served.port)
+            ) as stalled,
+            a.socket() as healthy,
+        ):
+            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
+            received: list[str] = []
+
+            async def read() -> None:
+                while True:
+                    received.append(await healthy.recv())
+
+            reader = asyncio.create_task(read())
+            subject = wire.ui_subject(alice.user_id, "watchlist")
+            started = time.perf_counter()
+            for i in range(120):  # 12 MB: far more than the stalled peer's buffers hold
+                blob = os.urandom(50_000).hex()
+                await bus.publish(subject, ui("watchlist", part(f"watchlist-row-{i % 30}", blob)))
+            await bus.publish(subject, ui("watchlist", part("watchlist-marker", "done")))
+            await wait_until(lambda: any("watchlist-marker" in f for f in received), timeout=3)
+            assert time.perf_counter() - started < 3
+            reader.cancel()
+
+            # The stalled socket is closed once a send has waited ws_send_timeout_s.
+            async def closed_as_slow() -> bool:
+                text = (await a.client.get("/metrics")).text
+                return 'gateway_ws_closed_total{reason="too slow"} 1.0' in text
+
+            await wait_until(closed_as_slow, timeout=10)
+            assert healthy.state.name == "OPEN"
+            del stalled

@@ -1,0 +1,107 @@
+"""The per-socket buffer: newest part per id, full renders supersede, bounded, rows first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.buffer import PartBuffer, message_ts_ms, with_oob
+
+
+def msg(component: str, *parts: tuple[str, str], full: bool = False, ts: Any = 1) -> dict:
+    return {
+        "component": component,
+        "full": full,
+        "parts": [{"id": i, "html": h} for i, h in parts],
+        "ts": ts,
+    }
+
+
+def div(part_id: str, text: str) -> tuple[str, str]:
+    return part_id, f'<div id="{part_id}" role="row">{text}</div>'
+
+
+def test_oob_attribute_goes_into_the_first_tag_without_wrapping() -> None:
+    assert with_oob('<div id="a" class="x">hi</div>') == (
+        '<div hx-swap-oob="true" id="a" class="x">hi</div>'
+    )
+    assert (
+        with_oob('\n  <tr id="r"><td>1</td></tr>')
+        == '<tr hx-swap-oob="true" id="r"><td>1</td></tr>'
+    )
+    assert with_oob('<div hx-swap-oob="outerHTML" id="a"></div>') == (
+        '<div hx-swap-oob="outerHTML" id="a"></div>'
+    )
+    assert with_oob("just text") is None
+
+
+def test_newest_part_per_id_wins_and_goes_last() -> None:
+    buf = PartBuffer()
+    buf.put(msg("watchlist", div("watchlist-row-AAPL", "1"), div("watchlist-row-MSFT", "1")))
+    buf.put(msg("watchlist", div("watchlist-row-AAPL", "2")))
+    buf.put(msg("watchlist", div("watchlist-row-AAPL", "3")))
+    assert len(buf) == 2
+    drained = buf.drain()
+    assert drained.parts == 2
+    assert len(drained.frames) == 1
+    frame = drained.frames[0]
+    assert ">3</div>" in frame and ">1</div>" in frame and ">2</div>" not in frame
+    assert frame.index("watchlist-row-MSFT") < frame.index("watchlist-row-AAPL")
+    assert frame.count('hx-swap-oob="true"') == 2
+    assert len(buf) == 0 and not buf.ready.is_set()
+
+
+def test_a_full_render_supersedes_pending_parts_of_its_component_only() -> None:
+    buf = PartBuffer()
+    buf.put(msg("portfolio", div("portfolio-row-AAPL", "old")))
+    buf.put(msg("watchlist", div("watchlist-row-AAPL", "w")))
+    buf.put(msg("portfolio", div("portfolio-root", "full"), full=True))
+    buf.put(msg("portfolio", div("portfolio-row-AAPL", "newer")))
+    frame = buf.drain().frames[0]
+    assert "old" not in frame
+    assert frame.index("portfolio-root") < frame.index("newer")
+    assert "watchlist-row-AAPL" in frame
+
+
+def test_parts_that_are_not_elements_are_dropped() -> None:
+    buf = PartBuffer()
+    accepted = buf.put(
+        {"component": "risk_metrics", "parts": [{"id": "risk-x", "html": "text"}, {"html": "<p>"}]}
+    )
+    assert accepted == 0 and len(buf) == 0 and not buf.ready.is_set()
+
+
+def test_the_buffer_is_bounded_and_reports_overflow() -> None:
+    buf = PartBuffer(max_parts=10)
+    buf.put(msg("risk_metrics", *(div(f"risk-alert-{i}", "x") for i in range(11))))
+    assert len(buf) == 0 and buf.ready.is_set()
+    drained = buf.drain()
+    assert drained.overflowed and drained.frames == []
+    assert not buf.drain().overflowed
+
+
+def test_table_rows_lead_the_frame_unless_that_reorders_their_own_component() -> None:
+    buf = PartBuffer()
+    buf.put(msg("watchlist", div("watchlist-row-AAPL", "w")))
+    buf.put(msg("portfolio", ("portfolio-row-AAPL", '<tr id="portfolio-row-AAPL"><td>1</td></tr>')))
+    [frame] = buf.drain().frames
+    assert frame.startswith('<tr hx-swap-oob="true" id="portfolio-row-AAPL"')
+
+    buf.put(msg("portfolio", div("portfolio-root", "full"), full=True))
+    buf.put(msg("portfolio", ("portfolio-row-AAPL", '<tr id="portfolio-row-AAPL"><td>2</td></tr>')))
+    first, second = buf.drain().frames
+    assert "portfolio-root" in first and second.startswith("<tr")
+
+
+def test_put_signals_the_sender_and_tracks_the_oldest_timestamp() -> None:
+    buf = PartBuffer()
+    buf.put(msg("watchlist", div("watchlist-row-A", "1"), ts=2_000))
+    buf.put(msg("watchlist", div("watchlist-row-B", "1"), ts=1_000))
+    assert buf.ready.is_set()
+    assert buf.drain().oldest_ts_ms == 1_000
+
+
+def test_message_timestamps() -> None:
+    assert message_ts_ms(1_700_000_000_000) == 1_700_000_000_000.0
+    assert message_ts_ms("1970-01-01T00:00:01+00:00") == 1000.0
+    assert message_ts_ms("nonsense") is None
+    assert message_ts_ms(True) is None
