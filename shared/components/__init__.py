@@ -23,6 +23,7 @@ from shared.components.permissions import (
     HasTradingPermission,
     IsAuthenticated,
 )
+from shared.components.pricebook import PriceBook
 from shared.components.ratelimit import (
     InMemoryRateLimiter,
     PostgresRateLimiter,
@@ -55,6 +56,7 @@ __all__ = [
     "PartsTracker",
     "PermissionDenied",
     "PostgresRateLimiter",
+    "PriceBook",
     "Rate",
     "RateLimited",
     "RateLimiter",

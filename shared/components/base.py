@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import wire
 from shared.components.cache import MountCache
 from shared.components.permissions import BasePermission
+from shared.components.pricebook import PriceBook
 from shared.components.scope import Callback, UnitOfWork
 from shared.identity import AnonymousUser, Identity
 
@@ -37,6 +38,7 @@ class ComponentContext:
     bus: MessageBus | None = None
     cache: MountCache | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    prices: PriceBook | None = None
 
 
 class Component:

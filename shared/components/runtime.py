@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from shared import wire
 from shared.components.base import Component, ComponentContext, FormComponent
 from shared.components.errors import (
     FieldError,
@@ -55,10 +56,19 @@ async def mount_into(component: Component) -> None:
         cached = cache_.get(*key)
         if cached is not None:
             component.state = cached
+            await _catch_up(component)
             return
     await _maybe_await(component.mount())
     if key is not None and cache_ is not None:
         cache_.set(*key, component.state, type(component).cache_ttl)
+    await _catch_up(component)
+
+
+async def _catch_up(component: Component) -> None:
+    """Replay the service's latest quotes into a component that follows ticks."""
+    book = component.request.prices
+    if book is not None and len(book) and wire.PRICES_TICKS in type(component).subscriptions:
+        await component.on_ws_message(book.as_tick())
 
 
 async def mount(

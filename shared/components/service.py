@@ -19,6 +19,7 @@ from shared.components.cache import MountCache
 from shared.components.errors import ComponentError, HandlerError, RateLimited
 from shared.components.live import LiveSessions
 from shared.components.metrics import ComponentMetrics
+from shared.components.pricebook import PriceBook
 from shared.components.ratelimit import (
     InMemoryRateLimiter,
     PostgresRateLimiter,
@@ -100,6 +101,8 @@ def create_component_app(
     metrics = ComponentMetrics()
     secret = settings.identity_secret.get_secret_value()
     mount_cache = cache if cache is not None else MountCache()
+    follows_ticks = any(wire.PRICES_TICKS in cls.subscriptions for cls in registry)
+    prices = PriceBook() if follows_ticks else None
     rate_limiter: RateLimiter = limiter or (
         PostgresRateLimiter() if database else InMemoryRateLimiter()
     )
@@ -113,6 +116,8 @@ def create_component_app(
         app.state.bus = await NatsBus.connect(settings.nats_url, service_name) if own_bus else bus
         subs: list[Subscription] = []
         try:
+            if prices is not None:
+                subs.append(await app.state.bus.subscribe(wire.PRICES_TICKS, prices.on_tick))
             if live:
                 app.state.live = LiveSessions(
                     registry,
@@ -162,6 +167,7 @@ def create_component_app(
             bus=app.state.bus,
             cache=mount_cache,
             extras=extras or {},
+            prices=prices,
         )
 
     def text(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:

@@ -141,3 +141,22 @@ async def test_live_session_full_render_then_changed_rows_only(
         await bus.flush()
         await asyncio.sleep(0.3)
         assert len(ui) == 3
+
+
+async def test_fragment_shows_the_latest_tick_not_the_lagging_database(
+    settings: PortfolioSettings, bus: NatsBus
+) -> None:
+    alice = await identity_of(settings.database_url, "alice")
+    async with running(create_app(settings)) as client:
+        first = await client.get("/components/portfolio", headers=identity_headers(alice))
+        assert "123,456.78" not in first.text  # cached from here on for cache_ttl
+        tick = {"seq": 1, "ts": 1.0, "prices": {"AAPL": {
+            "last": "123456.78", "bid": "123456.77", "ask": "123456.79", "chg_pct": "1"}}}
+        await bus.publish(wire.PRICES_TICKS, tick)
+        await bus.flush()
+
+        async def shows_tick() -> bool:
+            r = await client.get("/components/portfolio", headers=identity_headers(alice))
+            return "123,456.78" in r.text
+
+        await wait_until(shows_tick)
