@@ -20,6 +20,7 @@ __all__ = [
     "SectorShare",
     "apply_buy",
     "apply_sell",
+    "cents",
     "change_pct",
     "day_change",
     "dec",

@@ -134,9 +134,20 @@ def _handler_kwargs(handler: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+@cache
+def _is_form_handler(handler: Any) -> bool:
+    """``on_submit(self)`` reads ``validated_data``; handlers with parameters
+    (``on_cancel(self, order_id: int)``) are validated by their signature instead."""
+    return len(inspect.signature(handler).parameters) == 1
+
+
 async def _call_handler(component: Component, event: str, payload: Mapping[str, Any]) -> None:
     handler = getattr(type(component), f"on_{event}")
-    if isinstance(component, FormComponent) and component.schema is not None:
+    if (
+        isinstance(component, FormComponent)
+        and component.schema is not None
+        and _is_form_handler(handler)
+    ):
         try:
             validated = component.schema.model_validate(dict(payload))
         except ValidationError as exc:
