@@ -1,14 +1,32 @@
-"""The orders service."""
+"""The orders service: OrderComponent over HTTP, live order lists, the simulated venue."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
+from services.orders.components import registry
 from services.orders.settings import OrdersSettings
-from shared.app_base import create_base_app
+from services.orders.venue import Venue
+from shared import wire
+from shared.components import create_component_app
+from shared.observability import configure_logging
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: OrdersSettings | None = None) -> FastAPI:
-    return create_base_app("orders", settings or OrdersSettings())
+def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> FastAPI:
+    """The ASGI app; without ``settings`` they come from the environment (a real process).
+
+    The venue subscribes ``prices.ticks`` through the app's bus once its lifespan starts.
+    """
+    if settings is None:
+        settings = OrdersSettings()
+        configure_logging("orders", settings.log_level)
+    app: FastAPI | None = None
+    venue = Venue(lambda: app.state.db if app else None, lambda: app.state.bus if app else None)
+    handlers = {wire.PRICES_TICKS: venue.on_tick, **overrides.pop("handlers", {})}
+    app = create_component_app("orders", registry, settings, handlers=handlers, **overrides)
+    app.state.venue = venue
+    return app

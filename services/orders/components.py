@@ -1,0 +1,220 @@
+"""OrderComponent: order entry with validation, pre-trade checks and immediate execution.
+
+``state["status"]`` is the form's status as the seed defines it: the optimistic patch
+shows ``pending``, the server answers ``submitted`` once it has accepted the order. What
+then happened to the order (``filled`` / ``open``) is ``state["order_status"]`` and the
+message ("Order #12 filled: bought 10 AAPL @ 229.88").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from services.orders import domain as rules
+from services.orders.execution import (
+    cancel,
+    check_cash,
+    check_margin,
+    check_sell,
+    execute_fill,
+    find_symbol,
+    lock_account,
+    lock_position,
+    order_event,
+    publish_event,
+)
+from services.orders.queries import order_rows
+from services.orders.schema import OrderSchema, new_client_order_id
+from shared import wire
+from shared.components import (
+    FieldError,
+    FormComponent,
+    HasTradingPermission,
+    IsAuthenticated,
+    PartSpec,
+    Registry,
+)
+from shared.db.models import Order, Symbol
+
+__all__ = ["OPEN_ID", "RECENT_ID", "RECENT_LIMIT", "OrderComponent", "OrderSchema", "registry"]
+
+registry = Registry()
+
+RECENT_LIMIT = 10
+OPEN_LIMIT = 50
+OPEN_ID = wire.element_id("order", "open")
+RECENT_ID = wire.element_id("order", "recent")
+
+
+def _same_intent(existing: Order, ticker: str, data: dict[str, Any]) -> bool:
+    return (ticker, existing.side, existing.quantity, existing.order_type) == (
+        data["symbol"],
+        data["side"],
+        data["quantity"],
+        data["order_type"],
+    ) and existing.limit_price == data["limit_price"]
+
+
+@registry.register("order")
+class OrderComponent(FormComponent):
+    schema = OrderSchema
+    template_name = "components/order.html"
+    permission_classes = [IsAuthenticated, HasTradingPermission]
+    rate_limit = "60/minute"  # comply with exchange rules
+    subscriptions = {wire.ORDERS_EVENTS_TEMPLATE: wire.EVENT_ORDER}
+
+    def get_optimistic_patch(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        # Instant UI feedback before the server round-trip completes
+        if event == "submit":
+            return {"status": "pending", "message": "Sending order…"}
+        return {}
+
+    # -- state -----------------------------------------------------------------------
+    async def mount(self) -> None:
+        self.state.update(
+            status="",
+            order_status=None,
+            order_id=None,
+            message="",
+            client_order_id=new_client_order_id(),
+        )
+        tickers = await self.session.scalars(select(Symbol.ticker).order_by(Symbol.ticker))
+        self.state["symbols"] = list(tickers)
+        await self._load_orders()
+
+    async def _load_orders(self) -> None:
+        account_id = int(self.request.user.account_id or 0)
+        self.state["open_orders"] = await order_rows(self.session, account_id, True, OPEN_LIMIT)
+        self.state["recent_orders"] = await order_rows(
+            self.session, account_id, False, RECENT_LIMIT
+        )
+
+    def get_context(self) -> dict[str, Any]:
+        return {"open_id": OPEN_ID, "recent_id": RECENT_ID}
+
+    def live_parts(self) -> dict[str, PartSpec]:
+        # Only the order lists update live; the form is never replaced under the trader.
+        return {
+            OPEN_ID: ("open_orders", {"orders": self.state.get("open_orders", [])}),
+            RECENT_ID: ("recent_orders", {"orders": self.state.get("recent_orders", [])}),
+        }
+
+    async def on_ws_message(self, message: dict[str, Any]) -> None:
+        if message.get("event") == wire.EVENT_ORDER:
+            await self._load_orders()
+
+    def _answer(self, order: Order, message: str) -> None:
+        self.state.update(
+            status="submitted",
+            order_status=order.status,
+            order_id=order.id,
+            message=message,
+            client_order_id=new_client_order_id(),  # a re-render cannot submit it twice
+        )
+
+    def _publish_after_commit(self, order: Order, ticker: str) -> None:
+        event, bus, account_id = order_event(order, ticker), self.request.bus, order.account_id
+        self.on_commit(lambda: publish_event(bus, account_id, event))
+
+    # -- events ----------------------------------------------------------------------
+    async def on_submit(self) -> None:
+        data = self.validated_data
+        session, account_id = self.session, int(self.request.user.account_id or 0)
+        try:
+            account = await lock_account(session, account_id)  # serialises this account
+        except rules.Rejected as exc:
+            raise FieldError(exc.field, exc.reason) from None
+        if await self._answer_existing(data):
+            return
+        symbol = await find_symbol(session, data["symbol"])
+        if symbol is None:
+            raise FieldError("symbol", f"Unknown symbol: {data['symbol']}")
+        side, qty, limit = data["side"], data["quantity"], data["limit_price"]
+        marketable = data["order_type"] == "market" or rules.crosses(
+            side, limit, symbol.bid, symbol.ask
+        )
+        price = rules.touch_price(side, symbol.bid, symbol.ask) if marketable else None
+        position = await lock_position(session, account_id, symbol.id)
+        try:
+            if side == "sell":
+                await check_sell(session, account_id, symbol, position, qty)
+            else:
+                await check_margin(session, account, symbol, qty)
+                check_cash(account, qty, price if price is not None else limit)
+        except rules.Rejected as exc:
+            raise FieldError(exc.field, exc.reason) from None
+
+        order_id = await session.scalar(
+            insert(Order)
+            .values(
+                account_id=account_id,
+                client_order_id=data["client_order_id"],
+                symbol_id=symbol.id,
+                side=side,
+                order_type=data["order_type"],
+                quantity=qty,
+                limit_price=limit,
+                status="submitted" if marketable else "open",
+                filled_qty=0,
+            )
+            .on_conflict_do_nothing(index_elements=["account_id", "client_order_id"])
+            .returning(Order.id)
+        )
+        if order_id is None:  # lost a race for this client order id: show the winner
+            await self._answer_existing(data)
+            return
+        order = await session.get_one(Order, order_id)
+        if price is not None:
+            await execute_fill(session, account, order, symbol, position, price)
+            message = rules.describe_fill(order.id, side, qty, symbol.ticker, price)
+        else:
+            message = rules.describe_open(order.id, side, qty, symbol.ticker, limit)
+        self._publish_after_commit(order, symbol.ticker)
+        await self._load_orders()
+        self._answer(order, message)
+
+    async def _answer_existing(self, data: dict[str, Any]) -> bool:
+        """Idempotency: an already used client order id answers with its order."""
+        row = (
+            await self.session.execute(
+                select(Order, Symbol.ticker)
+                .join(Symbol, Order.symbol_id == Symbol.id)
+                .where(
+                    Order.account_id == self.request.user.account_id,
+                    Order.client_order_id == data["client_order_id"],
+                )
+            )
+        ).first()
+        if row is None:
+            return False
+        existing, ticker = row
+        if not _same_intent(existing, ticker, data):
+            # e.g. two tabs rendered the same form: never drop a different order silently
+            raise FieldError(
+                "__all__",
+                f"This form was already used for order #{existing.id}; "
+                "review the order and submit again",
+            )
+        await self._load_orders()
+        self._answer(existing, f"Order #{existing.id} already received: {existing.status}")
+        return True
+
+    async def on_cancel(self, order_id: int) -> None:
+        order = await self.session.scalar(
+            select(Order)
+            .where(Order.id == order_id, Order.account_id == self.request.user.account_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if order is None or order.status != "open":
+            raise FieldError("order_id", f"Order #{order_id} is not open")
+        cancel(order)
+        symbol = await self.session.get_one(Symbol, order.symbol_id)
+        self._publish_after_commit(order, symbol.ticker)
+        await self._load_orders()
+        self.state.update(
+            order_status=order.status, order_id=order.id, message=f"Order #{order.id} cancelled"
+        )

@@ -1,0 +1,54 @@
+"""Order rules as pure functions: when an order crosses, at what price, what to say.
+
+The financial formulas themselves (average cost, realised P&L, margin) live in
+``shared.domain``; this module only decides which of them applies to an order.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+__all__ = [
+    "MAX_UTILISATION_PCT",
+    "Rejected",
+    "Side",
+    "crosses",
+    "describe_fill",
+    "describe_open",
+    "touch_price",
+]
+
+Side = Literal["buy", "sell"]
+
+MAX_UTILISATION_PCT = Decimal(100)
+
+
+class Rejected(Exception):
+    """An order the venue refuses; ``field`` is the form field the reason belongs to."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(reason)
+
+
+def touch_price(side: str, bid: Decimal, ask: Decimal) -> Decimal:
+    """Where a marketable order trades: buys lift the ask, sells hit the bid."""
+    return ask if side == "buy" else bid
+
+
+def crosses(side: str, limit_price: Decimal, bid: Decimal, ask: Decimal) -> bool:
+    """A buy limit at or above the ask, or a sell limit at or below the bid, is marketable."""
+    return limit_price >= ask if side == "buy" else limit_price <= bid
+
+
+def describe_fill(order_id: int, side: str, qty: int, ticker: str, price: Decimal) -> str:
+    """``Order #12 filled: bought 10 AAPL @ 229.88``."""
+    verb = "bought" if side == "buy" else "sold"
+    return f"Order #{order_id} filled: {verb} {qty:,} {ticker} @ {price:,.2f}"
+
+
+def describe_open(order_id: int, side: str, qty: int, ticker: str, limit: Decimal) -> str:
+    """``Order #13 open: buy 10 AAPL limit 200.00``."""
+    return f"Order #{order_id} open: {side} {qty:,} {ticker} limit {limit:,.2f}"

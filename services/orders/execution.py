@@ -1,0 +1,225 @@
+"""Executing orders against an account: row locks, pre-trade checks, fills, events.
+
+Lock order, everywhere: order (venue, cancel) → account → position. Every write to an
+account's positions and cash happens under its account row lock, so two fills of the
+same account (two requests, two orders-service processes) never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.orders.domain import MAX_UTILISATION_PCT, Rejected
+from shared import domain, wire
+from shared.bus import MessageBus
+from shared.db.models import Account, Fill, Order, Position, Symbol
+
+__all__ = [
+    "cancel",
+    "check_cash",
+    "check_margin",
+    "check_sell",
+    "execute_fill",
+    "find_symbol",
+    "lock_account",
+    "lock_position",
+    "now_ms",
+    "order_event",
+    "publish_event",
+    "reject",
+]
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> float:
+    """Event timestamps, like the ticks': epoch milliseconds."""
+    return time.time() * 1000
+
+
+async def lock_account(session: AsyncSession, account_id: int) -> Account:
+    account = await session.scalar(
+        select(Account)
+        .where(Account.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if account is None:
+        raise Rejected("__all__", "No trading account")
+    return account
+
+
+async def lock_position(session: AsyncSession, account_id: int, symbol_id: int) -> Position | None:
+    return await session.scalar(
+        select(Position)
+        .where(Position.account_id == account_id, Position.symbol_id == symbol_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def find_symbol(session: AsyncSession, ticker: str) -> Symbol | None:
+    return await session.scalar(
+        select(Symbol)
+        .where(Symbol.ticker == ticker.strip().upper())
+        .execution_options(populate_existing=True)
+    )
+
+
+async def _holdings(session: AsyncSession, account_id: int) -> list[tuple[int, domain.Holding]]:
+    rows = await session.execute(
+        select(
+            Position.symbol_id, Position.quantity, Symbol.ticker, Symbol.last, Symbol.margin_rate
+        )
+        .join(Symbol, Position.symbol_id == Symbol.id)
+        .where(Position.account_id == account_id, Position.quantity > 0)
+    )
+    return [
+        (sid, domain.Holding(ticker, qty, last, margin_rate=rate))
+        for sid, qty, ticker, last, rate in rows
+    ]
+
+
+async def check_margin(session: AsyncSession, account: Account, symbol: Symbol, qty: int) -> None:
+    """Pre-trade check: buying ``qty`` must not take utilisation over 100 %."""
+    holdings, held = [], False
+    for symbol_id, holding in await _holdings(session, account.id):
+        if symbol_id == symbol.id:
+            held = True
+            holding = domain.Holding(
+                holding.ticker, holding.qty + qty, holding.last, margin_rate=holding.margin_rate
+            )
+        holdings.append(holding)
+    if not held:
+        holdings.append(
+            domain.Holding(symbol.ticker, qty, symbol.last, margin_rate=symbol.margin_rate)
+        )
+    after = domain.utilisation_pct(domain.margin_used(holdings), account.margin_limit)
+    if after > MAX_UTILISATION_PCT:
+        raise Rejected(
+            "quantity",
+            f"Margin limit exceeded: this order would take utilisation to {after:.1f}% "
+            f"(maximum {MAX_UTILISATION_PCT}%)",
+        )
+
+
+async def check_sell(
+    session: AsyncSession, account_id: int, symbol: Symbol, position: Position | None, qty: int
+) -> None:
+    """No shorting: ``qty`` plus what open sell orders already reserve must be held."""
+    held = position.quantity if position is not None else 0
+    reserved = await session.scalar(
+        select(func.coalesce(func.sum(Order.quantity - Order.filled_qty), 0)).where(
+            Order.account_id == account_id,
+            Order.symbol_id == symbol.id,
+            Order.side == "sell",
+            Order.status == "open",
+        )
+    )
+    if qty > held - int(reserved or 0):
+        also = f" ({reserved:,} already in open sell orders)" if reserved else ""
+        raise Rejected("quantity", f"You hold {held:,} {symbol.ticker}{also}; cannot sell {qty:,}")
+
+
+def check_cash(account: Account, qty: int, price: Decimal) -> Decimal:
+    """The cost of buying ``qty`` at ``price``; :class:`Rejected` if cash does not cover it."""
+    cost = domain.cents(price * qty)
+    if cost > account.cash:
+        raise Rejected(
+            "quantity",
+            f"Insufficient cash: {qty:,} × {price:,.2f} = {cost:,.2f}, "
+            f"available {account.cash:,.2f}",
+        )
+    return cost
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def execute_fill(
+    session: AsyncSession,
+    account: Account,
+    order: Order,
+    symbol: Symbol,
+    position: Position | None,
+    price: Decimal,
+) -> Position:
+    """Fill all of ``order`` at ``price``: order, fill, position and cash, in ``session``.
+
+    The caller holds the account and position locks (and the order's, from the venue).
+    Raises :class:`Rejected` (nothing changed) when cash or the position do not cover it.
+    """
+    qty, now = order.quantity, _utc_now()
+    if position is None:
+        position = Position(
+            account_id=account.id,
+            symbol_id=symbol.id,
+            quantity=0,
+            avg_cost=Decimal(0),
+            realised_pnl=Decimal(0),
+        )
+    if order.side == "buy":
+        cost = check_cash(account, qty, price)
+        position.quantity, position.avg_cost = domain.apply_buy(
+            position.quantity, position.avg_cost, qty, price
+        )
+        account.cash -= cost
+    else:
+        if qty > position.quantity:
+            raise Rejected(
+                "quantity", f"You hold {position.quantity:,} {symbol.ticker}; cannot sell {qty:,}"
+            )
+        position.quantity, position.avg_cost, realised = domain.apply_sell(
+            position.quantity, position.avg_cost, qty, price
+        )
+        position.realised_pnl += domain.cents(realised)
+        account.cash += domain.cents(price * qty)
+    session.add(position)
+    position.updated_at = account.updated_at = now
+    order.status, order.filled_qty, order.avg_fill_price = "filled", qty, price
+    order.updated_at = now
+    session.add(Fill(order_id=order.id, quantity=qty, price=price, created_at=now))
+    await session.flush()
+    return position
+
+
+def cancel(order: Order) -> None:
+    """Mark an open order cancelled (the caller holds its row lock)."""
+    order.status, order.updated_at = "cancelled", _utc_now()
+
+
+def reject(order: Order, reason: str) -> None:
+    """Mark a stored order rejected (the venue's late checks)."""
+    order.status, order.reject_reason, order.updated_at = "rejected", reason, _utc_now()
+
+
+def order_event(order: Order, ticker: str, ts: Any = None) -> dict[str, Any]:
+    """The ``orders.events.<account>`` payload (DESIGN.md §3.2)."""
+    price = order.avg_fill_price if order.status == "filled" else order.limit_price
+    return {
+        "order_id": order.id,
+        "status": order.status,
+        "symbol": ticker,
+        "side": order.side,
+        "qty": order.quantity,
+        "price": str(price) if price is not None else None,
+        "ts": ts if ts is not None else now_ms(),
+    }
+
+
+async def publish_event(bus: MessageBus | None, account_id: int, event: dict[str, Any]) -> None:
+    """Publish after commit; a bus outage is logged, never undoes the committed order."""
+    if bus is None:
+        return
+    try:
+        await bus.publish(wire.orders_events(account_id), event)
+    except Exception:
+        log.exception("publishing order event %s failed", event.get("order_id"))

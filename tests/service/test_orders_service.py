@@ -1,0 +1,522 @@
+"""The orders service against real PostgreSQL and NATS: validation, pre-trade checks,
+idempotency, rate limit, immediate execution, the venue's limit fills, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.orders.app import create_app
+from services.orders.settings import OrdersSettings
+from shared import domain, wire
+from shared.bus import NatsBus
+from shared.db.engine import create_engine, session_factory
+from shared.db.models import Account, Fill, Order, Position, Symbol
+from shared.identity import Identity
+from tests.support import (
+    collect,
+    identity_headers,
+    identity_of,
+    running,
+    session_payload,
+    wait_until,
+)
+
+pytestmark = pytest.mark.service
+
+FOUR = Decimal("0.0001")
+CENT = Decimal("0.01")
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
+) -> OrdersSettings:
+    monkeypatch.setenv("DATABASE_URL", demo_database_url)
+    monkeypatch.setenv("NATS_URL", nats_url)
+    return OrdersSettings()
+
+
+@pytest.fixture
+async def db(settings: OrdersSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings.database_url, null_pool=True)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def alice(settings: OrdersSettings) -> Identity:
+    return await identity_of(settings.database_url, "alice")
+
+
+@pytest.fixture
+async def client(settings: OrdersSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(settings)) as c:
+        yield c
+
+
+def order_form(**fields: Any) -> dict[str, str]:
+    form = {"order_type": "market", "client_order_id": uuid4().hex, **fields}
+    return {k: str(v) for k, v in form.items()}
+
+
+async def submit(client: httpx.AsyncClient, who: Identity, **fields: Any) -> httpx.Response:
+    return await client.post(
+        "/components/order/events/submit", data=order_form(**fields), headers=identity_headers(who)
+    )
+
+
+async def cancel(client: httpx.AsyncClient, who: Identity, order_id: int) -> httpx.Response:
+    return await client.post(
+        "/components/order/events/cancel",
+        json={"order_id": order_id},
+        headers=identity_headers(who),
+    )
+
+
+async def symbol(db: async_sessionmaker[AsyncSession], ticker: str) -> Symbol:
+    async with db() as s:
+        return (await s.execute(select(Symbol).where(Symbol.ticker == ticker))).scalar_one()
+
+
+async def book(db: async_sessionmaker[AsyncSession], account_id: int, ticker: str) -> dict:
+    """Everything an order may write for ``account_id`` / ``ticker``."""
+    async with db() as s:
+        cash = await s.scalar(select(Account.cash).where(Account.id == account_id))
+        pos = (
+            await s.execute(
+                select(Position.quantity, Position.avg_cost, Position.realised_pnl)
+                .join(Symbol, Position.symbol_id == Symbol.id)
+                .where(Position.account_id == account_id, Symbol.ticker == ticker)
+            )
+        ).first()
+        orders = (
+            await s.scalars(select(Order).where(Order.account_id == account_id).order_by(Order.id))
+        ).all()
+        fills = await s.scalar(
+            select(func.count())
+            .select_from(Fill)
+            .join(Order, Fill.order_id == Order.id)
+            .where(Order.account_id == account_id)
+        )
+    return {"cash": cash, "position": tuple(pos) if pos else None, "orders": list(orders),
+            "fills": fills}  # fmt: skip
+
+
+async def set_cash(db: async_sessionmaker[AsyncSession], account_id: int, cash: str) -> None:
+    async with db.begin() as s:
+        await s.execute(update(Account).where(Account.id == account_id).values(cash=Decimal(cash)))
+
+
+def tick(seq: int, **quotes: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "ts": 1700000000000.0 + seq,
+        "prices": {
+            t: {"last": bid, "bid": bid, "ask": ask, "chg_pct": "0"}
+            for t, (bid, ask) in quotes.items()
+        },
+    }
+
+
+# -- market orders ------------------------------------------------------------------------
+
+
+async def test_market_buy_fills_at_ask_and_publishes_after_commit(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
+) -> None:
+    aapl = await symbol(db, "AAPL")
+    before = await book(db, alice.account_id, "AAPL")
+    seen_in_db: list[str] = []
+    events: list[dict[str, Any]] = []
+
+    async def on_event(_subject: str, payload: dict[str, Any]) -> None:
+        async with db() as s:  # published after commit: the fill is already visible
+            seen_in_db.append(
+                str(await s.scalar(select(Order.status).where(Order.id == payload["order_id"])))
+            )
+        events.append(payload)
+
+    await bus.subscribe(wire.orders_events(alice.account_id), on_event)
+    await bus.flush()
+
+    cid = uuid4().hex
+    r = await submit(client, alice, symbol="aapl", side="buy", quantity=10, client_order_id=cid)
+    assert r.status_code == 200, r.text
+    order = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+    assert f"Order #{order.id} filled: bought 10 AAPL @ {aapl.ask:,.2f}" in r.text
+    assert 'data-status="submitted"' in r.text
+    assert f'value="{cid}"' not in r.text  # the next form carries a fresh client order id
+
+    after = await book(db, alice.account_id, "AAPL")
+    assert (order.status, order.filled_qty, order.avg_fill_price) == ("filled", 10, aapl.ask)
+    assert order.client_order_id == cid and order.reject_reason is None
+    assert after["fills"] == before["fills"] + 1
+    old_qty, old_avg, old_realised = before["position"]
+    qty, avg = domain.apply_buy(old_qty, old_avg, 10, aapl.ask)
+    assert after["position"] == (qty, avg.quantize(FOUR, ROUND_HALF_UP), old_realised)
+    assert after["cash"] == before["cash"] - aapl.ask * 10
+
+    await wait_until(lambda: events)
+    assert seen_in_db == ["filled"]
+    event = events[0]
+    assert {k: event[k] for k in ("order_id", "status", "symbol", "side", "qty", "price")} == {
+        "order_id": order.id,
+        "status": "filled",
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 10,
+        "price": str(aapl.ask),
+    }
+    assert isinstance(event["ts"], float)
+
+
+async def test_market_sell_fills_at_bid_and_books_realised_pnl(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    aapl = await symbol(db, "AAPL")
+    before = await book(db, alice.account_id, "AAPL")
+    old_qty, old_avg, old_realised = before["position"]
+    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=100)
+    assert r.status_code == 200, r.text
+    assert f"sold 100 AAPL @ {aapl.bid:,.2f}" in r.text
+    after = await book(db, alice.account_id, "AAPL")
+    qty, avg, realised = domain.apply_sell(old_qty, old_avg, 100, aapl.bid)
+    assert after["position"] == (qty, avg, (old_realised + realised).quantize(CENT))
+    assert realised == (aapl.bid - old_avg) * 100 and realised > 0
+    assert after["cash"] == before["cash"] + aapl.bid * 100
+    assert after["orders"][-1].avg_fill_price == aapl.bid
+
+    # selling the rest closes the position: quantity 0, average cost reset
+    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=qty)
+    assert r.status_code == 200, r.text
+    closed = await book(db, alice.account_id, "AAPL")
+    assert closed["position"][:2] == (0, Decimal(0))
+
+
+async def test_limit_order_marketable_on_arrival_fills_at_the_touch(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    msft = await symbol(db, "MSFT")
+    r = await submit(
+        client, alice, symbol="MSFT", side="buy", quantity=2, order_type="limit",
+        limit_price=msft.ask + 5,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    order = (await book(db, alice.account_id, "MSFT"))["orders"][-1]
+    assert (order.status, order.avg_fill_price, order.limit_price) == (
+        "filled",
+        msft.ask,
+        msft.ask + 5,
+    )
+
+
+# -- rejections: 422, nothing written -----------------------------------------------------
+
+
+async def _nothing_written(
+    db: async_sessionmaker[AsyncSession], who: Identity, before: dict, ticker: str = "AAPL"
+) -> None:
+    after = await book(db, who.account_id, ticker)
+    assert after["orders"] == [] and after["fills"] == before["fills"]
+    assert (after["cash"], after["position"]) == (before["cash"], before["position"])
+
+
+async def test_selling_more_than_held_is_422(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    before = await book(db, alice.account_id, "AAPL")
+    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=401)
+    assert r.status_code == 422
+    assert "You hold 400 AAPL; cannot sell 401" in r.text and 'aria-invalid="true"' in r.text
+    await _nothing_written(db, alice, before)
+    r = await submit(client, alice, symbol="TSLA", side="sell", quantity=1)  # bob's, not alice's
+    assert r.status_code == 422 and "You hold 0 TSLA; cannot sell 1" in r.text
+
+
+async def test_unknown_symbol_is_422_naming_it(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    before = await book(db, alice.account_id, "AAPL")
+    r = await submit(client, alice, symbol="zzzz", side="buy", quantity=1)
+    assert r.status_code == 422 and "Unknown symbol: ZZZZ" in r.text
+    assert 'class="field-error"' in r.text and 'value="zzzz"' in r.text  # values kept
+    await _nothing_written(db, alice, before)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"quantity": 0}, "quantity", "greater than 0"),
+        ({"quantity": 10_001}, "quantity", "less than or equal to 10000"),
+        ({"order_type": "limit"}, "limit_price", "Enter a limit price for a limit order"),
+        ({"order_type": "limit", "limit_price": "0"}, "limit_price", "greater than 0"),
+        ({"limit_price": "100"}, "limit_price", "Leave the limit price empty"),
+    ],
+)
+async def test_invalid_payloads_are_422(
+    client: httpx.AsyncClient,
+    db: async_sessionmaker[AsyncSession],
+    alice: Identity,
+    fields: dict[str, Any],
+    field: str,
+    message: str,
+) -> None:
+    before = await book(db, alice.account_id, "AAPL")
+    r = await submit(client, alice, **{"symbol": "AAPL", "side": "buy", "quantity": 1, **fields})
+    assert r.status_code == 422 and message in r.text
+    assert f'id="order-root-{field}-error"' in r.text
+    await _nothing_written(db, alice, before)
+
+
+async def test_pre_trade_checks_reject_before_storing(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    # margin: plenty of cash, but 5,000 NVDA would take utilisation far over 100 %
+    await set_cash(db, alice.account_id, "10000000")
+    before = await book(db, alice.account_id, "NVDA")
+    r = await submit(client, alice, symbol="NVDA", side="buy", quantity=5000)
+    assert r.status_code == 422 and "Margin limit exceeded" in r.text
+    await _nothing_written(db, alice, before, "NVDA")
+
+    # cash: 10 AAPL cost more than 1,000.00
+    await set_cash(db, alice.account_id, "1000")
+    before = await book(db, alice.account_id, "AAPL")
+    r = await submit(client, alice, symbol="AAPL", side="buy", quantity=10)
+    assert r.status_code == 422 and "Insufficient cash" in r.text
+    r = await submit(
+        client, alice, symbol="AAPL", side="buy", quantity=10, order_type="limit", limit_price="200"
+    )
+    assert r.status_code == 422 and "Insufficient cash" in r.text
+    await _nothing_written(db, alice, before)
+
+
+async def test_viewer_without_trading_permission_gets_403(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], settings: OrdersSettings
+) -> None:
+    viewer = await identity_of(settings.database_url, "viewer")
+    before = await book(db, viewer.account_id, "WMT")
+    r = await submit(client, viewer, symbol="WMT", side="sell", quantity=1)
+    assert r.status_code == 403
+    assert (
+        await client.get("/components/order", headers=identity_headers(viewer))
+    ).status_code == 403
+    assert (await client.get("/components/order")).status_code == 401
+    await _nothing_written(db, viewer, before, "WMT")
+
+
+# -- idempotency and rate limit -----------------------------------------------------------
+
+
+async def test_same_client_order_id_yields_one_order(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    before = await book(db, alice.account_id, "KO")
+    cid = uuid4().hex
+    first = await submit(client, alice, symbol="KO", side="buy", quantity=3, client_order_id=cid)
+    again = await submit(client, alice, symbol="KO", side="buy", quantity=3, client_order_id=cid)
+    assert first.status_code == again.status_code == 200
+    after = await book(db, alice.account_id, "KO")
+    assert len(after["orders"]) == 1 and after["fills"] == before["fills"] + 1
+    assert f"Order #{after['orders'][0].id} already received: filled" in again.text
+    assert after["cash"] == before["cash"] - (await symbol(db, "KO")).ask * 3
+
+    # the same id with a different order is refused, never silently dropped
+    other = await submit(client, alice, symbol="KO", side="buy", quantity=4, client_order_id=cid)
+    assert other.status_code == 422 and "already used for order" in other.text
+
+    # concurrently: five identical submits, one order
+    cid = uuid4().hex
+    answers = await asyncio.gather(
+        *(
+            submit(client, alice, symbol="KO", side="buy", quantity=1, client_order_id=cid)
+            for _ in range(5)
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 5
+    final = await book(db, alice.account_id, "KO")
+    assert len(final["orders"]) == 2 and final["fills"] == before["fills"] + 2
+
+
+async def test_61st_submit_in_a_minute_is_429_and_writes_nothing(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    for _ in range(60):
+        r = await submit(client, alice, symbol="KO", side="buy", quantity=1)
+        assert r.status_code == 200, r.text
+    before = await book(db, alice.account_id, "KO")
+    r = await submit(client, alice, symbol="KO", side="buy", quantity=1)
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["Retry-After"]) <= 60
+    after = await book(db, alice.account_id, "KO")
+    assert len(after["orders"]) == 60
+    assert (after["cash"], after["position"], after["fills"]) == (
+        before["cash"],
+        before["position"],
+        before["fills"],
+    )
+
+
+# -- the venue: resting limit orders, cancel -----------------------------------------------
+
+
+async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
+    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
+) -> None:
+    aapl = await symbol(db, "AAPL")
+    limit = (aapl.ask - 5).quantize(CENT)
+    events = await collect(bus, wire.orders_events(alice.account_id))
+    ui = await collect(bus, wire.ui_subject(alice.user_id, "order"))
+    first, second = create_app(settings), create_app(settings)  # two orders processes
+    async with running(first) as client, running(second):
+        await bus.publish(wire.SESSION_OPENED, session_payload(alice))
+        await wait_until(lambda: len(ui) >= 2)  # both processes render the live component
+        r = await submit(
+            client, alice, symbol="AAPL", side="buy", quantity=10, order_type="limit",
+            limit_price=limit,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        order = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+        assert order.status == "open" and order.filled_qty == 0
+        assert f"Order #{order.id} open: buy 10 AAPL limit {limit:,.2f}" in r.text
+        assert f'id="order-open-{order.id}"' in r.text
+        before = await book(db, alice.account_id, "AAPL")
+
+        # not crossing: still open
+        await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(str(limit), str(limit + CENT))))
+        await bus.flush()
+        await asyncio.sleep(0.3)
+        assert (await book(db, alice.account_id, "AAPL"))["orders"][-1].status == "open"
+
+        # crossing: both processes' venues see it; the order fills once, at the tick's ask
+        fill_ask = limit - 1
+        await bus.publish(wire.PRICES_TICKS, tick(2, AAPL=(str(fill_ask - CENT), str(fill_ask))))
+
+        async def filled() -> bool:
+            return (await book(db, alice.account_id, "AAPL"))["orders"][-1].status == "filled"
+
+        await wait_until(filled)
+        await bus.publish(wire.PRICES_TICKS, tick(3, AAPL=(str(fill_ask - 2), str(fill_ask - 1))))
+        await bus.flush()
+        await asyncio.sleep(0.4)
+        after = await book(db, alice.account_id, "AAPL")
+        assert after["fills"] == before["fills"] + 1
+        assert after["orders"][-1].avg_fill_price == fill_ask
+        assert after["cash"] == before["cash"] - fill_ask * 10
+        assert after["position"][0] == before["position"][0] + 10
+        statuses = [(p["order_id"], p["status"]) for _, p in events]
+        assert statuses.count((order.id, "filled")) == 1
+        assert statuses.count((order.id, "open")) == 1
+        tick_event = next(p for _, p in events if p["status"] == "filled")
+        assert tick_event["ts"] == 1700000000000.0 + 2 and tick_event["price"] == str(fill_ask)
+        # the live order lists follow the fill (the form itself is never pushed)
+        await wait_until(
+            lambda: any(
+                part["id"] == "order-recent" and "order-status--filled" in part["html"]
+                for _, msg in ui
+                for part in msg["parts"]
+                if not msg["full"]
+            )
+        )
+
+
+async def test_racing_venues_fill_once(
+    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    first, second = create_app(settings), create_app(settings)
+    async with running(first) as client, running(second):
+        for price in ("50", "51", "52"):  # KO trades near 65: these rest
+            r = await submit(
+                client, alice, symbol="KO", side="buy", quantity=1, order_type="limit",
+                limit_price=price,
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+        orders = (await book(db, alice.account_id, "KO"))["orders"]
+        assert [o.status for o in orders] == ["open"] * 3
+        before = await book(db, alice.account_id, "KO")
+        quotes = {"KO": (Decimal("49.00"), Decimal("50.50"))}  # crosses 51 and 52
+        results = await asyncio.gather(
+            *(app.state.venue.match(quotes, 1.0) for app in (first, second, first, second))
+        )
+        filled = sorted(oid for result in results for oid in result)
+        assert filled == [orders[1].id, orders[2].id]
+        after = await book(db, alice.account_id, "KO")
+        assert after["fills"] == before["fills"] + 2
+        assert [o.status for o in after["orders"]] == ["open", "filled", "filled"]
+
+
+async def test_cancel_open_order_and_not_others(
+    client: httpx.AsyncClient,
+    db: async_sessionmaker[AsyncSession],
+    alice: Identity,
+    settings: OrdersSettings,
+    bus: NatsBus,
+) -> None:
+    events = await collect(bus, wire.orders_events(alice.account_id))
+    r = await submit(
+        client, alice, symbol="AAPL", side="sell", quantity=400, order_type="limit",
+        limit_price="9999",
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    resting = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+    # the open sell reserves the shares: nothing left to sell at market
+    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=1)
+    assert r.status_code == 422 and "(400 already in open sell orders)" in r.text
+
+    bob = await identity_of(settings.database_url, "bob")
+    r = await cancel(client, bob, resting.id)
+    assert r.status_code == 422 and f"Order #{resting.id} is not open" in r.text
+
+    r = await cancel(client, alice, resting.id)
+    assert r.status_code == 200 and f"Order #{resting.id} cancelled" in r.text
+    assert (await book(db, alice.account_id, "AAPL"))["orders"][-1].status == "cancelled"
+    await wait_until(lambda: (resting.id, "cancelled") in [(p["order_id"], p["status"])
+                                                           for _, p in events])  # fmt: skip
+    r = await cancel(client, alice, resting.id)
+    assert r.status_code == 422 and f"Order #{resting.id} is not open" in r.text
+
+    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=1)
+    assert r.status_code == 200
+    filled = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+    r = await cancel(client, alice, filled.id)
+    assert r.status_code == 422 and f"Order #{filled.id} is not open" in r.text
+
+
+async def test_limit_sell_beyond_the_position_at_fill_time_is_rejected(
+    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    app = create_app(settings)
+    async with running(app) as client:
+        r = await submit(
+            client, alice, symbol="AAPL", side="sell", quantity=300, order_type="limit",
+            limit_price="500",
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        aapl = await symbol(db, "AAPL")
+        async with db.begin() as s:  # the position shrank meanwhile (e.g. a corporate action)
+            await s.execute(
+                update(Position)
+                .where(Position.account_id == alice.account_id, Position.symbol_id == aapl.id)
+                .values(quantity=100)
+            )
+        before = await book(db, alice.account_id, "AAPL")
+        assert await app.state.venue.match({"AAPL": (Decimal("500"), Decimal("500.02"))}) == []
+        after = await book(db, alice.account_id, "AAPL")
+        order = after["orders"][-1]
+        assert order.status == "rejected"
+        assert order.reject_reason == "You hold 100 AAPL; cannot sell 300"
+        assert (after["cash"], after["position"], after["fills"]) == (
+            before["cash"],
+            before["position"],
+            before["fills"],
+        )
+        r = await client.get("/components/order", headers=identity_headers(alice))
+        assert "order-status--rejected" in r.text and "cannot sell 300" in r.text
