@@ -150,8 +150,18 @@ async def test_fragment_shows_the_latest_tick_not_the_lagging_database(
     async with running(create_app(settings)) as client:
         first = await client.get("/components/portfolio", headers=identity_headers(alice))
         assert "123,456.78" not in first.text  # cached from here on for cache_ttl
-        tick = {"seq": 1, "ts": 1.0, "prices": {"AAPL": {
-            "last": "123456.78", "bid": "123456.77", "ask": "123456.79", "chg_pct": "1"}}}
+        tick = {
+            "seq": 1,
+            "ts": 1.0,
+            "prices": {
+                "AAPL": {
+                    "last": "123456.78",
+                    "bid": "123456.77",
+                    "ask": "123456.79",
+                    "chg_pct": "1",
+                }
+            },
+        }
         await bus.publish(wire.PRICES_TICKS, tick)
         await bus.flush()
 

@@ -1,0 +1,147 @@
+"""The whole stack, started the way `make run` starts it, and a real headless Chromium.
+
+The stack runs on free ports against a fresh database (migrated and loaded with the demo
+data by the launcher) and the run's nats-server. Chromium is Debian's package driven by
+Playwright through ``executable_path``; in CI a missing browser is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import devservers
+from shared.launcher import SERVICES
+from tests.conftest import TEST_PASSWORD
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@dataclass
+class Stack:
+    base_url: str
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+    lines: list[str]
+
+    def port(self, service: str) -> int:
+        spec = next(s for s in SERVICES if s.name == service)
+        return int(self.env[spec.port_env])
+
+
+def _chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(f"Chromium not found at {path}: `apt-get install chromium` (.ci/run does)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(
+    pg_server_uri: str, db_templates: dict[str, str], nats_url: str, tmp_path_factory: Any
+) -> Iterator[Stack]:
+    name = f"e2e_{os.getpid()}"
+    url = devservers.run_async(devservers.create_database(pg_server_uri, name))
+    env = {k: v for k, v in os.environ.items()}
+    env.update(DATABASE_URL=url, NATS_URL=nats_url, DEMO_PASSWORD=TEST_PASSWORD)
+    for spec in SERVICES:
+        env[spec.port_env] = str(devservers.free_port())
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared.launcher",
+            "--data-dir",
+            str(tmp_path_factory.mktemp("stack")),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout
+        for line in process.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any("dashboard ready" in line for line in lines):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the stack did not come up:\n" + "".join(lines[-80:]))
+        time.sleep(0.1)
+    stack = Stack(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, process, lines)
+    yield stack
+    process.send_signal(signal.SIGINT)
+    process.wait(30)
+    reader.join(5)
+    assert process.stdout
+    process.stdout.close()
+    devservers.run_async(devservers.drop_database(pg_server_uri, name))
+
+
+@pytest.fixture(scope="package")  # closed before anything else needs the event loop
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def new_page(browser: Any, stack: Stack) -> Iterator[Any]:
+    """``new_page()`` → a page in a fresh browser context (its own cookies)."""
+    contexts: list[Any] = []
+
+    def make() -> Any:
+        context = browser.new_context(
+            base_url=stack.base_url, viewport={"width": 1280, "height": 900}
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def login(page: Any, username: str, password: str = TEST_PASSWORD) -> None:
+    page.goto("/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+    page.wait_for_selector("body[data-conn-state=live]")
+
+
+def artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name

@@ -1,0 +1,202 @@
+"""The live path from the pricefeed to the trader's screen, in a real headless Chromium."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from shared import devservers, wire
+from shared.bus import NatsBus
+from tests.e2e.conftest import Stack, artifact, login
+from tests.support import identity_of
+
+pytestmark = pytest.mark.e2e
+
+SNAPSHOT_JS = """() => {
+  const cell = (row, cls) => row.querySelector('.' + cls)?.textContent.trim() ?? null;
+  const rows = [...document.querySelectorAll('#portfolio-root [role=row][id^="portfolio-row-"]')];
+  return {
+    rows: rows.map(r => ({id: r.id, qty: cell(r, 'qty'), avg: cell(r, 'avg-cost'),
+                          last: cell(r, 'last-price'), pnl: cell(r, 'pnl')})),
+    total: document.querySelector('#portfolio-root .total-value')?.textContent.trim() ?? null,
+    watch: [...document.querySelectorAll('#watchlist-root [role=row][id^="watchlist-row-"]')]
+      .map(r => ({id: r.id, last: cell(r, 'last-price'), bid: cell(r, 'bid'),
+                  ask: cell(r, 'ask')})),
+  };
+}"""
+
+
+def num(text: str) -> Decimal:
+    return Decimal(text.replace(",", "").replace("+", ""))
+
+
+def snapshot(page: Any) -> dict[str, Any]:
+    return page.evaluate(SNAPSHOT_JS)  # one JS turn: no swap lands halfway through
+
+
+def assert_arithmetic(snap: dict[str, Any]) -> None:
+    assert snap["rows"], "no positions shown"
+    total = Decimal(0)
+    for row in snap["rows"]:
+        qty, avg, last = num(row["qty"]), num(row["avg"]), num(row["last"])
+        assert num(row["pnl"]) == ((last - avg) * qty).quantize(Decimal("0.01")), row
+        total += last * qty
+    assert num(snap["total"]) == total.quantize(Decimal("0.01"))
+
+
+def wait_for_change(page: Any, before: dict[str, Any], timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    old = {r["id"]: r["last"] for r in before["rows"] + before["watch"]}
+    while time.monotonic() < deadline:
+        snap = snapshot(page)
+        new = {r["id"]: r["last"] for r in snap["rows"] + snap["watch"]}
+        if any(new.get(k) not in (None, v) for k, v in old.items()):
+            return snap
+        page.wait_for_timeout(200)
+    raise AssertionError("no price changed on the page without a reload")
+
+
+def publish(stack: Stack, subject: str, payload: dict[str, Any]) -> None:
+    async def send() -> None:
+        bus = await NatsBus.connect(stack.env["NATS_URL"])
+        await bus.publish(subject, payload)
+        await bus.flush()
+        await bus.close()
+
+    devservers.run_async(send())
+
+
+def test_alice_sees_her_book_and_it_moves_with_exact_arithmetic(new_page: Any) -> None:
+    page = new_page()
+    login(page, "alice")
+    page.wait_for_selector("#portfolio-root #portfolio-row-AAPL")
+    page.wait_for_selector("#watchlist-root #watchlist-row-AAPL")
+    first = snapshot(page)
+    assert {r["id"] for r in first["rows"]} >= {"portfolio-row-AAPL", "portfolio-row-NVDA"}
+    assert len(first["watch"]) >= 6
+    assert_arithmetic(first)
+    url = page.url
+    moved = wait_for_change(page, first)
+    assert page.url == url  # no reload, no navigation
+    assert_arithmetic(moved)
+    for _ in range(5):  # and it stays exact as more ticks land
+        page.wait_for_timeout(300)
+        assert_arithmetic(snapshot(page))
+    page.screenshot(path=str(artifact("dashboard.png")), full_page=True)
+
+
+def test_a_frame_mixing_every_component_swaps_every_part(new_page: Any, stack: Stack) -> None:
+    page = new_page()
+    login(page, "alice")
+    page.wait_for_selector("#portfolio-row-AAPL")
+    alice = devservers.run_async(identity_of(stack.env["DATABASE_URL"], "alice"))
+    marker = f"frame-{time.time_ns()}"
+    ids = [
+        "risk-root",
+        "portfolio-row-AAPL",
+        "order-root",
+        "watchlist-row-MSFT",
+        "portfolio-totals",
+    ]
+    for present in ids:
+        page.wait_for_selector(f"#{present}", state="attached")
+    shapes = {  # the element each id is on the page: sections, rows, a rowgroup
+        "risk-root": ("section", 'class="panel"'),
+        "portfolio-row-AAPL": ("div", 'role="row" class="row"'),
+        "order-root": ("section", 'class="panel"'),
+        "watchlist-row-MSFT": ("div", 'role="row" class="row"'),
+        "portfolio-totals": ("div", 'role="rowgroup"'),
+    }
+    parts = [
+        {"id": i, "html": f'<{tag} id="{i}" {attrs} data-e2e="{marker}">{i}</{tag}>'}
+        for i, (tag, attrs) in shapes.items()
+    ]
+    # one message carrying parts of all four components becomes one frame at the gateway
+    publish(
+        stack,
+        wire.ui_subject(alice.user_id, "portfolio"),
+        {"component": "portfolio", "full": False, "parts": parts, "ts": time.time() * 1000},
+    )
+    page.wait_for_function(
+        "([ids, marker]) => ids.every(id => document.getElementById(id)?.dataset.e2e === marker)",
+        arg=[ids, marker],
+        timeout=10_000,
+    )
+
+
+def test_watchlist_add_shows_live_row_and_unknown_ticker_error(new_page: Any) -> None:
+    page = new_page()
+    login(page, "bob")
+    page.wait_for_selector("#watchlist-root")
+    assert page.locator("#watchlist-row-GOOGL").count() == 0
+    page.fill("#watchlist-root input[name=ticker]", "googl")
+    page.press("#watchlist-root input[name=ticker]", "Enter")
+    row = page.wait_for_selector("#watchlist-row-GOOGL")
+    assert row.query_selector(".last-price").text_content().strip()
+    first = row.query_selector(".last-price").text_content()
+    page.wait_for_function(
+        "(first) => document.querySelector('#watchlist-row-GOOGL .last-price')"
+        "?.textContent !== first",
+        arg=first,
+        timeout=30_000,
+    )
+    page.fill("#watchlist-root input[name=ticker]", "zzzz")
+    page.press("#watchlist-root input[name=ticker]", "Enter")
+    error = page.wait_for_selector("#watchlist-root .field-error")
+    assert "Unknown symbol: ZZZZ" in error.text_content()
+    assert page.locator("#watchlist-row-ZZZZ").count() == 0
+
+
+def test_bob_never_sees_alices_data(new_page: Any) -> None:
+    alice_page, bob_page = new_page(), new_page()
+    login(alice_page, "alice")
+    login(bob_page, "bob")
+    bob_page.wait_for_selector("#portfolio-row-TSLA")
+    for _ in range(10):  # across several ticks
+        html = bob_page.content()
+        assert "portfolio-row-NVDA" not in html and "Alice" not in html
+        bob_page.wait_for_timeout(300)
+    assert "portfolio-row-TSLA" not in alice_page.content()
+
+
+def test_reconnect_shows_state_then_current_values(new_page: Any, stack: Stack) -> None:
+    import psutil
+
+    page = new_page()
+    login(page, "alice")
+    page.wait_for_selector("#portfolio-row-AAPL")
+    gateway_port = str(stack.port("gateway"))
+    gateway = next(
+        p
+        for p in psutil.Process(stack.process.pid).children(recursive=True)
+        if gateway_port in " ".join(p.cmdline())
+    )
+    gateway.kill()  # the socket is cut; the launcher restarts the gateway
+    page.wait_for_selector("body[data-conn-state=reconnecting]", timeout=10_000)
+    page.wait_for_selector("body[data-conn-state=live]", timeout=60_000)
+    assert_arithmetic(wait_for_change(page, snapshot(page)))
+    # the page shows what the server holds now: each last price equals the server's
+    # (allowing for a tick landing between the two page readings around the fetch)
+    for _attempt in range(5):
+        before = snapshot(page)
+        served = server_lasts(page.request.get("/fragments/portfolio").text())
+        after = snapshot(page)
+        if all(
+            served.get(row["id"]) in (row["last"], other["last"])
+            for row, other in zip(before["rows"], after["rows"], strict=True)
+        ) and set(served) == {r["id"] for r in after["rows"]}:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"page and server disagree: {before} / {served}")
+
+
+def server_lasts(html: str) -> dict[str, str]:
+    import re
+
+    rows = re.findall(
+        r'id="(portfolio-row-[^"]+)".*?class="num last-price[^"]*">([^<]+)<', html, re.S
+    )
+    return {row_id: last.strip() for row_id, last in rows}
