@@ -22,11 +22,7 @@ pytestmark = pytest.mark.service
 
 
 @pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
-) -> GatewaySettings:
-    monkeypatch.setenv("DATABASE_URL", demo_database_url)
-    monkeypatch.setenv("NATS_URL", nats_url)
+def settings(service_env: None) -> GatewaySettings:
     dead = f"http://127.0.0.1:{free_port()}"  # no services: the page shows placeholders
     return GatewaySettings(portfolio_url=dead, watchlist_url=dead, orders_url=dead, risk_url=dead)
 

@@ -33,11 +33,7 @@ URL_FIELD = {
 
 
 @pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
-) -> GatewaySettings:
-    monkeypatch.setenv("DATABASE_URL", demo_database_url)
-    monkeypatch.setenv("NATS_URL", nats_url)
+def settings(service_env: None) -> GatewaySettings:
     return GatewaySettings(fragment_timeout_ms=500)
 
 

@@ -26,11 +26,7 @@ class Env:
 
 
 @pytest.fixture
-async def env(
-    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
-) -> AsyncIterator[Env]:
-    monkeypatch.setenv("DATABASE_URL", demo_database_url)
-    monkeypatch.setenv("NATS_URL", nats_url)
+async def env(service_env: None) -> AsyncIterator[Env]:
     orders = StandIn("order")
     dead = f"http://127.0.0.1:{free_port()}"
     async with Served(orders.app()) as service:

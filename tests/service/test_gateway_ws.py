@@ -31,11 +31,7 @@ pytestmark = pytest.mark.service
 
 
 @pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
-) -> GatewaySettings:
-    monkeypatch.setenv("DATABASE_URL", demo_database_url)
-    monkeypatch.setenv("NATS_URL", nats_url)
+def settings(service_env: None) -> GatewaySettings:
     dead = f"http://127.0.0.1:{free_port()}"
     return GatewaySettings(portfolio_url=dead, watchlist_url=dead, orders_url=dead, risk_url=dead)
 
@@ -76,6 +72,23 @@ async def browser(served: Served, username: str) -> AsyncIterator[Browser]:
     async with httpx.AsyncClient(base_url=served.url) as client:
         assert (await login(client, username, TEST_PASSWORD)).status_code == 303
         yield Browser(served, client, csrf_of_page((await client.get("/")).text))
+
+
+@asynccontextmanager
+async def alice_and_bob(
+    settings: GatewaySettings, events: list[tuple[str, dict[str, Any]]]
+) -> AsyncIterator[tuple[Browser, Any, Any]]:
+    """A gateway, alice and bob logged in with a socket each, both sessions announced;
+    yields alice's browser, her socket and bob's socket."""
+    async with (
+        gateway(settings) as served,
+        browser(served, "alice") as a,
+        browser(served, "bob") as b,
+        a.socket() as alice_ws,
+        b.socket() as bob_ws,
+    ):
+        await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
+        yield a, alice_ws, bob_ws
 
 
 def part(part_id: str, text: str) -> dict[str, str]:
@@ -149,14 +162,7 @@ async def test_parts_arrive_as_oob_swaps_and_only_to_their_user(
     alice = await identity_of(settings.database_url, "alice")
     bob = await identity_of(settings.database_url, "bob")
     events = await opened(bus)
-    async with (
-        gateway(settings) as served,
-        browser(served, "alice") as a,
-        browser(served, "bob") as b,
-        a.socket() as alice_ws,
-        b.socket() as bob_ws,
-    ):
-        await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
+    async with alice_and_bob(settings, events) as (a, alice_ws, bob_ws):
         await bus.publish(
             wire.ui_subject(alice.user_id, "watchlist"),
             ui("watchlist", part("watchlist-row-AAPL", "1")),
@@ -210,21 +216,15 @@ async def _web_session_of(database_url: str, username: str) -> str:
 
 async def test_logout_closes_that_sessions_sockets(settings: GatewaySettings, bus: NatsBus) -> None:
     events = await opened(bus)
-    async with (
-        gateway(settings) as served,
-        browser(served, "alice") as a,
-        browser(served, "bob") as b,
-    ):
-        async with a.socket() as alice_ws, b.socket() as bob_ws:
-            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
-            started = time.perf_counter()
-            r = await a.client.post("/logout", data={"csrf_token": a.csrf})
-            assert r.status_code == 303
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(alice_ws.recv(), 3)
-            assert alice_ws.close_code == 1008 and time.perf_counter() - started < 3
-            await wait_until(lambda: of(events, wire.SESSION_CLOSED))
-            assert bob_ws.state.name == "OPEN"  # another user's socket stays
+    async with alice_and_bob(settings, events) as (a, alice_ws, bob_ws):
+        started = time.perf_counter()
+        r = await a.client.post("/logout", data={"csrf_token": a.csrf})
+        assert r.status_code == 303
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(alice_ws.recv(), 3)
+        assert alice_ws.close_code == 1008 and time.perf_counter() - started < 3
+        await wait_until(lambda: of(events, wire.SESSION_CLOSED))
+        assert bob_ws.state.name == "OPEN"  # another user's socket stays
 
 
 async def test_sessions_ended_elsewhere_close_their_sockets(
@@ -232,26 +232,20 @@ async def test_sessions_ended_elsewhere_close_their_sockets(
 ) -> None:
     settings = settings.model_copy(update={"heartbeat_interval_s": 0.3})
     events = await opened(bus)
-    async with (
-        gateway(settings) as served,
-        browser(served, "alice") as a,
-        browser(served, "bob") as b,
-    ):
-        async with a.socket() as alice_ws, b.socket() as bob_ws:
-            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2)
-            # Another gateway replica logged alice out: it announces the revocation.
-            sid = await _web_session_of(settings.database_url, "alice")
-            await bus.publish(wire.GATEWAY_SESSION_REVOKED, {"web_session_id": sid})
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(alice_ws.recv(), 3)
-            # Bob's session expires or is revoked in the database: the next heartbeat notices.
-            engine = create_engine(settings.database_url, null_pool=True)
-            async with session_factory(engine)() as s, s.begin():
-                await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
-            await engine.dispose()
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(bob_ws.recv(), 3)
-            assert bob_ws.close_code == 1008
+    async with alice_and_bob(settings, events) as (_, alice_ws, bob_ws):
+        # Another gateway replica logged alice out: it announces the revocation.
+        sid = await _web_session_of(settings.database_url, "alice")
+        await bus.publish(wire.GATEWAY_SESSION_REVOKED, {"web_session_id": sid})
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(alice_ws.recv(), 3)
+        # Bob's session expires or is revoked in the database: the next heartbeat notices.
+        engine = create_engine(settings.database_url, null_pool=True)
+        async with session_factory(engine)() as s, s.begin():
+            await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
+        await engine.dispose()
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(bob_ws.recv(), 3)
+        assert bob_ws.close_code == 1008
 
 
 def _tiny_receive_window(port: int) -> socket.socket:

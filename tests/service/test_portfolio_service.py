@@ -27,11 +27,7 @@ pytestmark = pytest.mark.service
 
 
 @pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
-) -> PortfolioSettings:
-    monkeypatch.setenv("DATABASE_URL", demo_database_url)
-    monkeypatch.setenv("NATS_URL", nats_url)
+def settings(service_env: None) -> PortfolioSettings:
     return PortfolioSettings()
 
 

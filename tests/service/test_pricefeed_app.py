@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from services.pricefeed.app import create_app
@@ -21,6 +18,7 @@ from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import Account, Position, RiskAlert, Symbol, User
 from shared.domain import Holding, margin_used, utilisation_pct
+from tests.support import collect, running, wait_until
 
 pytestmark = pytest.mark.service
 D = Decimal
@@ -42,45 +40,9 @@ class ManualProvider:
         pass
 
 
-async def wait_until(check: Callable[[], Any], within: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
-) -> PricefeedSettings:
-    monkeypatch.setenv("DATABASE_URL", demo_database_url)
-    monkeypatch.setenv("NATS_URL", nats_url)
+def settings(service_env: None) -> PricefeedSettings:
     return PricefeedSettings(tick_interval_ms=50, db_write_interval_s=0.1, seed=7)
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pricefeed") as client:
-            yield client
-
-
-async def collect(bus: NatsBus, subject: str) -> list[tuple[str, dict[str, Any]]]:
-    received: list[tuple[str, dict[str, Any]]] = []
-
-    async def on_msg(subj: str, payload: dict[str, Any]) -> None:
-        received.append((subj, payload))
-
-    await bus.subscribe(subject, on_msg)
-    await bus.flush()
-    return received
 
 
 async def test_simulated_ticks_reach_nats_and_the_database(

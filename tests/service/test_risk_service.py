@@ -32,11 +32,7 @@ _SHOWN = re.compile(r'aria-label="(\d+\.\d)% of margin limit used"')
 
 
 @pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
-) -> RiskSettings:
-    monkeypatch.setenv("DATABASE_URL", demo_database_url)
-    monkeypatch.setenv("NATS_URL", nats_url)
+def settings(service_env: None) -> RiskSettings:
     return RiskSettings()
 
 

@@ -1,5 +1,5 @@
-"""The orders service against real PostgreSQL and NATS: validation, pre-trade checks,
-idempotency, rate limit, immediate execution, the venue's limit fills, cancel."""
+"""The orders service against real PostgreSQL and NATS, execution: immediate fills, the
+venue's limit fills (exactly once, across processes), cancel."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.orders.app import create_app
 from services.orders.settings import OrdersSettings
 from shared import domain, wire
 from shared.bus import NatsBus
-from shared.db.engine import create_engine, session_factory
-from shared.db.models import Account, Fill, Order, Position, Symbol
+from shared.db.models import Order, Position
 from shared.identity import Identity
+from tests.service.orders_support import book, submit, symbol
 from tests.support import (
     collect,
     identity_headers,
@@ -37,24 +37,8 @@ CENT = Decimal("0.01")
 
 
 @pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str
-) -> OrdersSettings:
-    monkeypatch.setenv("DATABASE_URL", demo_database_url)
-    monkeypatch.setenv("NATS_URL", nats_url)
+def settings(service_env: None) -> OrdersSettings:
     return OrdersSettings()
-
-
-@pytest.fixture
-async def db(settings: OrdersSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings.database_url, null_pool=True)
-    yield session_factory(engine)
-    await engine.dispose()
-
-
-@pytest.fixture
-async def alice(settings: OrdersSettings) -> Identity:
-    return await identity_of(settings.database_url, "alice")
 
 
 @pytest.fixture
@@ -63,57 +47,12 @@ async def client(settings: OrdersSettings) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def order_form(**fields: Any) -> dict[str, str]:
-    form = {"order_type": "market", "client_order_id": uuid4().hex, **fields}
-    return {k: str(v) for k, v in form.items()}
-
-
-async def submit(client: httpx.AsyncClient, who: Identity, **fields: Any) -> httpx.Response:
-    return await client.post(
-        "/components/order/events/submit", data=order_form(**fields), headers=identity_headers(who)
-    )
-
-
 async def cancel(client: httpx.AsyncClient, who: Identity, order_id: int) -> httpx.Response:
     return await client.post(
         "/components/order/events/cancel",
         json={"order_id": order_id},
         headers=identity_headers(who),
     )
-
-
-async def symbol(db: async_sessionmaker[AsyncSession], ticker: str) -> Symbol:
-    async with db() as s:
-        return (await s.execute(select(Symbol).where(Symbol.ticker == ticker))).scalar_one()
-
-
-async def book(db: async_sessionmaker[AsyncSession], account_id: int, ticker: str) -> dict:
-    """Everything an order may write for ``account_id`` / ``ticker``."""
-    async with db() as s:
-        cash = await s.scalar(select(Account.cash).where(Account.id == account_id))
-        pos = (
-            await s.execute(
-                select(Position.quantity, Position.avg_cost, Position.realised_pnl)
-                .join(Symbol, Position.symbol_id == Symbol.id)
-                .where(Position.account_id == account_id, Symbol.ticker == ticker)
-            )
-        ).first()
-        orders = (
-            await s.scalars(select(Order).where(Order.account_id == account_id).order_by(Order.id))
-        ).all()
-        fills = await s.scalar(
-            select(func.count())
-            .select_from(Fill)
-            .join(Order, Fill.order_id == Order.id)
-            .where(Order.account_id == account_id)
-        )
-    return {"cash": cash, "position": tuple(pos) if pos else None, "orders": list(orders),
-            "fills": fills}  # fmt: skip
-
-
-async def set_cash(db: async_sessionmaker[AsyncSession], account_id: int, cash: str) -> None:
-    async with db.begin() as s:
-        await s.execute(update(Account).where(Account.id == account_id).values(cash=Decimal(cash)))
 
 
 def tick(seq: int, **quotes: tuple[str, str]) -> dict[str, Any]:
@@ -216,152 +155,6 @@ async def test_limit_order_marketable_on_arrival_fills_at_the_touch(
         "filled",
         msft.ask,
         msft.ask + 5,
-    )
-
-
-# -- rejections: 422, nothing written -----------------------------------------------------
-
-
-async def _nothing_written(
-    db: async_sessionmaker[AsyncSession], who: Identity, before: dict, ticker: str = "AAPL"
-) -> None:
-    after = await book(db, who.account_id, ticker)
-    assert after["orders"] == [] and after["fills"] == before["fills"]
-    assert (after["cash"], after["position"]) == (before["cash"], before["position"])
-
-
-async def test_selling_more_than_held_is_422(
-    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
-) -> None:
-    before = await book(db, alice.account_id, "AAPL")
-    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=401)
-    assert r.status_code == 422
-    assert "You hold 400 AAPL; cannot sell 401" in r.text and 'aria-invalid="true"' in r.text
-    await _nothing_written(db, alice, before)
-    r = await submit(client, alice, symbol="TSLA", side="sell", quantity=1)  # bob's, not alice's
-    assert r.status_code == 422 and "You hold 0 TSLA; cannot sell 1" in r.text
-
-
-async def test_unknown_symbol_is_422_naming_it(
-    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
-) -> None:
-    before = await book(db, alice.account_id, "AAPL")
-    r = await submit(client, alice, symbol="zzzz", side="buy", quantity=1)
-    assert r.status_code == 422 and "Unknown symbol: ZZZZ" in r.text
-    assert 'class="field-error"' in r.text and 'value="zzzz"' in r.text  # values kept
-    await _nothing_written(db, alice, before)
-
-
-@pytest.mark.parametrize(
-    ("fields", "field", "message"),
-    [
-        ({"quantity": 0}, "quantity", "greater than 0"),
-        ({"quantity": 10_001}, "quantity", "less than or equal to 10000"),
-        ({"order_type": "limit"}, "limit_price", "Enter a limit price for a limit order"),
-        ({"order_type": "limit", "limit_price": "0"}, "limit_price", "greater than 0"),
-        ({"limit_price": "100"}, "limit_price", "Leave the limit price empty"),
-    ],
-)
-async def test_invalid_payloads_are_422(
-    client: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
-    alice: Identity,
-    fields: dict[str, Any],
-    field: str,
-    message: str,
-) -> None:
-    before = await book(db, alice.account_id, "AAPL")
-    r = await submit(client, alice, **{"symbol": "AAPL", "side": "buy", "quantity": 1, **fields})
-    assert r.status_code == 422 and message in r.text
-    assert f'id="order-root-{field}-error"' in r.text
-    await _nothing_written(db, alice, before)
-
-
-async def test_pre_trade_checks_reject_before_storing(
-    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
-) -> None:
-    # margin: plenty of cash, but 5,000 NVDA would take utilisation far over 100 %
-    await set_cash(db, alice.account_id, "10000000")
-    before = await book(db, alice.account_id, "NVDA")
-    r = await submit(client, alice, symbol="NVDA", side="buy", quantity=5000)
-    assert r.status_code == 422 and "Margin limit exceeded" in r.text
-    await _nothing_written(db, alice, before, "NVDA")
-
-    # cash: 10 AAPL cost more than 1,000.00
-    await set_cash(db, alice.account_id, "1000")
-    before = await book(db, alice.account_id, "AAPL")
-    r = await submit(client, alice, symbol="AAPL", side="buy", quantity=10)
-    assert r.status_code == 422 and "Insufficient cash" in r.text
-    r = await submit(
-        client, alice, symbol="AAPL", side="buy", quantity=10, order_type="limit", limit_price="200"
-    )
-    assert r.status_code == 422 and "Insufficient cash" in r.text
-    await _nothing_written(db, alice, before)
-
-
-async def test_viewer_without_trading_permission_gets_403(
-    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], settings: OrdersSettings
-) -> None:
-    viewer = await identity_of(settings.database_url, "viewer")
-    before = await book(db, viewer.account_id, "WMT")
-    r = await submit(client, viewer, symbol="WMT", side="sell", quantity=1)
-    assert r.status_code == 403
-    assert (
-        await client.get("/components/order", headers=identity_headers(viewer))
-    ).status_code == 403
-    assert (await client.get("/components/order")).status_code == 401
-    await _nothing_written(db, viewer, before, "WMT")
-
-
-# -- idempotency and rate limit -----------------------------------------------------------
-
-
-async def test_same_client_order_id_yields_one_order(
-    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
-) -> None:
-    before = await book(db, alice.account_id, "KO")
-    cid = uuid4().hex
-    first = await submit(client, alice, symbol="KO", side="buy", quantity=3, client_order_id=cid)
-    again = await submit(client, alice, symbol="KO", side="buy", quantity=3, client_order_id=cid)
-    assert first.status_code == again.status_code == 200
-    after = await book(db, alice.account_id, "KO")
-    assert len(after["orders"]) == 1 and after["fills"] == before["fills"] + 1
-    assert f"Order #{after['orders'][0].id} already received: filled" in again.text
-    assert after["cash"] == before["cash"] - (await symbol(db, "KO")).ask * 3
-
-    # the same id with a different order is refused, never silently dropped
-    other = await submit(client, alice, symbol="KO", side="buy", quantity=4, client_order_id=cid)
-    assert other.status_code == 422 and "already used for order" in other.text
-
-    # concurrently: five identical submits, one order
-    cid = uuid4().hex
-    answers = await asyncio.gather(
-        *(
-            submit(client, alice, symbol="KO", side="buy", quantity=1, client_order_id=cid)
-            for _ in range(5)
-        )
-    )
-    assert [a.status_code for a in answers] == [200] * 5
-    final = await book(db, alice.account_id, "KO")
-    assert len(final["orders"]) == 2 and final["fills"] == before["fills"] + 2
-
-
-async def test_61st_submit_in_a_minute_is_429_and_writes_nothing(
-    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
-) -> None:
-    for _ in range(60):
-        r = await submit(client, alice, symbol="KO", side="buy", quantity=1)
-        assert r.status_code == 200, r.text
-    before = await book(db, alice.account_id, "KO")
-    r = await submit(client, alice, symbol="KO", side="buy", quantity=1)
-    assert r.status_code == 429
-    assert 1 <= int(r.headers["Retry-After"]) <= 60
-    after = await book(db, alice.account_id, "KO")
-    assert len(after["orders"]) == 60
-    assert (after["cash"], after["position"], after["fills"]) == (
-        before["cash"],
-        before["position"],
-        before["fills"],
     )
 
 

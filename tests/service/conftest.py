@@ -1,0 +1,37 @@
+"""Fixtures the service tests share.
+
+Each module defines its own ``settings`` fixture (the service's Settings class, built after
+``service_env`` has pointed it at the demo database and the run's nats-server); ``db`` and
+``alice`` build on that module's ``settings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db.engine import create_engine, session_factory
+from shared.identity import Identity
+from shared.settings import ServiceSettings
+from tests.support import identity_of
+
+
+@pytest.fixture
+def service_env(monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_url: str) -> None:
+    """DATABASE_URL and NATS_URL: a fresh demo database and the run's nats-server."""
+    monkeypatch.setenv("DATABASE_URL", demo_database_url)
+    monkeypatch.setenv("NATS_URL", nats_url)
+
+
+@pytest.fixture
+async def db(settings: ServiceSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings.database_url, null_pool=True)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def alice(settings: ServiceSettings) -> Identity:
+    return await identity_of(settings.database_url, "alice")
