@@ -58,7 +58,7 @@ def create_base_app(
             await engine.dispose()
 
     configure_logging(service, settings.log_level)
-    app = FastAPI(title=service, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title=service, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.metrics = CollectorRegistry()
     app.add_middleware(RequestIdMiddleware)

@@ -24,20 +24,19 @@ __all__ = [
 Environment = Literal["development", "test", "production"]
 
 DEV_PLACEHOLDER_SECRET = "dev-only-insecure-secret-change-me"
+MIN_SECRET_LENGTH = 32  # an HMAC key anyone can guess or brute-force protects nothing
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/trading"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 class PlaceholderSecretError(ValueError):
-    """A secret still holds its development placeholder outside development."""
+    """Outside development, a secret is the development placeholder, empty, or too short."""
 
-    def __init__(self, field: str, environment: str) -> None:
+    def __init__(self, field: str, environment: str, problem: str = "") -> None:
         self.field = field
         self.environment = environment
-        super().__init__(
-            f"{field} holds the development placeholder but APP_ENV={environment}; "
-            f"set a real secret"
-        )
+        self.problem = problem or "holds the development placeholder"
+        super().__init__(f"{field} {self.problem} but APP_ENV={environment}; set a real secret")
 
 
 def async_database_url(url: str) -> str:
@@ -83,6 +82,11 @@ class ServiceSettings(BaseSettings):
         if self.environment == "development":
             return self
         for name, value in self.secret_fields().items():
-            if value.get_secret_value() == DEV_PLACEHOLDER_SECRET:
+            secret = value.get_secret_value()
+            if secret == DEV_PLACEHOLDER_SECRET:
                 raise PlaceholderSecretError(name, self.environment)
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise PlaceholderSecretError(
+                    name, self.environment, f"is shorter than {MIN_SECRET_LENGTH} characters"
+                )
         return self

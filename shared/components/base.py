@@ -143,10 +143,11 @@ class Component:
         """Where the page posts ``event`` (the gateway's proxy)."""
         return wire.browser_event_url(self.name, event)
 
-    def has_event(self, event: str) -> bool:
+    @classmethod
+    def has_event(cls, event: str) -> bool:
         if not event.isidentifier() or event in _NOT_EVENTS:
             return False
-        return callable(getattr(type(self), f"on_{event}", None))
+        return callable(getattr(cls, f"on_{event}", None))
 
 
 class FormComponent(Component):

@@ -142,7 +142,9 @@ def create_component_app(
             if own_engine:
                 await app.state.engine.dispose()
 
-    app = FastAPI(title=service_name, lifespan=lifespan)
+    app = FastAPI(
+        title=service_name, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
     app.state.cache, app.state.limiter, app.state.live = mount_cache, rate_limiter, None
     app.state.engine = app.state.db = app.state.bus = None
@@ -217,7 +219,9 @@ def create_component_app(
             log.exception("component %s event %s failed [request_id=%s]", name, event, rid)
             response = text(500, f"internal error (request id {rid})")
         known = name if name in registry else "unknown"
-        label = "unknown" if response.status_code == 404 and event else (event or "")
+        # labels only from names the service knows: a caller can't mint metric series
+        known_event = event is not None and name in registry and registry.get(name).has_event(event)
+        label = (event if known_event else "unknown") if event else ""
         metrics.requests.labels(known, label, str(response.status_code)).inc()
         kind = "event" if event else "mount"
         metrics.latency.labels(known, kind).observe(time.perf_counter() - started)

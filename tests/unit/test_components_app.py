@@ -165,3 +165,17 @@ async def test_successful_event_updates_the_live_instance(
     await bus.publish(wire.PRICES_TICKS, {"prices": {"NVDA": 125.0}})
     last = [p for s, p in bus.published if s == wire.ui_subject(1, "watchlist")][-1]
     assert "125.00" in last["parts"][0]["html"]
+
+
+async def test_callers_cannot_mint_metric_series(client: httpx.AsyncClient) -> None:
+    for i in range(3):
+        await client.post(f"/components/order/events/junk{i}", data=VALID)  # no identity: 401
+    await client.post("/components/order/events/submit", data=VALID)
+    metrics = (await client.get("/metrics")).text
+    assert "junk" not in metrics
+    assert 'event="unknown"' in metrics and 'event="submit"' in metrics
+
+
+async def test_no_api_docs_on_a_service(client: httpx.AsyncClient) -> None:
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert (await client.get(path)).status_code == 404

@@ -22,9 +22,19 @@ def test_placeholder_secret_refused_outside_development(
         ServiceSettings()
 
 
+@pytest.mark.parametrize("secret", ["", "a", "s3cr3t-from-the-vault"])
+def test_empty_or_short_secret_refused_outside_development(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("IDENTITY_SECRET", secret)
+    with pytest.raises(ValidationError, match="shorter than 32"):
+        ServiceSettings()
+
+
 def test_real_secret_accepted_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "production")
-    monkeypatch.setenv("IDENTITY_SECRET", "s3cr3t-from-the-vault")
+    monkeypatch.setenv("IDENTITY_SECRET", "s3cr3t-from-the-vault-0123456789abcdef")
     assert ServiceSettings().environment == "production"
 
 
