@@ -27,6 +27,15 @@ def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> Fast
     app: FastAPI | None = None
     venue = Venue(lambda: app.state.db if app else None, lambda: app.state.bus if app else None)
     handlers = {wire.PRICES_TICKS: venue.on_tick, **overrides.pop("handlers", {})}
-    app = create_component_app("orders", registry, settings, handlers=handlers, **overrides)
+    extras = {"max_feed_silence_s": settings.max_feed_silence_s, **overrides.pop("extras", {})}
+    app = create_component_app(
+        "orders",
+        registry,
+        settings,
+        handlers=handlers,
+        extras=extras,
+        price_book=True,
+        **overrides,
+    )
     app.state.venue = venue
     return app

@@ -8,6 +8,7 @@ message ("Order #12 filled: bought 10 AAPL @ 229.88").
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -38,6 +39,7 @@ from shared.components import (
     Registry,
 )
 from shared.db.models import Order, Symbol
+from shared.ticks import tick_field
 
 __all__ = ["OPEN_ID", "RECENT_ID", "RECENT_LIMIT", "OrderComponent", "OrderSchema", "registry"]
 
@@ -65,6 +67,7 @@ class OrderComponent(FormComponent):
     permission_classes = [IsAuthenticated, HasTradingPermission]
     rate_limit = "60/minute"  # comply with exchange rules
     subscriptions = {wire.ORDERS_EVENTS_TEMPLATE: wire.EVENT_ORDER}
+    live_root = False  # a live full render is the order lists, never the form being typed in
 
     def get_optimistic_patch(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         # Instant UI feedback before the server round-trip completes
@@ -115,6 +118,23 @@ class OrderComponent(FormComponent):
             client_order_id=new_client_order_id(),  # a re-render cannot submit it twice
         )
 
+    def _quote(self, symbol: Symbol) -> tuple[Decimal, Decimal]:
+        """Bid and ask to trade at: the latest tick the service has seen, else the table's.
+
+        The symbols table trails the feed by up to a write interval; a feed that has gone
+        silent means no price can be trusted, so nothing is executed against it.
+        """
+        book = self.request.prices
+        if book is None or not book.seen_feed:
+            return symbol.bid, symbol.ask
+        limit = float(self.request.extras.get("max_feed_silence_s", 5.0))
+        if book.silent_for() > limit:
+            raise FieldError("__all__", "Market data is delayed; no order was placed. Try again.")
+        quote = book.quote(symbol.ticker)
+        if quote is None:  # unchanged since this service started: the table is current
+            return symbol.bid, symbol.ask
+        return tick_field(quote, "bid"), tick_field(quote, "ask")
+
     def _publish_after_commit(self, order: Order, ticker: str) -> None:
         event, bus, account_id = order_event(order, ticker), self.request.bus, order.account_id
         self.on_commit(lambda: publish_event(bus, account_id, event))
@@ -133,10 +153,9 @@ class OrderComponent(FormComponent):
         if symbol is None:
             raise FieldError("symbol", f"Unknown symbol: {data['symbol']}")
         side, qty, limit = data["side"], data["quantity"], data["limit_price"]
-        marketable = data["order_type"] == "market" or rules.crosses(
-            side, limit, symbol.bid, symbol.ask
-        )
-        price = rules.touch_price(side, symbol.bid, symbol.ask) if marketable else None
+        bid, ask = self._quote(symbol)
+        marketable = data["order_type"] == "market" or rules.crosses(side, limit, bid, ask)
+        price = rules.touch_price(side, bid, ask) if marketable else None
         position = await lock_position(session, account_id, symbol.id)
         try:
             if side == "sell":

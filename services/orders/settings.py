@@ -13,3 +13,5 @@ class OrdersSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore")
 
     port: int = 8003
+    max_feed_silence_s: float = 5.0
+    """Market orders are refused while the price feed has been silent this long."""

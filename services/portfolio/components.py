@@ -93,8 +93,7 @@ class PortfolioComponent(Component):
                 self._totals()
         elif event == wire.EVENT_ORDER:
             self.invalidate_cache()
-            self.state.clear()
-            await self.mount()
+            await self.remount()
 
     def live_parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
         parts: dict[str, tuple[str, dict[str, Any]]] = {

@@ -166,8 +166,7 @@ class RiskMetricsComponent(Component):
             self._on_breach(message)
         elif event == wire.EVENT_ORDER:
             self.invalidate_cache()
-            self.state.clear()
-            await self.mount()
+            await self.remount()
 
     def _on_tick(self, prices: dict[str, Any]) -> None:
         changed = False

@@ -42,6 +42,7 @@ class WatchlistComponent(Component):
     template_name = "components/watchlist.html"
     permission_classes = [IsAuthenticated]
     subscriptions = {wire.PRICES_TICKS: wire.EVENT_PRICE_TICK}
+    page_only_events = frozenset({"suggest"})
 
     async def mount(self) -> None:
         rows = await self.session.scalars(
@@ -50,16 +51,15 @@ class WatchlistComponent(Component):
             .where(WatchlistItem.user_id == self.request.user.user_id)
             .order_by(WatchlistItem.rank, Symbol.ticker)
         )
-        previous = {i["ticker"]: i for i in self.state.get("items", [])}
-        items = []
-        for symbol in rows:
-            item = _item(symbol)
-            if symbol.ticker in previous:  # keep the live history across a reload
-                item["history"] = previous[symbol.ticker]["history"]
-                item["spark"] = previous[symbol.ticker]["spark"]
-            items.append(item)
-        self.state["items"] = items
+        fresh = {"items": [_item(symbol) for symbol in rows]}
+        _keep_history(fresh, self.state)  # a reload keeps the live history
+        self.state["items"] = fresh["items"]
         self.state.setdefault("suggestions", [])
+
+    def adopt(self, state: dict[str, Any]) -> None:
+        """Keep the live price history of rows that survive an add/remove/move."""
+        _keep_history(state, self.state)
+        self.state = state
 
     async def _symbol(self, ticker: str) -> Symbol:
         wanted = ticker.strip().upper()
@@ -82,7 +82,7 @@ class WatchlistComponent(Component):
             .on_conflict_do_nothing(index_elements=["user_id", "symbol_id"])
         )
         self.state["suggestions"] = []
-        await self.mount()
+        await self.remount()
 
     async def on_remove_symbol(self, ticker: str) -> None:
         symbol = await self._symbol(ticker)
@@ -92,7 +92,7 @@ class WatchlistComponent(Component):
                 WatchlistItem.symbol_id == symbol.id,
             )
         )
-        await self.mount()
+        await self.remount()
 
     async def on_move(self, ticker: str, direction: Literal["up", "down"]) -> None:
         symbol = await self._symbol(ticker)
@@ -113,7 +113,7 @@ class WatchlistComponent(Component):
             order[index], order[other] = order[other], order[index]
             for rank, item in enumerate(order):
                 item.rank = rank
-        await self.mount()
+        await self.remount()
 
     async def on_suggest(self, ticker: str = "") -> None:
         prefix = ticker.strip()
@@ -156,6 +156,14 @@ class WatchlistComponent(Component):
         return {
             item["id"]: ("row", {"item": _row_view(item)}) for item in self.state.get("items", [])
         }
+
+
+def _keep_history(state: dict[str, Any], previous: dict[str, Any]) -> None:
+    old = {i["ticker"]: i for i in previous.get("items", [])}
+    for item in state.get("items", []):
+        if item["ticker"] in old:
+            item["history"] = old[item["ticker"]]["history"]
+            item["spark"] = old[item["ticker"]]["spark"]
 
 
 def _row_view(item: dict[str, Any]) -> dict[str, Any]:

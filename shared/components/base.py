@@ -59,6 +59,12 @@ class Component:
     cache_key_prefix: ClassVar[str | None] = None
     cache_ttl: ClassVar[float] = 0
     subscriptions: ClassVar[Mapping[str, str]] = {}
+    page_only_events: ClassVar[frozenset[str]] = frozenset()
+    """Events whose result only the requesting page shows (e.g. suggestions while typing):
+    the live instance does not take over their state."""
+    live_root: ClassVar[bool] = True
+    """Whether a live full render replaces the whole root element. A component holding a
+    form the trader may be typing into sets False: its full render is all its live parts."""
 
     def __init__(
         self,
@@ -92,6 +98,21 @@ class Component:
         Empty (the default) means: the whole fragment is re-rendered when state changes.
         """
         return {}
+
+    def adopt(self, state: dict[str, Any]) -> None:
+        """The live instance takes over the state a successful event left behind.
+
+        Override to keep what only the live instance knows (e.g. recent price history).
+        """
+        self.state = state
+
+    async def remount(self) -> None:
+        """Reload from the database (bypassing the cache) and catch up with the latest
+        quotes, as a fresh mount would; for handlers that know the data changed."""
+        from shared.components.runtime import mount_into  # runtime imports this module
+
+        self.invalidate_cache()
+        await mount_into(self)
 
     def get_context(self) -> dict[str, Any]:
         """Extra variables for the full template (and every block)."""

@@ -246,14 +246,17 @@ class LiveSessions:
                 component._uow = None
             await self._publish(instance, changes, message)
 
-    async def adopt(self, component: Component) -> None:
-        """After a successful event, the user's live instance takes over its state."""
+    async def adopt(self, component: Component, event: str = "") -> None:
+        """After a successful event, the user's live instance takes over its state
+        (through :meth:`Component.adopt`), unless the event is page-only."""
+        if event in type(component).page_only_events:
+            return
         user_id = getattr(component.request.user, "user_id", None)
         instance = self.instances.get((user_id, component.name))  # type: ignore[arg-type]
         if instance is None:
             return
         async with instance.lock:
-            instance.component.state = copy.deepcopy(component.state)
+            instance.component.adopt(copy.deepcopy(component.state))
             await self._publish(instance, instance.tracker.changes(instance.component), {})
 
     async def _publish(

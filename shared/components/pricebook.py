@@ -3,11 +3,14 @@
 Database prices lag the feed by up to a write interval, and mounts may come from the
 cache. A component that follows ticks is brought up to date right after its mount by
 replaying the book through its own ``on_ws_message``, so a page load or a reconnect
-shows current prices without a second copy of the tick logic.
+shows current prices without a second copy of the tick logic. The orders service prices
+market orders from it.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from shared import wire
@@ -16,8 +19,10 @@ __all__ = ["PriceBook"]
 
 
 class PriceBook:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._quotes: dict[str, Any] = {}
+        self._clock = clock
+        self._last_tick: float | None = None
 
     def __len__(self) -> int:
         return len(self._quotes)
@@ -26,6 +31,19 @@ class PriceBook:
         prices = payload.get("prices")
         if isinstance(prices, dict):
             self._quotes.update(prices)
+            self._last_tick = self._clock()
+
+    def quote(self, ticker: str) -> Any:
+        """The latest quote of ``ticker`` (``{last, bid, ask, chg_pct}``), or None."""
+        return self._quotes.get(ticker)
+
+    @property
+    def seen_feed(self) -> bool:
+        return self._last_tick is not None
+
+    def silent_for(self) -> float:
+        """Seconds since the last tick (0 before the first one)."""
+        return 0.0 if self._last_tick is None else self._clock() - self._last_tick
 
     def as_tick(self) -> dict[str, Any]:
         """The book as a ``price_tick`` message (a copy: components may keep what they get)."""

@@ -169,6 +169,8 @@ class PartsTracker:
     def full(self, component: Component) -> Changes:
         """A full render; the snapshot becomes the current parts."""
         self._snapshot = self._take(component)
+        if not type(component).live_root and component.live_parts():
+            return Changes(True, render_parts(component))
         return Changes(True, [Part(component.root_id, render(component).html)])
 
     def changes(self, component: Component) -> Changes:

@@ -90,19 +90,22 @@ def create_component_app(
     extras: Mapping[str, Any] | None = None,
     live: bool = True,
     heartbeat_interval: float = 10.0,
+    price_book: bool = False,
 ) -> FastAPI:
     """The FastAPI app of a component service; nothing connects until its lifespan starts.
 
     The lifespan creates the engine and connects NATS unless ``engine`` / ``bus`` are
     given (given ones are not closed), starts :class:`LiveSessions` and subscribes
     ``handlers`` (extra subject → handler, e.g. the orders venue's tick handler).
-    ``database=False`` runs without PostgreSQL (unit tests).
+    ``database=False`` runs without PostgreSQL (unit tests). A service whose components
+    follow ticks (or that asks with ``price_book=True``) keeps a :class:`PriceBook` of the
+    latest quotes, given to components as ``self.request.prices``.
     """
     metrics = ComponentMetrics()
     secret = settings.identity_secret.get_secret_value()
     mount_cache = cache if cache is not None else MountCache()
     follows_ticks = any(wire.PRICES_TICKS in cls.subscriptions for cls in registry)
-    prices = PriceBook() if follows_ticks else None
+    prices = PriceBook() if (follows_ticks or price_book) else None
     rate_limiter: RateLimiter = limiter or (
         PostgresRateLimiter() if database else InMemoryRateLimiter()
     )
@@ -193,7 +196,7 @@ def create_component_app(
         headers = rate_limit_headers(f"{name}.{event}", outcome.rate) if outcome.rate else {}
         html = render(outcome.component).html
         if outcome.status == 200 and request.app.state.live is not None:
-            await request.app.state.live.adopt(outcome.component)
+            await request.app.state.live.adopt(outcome.component, event)
         return HTMLResponse(html, status_code=outcome.status, headers=headers)
 
     async def guarded(request: Request, name: str, event: str | None) -> Response:

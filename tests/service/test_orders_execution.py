@@ -313,3 +313,40 @@ async def test_limit_sell_beyond_the_position_at_fill_time_is_rejected(
         )
         r = await client.get("/components/order", headers=identity_headers(alice))
         assert "order-status--rejected" in r.text and "cannot sell 300" in r.text
+
+
+# -- prices the orders trade at -------------------------------------------------------
+
+
+async def test_market_orders_fill_at_the_latest_tick_not_the_lagging_table(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
+) -> None:
+    aapl = await symbol(db, "AAPL")
+    live_ask = (aapl.ask + Decimal("3.21")).quantize(CENT)
+    await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(str(live_ask - CENT), str(live_ask))))
+    await bus.flush()
+    await asyncio.sleep(0.2)  # the service has seen the tick
+    r = await submit(client, alice, symbol="AAPL", side="buy", quantity=2)
+    assert r.status_code == 200, r.text
+    order = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+    assert order.status == "filled" and order.avg_fill_price == live_ask
+    assert (await symbol(db, "AAPL")).ask == aapl.ask  # the table is not the orders' to write
+
+
+async def test_market_orders_are_refused_while_the_feed_is_silent(
+    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
+) -> None:
+    settings.max_feed_silence_s = 0.3
+    async with running(create_app(settings)) as client:
+        await bus.publish(wire.PRICES_TICKS, tick(1, KO=("60.00", "60.02")))
+        await bus.flush()
+        await asyncio.sleep(0.6)  # the feed went quiet
+        before = await book(db, alice.account_id, "KO")
+        r = await submit(client, alice, symbol="KO", side="buy", quantity=1)
+        assert r.status_code == 422
+        assert "Market data is delayed" in r.text
+        assert await book(db, alice.account_id, "KO") == before
+        await bus.publish(wire.PRICES_TICKS, tick(2, KO=("60.00", "60.02")))
+        await bus.flush()
+        await asyncio.sleep(0.1)
+        assert (await submit(client, alice, symbol="KO", side="buy", quantity=1)).status_code == 200

@@ -131,3 +131,25 @@ async def test_live_rows_follow_ticks(settings: WatchlistSettings, bus: NatsBus)
         parts = ui[1][1]["parts"]
         assert [p["id"] for p in parts] == ["watchlist-row-MSFT"]  # KO is not on her list
         assert "419.95" in parts[0]["html"] and "420.05" in parts[0]["html"]
+
+
+async def test_events_reach_the_live_rows_and_typing_publishes_nothing(
+    settings: WatchlistSettings, bus: NatsBus
+) -> None:
+    alice = await identity_of(settings.database_url, "alice", "alice-w2")
+    ui = await collect(bus, wire.ui_subject(alice.user_id, "watchlist"))
+    async with running(create_app(settings)) as client:
+        await bus.publish(wire.SESSION_OPENED, session_payload(alice))
+        await wait_until(lambda: ui)
+        await post(client, alice, "suggest", ticker="K")
+        await bus.flush()
+        await asyncio.sleep(0.2)
+        assert len(ui) == 1  # typing in the add box publishes nothing to the socket
+        await post(client, alice, "add_symbol", ticker="KO")
+        await wait_until(lambda: len(ui) >= 2)
+        assert "watchlist-row-KO" in ui[1][1]["parts"][0]["html"]
+        # the live instance now follows KO's ticks
+        tick = {"last": "71.00", "bid": "70.99", "ask": "71.01", "chg_pct": "9.4"}
+        await bus.publish(wire.PRICES_TICKS, {"seq": 2, "ts": 6.0, "prices": {"KO": tick}})
+        await wait_until(lambda: len(ui) >= 3)
+        assert [p["id"] for p in ui[2][1]["parts"]] == ["watchlist-row-KO"]

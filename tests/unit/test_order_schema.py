@@ -12,7 +12,7 @@ from services.orders.components import OrderComponent
 from services.orders.domain import crosses, describe_fill, touch_price
 from services.orders.schema import OrderSchema
 from services.orders.venue import quotes_of
-from shared.components import render
+from shared.components import PartsTracker, render
 from shared.components.runtime import validation_errors
 
 MARKET = {"symbol": "AAPL", "side": "buy", "quantity": "10", "client_order_id": "abc"}
@@ -169,3 +169,12 @@ def test_live_parts_are_the_order_lists_only() -> None:
     assert [p.id for p in changes.parts] == ["order-open"]
     assert changes.parts[0].html.lstrip().startswith('<div id="order-open"')
     assert "No open orders." in changes.parts[0].html
+
+
+def test_a_component_without_a_live_root_publishes_its_parts_as_full() -> None:
+    component = OrderComponent()
+    component.state = {"open_orders": [], "recent_orders": [], "client_order_id": "abc"}
+    changes = PartsTracker().full(component)
+    assert changes.full
+    assert [p.id for p in changes.parts] == ["order-open", "order-recent"]
+    assert all("client_order_id" not in p.html for p in changes.parts)

@@ -86,3 +86,15 @@ def test_full_render_has_seed_classes_and_no_table_elements() -> None:
     html = render(_component()).html
     assert "watchlist-table" in html and "last-price" in html and "chg-pos" in html
     assert 'data-component="watchlist"' in html and "<tr" not in html
+
+
+def test_live_instance_keeps_price_history_when_adopting_an_event_state() -> None:
+    live = _component()
+    for price in ("101", "102", "103"):
+        asyncio.run(live.on_ws_message({"event": "price_tick", "prices": {"AAPL": price}}))
+    history = live.state["items"][0]["history"]
+    posted = {"items": [_item("AAPL", "103.00"), _item("MSFT", "400.00")], "suggestions": []}
+    live.adopt(posted)
+    assert live.state["items"][0]["history"] == history  # not reset to two points
+    assert [i["ticker"] for i in live.state["items"]] == ["AAPL", "MSFT"]
+    assert "suggest" in WatchlistComponent.page_only_events
