@@ -40,7 +40,9 @@ def _verify(password_hash: str | None, password: str) -> bool:
 
 
 def secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Cookies are ``Secure`` over https, and always outside development (where a TLS
+    terminator in front may forward plain http)."""
+    return request.url.scheme == "https" or gw(request).settings.environment != "development"
 
 
 def _login_page(

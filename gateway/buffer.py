@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared import wire
+
 __all__ = ["Drained", "PartBuffer", "build_frames", "message_ts_ms", "with_oob"]
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ def message_ts_ms(value: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+_COMPONENT_PREFIXES = frozenset(wire.ID_PREFIX.values())
 
 
 @dataclass(slots=True)
@@ -116,6 +121,10 @@ class PartBuffer:
             oob = with_oob(html) if isinstance(html, str) else None
             if not isinstance(part_id, str) or not part_id or oob is None:
                 log.warning("dropping a %s part that is not an element with an id", component)
+                continue
+            if part_id.split("-", 1)[0] not in _COMPONENT_PREFIXES:
+                # services swap component elements only, never the gateway's own page
+                log.warning("dropping a %s part with foreign id %r", component, part_id[:64])
                 continue
             self._parts.pop(part_id, None)  # re-insert: the newest part goes last
             self._parts[part_id] = _Part(component, oob, ts_ms)

@@ -38,10 +38,9 @@ class LoginCsrf:
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
 
     def issue(self, conn: HTTPConnection) -> tuple[str, str]:
-        """``(nonce, form token)``: the browser's nonce if it holds a valid one, else a new one."""
-        nonce = conn.cookies.get(LOGIN_CSRF_COOKIE) or ""
-        if len(nonce) < 32:
-            nonce = secrets.token_urlsafe(32)
+        """``(nonce, form token)``, always a new nonce: one planted in the browser by
+        someone else (cookie tossing) is never adopted."""
+        nonce = secrets.token_urlsafe(32)
         return nonce, str(self._serializer.dumps(nonce))
 
     @staticmethod

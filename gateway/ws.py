@@ -81,7 +81,9 @@ class Connection:
             finally:
                 for task in tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                for result in await asyncio.gather(*tasks, return_exceptions=True):
+                    if isinstance(result, Exception):  # why a socket dropped, for operators
+                        log.warning("socket %s task failed", self.session_id, exc_info=result)
             if self._close is not None:
                 code, reason = self._close
                 metrics.closed.labels(reason).inc()

@@ -141,3 +141,33 @@ async def test_logout_needs_the_csrf_token_then_revokes_the_session(
     assert SESSION_COOKIE not in client.cookies
     client.cookies.set(SESSION_COOKIE, cookie, domain="gateway.local")  # a kept copy is dead too
     assert (await client.get("/")).status_code == 303
+
+
+async def test_cookie_is_secure_outside_development_even_behind_plain_http(
+    monkeypatch: pytest.MonkeyPatch, service_env: None
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("IDENTITY_SECRET", "i" * 40)
+    monkeypatch.setenv("GATEWAY_SESSION_SECRET", "s" * 40)
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = GatewaySettings(
+        portfolio_url=dead, watchlist_url=dead, orders_url=dead, risk_url=dead
+    )
+    async with running(create_app(settings), base_url="http://gateway") as c:
+        r = await c.get("/login")
+        cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("login_csrf="))
+        assert "secure" in cookie.lower()
+        # a browser sends that cookie back over https only: login over plain http fails closed
+        assert (await login(c, "bob", TEST_PASSWORD)).status_code == 403
+
+
+async def test_login_form_never_adopts_a_planted_csrf_nonce(client: httpx.AsyncClient) -> None:
+    from gateway.csrf import LOGIN_CSRF_COOKIE
+
+    planted = "p" * 43
+    client.cookies.set(LOGIN_CSRF_COOKIE, planted)
+    r = await client.get("/login")
+    issued = next(
+        h for h in r.headers.get_list("set-cookie") if h.startswith(f"{LOGIN_CSRF_COOKIE}=")
+    )
+    assert planted not in issued

@@ -105,3 +105,14 @@ def test_message_timestamps() -> None:
     assert message_ts_ms("1970-01-01T00:00:01+00:00") == 1000.0
     assert message_ts_ms("nonsense") is None
     assert message_ts_ms(True) is None
+
+
+def test_parts_for_the_gateways_own_elements_are_dropped() -> None:
+    buf = PartBuffer()
+    accepted = buf.put(
+        msg("portfolio", div("live", "x"), div("logout-form", "x"), div("portfolio-row-A", "1"))
+    )
+    assert accepted == 1
+    drained = buf.drain()
+    assert drained.parts == 1
+    assert drained.frames == ['<div hx-swap-oob="true" id="portfolio-row-A" role="row">1</div>']
