@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -132,6 +132,9 @@ async def load_session(sessions: Sessions, session_id: str) -> SessionUser | Non
     )
 
 
+REVOKED_KEPT = timedelta(minutes=5)  # long enough for every socket of it to notice
+
+
 async def create_session(
     sessions: Sessions, user_id: int, max_age_s: int, *, replaces: str | None = None
 ) -> str:
@@ -150,6 +153,13 @@ async def create_session(
             )
         )
         await db.execute(update(User).where(User.id == user_id).values(last_login_at=now))
+        # the user's dead sessions go at each login, so the table holds live ones only
+        await db.execute(
+            delete(WebSession).where(
+                WebSession.user_id == user_id,
+                (WebSession.expires_at < now) | (WebSession.revoked_at < now - REVOKED_KEPT),
+            )
+        )
     return session_id
 
 

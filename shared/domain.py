@@ -30,7 +30,10 @@ __all__ = [
     "next_alert_level",
     "position_pnl",
     "sector_exposure",
+    "total_day_change",
+    "total_pnl",
     "total_value",
+    "trade_value",
     "utilisation_pct",
 ]
 
@@ -79,9 +82,27 @@ def market_value(last: Decimal, qty: int) -> Decimal:
     return last * qty
 
 
+def trade_value(qty: int, price: Decimal) -> Decimal:
+    """Cash a fill moves: ``qty × price`` to the cent."""
+    return cents(price * qty)
+
+
 def total_value(holdings: Iterable[Holding]) -> Decimal:
     """``Σ last × qty``."""
     return sum((market_value(h.last, h.qty) for h in holdings), Decimal(0))
+
+
+def total_pnl(holdings: Iterable[Holding]) -> Decimal:
+    """``Σ (last − avg_cost) × qty``."""
+    return sum((position_pnl(h.last, h.avg_cost, h.qty) for h in holdings), Decimal(0))
+
+
+def total_day_change(holdings: Iterable[Holding]) -> Decimal:
+    """``Σ (last − prev_close) × qty`` over holdings with a previous close."""
+    return sum(
+        (day_change(h.last, h.prev_close, h.qty) for h in holdings if h.prev_close is not None),
+        Decimal(0),
+    )
 
 
 def day_change(last: Decimal, prev_close: Decimal, qty: int) -> Decimal:

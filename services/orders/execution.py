@@ -130,7 +130,7 @@ async def check_sell(
 
 def check_cash(account: Account, qty: int, price: Decimal) -> Decimal:
     """The cost of buying ``qty`` at ``price``; :class:`Rejected` if cash does not cover it."""
-    cost = domain.cents(price * qty)
+    cost = domain.trade_value(qty, price)
     if cost > account.cash:
         raise Rejected(
             "quantity",
@@ -181,7 +181,7 @@ async def execute_fill(
             position.quantity, position.avg_cost, qty, price
         )
         position.realised_pnl += domain.cents(realised)
-        account.cash += domain.cents(price * qty)
+        account.cash += domain.trade_value(qty, price)
     session.add(position)
     position.updated_at = account.updated_at = now
     order.status, order.filled_qty, order.avg_fill_price = "filled", qty, price

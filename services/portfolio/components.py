@@ -39,6 +39,17 @@ def _price(row: dict[str, Any], last: Decimal) -> None:
     row["day_chg"] = domain.day_change(last, prev, row["qty"]) if prev is not None else None
 
 
+def _holding(pos: dict[str, Any]) -> domain.Holding:
+    prev = pos.get("prev_close")
+    return domain.Holding(
+        pos["symbol"],
+        pos["qty"],
+        domain.dec(pos["last"]),
+        avg_cost=domain.dec(pos["avg_cost"]),
+        prev_close=domain.dec(prev) if prev is not None else None,
+    )
+
+
 @registry.register("portfolio")
 class PortfolioComponent(Component):
     template_name = "components/portfolio.html"
@@ -66,14 +77,10 @@ class PortfolioComponent(Component):
         self._totals()
 
     def _totals(self) -> None:
-        positions = self.state["positions"]
-        self.state["total_value"] = domain.total_value(
-            domain.Holding(p["symbol"], p["qty"], domain.dec(p["last"])) for p in positions
-        )
-        self.state["total_pnl"] = sum((domain.dec(p["pnl"]) for p in positions), Decimal(0))
-        self.state["day_change"] = sum(
-            (p["day_chg"] for p in positions if p.get("day_chg") is not None), Decimal(0)
-        )
+        holdings = [_holding(p) for p in self.state["positions"]]
+        self.state["total_value"] = domain.total_value(holdings)
+        self.state["total_pnl"] = domain.total_pnl(holdings)
+        self.state["day_change"] = domain.total_day_change(holdings)
 
     async def on_ws_message(self, message: dict[str, Any]) -> None:
         event = message.get("event")

@@ -9,6 +9,8 @@ from typing import Any
 
 __all__ = ["MountCache"]
 
+PRUNE_MIN = 1024
+
 
 class MountCache:
     """An in-process TTL cache of mounted state; values are copied in and out."""
@@ -18,6 +20,7 @@ class MountCache:
         self._entries: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
         self.hits = 0
         self.misses = 0
+        self._prune_at = PRUNE_MIN
 
     def get(self, prefix: str, account_id: int) -> dict[str, Any] | None:
         entry = self._entries.get((prefix, account_id))
@@ -29,7 +32,14 @@ class MountCache:
         return copy.deepcopy(entry[1])
 
     def set(self, prefix: str, account_id: int, state: dict[str, Any], ttl: float) -> None:
-        self._entries[(prefix, account_id)] = (self._clock() + ttl, copy.deepcopy(state))
+        now = self._clock()
+        if len(self._entries) >= self._prune_at:  # accounts come and go: drop the expired
+            self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
+            self._prune_at = max(PRUNE_MIN, 2 * len(self._entries))
+        self._entries[(prefix, account_id)] = (now + ttl, copy.deepcopy(state))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def invalidate(self, prefix: str, account_id: int | None = None) -> None:
         """Forget one account's entry, or every entry of ``prefix``."""

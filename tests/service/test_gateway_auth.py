@@ -171,3 +171,23 @@ async def test_login_form_never_adopts_a_planted_csrf_nonce(client: httpx.AsyncC
         h for h in r.headers.get_list("set-cookie") if h.startswith(f"{LOGIN_CSRF_COOKIE}=")
     )
     assert planted not in issued
+
+
+async def test_dead_sessions_are_deleted_at_the_next_login(
+    client: httpx.AsyncClient, settings: GatewaySettings
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    bob_id = (await rows(settings.database_url, select(User.id).where(User.username == "bob")))[0]
+    engine = create_engine(settings.database_url, null_pool=True)
+    async with session_factory(engine).begin() as s:
+        s.add(WebSession(id="expired", user_id=bob_id, expires_at=now - timedelta(hours=1)))
+        s.add(WebSession(id="revoked", user_id=bob_id, expires_at=now + timedelta(hours=1),
+                         revoked_at=now - timedelta(hours=1)))  # fmt: skip
+        s.add(WebSession(id="live", user_id=bob_id, expires_at=now + timedelta(hours=1)))
+    await engine.dispose()
+    assert (await login(client, "bob", TEST_PASSWORD)).status_code == 303
+    left = await rows(settings.database_url, select(WebSession.id))
+    assert "expired" not in left and "revoked" not in left
+    assert "live" in left and len(left) == 2

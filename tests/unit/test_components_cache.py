@@ -73,3 +73,15 @@ def test_invalidate_prefix() -> None:
     cache.invalidate("p")
     assert cache.get("p", 1) is None and cache.get("p", 2) is None
     assert cache.get("q", 1) == {"a": 3}
+
+
+def test_expired_entries_of_departed_accounts_are_pruned() -> None:
+    from shared.components.cache import PRUNE_MIN
+
+    clock = FakeClock()
+    cache = MountCache(clock.monotonic)
+    for account in range(PRUNE_MIN):
+        cache.set("portfolio", account, {"n": account}, ttl=5)
+    clock.advance(10)  # all expired; nobody reads them again
+    cache.set("portfolio", 99_999, {"n": 0}, ttl=5)
+    assert len(cache) == 1

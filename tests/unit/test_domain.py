@@ -1,0 +1,93 @@
+"""The domain formulas of DESIGN.md §4, over Decimal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared import domain
+from shared.domain import Holding
+
+D = Decimal
+
+
+def test_position_pnl_and_totals() -> None:
+    a = Holding("AAPL", 10, D("195.00"), avg_cost=D("180.00"), prev_close=D("190.00"))
+    b = Holding("MSFT", 5, D("400.00"), avg_cost=D("410.00"), prev_close=None)
+    assert domain.position_pnl(a.last, a.avg_cost, a.qty) == D("150.00")
+    assert domain.total_value([a, b]) == D("3950.00")
+    assert domain.total_pnl([a, b]) == D("100.00")
+    assert domain.total_day_change([a, b]) == D("50.00")  # MSFT has no previous close
+
+
+def test_change_pct_and_trade_value() -> None:
+    assert domain.change_pct(D("110"), D("100")) == D("10")
+    assert domain.change_pct(D("110"), D("0")) == 0
+    assert domain.trade_value(3, D("33.3333")) == D("100.00")
+
+
+def test_margin_and_utilisation() -> None:
+    holdings = [
+        Holding("AAPL", 10, D("100"), margin_rate=D("0.5")),
+        Holding("TSLA", 2, D("250"), margin_rate=D("0.6")),
+    ]
+    used = domain.margin_used(holdings)
+    assert used == D("800.0")
+    assert domain.utilisation_pct(used, D("1000")) == D("80")
+    assert domain.utilisation_pct(used, D("0")) == 0
+
+
+@pytest.mark.parametrize(
+    ("pct", "level"),
+    [("79.99", None), ("80", "warn"), ("94.99", "warn"), ("95", "critical"), ("120", "critical")],
+)
+def test_gauge_levels(pct: str, level: str | None) -> None:
+    assert domain.gauge_level(D(pct)) == level
+
+
+def test_alerts_fire_upwards_once_with_hysteresis() -> None:
+    path = ["79", "80.5", "81", "79", "78.5", "95.1", "96", "93.5", "92.9", "77.9", "80"]
+    level, fired = None, []
+    for pct in path:
+        level, fire = domain.next_alert_level(level, D(pct))
+        if fire:
+            fired.append((pct, level))
+    # warn once at 80.5; 79 and 78.5 stay warn (cleared only below 78); critical at 95.1,
+    # held at 93.5 (cleared only below 93), back to warn at 92.9, cleared at 77.9, warn again
+    assert fired == [("80.5", "warn"), ("95.1", "critical"), ("80", "warn")]
+    assert level == "warn"
+
+
+def test_sector_exposure_shares_sum_to_100() -> None:
+    holdings = [
+        Holding("AAPL", 10, D("100"), sector="Technology"),
+        Holding("MSFT", 10, D("100"), sector="Technology"),
+        Holding("XOM", 10, D("50"), sector="Energy"),
+    ]
+    shares = domain.sector_exposure(holdings)
+    assert [(s.sector, s.value) for s in shares] == [("Technology", D(2000)), ("Energy", D(500))]
+    assert sum(s.share_pct for s in shares) == D(100)
+    assert domain.sector_exposure([]) == []
+
+
+def test_average_cost_and_realised_pnl() -> None:
+    qty, avg = domain.apply_buy(10, D("100"), 10, D("110"))
+    assert (qty, avg) == (20, D("105"))
+    qty, avg, realised = domain.apply_sell(qty, avg, 5, D("120"))
+    assert (qty, avg, realised) == (15, D("105"), D("75"))
+    assert domain.apply_sell(15, avg, 15, D("100"))[:2] == (0, D(0))
+    with pytest.raises(ValueError, match="cannot sell 16"):
+        domain.apply_sell(15, avg, 16, D("100"))
+
+
+prices = st.decimals(min_value=D("0.01"), max_value=D("100000"), places=2)
+
+
+@given(st.lists(st.tuples(st.integers(1, 10_000), prices, prices), max_size=20))
+def test_total_pnl_is_value_minus_cost(rows: list[tuple[int, Decimal, Decimal]]) -> None:
+    holdings = [Holding(f"T{i}", q, last, avg_cost=avg) for i, (q, last, avg) in enumerate(rows)]
+    cost = sum((h.avg_cost * h.qty for h in holdings), D(0))
+    assert domain.total_pnl(holdings) == domain.total_value(holdings) - cost
