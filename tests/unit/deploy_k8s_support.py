@@ -1,0 +1,130 @@
+"""Readers of ``deploy/k8s/`` shared by the static ``deploy/`` checks."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from shared.launcher import ServiceSpec
+from tests.unit.deploy_support import K8S, SECRET_TEMPLATE, image_uid, load, load_all
+
+
+@cache
+def k8s_docs() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in load_all(path.read_text())
+        if doc
+    ]
+
+
+def k8s(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in k8s_docs() if d.get("kind") == kind}
+
+
+def kustomization() -> dict[str, Any]:
+    return load((K8S / "kustomization.yaml").read_text())
+
+
+def applied_docs() -> list[dict[str, Any]]:
+    """The documents ``kubectl apply -k`` applies (not the Secret template)."""
+    resources = set(kustomization()["resources"])
+    return [d for file, d in k8s_docs() if file in resources]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def only_container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(workload)["containers"]
+    assert len(containers) == 1, f"{workload['metadata']['name']}: one container expected"
+    return containers[0]
+
+
+def deployment(spec: ServiceSpec) -> dict[str, Any]:
+    deployments = k8s("Deployment")
+    assert spec.name in deployments, f"no Deployment {spec.name}"
+    return deployments[spec.name]
+
+
+def template_secret_keys() -> dict[str, set[str]]:
+    secrets = {}
+    for doc in load_all(SECRET_TEMPLATE.read_text()):
+        if doc and doc.get("kind") == "Secret":
+            keys = set(doc.get("stringData") or {}) | set(doc.get("data") or {})
+            secrets[doc["metadata"]["name"]] = keys
+    return secrets
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """Variable → where it comes from: ``value``, ``configMap`` or ``secret``."""
+    env: dict[str, str] = {}
+    configmaps = k8s("ConfigMap")
+    secrets = template_secret_keys()
+    for source in container.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        if ref := source.get("configMapRef"):
+            assert ref["name"] in configmaps, f"envFrom: no ConfigMap {ref['name']}"
+            env |= {prefix + k: "configMap" for k in configmaps[ref["name"]].get("data") or {}}
+        elif ref := source.get("secretRef"):
+            assert ref["name"] in secrets, f"envFrom: {ref['name']} not in {SECRET_TEMPLATE.name}"
+            env |= {prefix + k: "secret" for k in secrets[ref["name"]]}
+    for item in container.get("env") or []:
+        value_from = item.get("valueFrom") or {}
+        if "secretKeyRef" in value_from:
+            env[item["name"]] = "secret"
+        elif "configMapKeyRef" in value_from:
+            env[item["name"]] = "configMap"
+        else:
+            env[item["name"]] = "value"
+    return env
+
+
+def env_values(container: dict[str, Any]) -> dict[str, str]:
+    """Literal and ConfigMap values of a container's variables."""
+    values: dict[str, str] = {}
+    configmaps = k8s("ConfigMap")
+    for source in container.get("envFrom") or []:
+        if ref := source.get("configMapRef"):
+            data = configmaps[ref["name"]].get("data") or {}
+            values |= {source.get("prefix", "") + k: str(v) for k, v in data.items()}
+    for item in container.get("env") or []:
+        if "value" in item:
+            values[item["name"]] = str(item["value"])
+    return values
+
+
+def run_as_user(workload: dict[str, Any]) -> int | None:
+    pod = pod_spec(workload).get("securityContext") or {}
+    box = only_container(workload).get("securityContext") or {}
+    return box.get("runAsUser", pod.get("runAsUser"))
+
+
+def assert_hardened(workload: dict[str, Any]) -> None:
+    name = workload["metadata"]["name"]
+    pod = pod_spec(workload)
+    pod_ctx = pod.get("securityContext") or {}
+    container = only_container(workload)
+    ctx = container.get("securityContext") or {}
+    assert ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True, name
+    assert run_as_user(workload) == image_uid(), f"{name}: runAsUser differs from the image's USER"
+    assert ctx.get("readOnlyRootFilesystem") is True, name
+    assert ctx.get("allowPrivilegeEscalation") is False, name
+    assert "ALL" in (ctx.get("capabilities") or {}).get("drop", []), name
+    resources = container.get("resources") or {}
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(resources.get(kind) or {}), f"{name}: {kind}"
+    # Service links would inject e.g. PORTFOLIO_PORT=tcp://10.0.0.1:8001, which
+    # PortfolioSettings reads as its port (an int) and refuses.
+    assert pod.get("enableServiceLinks") is False, f"{name}: enableServiceLinks must be false"
+
+
+def probe_port(container: dict[str, Any], probe: dict[str, Any]) -> int:
+    port = probe["httpGet"]["port"]
+    if isinstance(port, str) and not port.isdigit():
+        named = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+        return int(named[port])
+    return int(port)

@@ -1,0 +1,213 @@
+"""Shared helpers of the static ``deploy/`` checks (``test_deploy_*.py``).
+
+No Docker engine runs here, so these read the files. Processes, factories and ports come from
+``shared.launcher.SERVICES``; the environment variables a process may be given come from its
+pydantic-settings class (env prefix + field name, or the field's validation alias).
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import AliasChoices, AliasPath, SecretBytes, SecretStr
+from pydantic_settings import BaseSettings
+
+from gateway.settings import GatewaySettings
+from services.orders.settings import OrdersSettings
+from services.portfolio.settings import PortfolioSettings
+from services.pricefeed.settings import PricefeedSettings
+from services.risk.settings import RiskSettings
+from services.watchlist.settings import WatchlistSettings
+from shared.launcher import SERVICES, ServiceSpec
+from shared.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+DOCKERFILE = DEPLOY / "Dockerfile"
+DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
+COMPOSE = DEPLOY / "compose.yaml"
+SECRET_TEMPLATE = K8S / "secret.template.yaml"
+
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "gateway": GatewaySettings,
+    "portfolio": PortfolioSettings,
+    "watchlist": WatchlistSettings,
+    "orders": OrdersSettings,
+    "risk": RiskSettings,
+    "pricefeed": PricefeedSettings,
+}
+SPECS = {spec.name: spec for spec in SERVICES}
+GATEWAY = SPECS["gateway"]
+
+MIGRATE_COMMAND = ["python", "-m", "shared.db.migrate", "upgrade"]
+# Names that hold credentials whatever reads them.
+SECRET_LIKE = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE_KEY")
+# ${VAR}, ${VAR:-x}, ${VAR:?msg}, … but not compose's escaped $${VAR} (a literal for the shell).
+INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+REQUIRED = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}$")
+URL_PASSWORD = re.compile(r"://[^/\s:@]+:([^@\s]+)@")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load(text: str) -> Any:
+    return yaml.load(text, Loader=StrictLoader)
+
+
+def load_all(text: str) -> list[Any]:
+    return list(yaml.load_all(text, Loader=StrictLoader))
+
+
+by_process = pytest.mark.parametrize("spec", SERVICES, ids=[s.name for s in SERVICES])
+
+
+# -- what the code reads -----------------------------------------------------------------------
+
+
+def env_names(cls: type[BaseSettings]) -> dict[str, str]:
+    """Every environment variable ``cls`` reads (upper-cased) → the field it fills."""
+    assert not cls.model_config.get("case_sensitive"), "names below are compared upper-cased"
+    prefix = cls.model_config.get("env_prefix", "")
+    names: dict[str, str] = {}
+    for field, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if alias is None:
+            candidates: list[Any] = [prefix + field]  # pydantic-settings: prefix + field name
+        elif isinstance(alias, AliasChoices):
+            candidates = list(alias.choices)
+        else:
+            candidates = [alias]
+        for candidate in candidates:
+            name = candidate.path[0] if isinstance(candidate, AliasPath) else candidate
+            names[str(name).upper()] = field
+    return names
+
+
+def _is_secret(annotation: Any) -> bool:
+    if annotation in (SecretStr, SecretBytes):
+        return True
+    return any(_is_secret(arg) for arg in typing.get_args(annotation))
+
+
+def secret_env(cls: type[BaseSettings]) -> dict[str, set[str]]:
+    """Each secret field of ``cls`` → the environment variables that can set it."""
+    names = env_names(cls)
+    return {
+        field: {env for env, f in names.items() if f == field}
+        for field, info in cls.model_fields.items()
+        if _is_secret(info.annotation)
+    }
+
+
+def module_env_reads(module: str) -> set[str]:
+    """Variables a module reads straight from ``os.environ`` (the one-shot jobs do)."""
+    source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+    pattern = r"os\.(?:environ\[|environ\.get\(|getenv\()\s*[\"'](\w+)[\"']"
+    return set(re.findall(pattern, source))
+
+
+def uvicorn_command(spec: ServiceSpec) -> list[str]:
+    return [
+        "uvicorn",
+        spec.factory,
+        "--factory",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(spec.default_port),
+    ]
+
+
+def gateway_service_urls() -> dict[str, ServiceSpec]:
+    """``GATEWAY_<X>_URL`` → the process it must point at (the gateway's own ``*_url`` fields)."""
+    urls = {}
+    for env, field in env_names(GatewaySettings).items():
+        if field.endswith("_url") and field not in ServiceSettings.model_fields:
+            target = field.removesuffix("_url")
+            assert target in SPECS, f"GatewaySettings.{field} names no process in SERVICES"
+            urls[env] = SPECS[target]
+    assert urls, "GatewaySettings has no service URL fields"
+    return urls
+
+
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+
+
+# -- Dockerfile ----------------------------------------------------------------------------------
+
+
+@cache
+def instructions() -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` with continuation lines joined and comments dropped."""
+    result, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, args = (pending + stripped).partition(" ")
+        result.append((keyword.upper(), args.strip()))
+        pending = ""
+    return result
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(i for i, (k, _) in enumerate(steps) if k == "FROM")
+    return steps[last_from:]
+
+
+def args_of(keyword: str, steps: list[tuple[str, str]] | None = None) -> list[str]:
+    return [a for k, a in (steps or instructions()) if k == keyword]
+
+
+def image_uid() -> int:
+    users = args_of("USER", final_stage())
+    assert users, "the final stage sets no USER"
+    user = users[-1].split(":")[0]
+    assert user.isdigit(), "USER must be numeric so Kubernetes can verify runAsNonRoot"
+    return int(user)
+
+
+def healthcheck_in_image() -> str:
+    """Where the image puts ``deploy/healthcheck.py``."""
+    for args in args_of("COPY", final_stage()):
+        parts = args.split()
+        if "deploy/healthcheck.py" in parts:
+            dest = parts[-1]
+            workdir = args_of("WORKDIR", final_stage())[-1]
+            return dest if dest.startswith("/") else str(Path(workdir) / dest)
+    raise AssertionError("the image does not contain deploy/healthcheck.py")
