@@ -116,7 +116,10 @@ class Connection:
                 await self.bus.publish(wire.SESSION_OPENED, self.user.announcement(self.session_id))
             for frame in drained.frames:
                 try:
-                    await asyncio.wait_for(self.ws.send_text(frame), timeout)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+                    # cancellation that ends this task if a send completes at that moment
+                    async with asyncio.timeout(timeout):
+                        await self.ws.send_text(frame)
                 except TimeoutError:
                     self.request_close(CLOSE_TRY_AGAIN, "too slow")
                     return

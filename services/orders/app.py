@@ -12,6 +12,7 @@ from services.orders.venue import Venue
 from shared import wire
 from shared.components import create_component_app
 from shared.observability import configure_logging
+from shared.outbox import OutboxRelay
 
 __all__ = ["create_app"]
 
@@ -19,15 +20,30 @@ __all__ = ["create_app"]
 def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> FastAPI:
     """The ASGI app; without ``settings`` they come from the environment (a real process).
 
-    The venue subscribes ``prices.ticks`` through the app's bus once its lifespan starts.
+    The venue subscribes ``prices.ticks`` through the app's bus once its lifespan starts;
+    the outbox relay publishes the order events its transactions staged.
     """
     if settings is None:
         settings = OrdersSettings()
         configure_logging("orders", settings.log_level)
     app: FastAPI | None = None
-    venue = Venue(lambda: app.state.db if app else None, lambda: app.state.bus if app else None)
+    relay = OutboxRelay(
+        lambda: app.state.db if app else None, lambda: app.state.bus if app else None
+    )
+    venue = Venue(lambda: app.state.db if app else None, relay.wake)
     handlers = {wire.PRICES_TICKS: venue.on_tick, **overrides.pop("handlers", {})}
-    extras = {"max_feed_silence_s": settings.max_feed_silence_s, **overrides.pop("extras", {})}
+    extras = {
+        "max_feed_silence_s": settings.max_feed_silence_s,
+        "outbox": relay,
+        **overrides.pop("extras", {}),
+    }
+
+    async def start(_app: FastAPI) -> None:
+        relay.start()
+
+    async def stop(_app: FastAPI) -> None:
+        await relay.stop()
+
     app = create_component_app(
         "orders",
         registry,
@@ -35,7 +51,10 @@ def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> Fast
         handlers=handlers,
         extras=extras,
         price_book=True,
+        on_start=start,
+        on_stop=stop,
         **overrides,
     )
+    app.state.outbox = relay
     app.state.venue = venue
     return app

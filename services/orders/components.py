@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.orders import domain as rules
 from services.orders.execution import (
+    announce,
     cancel,
     check_cash,
     check_margin,
@@ -25,7 +26,6 @@ from services.orders.execution import (
     lock_account,
     lock_position,
     order_event,
-    publish_event,
 )
 from services.orders.queries import order_rows
 from services.orders.schema import OrderSchema, new_client_order_id
@@ -136,8 +136,10 @@ class OrderComponent(FormComponent):
         return tick_field(quote, "bid"), tick_field(quote, "ask")
 
     def _publish_after_commit(self, order: Order, ticker: str) -> None:
-        event, bus, account_id = order_event(order, ticker), self.request.bus, order.account_id
-        self.on_commit(lambda: publish_event(bus, account_id, event))
+        announce(self.session, order.account_id, order_event(order, ticker))
+        relay = self.request.extras.get("outbox")
+        if relay is not None:
+            self.on_commit(relay.wake)
 
     # -- events ----------------------------------------------------------------------
     async def on_submit(self) -> None:

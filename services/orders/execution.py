@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.domain import MAX_UTILISATION_PCT, Rejected
 from shared import domain, wire
-from shared.bus import MessageBus
 from shared.db.models import Account, Fill, Order, Position, Symbol
+from shared.outbox import stage
 
 __all__ = [
+    "announce",
     "cancel",
     "check_cash",
     "check_margin",
@@ -32,7 +33,6 @@ __all__ = [
     "lock_position",
     "now_ms",
     "order_event",
-    "publish_event",
     "reject",
 ]
 
@@ -215,11 +215,7 @@ def order_event(order: Order, ticker: str, ts: Any = None) -> dict[str, Any]:
     }
 
 
-async def publish_event(bus: MessageBus | None, account_id: int, event: dict[str, Any]) -> None:
-    """Publish after commit; a bus outage is logged, never undoes the committed order."""
-    if bus is None:
-        return
-    try:
-        await bus.publish(wire.orders_events(account_id), event)
-    except Exception:
-        log.exception("publishing order event %s failed", event.get("order_id"))
+def announce(session: AsyncSession, account_id: int, event: dict[str, Any]) -> None:
+    """Stage ``orders.events.<account>`` in the order's own transaction (the outbox relay
+    publishes it once committed: a NATS outage delays the event, never loses it)."""
+    stage(session, wire.orders_events(account_id), event)

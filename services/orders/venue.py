@@ -18,15 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.orders import domain as rules
 from services.orders.execution import (
+    announce,
     check_margin,
     execute_fill,
     lock_account,
     lock_position,
     order_event,
-    publish_event,
     reject,
 )
-from shared.bus import MessageBus
 from shared.db.models import Order, Symbol
 from shared.ticks import tick_field
 
@@ -55,15 +54,16 @@ def quotes_of(prices: Any) -> dict[str, Quote]:
 class Venue:
     """Matches ticks against resting limit orders.
 
-    ``db`` and ``bus`` are read when a tick arrives (the app creates them in its lifespan).
+    ``db`` is read when a tick arrives (the app creates it in its lifespan); fills are
+    announced through the outbox, which ``wake_outbox`` nudges after each commit.
     """
 
     def __init__(
         self,
         db: Callable[[], async_sessionmaker[AsyncSession] | None],
-        bus: Callable[[], MessageBus | None],
+        wake_outbox: Callable[[], None] = lambda: None,
     ) -> None:
-        self._db, self._bus = db, bus
+        self._db, self._wake_outbox = db, wake_outbox
 
     async def on_tick(self, _subject: str, payload: dict[str, Any]) -> None:
         """The ``prices.ticks`` handler."""
@@ -125,5 +125,6 @@ class Venue:
             except rules.Rejected as exc:
                 reject(order, exc.reason)
             event = order_event(order, symbol.ticker, ts)
-        await publish_event(self._bus(), account.id, event)
+            announce(session, account.id, event)
+        self._wake_outbox()
         return str(event["status"])

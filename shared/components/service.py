@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -91,6 +91,8 @@ def create_component_app(
     live: bool = True,
     heartbeat_interval: float = 10.0,
     price_book: bool = False,
+    on_start: Callable[[FastAPI], Awaitable[None]] | None = None,
+    on_stop: Callable[[FastAPI], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """The FastAPI app of a component service; nothing connects until its lifespan starts.
 
@@ -99,7 +101,9 @@ def create_component_app(
     ``handlers`` (extra subject → handler, e.g. the orders venue's tick handler).
     ``database=False`` runs without PostgreSQL (unit tests). A service whose components
     follow ticks (or that asks with ``price_book=True``) keeps a :class:`PriceBook` of the
-    latest quotes, given to components as ``self.request.prices``.
+    latest quotes, given to components as ``self.request.prices``. ``on_start`` /
+    ``on_stop`` run once the database and bus are up / before they close (background
+    tasks such as an outbox relay).
     """
     metrics = ComponentMetrics()
     secret = settings.identity_secret.get_secret_value()
@@ -133,7 +137,13 @@ def create_component_app(
             for subject, handler in (handlers or {}).items():
                 subs.append(await app.state.bus.subscribe(subject, handler))
             await app.state.bus.flush()
-            yield
+            if on_start is not None:
+                await on_start(app)
+            try:
+                yield
+            finally:
+                if on_stop is not None:
+                    await on_stop(app)
         finally:
             for sub in subs:
                 with contextlib.suppress(Exception):

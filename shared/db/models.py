@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "Base",
     "Fill",
     "Order",
+    "OutboxMessage",
     "Position",
     "RateLimitHit",
     "RiskAlert",
@@ -238,6 +241,21 @@ class RateLimitHit(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     key: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxMessage(Base):
+    """A message committed with the change it announces, published by a relay afterwards
+    (the transactional outbox: a crash or a NATS outage between commit and publish delays
+    the message, never loses it)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "id", postgresql_where="published_at IS NULL"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class WebSession(Base):

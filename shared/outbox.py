@@ -1,0 +1,127 @@
+"""The transactional outbox: stage a message in the transaction of the change it announces;
+a relay publishes committed messages and marks them published.
+
+A rolled-back change publishes nothing; a NATS outage or a crash after commit delays the
+message, never loses it. Delivery is at least once (a crash between publish and marking
+repeats a message), so consumers treat messages as "reload", which is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.bus import MessageBus, decode, encode
+from shared.db.models import OutboxMessage
+
+__all__ = ["OutboxRelay", "stage"]
+
+log = logging.getLogger(__name__)
+
+KEEP_PUBLISHED = timedelta(hours=1)
+STOP_TIMEOUT_S = 5.0
+
+
+def stage(session: AsyncSession, subject: str, payload: dict[str, Any]) -> None:
+    """Add ``payload`` for ``subject`` to the current transaction's outbox."""
+    session.add(OutboxMessage(subject=subject, payload=decode(encode(payload))))
+
+
+class OutboxRelay:
+    """Publishes committed outbox messages in id order; several relays may run at once
+    (each message is taken by one of them: ``FOR UPDATE SKIP LOCKED``)."""
+
+    def __init__(
+        self,
+        sessions: Callable[[], async_sessionmaker[AsyncSession] | None],
+        bus: Callable[[], MessageBus | None],
+        *,
+        interval_s: float = 1.0,
+        batch: int = 200,
+    ) -> None:
+        self._sessions, self._bus = sessions, bus
+        self.interval_s, self.batch = interval_s, batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Publish soon (called after a commit that staged messages)."""
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Publish what is pending; the number of messages published."""
+        sessions, bus = self._sessions(), self._bus()
+        if sessions is None or bus is None:
+            return 0
+        async with sessions() as session, session.begin():
+            pending = (
+                await session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.published_at.is_(None))
+                    .order_by(OutboxMessage.id)
+                    .limit(self.batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for message in pending:
+                await bus.publish(message.subject, message.payload)
+            if pending:
+                flush = getattr(bus, "flush", None)
+                if flush is not None:
+                    await flush()
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_([m.id for m in pending]))
+                    .values(published_at=datetime.now(UTC))
+                )
+        return len(pending)
+
+    async def prune(self) -> None:
+        sessions = self._sessions()
+        if sessions is None:
+            return
+        async with sessions() as session, session.begin():
+            await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.published_at < datetime.now(UTC) - KEEP_PUBLISHED
+                )
+            )
+
+    async def run(self) -> None:
+        rounds = 0
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self.relay_once() == self.batch:
+                    pass  # a backlog: keep going
+                rounds += 1
+                if rounds % 600 == 0:
+                    await self.prune()
+            except Exception:  # the bus or the database is away: keep the rows, retry
+                log.exception("outbox relay failed; retrying in %.1fs", self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        """Let the loop publish what is pending and end (it is not cancelled mid-publish)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
