@@ -200,3 +200,21 @@ def server_lasts(html: str) -> dict[str, str]:
         r'id="(portfolio-row-[^"]+)".*?class="num last-price[^"]*">([^<]+)<', html, re.S
     )
     return {row_id: last.strip() for row_id, last in rows}
+
+
+def test_phone_width_is_one_column_without_sideways_scrolling(browser: Any, stack: Stack) -> None:
+    context = browser.new_context(base_url=stack.base_url, viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        login(page, "alice")
+        page.wait_for_selector("#portfolio-row-AAPL")
+        overflow = page.evaluate("() => document.scrollingElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
+        lefts = page.evaluate(
+            "() => [...document.querySelectorAll('main.dashboard > [data-component]')]"
+            ".map(e => Math.round(e.getBoundingClientRect().left))"
+        )
+        assert len(lefts) == 4 and len(set(lefts)) == 1  # one column
+        page.screenshot(path=str(artifact("dashboard-phone.png")), full_page=True)
+    finally:
+        context.close()
