@@ -82,7 +82,7 @@ class PortfolioComponent(Component):
         self.state["total_pnl"] = domain.total_pnl(holdings)
         self.state["day_change"] = domain.total_day_change(holdings)
 
-    async def on_ws_message(self, message: dict[str, Any]) -> None:
+    async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
         event = message.get("event")
         if event == wire.EVENT_PRICE_TICK:
             ticks = message["prices"]
@@ -98,9 +98,10 @@ class PortfolioComponent(Component):
                     changed = True
             if changed:
                 self._totals()
-        elif event == wire.EVENT_ORDER:
-            self.invalidate_cache()
+            return changed
+        if event == wire.EVENT_ORDER:
             await self.remount()
+        return None
 
     def live_parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
         parts: dict[str, tuple[str, dict[str, Any]]] = {

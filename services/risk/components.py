@@ -158,17 +158,17 @@ class RiskMetricsComponent(Component):
         ]
         _recompute(self.state)
 
-    async def on_ws_message(self, message: dict[str, Any]) -> None:
+    async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
         event = message.get("event")
         if event == wire.EVENT_PRICE_TICK:
-            self._on_tick(message.get("prices") or {})
-        elif event == wire.EVENT_RISK_BREACH:
+            return self._on_tick(message.get("prices") or {})
+        if event == wire.EVENT_RISK_BREACH:
             self._on_breach(message)
         elif event == wire.EVENT_ORDER:
-            self.invalidate_cache()
             await self.remount()
+        return None
 
-    def _on_tick(self, prices: dict[str, Any]) -> None:
+    def _on_tick(self, prices: dict[str, Any]) -> bool:
         changed = False
         for holding in self.state.get("holdings", []):
             if holding["symbol"] not in prices:
@@ -179,6 +179,7 @@ class RiskMetricsComponent(Component):
                 changed = True
         if changed:
             _recompute(self.state)
+        return changed
 
     def _on_breach(self, message: dict[str, Any]) -> None:
         level = message.get("level")

@@ -132,14 +132,16 @@ class WatchlistComponent(Component):
             :MAX_SUGGESTIONS
         ]
 
-    async def on_ws_message(self, message: dict[str, Any]) -> None:
+    async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
         if message.get("event") != wire.EVENT_PRICE_TICK:
-            return
+            return None
         ticks = message["prices"]
+        changed = False
         for item in self.state.get("items", []):
             quote = ticks.get(item["ticker"])
             if quote is None:
                 continue
+            changed = True  # bid/ask may move without last: the parts diff decides
             last = tick_last(quote)
             old = domain.dec(item["last"])
             if isinstance(quote, dict):
@@ -151,6 +153,7 @@ class WatchlistComponent(Component):
                 item["last"] = last
                 item["history"] = [*item["history"], last][-SPARK_POINTS:]
                 item["spark"] = sparkline_points(item["history"])
+        return changed
 
     def live_parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
         return {

@@ -83,8 +83,13 @@ class Component:
         """Load the initial state (may be ``async``); ``self.session`` is available."""
         return None
 
-    async def on_ws_message(self, message: dict[str, Any]) -> None:
-        """A live message, ``message["event"]`` naming it (``price_tick``, …)."""
+    async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
+        """A live message, ``message["event"]`` naming it (``price_tick``, …).
+
+        Returning ``False`` tells the framework the state did not change, so it skips
+        comparing parts (a tick most users hold nothing of); ``None`` means "look".
+        """
+        return None
 
     def get_optimistic_patch(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         """What the browser shows at once on submitting ``event`` (default nothing)."""

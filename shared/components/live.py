@@ -79,6 +79,9 @@ def _stamp(message: Mapping[str, Any]) -> Any:
     return ts if isinstance(ts, str | int | float) else datetime.now(UTC).isoformat()
 
 
+NO_CHANGES = Changes(False, [])
+
+
 class LiveSessions:
     """The live side of a component service; :meth:`start` subscribes, :meth:`stop` ends."""
 
@@ -227,17 +230,18 @@ class LiveSessions:
             if type(instance.component) is cls
             and all(str(getattr(instance.component.user, k, None)) == v for k, v in bound.items())
         ]
-        if jobs:
-            await asyncio.gather(*jobs)
+        for job in jobs:  # in turn: a tick fans out to many instances, none waits on I/O
+            await job
 
     async def _handle(self, instance: LiveInstance, message: dict[str, Any]) -> None:
         component = instance.component
         async with instance.lock:
             uow = component._uow = UnitOfWork(component.request.db)
             try:
-                await component.on_ws_message(message)
+                result = await component.on_ws_message(message)
                 await uow.commit()
-                changes = instance.tracker.changes(component)
+                # a handler that returns False says "nothing changed": skip the diff
+                changes = NO_CHANGES if result is False else instance.tracker.changes(component)
             except Exception:
                 await uow.rollback()
                 log.exception("%s.on_ws_message(%s) failed", component.name, message.get("event"))

@@ -6,7 +6,7 @@ an element id and its HTML.
 
 from __future__ import annotations
 
-import pickle
+import copy
 import sys
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -145,10 +145,6 @@ def render_parts(component: Component, ids: list[str] | None = None) -> list[Par
     ]
 
 
-def _fingerprint(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What to publish: nothing, some parts, or a full render (one part, the root)."""
@@ -161,38 +157,44 @@ class Changes:
 
 
 class PartsTracker:
-    """Remembers what was last published for one live component instance."""
+    """Remembers what was last published for one live component instance.
+
+    It keeps a copy of each part's context and compares by equality: on a tick most
+    parts of most users are unchanged, and ``==`` on small dicts is far cheaper than
+    serialising them; only changed contexts are copied again.
+    """
 
     def __init__(self) -> None:
-        self._snapshot: dict[str, bytes] | None = None
+        self._snapshot: dict[str, Any] | None = None
 
     def full(self, component: Component) -> Changes:
         """A full render; the snapshot becomes the current parts."""
-        self._snapshot = self._take(component)
+        self._snapshot = copy.deepcopy(self._current(component))
         if not type(component).live_root and component.live_parts():
             return Changes(True, render_parts(component))
         return Changes(True, [Part(component.root_id, render(component).html)])
 
     def changes(self, component: Component) -> Changes:
         """Only the parts whose context changed since the last call (or a full render)."""
-        current = self._take(component)
+        current = self._current(component)
         previous = self._snapshot
         if previous is None or list(current) != list(previous):
             return self.full(component)
-        changed = [pid for pid, fp in current.items() if previous[pid] != fp]
-        self._snapshot = current
+        changed = [pid for pid, ctx in current.items() if ctx != previous[pid]]
         if not changed:
             return Changes(False, [])
+        for pid in changed:
+            previous[pid] = copy.deepcopy(current[pid])
         if changed == [_WHOLE]:
             return Changes(True, [Part(component.root_id, render(component).html)])
         return Changes(False, render_parts(component, changed))
 
     @staticmethod
-    def _take(component: Component) -> dict[str, bytes]:
+    def _current(component: Component) -> dict[str, Any]:
         specs = component.live_parts()
         if not specs:
-            return {_WHOLE: _fingerprint(component.state)}
-        return {pid: _fingerprint(ctx) for pid, (_block, ctx) in specs.items()}
+            return {_WHOLE: component.state}
+        return {pid: ctx for pid, (_block, ctx) in specs.items()}
 
 
 _WHOLE = "\x00whole"

@@ -182,3 +182,31 @@ async def test_failed_live_mount_is_retried_on_the_next_heartbeat() -> None:
     assert (1, "risk_metrics") in live.instances
     assert ui(bus, component="risk_metrics")[0]["full"] is True
     await live.stop()
+
+
+async def test_a_handler_returning_false_skips_the_diff_and_publishes_nothing() -> None:
+    quiet_registry = Registry()
+
+    @quiet_registry.register("watchlist")
+    class Quiet(Component):
+        template_name = "components/watchlist.html"
+        template_dir = str(TEMPLATES)
+        subscriptions = {wire.PRICES_TICKS: wire.EVENT_PRICE_TICK}
+
+        def mount(self) -> None:
+            self.state["items"] = [{"ticker": "AAPL", "last": 1.0}]
+
+        async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
+            self.state["items"][0]["last"] = message["prices"]["AAPL"]
+            return None if message.get("look") else False  # False: "nothing changed"
+
+    bus = InMemoryBus()
+    live = LiveSessions(quiet_registry, bus, context=lambda i: ComponentContext(user=i))
+    await live.start()
+    await bus.publish(wire.SESSION_OPENED, session())
+    assert len(ui(bus, component="watchlist")) == 1
+    await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 2.0}})
+    assert len(ui(bus, component="watchlist")) == 1  # taken at its word: no diff, no publish
+    await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 3.0}, "look": True})
+    assert len(ui(bus, component="watchlist")) == 2
+    await live.stop()
