@@ -20,6 +20,9 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # the two hot-path children, looked up once (labels() takes a lock and a dict lookup)
+        self.latency_received = self.ui_latency.labels("received")
+        self.latency_sent = self.ui_latency.labels("sent")
         self.sockets = Gauge("gateway_ws_sockets", "Open browser WebSockets.", registry=r)
         self.frames = Counter("gateway_ws_frames", "Text frames sent to browsers.", registry=r)
         self.parts = Counter("gateway_ws_parts", "Parts sent to browsers.", registry=r)

@@ -59,7 +59,7 @@ class Connection:
     async def on_ui(self, _subject: str, message: dict[str, Any]) -> None:
         ts = message_ts_ms(message.get("ts"))
         if ts is not None:
-            self.g.metrics.ui_latency.labels("received").observe(max(0.0, now_ms() - ts) / 1000)
+            self.g.metrics.latency_received.observe(max(0.0, now_ms() - ts) / 1000)
         self.buffer.put(message)
 
     async def run(self) -> None:
@@ -127,7 +127,7 @@ class Connection:
             metrics.parts.inc(drained.parts)
             if drained.oldest_ts_ms is not None:
                 latency = max(0.0, now_ms() - drained.oldest_ts_ms) / 1000
-                metrics.ui_latency.labels("sent").observe(latency)
+                metrics.latency_sent.observe(latency)
 
     async def _heartbeat(self) -> None:
         sessions = self.ws.app.state.sessions
