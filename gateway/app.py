@@ -47,6 +47,12 @@ def create_app(
             wire.GATEWAY_SESSION_REVOKED, on_revoked
         )
 
+        async def resync() -> None:  # parts published while NATS was away are lost
+            for conn in g.hub.connections():
+                await conn.announce()
+
+        app.state.bus.on_reconnect(resync)
+
     async def on_stop(app: FastAPI) -> None:
         g: Gateway = app.state.gw
         g.hub.close_all(CLOSE_RESTART, "server restart")

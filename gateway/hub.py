@@ -20,6 +20,8 @@ class Closable(Protocol):
 
     def request_close(self, code: int, reason: str) -> None: ...
 
+    async def announce(self) -> None: ...
+
 
 class SocketHub:
     def __init__(self) -> None:
@@ -44,6 +46,9 @@ class SocketHub:
         for conn in conns:
             conn.request_close(code, reason)
         return len(conns)
+
+    def connections(self) -> list[Closable]:
+        return [conn for conns in self._by_session.values() for conn in conns]
 
     def close_all(self, code: int, reason: str) -> None:
         for conns in list(self._by_session.values()):

@@ -56,6 +56,10 @@ class Connection:
             self._close = (code, reason)
         self._close_requested.set()
 
+    async def announce(self) -> None:
+        """(Re)announce this socket's session: the services answer with full renders."""
+        await self.bus.publish(wire.SESSION_OPENED, self.user.announcement(self.session_id))
+
     async def on_ui(self, _subject: str, message: dict[str, Any]) -> None:
         ts = message_ts_ms(message.get("ts"))
         if ts is not None:
@@ -69,7 +73,7 @@ class Connection:
         sub = None
         try:
             sub = await self.bus.subscribe(wire.ui_user_wildcard(self.user_id), self.on_ui)
-            await self.bus.publish(wire.SESSION_OPENED, self.user.announcement(self.session_id))
+            await self.announce()
             tasks = [
                 asyncio.create_task(self._receive()),
                 asyncio.create_task(self._send()),
@@ -113,7 +117,7 @@ class Connection:
             if drained.overflowed:
                 metrics.overflows.inc()
                 # Ask the services for full renders of everything instead of the lost parts.
-                await self.bus.publish(wire.SESSION_OPENED, self.user.announcement(self.session_id))
+                await self.announce()
             for frame in drained.frames:
                 try:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the

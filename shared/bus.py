@@ -68,6 +68,8 @@ class MessageBus(Protocol):
 
     async def close(self) -> None: ...
 
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None: ...
+
     @property
     def is_connected(self) -> bool: ...
 
@@ -84,15 +86,34 @@ class NatsBus:
 
     def __init__(self, nc: Any) -> None:
         self._nc = nc
+        self._on_reconnect: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def connect(cls, url: str, name: str = "") -> NatsBus:
         import nats
 
-        nc = await nats.connect(
-            url, name=name or None, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        bus = cls(None)
+        bus._nc = await nats.connect(
+            url,
+            name=name or None,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            reconnected_cb=bus._reconnected,
         )
-        return cls(nc)
+        return bus
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call ``callback`` after each reconnection: messages published while the
+        connection was down are gone, so whoever depends on them re-synchronises."""
+        self._on_reconnect.append(callback)
+
+    async def _reconnected(self) -> None:
+        log.warning("NATS connection re-established; re-synchronising")
+        for callback in list(self._on_reconnect):
+            try:
+                await callback()
+            except Exception:
+                log.exception("reconnect callback failed")
 
     @property
     def client(self) -> Any:
@@ -140,6 +161,15 @@ class InMemoryBus:
     def __init__(self) -> None:
         self._subs: list[_MemorySubscription] = []
         self.published: list[tuple[str, dict[str, Any]]] = []
+        self._on_reconnect: list[Callable[[], Awaitable[None]]] = []
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._on_reconnect.append(callback)
+
+    async def reconnected(self) -> None:
+        """What a NATS reconnection triggers (for tests)."""
+        for callback in list(self._on_reconnect):
+            await callback()
 
     @property
     def is_connected(self) -> bool:

@@ -108,6 +108,7 @@ def environment_for(directory: Path) -> Environment:
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # templates ship with the code: no stat() per render
     )
     env.filters.update(money=money, pct=pct, qty=qty, signed=signed)
     return env

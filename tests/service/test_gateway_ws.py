@@ -296,3 +296,19 @@ async def test_a_stalled_socket_does_not_delay_another(
             await wait_until(closed_as_slow, timeout=10)
             assert healthy.state.name == "OPEN"
             del stalled
+
+
+async def test_a_nats_reconnect_reannounces_every_socket(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    opened = await collect(bus, wire.SESSION_OPENED)
+    app = create_app(settings)
+    async with Served(app) as served, browser(served, "alice") as alice, alice.socket():
+        await wait_until(lambda: len(opened) == 1)
+        gateway_bus: NatsBus = app.state.bus
+        server_loop = gateway_bus.client._reading_task.get_loop()  # uvicorn's, in its thread
+        # what nats-py calls once the link is back, on the gateway's own loop
+        done = asyncio.run_coroutine_threadsafe(gateway_bus._reconnected(), server_loop)
+        await asyncio.wrap_future(done)
+        await wait_until(lambda: len(opened) == 2)
+        assert opened[1][1]["session_id"] == opened[0][1]["session_id"]
