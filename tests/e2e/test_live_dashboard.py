@@ -141,7 +141,7 @@ def test_watchlist_add_shows_live_row_and_unknown_ticker_error(new_page: Any) ->
         "(first) => document.querySelector('#watchlist-row-GOOGL .last-price')"
         "?.textContent !== first",
         arg=first,
-        timeout=30_000,
+        timeout=60_000,  # a quiet symbol may sit out a few dozen 250 ms cycles
     )
     page.fill("#watchlist-root input[name=ticker]", "zzzz")
     page.press("#watchlist-root input[name=ticker]", "Enter")
