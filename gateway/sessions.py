@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from shared import wire
 from shared.db.models import Account, User, WebSession
 from shared.identity import PERM_TRADE, Identity
 
@@ -62,13 +63,9 @@ class SessionUser:
 
     def announcement(self, socket_session_id: str) -> dict[str, Any]:
         """The ``session.opened`` / ``session.heartbeat`` payload for one socket."""
-        return {
-            "session_id": socket_session_id,
-            "user_id": self.user_id,
-            "account_id": self.account_id,
-            "username": self.username,
-            "permissions": sorted(self.permissions),
-        }
+        return wire.session_announcement(
+            socket_session_id, self.user_id, self.account_id, self.username, self.permissions
+        )
 
 
 class SessionCookie:

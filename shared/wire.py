@@ -6,6 +6,7 @@ No other module spells these as literals.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 __all__ = [
     "COMPONENTS",
@@ -20,6 +21,7 @@ __all__ = [
     "element_id",
     "orders_events",
     "risk_breach",
+    "session_announcement",
     "ui_subject",
     "ui_user_wildcard",
 ]
@@ -36,6 +38,19 @@ ORDERS_EVENTS_ALL = "orders.events.*"
 # Subject templates a component subscribes to, filled per live account by the framework
 ORDERS_EVENTS_TEMPLATE = "orders.events.{account_id}"
 RISK_BREACH_TEMPLATE = "risk.breach.{account_id}"
+
+
+def session_announcement(
+    session_id: str, user_id: int, account_id: int, username: str, permissions: Iterable[str]
+) -> dict[str, object]:
+    """The ``session.opened`` / ``session.heartbeat`` / ``session.closed`` payload."""
+    return {
+        "session_id": session_id,
+        "user_id": user_id,
+        "account_id": account_id,
+        "username": username,
+        "permissions": sorted(permissions),
+    }
 
 
 def risk_breach(account_id: int) -> str:

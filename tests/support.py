@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from shared import wire
 from shared.bus import MessageBus
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import Account, User
@@ -77,10 +78,10 @@ def identity_headers(identity: Identity, secret: str = DEV_PLACEHOLDER_SECRET) -
 
 
 def session_payload(identity: Identity) -> dict[str, Any]:
-    return {
-        "session_id": identity.session_id,
-        "user_id": identity.user_id,
-        "account_id": identity.account_id,
-        "username": identity.username,
-        "permissions": sorted(identity.permissions),
-    }
+    return wire.session_announcement(
+        identity.session_id,
+        identity.user_id,
+        identity.account_id,
+        identity.username,
+        identity.permissions,
+    )

@@ -205,12 +205,4 @@ def assert_permission_denied(
     status: int | None = None,
 ) -> PermissionDenied:
     """Dispatching ``event`` as ``user`` (default anonymous) is refused (401/403)."""
-    try:
-        dispatch_event(
-            component_cls, event, payload or {}, user if user is not None else AnonymousUser()
-        )
-    except PermissionDenied as exc:
-        if status is not None:
-            assert exc.status == status, f"denied with {exc.status}, expected {status}"
-        return exc
-    raise AssertionError(f"{component_cls.__name__}.{event} was not denied")
+    return _run(aassert_permission_denied(component_cls, event, user, payload, status=status))
