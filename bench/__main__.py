@@ -13,10 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import bench_pricefeed, bench_relay, bench_render
+from bench import bench_live, bench_pricefeed, bench_relay, bench_render
 
 RESULTS = Path(__file__).with_name("results")
 BENCHMARKS = {
+    "live": bench_live.main,
     "pricefeed": bench_pricefeed.main,
     "relay": bench_relay.main,
     "render": bench_render.main,

@@ -1,0 +1,474 @@
+"""Pieces of the end-to-end load benchmark (:mod:`bench.bench_live`).
+
+* :func:`seed_market`: 500 extra symbols and N traders with books, watchlists and sessions,
+  written straight into the database before the stack starts.
+* :func:`loadgen_main`: the load generator process. It holds browser-like WebSockets to the
+  gateway (permessage-deflate, Origin, cookie, CSRF), follows ``prices.ticks`` on NATS, and
+  measures tick → socket latency from the HTML alone (``data-symbol`` … ``last-price``), so it
+  does not depend on the wire format between the services and the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import time
+import traceback
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+from multiprocessing.connection import Connection
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+
+__all__ = ["GenConfig", "Trader", "loadgen_main", "percentile", "seed_market"]
+
+CENT = Decimal("0.01")
+# The three components that push their root on connect (the order component's live render is
+# its order lists only: ``live_root = False``).
+ROOTS = (
+    b'data-component="portfolio"',
+    b'data-component="watchlist"',
+    b'data-component="risk_metrics"',
+)
+# One pass over a frame: the component an element belongs to (DESIGN §3.3: every live id
+# starts with its component's prefix), the symbol of a row, and the row's last price.
+_SCAN = re.compile(
+    rb'(?<![\w-])id="(portfolio|watchlist|risk|order)-'
+    rb'|data-symbol="([^"]+)"'
+    rb"|last-price[^>]*>([^<]*)<"
+)
+_PLAIN_PRICE = re.compile(rb"\d+\.\d\d")
+# htmx-ext-ws reconnects after these close codes only (gateway/static/app.js), with "full
+# jitter" backoff: uniform in [0, min(10 s, 0.5 s × 2^n)). A failed handshake is a 1006.
+RECONNECT_CODES = frozenset({1006, 1011, 1012, 1013})
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# -- seeding -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Trader:
+    user_id: int
+    cookie: str  # "session=…"
+    csrf: str
+    tickers: tuple[str, ...]  # held, for the order task's market buys
+
+
+def _quote(last: Decimal) -> tuple[Decimal, Decimal]:
+    half = max(CENT, (last * Decimal("0.0002")).quantize(CENT))
+    return last - half, last + half
+
+
+def _extra_symbols(rng: random.Random, count: int, taken: set[str]) -> list[dict[str, Any]]:
+    from shared.db.demo import HIGH_MARGIN, LOW_MARGIN_SECTORS
+    from shared.db.demo_symbols import DEMO_SYMBOLS
+    from shared.domain import DEFAULT_MARGIN_RATE
+
+    sectors = sorted({sector for _t, _n, sector, _p in DEMO_SYMBOLS})
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    rows: list[dict[str, Any]] = []
+    while len(rows) < count:
+        ticker = "".join(rng.choice(letters) for _ in range(rng.choice((3, 4, 4))))
+        if ticker in taken:
+            continue
+        taken.add(ticker)
+        sector = rng.choice(sectors)
+        # log-uniform $8–$600, as a broad equity universe
+        last = Decimal(math.exp(rng.uniform(math.log(8), math.log(600)))).quantize(CENT)
+        bid, ask = _quote(last)
+        prev = (last * Decimal(1 + rng.gauss(0, 0.012))).quantize(CENT)
+        rate = LOW_MARGIN_SECTORS.get(sector, DEFAULT_MARGIN_RATE)
+        if rng.random() < 0.05:
+            rate = max(HIGH_MARGIN.values())
+        rows.append(
+            {
+                "ticker": ticker,
+                "name": f"{ticker.title()} {rng.choice(('Corp.', 'Inc.', 'Holdings', 'Group'))}",
+                "sector": sector,
+                "last": last,
+                "bid": bid,
+                "ask": ask,
+                "prev_close": max(CENT, prev),
+                "margin_rate": rate,
+            }
+        )
+    return rows
+
+
+async def seed_market(
+    url: str, traders: int, secret: str, *, extra_symbols: int = 500, seed: int = 7
+) -> tuple[int, list[Trader]]:
+    """Extra symbols, then ``traders`` traders, each with cash, a margin limit for 40–70 %
+    utilisation, 10–20 positions, 10–15 watchlist symbols and one live web session.
+
+    Returns the number of symbols and the traders. The demo data must be loaded already.
+    """
+    from sqlalchemy import bindparam, insert, select, update
+
+    from bench.relay_support import seed_sessions
+    from shared.db.engine import create_engine
+    from shared.db.models import Account, Position, Symbol, WatchlistItem
+
+    rng = random.Random(seed)
+    engine = create_engine(url, null_pool=True)
+    try:
+        async with engine.begin() as db:
+            taken = set((await db.execute(select(Symbol.ticker))).scalars())
+            await db.execute(insert(Symbol), _extra_symbols(rng, extra_symbols, taken))
+            symbols = (
+                await db.execute(select(Symbol.id, Symbol.ticker, Symbol.last, Symbol.margin_rate))
+            ).all()
+        creds = await seed_sessions(url, traders, secret, 6 * 3600)
+        accounts_t = Account.__table__
+        async with engine.begin() as db:
+            by_user = dict(
+                (
+                    await db.execute(
+                        select(Account.user_id, Account.id).where(
+                            Account.user_id.in_([uid for uid, _c, _t in creds])
+                        )
+                    )
+                ).all()
+            )
+            positions, watch, account_rows, out = [], [], [], []
+            for uid, cookie, csrf in creds:
+                held = rng.sample(symbols, rng.randint(10, 20))
+                used = Decimal(0)
+                for sid, _ticker, last, rate in held:
+                    qty = max(1, int(rng.uniform(3_000, 40_000) / float(last)))
+                    used += qty * last * rate
+                    avg = (last * Decimal(rng.uniform(0.85, 1.15))).quantize(CENT)
+                    positions.append(
+                        {
+                            "account_id": by_user[uid],
+                            "symbol_id": sid,
+                            "quantity": qty,
+                            "avg_cost": avg,
+                            "realised_pnl": Decimal(0),
+                        }
+                    )
+                used = used.quantize(CENT)
+                target = Decimal(rng.uniform(40, 70))
+                limit = (used * 100 / target).quantize(Decimal(1), rounding=ROUND_CEILING)
+                account_rows.append(
+                    {
+                        "b_id": by_user[uid],
+                        "b_cash": Decimal(rng.randint(50_000, 300_000)),
+                        "b_limit": limit,
+                        "b_used": used,
+                    }
+                )
+                for rank, (sid, *_rest) in enumerate(rng.sample(symbols, rng.randint(10, 15))):
+                    watch.append({"user_id": uid, "symbol_id": sid, "rank": rank})
+                out.append(Trader(uid, cookie, csrf, tuple(t for _s, t, _l, _r in held)))
+            await db.execute(insert(Position), positions)
+            await db.execute(insert(WatchlistItem), watch)
+            await db.execute(
+                update(accounts_t)
+                .where(accounts_t.c.id == bindparam("b_id"))
+                .values(
+                    cash=bindparam("b_cash"),
+                    margin_limit=bindparam("b_limit"),
+                    margin_used=bindparam("b_used"),
+                ),
+                account_rows,
+            )
+        return len(symbols), out
+    finally:
+        await engine.dispose()
+
+
+# -- the load generator process --------------------------------------------------------------
+@dataclass(frozen=True)
+class GenConfig:
+    ws_url: str  # ws://127.0.0.1:<port>/ws
+    origin: str
+    nats_url: str
+    sockets: list[tuple[str, str]]  # (cookie header, csrf token)
+    concurrency: int = 32
+    connect_cap_s: float = 60.0
+    render_cap_s: float = 20.0
+
+
+_WIRE = [0]  # bytes read from every socket of this process (compressed, as on the wire)
+
+
+class _CountingConnection(ClientConnection):
+    def data_received(self, data: bytes) -> None:
+        _WIRE[0] += len(data)
+        super().data_received(data)
+
+
+def _norm(raw: bytes) -> bytes | None:
+    """A displayed or published price as ``b"1234.50"`` (commas gone, two decimals)."""
+    value = raw.replace(b",", b"").strip()
+    if _PLAIN_PRICE.fullmatch(value):
+        return value
+    try:
+        return str(Decimal(value.decode()).quantize(CENT, ROUND_HALF_UP)).encode()
+    except (InvalidOperation, UnicodeDecodeError, ValueError):
+        return None
+
+
+class _Ticks:
+    """Every change of each symbol's ``last`` seen on ``prices.ticks``: (ts ms, value)."""
+
+    def __init__(self) -> None:
+        self.history: dict[bytes, list[tuple[float, bytes]]] = defaultdict(list)
+        self.current: dict[bytes, bytes] = {}
+        self.ticks = 0
+        self.changes = 0
+
+    def on_tick(self, data: dict[str, Any]) -> None:
+        ts = float(data["ts"])
+        self.ticks += 1
+        for ticker, quote in (data.get("prices") or {}).items():
+            value = _norm(str(quote.get("last", "")).encode())
+            key = ticker.encode()
+            if value is not None and self.current.get(key) != value:
+                self.current[key] = value
+                self.history[key].append((ts, value))
+                self.changes += 1
+
+    def set_at(self, symbol: bytes, value: bytes, now_ms: float) -> float | None:
+        """ts of the newest tick (published before ``now_ms``) that set ``symbol`` to ``value``."""
+        for ts, v in reversed(self.history.get(symbol, ())):
+            if v == value and ts <= now_ms:
+                return ts
+        return None
+
+    def changes_between(self, start: float, end: float) -> dict[bytes, int]:
+        return {
+            s: n for s, h in self.history.items() if (n := sum(start <= ts < end for ts, _ in h))
+        }
+
+
+@dataclass(eq=False)
+class _Sock:
+    cookie: str
+    csrf: str
+    started_ms: float | None = None
+    connect_s: float | None = None
+    rendered_s: float | None = None
+    attempted: bool = False
+    roots: list[bool] = field(default_factory=lambda: [False] * len(ROOTS))
+    ws: Any = None
+    # per (component prefix, symbol): last value shown, ts of the last tick counted
+    shown: dict[tuple[bytes, bytes], bytes] = field(default_factory=dict)
+    counted: dict[tuple[bytes, bytes], float] = field(default_factory=dict)
+
+
+class _Gen:
+    def __init__(self, cfg: GenConfig) -> None:
+        self.cfg = cfg
+        self.ticks = _Ticks()
+        self.socks = [_Sock(c, t) for c, t in cfg.sockets]
+        self.stopping = False
+        self.window: tuple[float, float, float] | None = None  # start ms, end ms, last rx ms
+        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.frames = self.payload = 0
+        self.unmatched = 0
+        self.open = 0
+        self.reconnects = 0
+        self.handshake_errors = 0
+        self.closes: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.snapshots: dict[str, tuple[int, int, int, int]] = {}
+        self.gate = asyncio.Semaphore(cfg.concurrency)
+
+    # -- frames ------------------------------------------------------------------------
+    def on_frame(self, s: _Sock, frame: bytes, now_ms: float) -> None:
+        self.frames += 1
+        self.payload += len(frame)
+        if s.rendered_s is None and s.started_ms is not None:
+            for i, root in enumerate(ROOTS):
+                if not s.roots[i] and root in frame:
+                    s.roots[i] = True
+            if all(s.roots):
+                s.rendered_s = (now_ms - s.started_ms) / 1000
+        panel, row_panel, symbol = b"", b"", None
+        for m in _SCAN.finditer(frame):
+            prefix, sym, price = m.groups()
+            if prefix is not None:
+                panel = prefix
+            elif sym is not None:
+                symbol, row_panel = sym, panel
+            elif symbol is not None:
+                self.on_price(s, row_panel, symbol, price, now_ms)
+                symbol = None
+
+    def on_price(self, s: _Sock, panel: bytes, symbol: bytes, raw: bytes, now_ms: float) -> None:
+        """The latency rule (see bench_live's notes): a value counts once per socket and
+        component row, the first time it is shown after the tick that set it."""
+        value = _norm(raw)
+        if value is None:
+            return
+        key = (panel, symbol)
+        if s.shown.get(key) == value:
+            return  # shown already: a full render or a row re-rendered for bid/ask/P&L
+        s.shown[key] = value
+        ts = self.ticks.set_at(symbol, value, now_ms)
+        if ts is None:
+            self.unmatched += 1  # a price from before this process followed the feed
+            return
+        if ts <= s.counted.get(key, -math.inf):
+            return  # an older value come back late: counted when it was new
+        s.counted[key] = ts
+        w = self.window
+        if w is not None and w[0] <= ts < w[1] and now_ms <= w[2]:
+            self.samples[panel.decode() or "?"].append(now_ms - ts)
+
+    # -- sockets -----------------------------------------------------------------------
+    async def run_socket(self, s: _Sock) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        retry = 0
+        while not self.stopping:
+            ws = None
+            async with self.gate:
+                if self.stopping:
+                    return
+                t0 = time.time()
+                if s.started_ms is None:
+                    s.started_ms = t0 * 1000
+                try:
+                    ws = await connect(
+                        f"{self.cfg.ws_url}?csrf={s.csrf}",
+                        origin=self.cfg.origin,  # type: ignore[arg-type]
+                        additional_headers={"Cookie": s.cookie},
+                        proxy=None,
+                        open_timeout=30,
+                        ping_interval=None,  # the server pings; the client answers
+                        close_timeout=2,
+                        max_size=None,
+                        create_connection=_CountingConnection,
+                    )
+                except Exception as exc:
+                    self.handshake_errors += 1
+                    if len(self.errors) < 5:
+                        self.errors.append(repr(exc)[:160])
+            s.attempted = True
+            if ws is None:
+                retry += 1
+                await asyncio.sleep(random.uniform(0, min(10.0, 0.5 * 2**retry)))
+                continue
+            if s.connect_s is None:
+                s.connect_s = time.time() - t0
+            retry, s.ws, code = 0, ws, 1006
+            self.open += 1
+            try:
+                while True:
+                    frame = await ws.recv(decode=False)
+                    self.on_frame(s, frame, time.time() * 1000)
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else 1006
+            finally:
+                self.open -= 1
+                s.ws = None
+            if self.stopping:
+                return
+            self.closes[code] += 1
+            if code not in RECONNECT_CODES:
+                return  # e.g. 1008: the page would say "offline — reload"
+            self.reconnects += 1
+            retry += 1
+            await asyncio.sleep(random.uniform(0, min(10.0, 0.5 * 2**retry)))
+
+    async def wait_for(self, done: Any, cap_s: float) -> None:
+        for _ in range(int(cap_s * 10)):  # bounded: at most cap_s
+            if done():
+                return
+            await asyncio.sleep(0.1)
+
+    def snapshot(self, name: str) -> None:
+        self.snapshots[name] = (self.frames, self.payload, _WIRE[0], self.open)
+
+    async def snapshot_at(self, name: str, epoch_ms: float) -> None:
+        await asyncio.sleep(max(0.0, epoch_ms / 1000 - time.time()))
+        self.snapshot(name)
+
+    def result(self) -> dict[str, Any]:
+        start, end, _ = self.window or (0.0, 0.0, 0.0)
+        per_symbol = self.ticks.changes_between(start, end)
+        expected = sum(per_symbol.get(sym, 0) for s in self.socks for (_p, sym) in s.shown)
+        return {
+            "snapshots": self.snapshots,
+            "samples": dict(self.samples),
+            "connect_s": [s.connect_s for s in self.socks if s.connect_s is not None],
+            "rendered_s": [s.rendered_s for s in self.socks],
+            "expected": expected,
+            "unmatched": self.unmatched,
+            "reconnects": self.reconnects,
+            "handshake_errors": self.handshake_errors,
+            "closes": dict(self.closes),
+            "errors": self.errors,
+            "ticks": self.ticks.ticks,
+            "changes": self.ticks.changes,
+        }
+
+
+async def _loadgen(conn: Connection, cfg: GenConfig) -> None:
+    import nats
+
+    gen = _Gen(cfg)
+    nc = await nats.connect(cfg.nats_url, max_reconnect_attempts=3, connect_timeout=5)
+
+    async def on_tick(msg: Any) -> None:
+        gen.ticks.on_tick(json.loads(msg.data))
+
+    await nc.subscribe("prices.ticks", cb=on_tick)  # DESIGN §3.2; the wire module's literal
+    loop = asyncio.get_running_loop()
+
+    async def recv(within_s: float) -> Any:
+        if not await loop.run_in_executor(None, conn.poll, within_s):
+            raise TimeoutError("the benchmark driver went silent")
+        return conn.recv()
+
+    tasks = [asyncio.create_task(gen.run_socket(s)) for s in gen.socks]
+    await gen.wait_for(lambda: all(s.attempted for s in gen.socks), cfg.connect_cap_s)
+    conn.send(("connected", gen.open, gen.handshake_errors))
+    await gen.wait_for(
+        lambda: all(s.rendered_s is not None for s in gen.socks if s.ws is not None),
+        cfg.render_cap_s,
+    )
+    conn.send(("rendered", sum(s.rendered_s is not None for s in gen.socks)))
+    _, start, end, grace_s = await recv(300)
+    gen.window = (start, end, end + grace_s * 1000)
+    await asyncio.gather(gen.snapshot_at("start", start), gen.snapshot_at("end", end))
+    await asyncio.sleep(max(0.0, end / 1000 + grace_s - time.time()))
+    conn.send(("result", gen.result()))
+    await recv(300)  # ("close",)
+    gen.stopping = True
+    await asyncio.gather(
+        *(asyncio.wait_for(s.ws.close(), 3) for s in gen.socks if s.ws is not None),
+        return_exceptions=True,
+    )
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    conn.send(("closed", time.time()))
+    await nc.close()
+
+
+def loadgen_main(conn: Connection, cfg: GenConfig) -> None:
+    """Entry point of a load generator process (``multiprocessing``, spawn)."""
+    try:
+        from uvloop import run
+    except ImportError:
+        from asyncio import run
+    try:
+        run(_loadgen(conn, cfg))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()[-2000:]))
+        raise
