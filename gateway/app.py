@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -46,6 +47,11 @@ def create_app(
         app.state.revoked_sub = await app.state.bus.subscribe(
             wire.GATEWAY_SESSION_REVOKED, on_revoked
         )
+        # one subscription for every socket of this process: the fan-out is in process
+        app.state.ui_sub = await app.state.bus.subscribe(wire.UI_ALL, g.fanout.on_ui)
+        app.state.heartbeat = asyncio.create_task(
+            ws.heartbeat_forever(g, app.state.sessions, app.state.bus)
+        )
 
         async def resync() -> None:  # parts published while NATS was away are lost
             for conn in g.hub.connections():
@@ -56,8 +62,12 @@ def create_app(
     async def on_stop(app: FastAPI) -> None:
         g: Gateway = app.state.gw
         g.hub.close_all(CLOSE_RESTART, "server restart")
+        app.state.heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.state.heartbeat
         with contextlib.suppress(Exception):
             await app.state.revoked_sub.unsubscribe()
+            await app.state.ui_sub.unsubscribe()
         if g.http is not None:
             await g.http.aclose()
 

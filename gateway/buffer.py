@@ -18,7 +18,15 @@ from typing import Any
 
 from shared import wire
 
-__all__ = ["Drained", "PartBuffer", "build_frames", "message_ts_ms", "with_oob"]
+__all__ = [
+    "Drained",
+    "PartBuffer",
+    "build_frames",
+    "message_ts_ms",
+    "now_ms",
+    "prepare_parts",
+    "with_oob",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,38 +61,40 @@ def message_ts_ms(value: Any) -> float | None:
     return None
 
 
-_COMPONENT_PREFIXES = frozenset(wire.ID_PREFIX.values())
-
-
 @dataclass(slots=True)
 class _Part:
     component: str
     html: str
     ts_ms: float | None
 
-    @property
-    def is_row(self) -> bool:
-        return self.html.lstrip()[:3].lower() == "<tr"
+
+def prepare_parts(component: str, raw_parts: Any) -> list[tuple[str, str]]:
+    """A message's parts as ``(id, html with hx-swap-oob)``, dropping what a component may
+    not send: anything that is not one element with an id of that component's prefix."""
+    prefix = wire.ID_PREFIX.get(component)
+    prepared: list[tuple[str, str]] = []
+    if prefix is None:
+        log.warning("dropping parts of unknown component %r", component[:32])
+        return prepared
+    for raw in raw_parts or ():
+        part_id = raw.get("id") if isinstance(raw, dict) else None
+        html = raw.get("html") if isinstance(raw, dict) else None
+        oob = with_oob(html) if isinstance(html, str) else None
+        if not isinstance(part_id, str) or not part_id or oob is None:
+            log.warning("dropping a %s part that is not an element with an id", component)
+            continue
+        if not part_id.startswith(prefix + "-"):
+            # services swap their own component's elements only, never the gateway's page
+            log.warning("dropping a %s part with foreign id %r", component, part_id[:64])
+            continue
+        prepared.append((part_id, oob))
+    return prepared
 
 
 def build_frames(parts: list[_Part]) -> list[str]:
-    """The pending parts as text frames, normally exactly one.
-
-    htmx parses a frame as one fragment whose context is set by its first element, so table
-    rows go first. A row may only move ahead of parts of other components (within a component
-    the order of parts is the order of state); otherwise it starts the next frame.
-    """
-    frames: list[list[_Part]] = [[]]
-    for part in parts:
-        current = frames[-1]
-        if part.is_row and current and not current[0].is_row:
-            if any(p.component == part.component for p in current):
-                frames.append([part])
-            else:
-                current.insert(0, part)
-        else:
-            current.append(part)
-    return ["\n".join(p.html for p in frame) for frame in frames if frame]
+    """The pending parts as text frames: one frame (every part is a ``<div>``-context
+    element, so htmx swaps all parts of a frame; DESIGN.md §3.3)."""
+    return ["\n".join(p.html for p in parts)] if parts else []
 
 
 @dataclass(slots=True)
@@ -108,33 +118,34 @@ class PartBuffer:
         return len(self._parts)
 
     def put(self, message: dict[str, Any]) -> int:
-        """Add one ``ui.*`` message's parts; the number of parts accepted."""
+        """Add one ``{component, full, parts, ts}`` update; the number of parts accepted."""
         component = str(message.get("component", ""))
+        prepared = prepare_parts(component, message.get("parts"))
         ts_ms = message_ts_ms(message.get("ts"))
-        if message.get("full"):
+        return self.put_prepared(component, prepared, ts_ms, full=bool(message.get("full")))
+
+    def put_prepared(
+        self,
+        component: str,
+        parts: list[tuple[str, str]],
+        ts_ms: float | None,
+        *,
+        full: bool = False,
+    ) -> int:
+        """Add parts checked by :func:`prepare_parts` (shared by every socket they go to)."""
+        if full:  # a full render supersedes every pending part of its component
             for key in [k for k, p in self._parts.items() if p.component == component]:
                 del self._parts[key]
-        accepted = 0
-        for raw in message.get("parts") or ():
-            part_id = raw.get("id") if isinstance(raw, dict) else None
-            html = raw.get("html") if isinstance(raw, dict) else None
-            oob = with_oob(html) if isinstance(html, str) else None
-            if not isinstance(part_id, str) or not part_id or oob is None:
-                log.warning("dropping a %s part that is not an element with an id", component)
-                continue
-            if part_id.split("-", 1)[0] not in _COMPONENT_PREFIXES:
-                # services swap component elements only, never the gateway's own page
-                log.warning("dropping a %s part with foreign id %r", component, part_id[:64])
-                continue
-            self._parts.pop(part_id, None)  # re-insert: the newest part goes last
-            self._parts[part_id] = _Part(component, oob, ts_ms)
-            accepted += 1
-        if len(self._parts) > self.max_parts:
-            self._parts.clear()
+        pending = self._parts
+        for part_id, html in parts:
+            pending.pop(part_id, None)  # re-insert: the newest part goes last
+            pending[part_id] = _Part(component, html, ts_ms)
+        if len(pending) > self.max_parts:
+            pending.clear()
             self.overflowed = True
-        if accepted or self.overflowed:
+        if parts or self.overflowed:
             self.ready.set()
-        return accepted
+        return len(parts)
 
     def drain(self) -> Drained:
         parts = list(self._parts.values())

@@ -26,6 +26,7 @@ __all__ = [
     "current_user",
     "load_session",
     "revoke_session",
+    "valid_sessions",
 ]
 
 SESSION_COOKIE = "session"
@@ -127,6 +128,19 @@ async def load_session(sessions: Sessions, session_id: str) -> SessionUser | Non
     return SessionUser(
         session_id, user_id, account_id, username, display_name or username, bool(can_trade)
     )
+
+
+async def valid_sessions(sessions: Sessions, session_ids: set[str]) -> set[str]:
+    """Which of ``session_ids`` are unrevoked and unexpired (one query for all)."""
+    if not session_ids:
+        return set()
+    query = select(WebSession.id).where(
+        WebSession.id.in_(session_ids),
+        WebSession.revoked_at.is_(None),
+        WebSession.expires_at > datetime.now(UTC),
+    )
+    async with sessions() as db:
+        return set((await db.execute(query)).scalars())
 
 
 REVOKED_KEPT = timedelta(minutes=5)  # long enough for every socket of it to notice

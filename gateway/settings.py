@@ -34,3 +34,7 @@ class GatewaySettings(ServiceSettings):
     heartbeat_interval_s: float = 10.0
     ws_send_timeout_s: float = 5.0
     ws_buffer_max_parts: int = 5000
+    # Frames per socket: parts arriving within ws_gather_ms of the first go in one frame,
+    # and a socket gets at most one frame per ws_frame_interval_ms (newest parts win)
+    ws_gather_ms: int = 20
+    ws_frame_interval_ms: int = 200

@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import HTTPConnection
 
 from gateway.csrf import LoginCsrf, session_token
+from gateway.fanout import Fanout
 from gateway.hub import SocketHub
 from gateway.metrics import GatewayMetrics
 from gateway.security import CachedStaticFiles
@@ -33,6 +34,7 @@ class Gateway:
     login_csrf: LoginCsrf = field(init=False)
     throttle: FailureThrottle = field(init=False)
     hub: SocketHub = field(default_factory=SocketHub)
+    fanout: Fanout = field(init=False)
     templates: Jinja2Templates = field(init=False)
     http: httpx.AsyncClient | None = None  # opened in the lifespan
 
@@ -42,6 +44,7 @@ class Gateway:
         self.cookie = SessionCookie(secret, s.session_max_age_s)
         self.login_csrf = LoginCsrf(secret)
         self.throttle = FailureThrottle(s.login_max_failures, s.login_window_s)
+        self.fanout = Fanout(self.metrics)
         self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
         self.templates.env.globals["static_url"] = self.static.url
 

@@ -2,12 +2,14 @@
 
 The handshake is refused (HTTP 403, before any data) unless the Origin is allowed, the session
 cookie is valid and the ``csrf`` query parameter is the session's CSRF token. An accepted socket
-subscribes ``ui.<user_id>.>``, announces itself (``session.opened``, a heartbeat every 10 s that
-also re-checks the session, ``session.closed``), and forwards the parts of each message as
-out-of-band swaps through its :class:`~gateway.buffer.PartBuffer`.
+joins the gateway's :class:`~gateway.fanout.Fanout` (one ``ui.>`` subscription for the whole
+process), announces itself (``session.opened``; :func:`heartbeat_forever` re-checks every
+socket's session and sends one batched ``session.heartbeat`` per interval; ``session.closed``),
+and forwards parts as out-of-band swaps through its :class:`~gateway.buffer.PartBuffer`.
 
-The NATS callback only writes into the buffer, so a slow socket never delays another; one
-sender task per socket drains it, and a send that does not finish within ``ws_send_timeout_s``
+The fan-out only writes into the buffer, so a slow socket never delays another; one sender
+task per socket drains it, at most one frame per ``ws_frame_interval_ms`` with the newest
+version of each element, and a send that does not finish within ``ws_send_timeout_s``
 closes the socket (1013: the browser reconnects and gets full renders). Dead peers are found by
 the server's protocol pings: run uvicorn with ``--ws-ping-interval``/``--ws-ping-timeout``
 (defaults 20 s / 20 s).
@@ -23,19 +25,20 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from gateway.buffer import PartBuffer, message_ts_ms, now_ms
+from gateway.buffer import PartBuffer, now_ms
 from gateway.csrf import tokens_match
 from gateway.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN
 from gateway.security import origin_allowed
-from gateway.sessions import SessionUser, load_session
+from gateway.sessions import SessionUser, load_session, valid_sessions
 from gateway.state import Gateway, gw
 from shared import wire
 
-__all__ = ["Connection", "router"]
+__all__ = ["Connection", "heartbeat_forever", "heartbeat_once", "router"]
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 CLOSE_TIMEOUT_S = 2.0
+HEARTBEAT_BATCH = 500
 
 
 class Connection:
@@ -60,24 +63,16 @@ class Connection:
         """(Re)announce this socket's session: the services answer with full renders."""
         await self.bus.publish(wire.SESSION_OPENED, self.user.announcement(self.session_id))
 
-    async def on_ui(self, _subject: str, message: dict[str, Any]) -> None:
-        ts = message_ts_ms(message.get("ts"))
-        if ts is not None:
-            self.g.metrics.latency_received.observe(max(0.0, now_ms() - ts) / 1000)
-        self.buffer.put(message)
-
     async def run(self) -> None:
         metrics = self.g.metrics
         self.g.hub.add(self)
+        self.g.fanout.add(self)
         metrics.sockets.inc()
-        sub = None
         try:
-            sub = await self.bus.subscribe(wire.ui_user_wildcard(self.user_id), self.on_ui)
             await self.announce()
             tasks = [
                 asyncio.create_task(self._receive()),
                 asyncio.create_task(self._send()),
-                asyncio.create_task(self._heartbeat()),
                 asyncio.create_task(self._close_requested.wait()),
             ]
             try:
@@ -95,10 +90,8 @@ class Connection:
                     await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT_S)
         finally:
             self.g.hub.remove(self)
+            self.g.fanout.remove(self)
             metrics.sockets.dec()
-            with contextlib.suppress(Exception):
-                if sub is not None:
-                    await sub.unsubscribe()
             try:
                 await self.bus.publish(wire.SESSION_CLOSED, self.user.announcement(self.session_id))
             except Exception:
@@ -110,9 +103,16 @@ class Connection:
             pass
 
     async def _send(self) -> None:
-        metrics, timeout = self.g.metrics, self.g.settings.ws_send_timeout_s
+        settings, metrics = self.g.settings, self.g.metrics
+        timeout = settings.ws_send_timeout_s
+        gather_s, interval_s = settings.ws_gather_ms / 1000, settings.ws_frame_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        last_sent = -interval_s
         while True:
             await self.buffer.ready.wait()
+            # let the rest of this tick's parts arrive, and send at most one frame per interval
+            await asyncio.sleep(max(gather_s, last_sent + interval_s - loop.time()))
+            last_sent = loop.time()
             drained = self.buffer.drain()
             if drained.overflowed:
                 metrics.overflows.inc()
@@ -133,22 +133,37 @@ class Connection:
                 latency = max(0.0, now_ms() - drained.oldest_ts_ms) / 1000
                 metrics.latency_sent.observe(latency)
 
-    async def _heartbeat(self) -> None:
-        sessions = self.ws.app.state.sessions
-        while True:
-            await asyncio.sleep(self.g.settings.heartbeat_interval_s)
-            try:
-                valid = await load_session(sessions, self.web_session_id) is not None
-            except Exception:
-                log.warning("could not re-check session of socket %s", self.session_id)
-                valid = True  # a database blip does not log everyone out
-            if not valid:
-                self.request_close(CLOSE_POLICY, "session ended")
-                return
-            with contextlib.suppress(Exception):
-                await self.bus.publish(
-                    wire.SESSION_HEARTBEAT, self.user.announcement(self.session_id)
-                )
+
+async def heartbeat_forever(g: Gateway, sessions: Any, bus: Any) -> None:
+    """Every ``heartbeat_interval_s``: re-check the web sessions of all sockets in one query,
+    close those whose session ended, and announce the rest in batched heartbeats."""
+    while True:
+        await asyncio.sleep(g.settings.heartbeat_interval_s)
+        try:
+            await heartbeat_once(g, sessions, bus)
+        except Exception:
+            log.exception("socket heartbeat failed")
+
+
+async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
+    conns = [c for c in g.hub.connections() if isinstance(c, Connection)]
+    if not conns:
+        return
+    try:
+        valid = await valid_sessions(sessions, {c.web_session_id for c in conns})
+    except Exception:
+        log.warning("could not re-check the sockets' sessions")
+        valid = None  # a database blip does not log everyone out
+    alive = []
+    for conn in conns:
+        if valid is not None and conn.web_session_id not in valid:
+            conn.request_close(CLOSE_POLICY, "session ended")
+        else:
+            alive.append(conn.user.announcement(conn.session_id))
+    for start in range(0, len(alive), HEARTBEAT_BATCH):
+        batch = {"sessions": alive[start : start + HEARTBEAT_BATCH]}
+        with contextlib.suppress(Exception):
+            await bus.publish(wire.SESSION_HEARTBEAT, batch)
 
 
 async def _authorise(websocket: WebSocket, g: Gateway) -> tuple[SessionUser | None, str]:

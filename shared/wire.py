@@ -6,6 +6,7 @@ No other module spells these as literals.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable
 
 __all__ = [
@@ -18,12 +19,16 @@ __all__ = [
     "SESSION_CLOSED",
     "SESSION_HEARTBEAT",
     "SESSION_OPENED",
+    "UI_ALL",
     "element_id",
     "orders_events",
+    "partition_of",
     "risk_breach",
     "session_announcement",
+    "ui_partition_subject",
+    "ui_shared_subject",
     "ui_subject",
-    "ui_user_wildcard",
+    "ui_update",
 ]
 
 # NATS subjects (DESIGN.md §3.2)
@@ -31,6 +36,12 @@ PRICES_TICKS = "prices.ticks"
 SESSION_OPENED = "session.opened"
 SESSION_CLOSED = "session.closed"
 SESSION_HEARTBEAT = "session.heartbeat"
+SESSION_ALL = "session.*"  # one subscription, so a session's open/close stay in order
+# ui.<partition>.<component>: per-user updates, batched per partition and tick;
+# ui.shared.<component>: parts every user who shows their topic sees alike.
+UI_ALL = "ui.>"
+UI_SHARED = "shared"
+LIVE_PARTITIONS = 64
 # gateway → gateway replicas: a web session was logged out; close its sockets
 GATEWAY_SESSION_REVOKED = "gateway.session.revoked"
 RISK_BREACH_ALL = "risk.breach.*"
@@ -61,12 +72,43 @@ def orders_events(account_id: int) -> str:
     return f"orders.events.{account_id}"
 
 
+def partition_of(user_id: int) -> int:
+    """The live partition of a user: ``crc32(user_id) % LIVE_PARTITIONS``."""
+    return zlib.crc32(str(user_id).encode()) % LIVE_PARTITIONS
+
+
+def ui_partition_subject(partition: int, component: str) -> str:
+    return f"ui.{partition}.{component}"
+
+
 def ui_subject(user_id: int, component: str) -> str:
-    return f"ui.{user_id}.{component}"
+    """Where per-user updates of ``component`` for ``user_id`` are published."""
+    return ui_partition_subject(partition_of(user_id), component)
 
 
-def ui_user_wildcard(user_id: int) -> str:
-    return f"ui.{user_id}.>"
+def ui_shared_subject(component: str) -> str:
+    return f"ui.{UI_SHARED}.{component}"
+
+
+def ui_update(
+    user_id: int,
+    parts: list[dict[str, str]],
+    *,
+    full: bool,
+    session: str | None = None,
+    topics: Iterable[str] | None = None,
+) -> dict[str, object]:
+    """One user's entry in a ``ui.<partition>.<component>`` message's ``updates``.
+
+    ``session`` targets one socket (a connecting tab's full render); ``topics`` (sent with
+    every full render) names the shared parts this user's page shows for the component.
+    """
+    update: dict[str, object] = {"user": user_id, "full": full, "parts": parts}
+    if session is not None:
+        update["session"] = session
+    if topics is not None:
+        update["topics"] = sorted(topics)
+    return update
 
 
 def account_of_subject(subject: str) -> int:

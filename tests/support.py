@@ -85,3 +85,24 @@ def session_payload(identity: Identity) -> dict[str, Any]:
         identity.username,
         identity.permissions,
     )
+
+
+async def collect_ui(
+    bus: MessageBus, user_id: int, component: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every update of ``component`` for ``user_id`` from now on, one entry per update
+    (they are published batched per partition), each with its message's component and ts."""
+    received: list[tuple[str, dict[str, Any]]] = []
+
+    async def on_msg(subj: str, payload: dict[str, Any]) -> None:
+        for update in payload.get("updates", ()):
+            if update.get("user") == user_id:
+                received.append(
+                    (subj, {"component": payload["component"], "ts": payload.get("ts"), **update})
+                )
+
+    await bus.subscribe(wire.ui_subject(user_id, component), on_msg)
+    flush = getattr(bus, "flush", None)
+    if flush is not None:
+        await flush()
+    return received

@@ -1,14 +1,22 @@
-"""PortfolioComponent: the account's open positions with live P&L (the seed's component)."""
+"""PortfolioComponent: the account's open positions with live P&L (the seed's component).
+
+A row's last price looks the same to everyone holding the symbol: it is a shared part,
+rendered once per tick (:meth:`PortfolioComponent.topic_parts`). What is the trader's own
+(P&L and day change per row, the totals) is arithmetic and formatting into a stencil.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 
 from shared import domain, wire
-from shared.components import Component, IsAuthenticated, Registry
+from shared.components import Component, IsAuthenticated, PriceBook, Registry
+from shared.components.base import LiveResult
+from shared.components.rendering import Part, money, signed, stencil_for
 from shared.db.models import Position, Symbol
 from shared.ticks import tick_last
 
@@ -17,6 +25,9 @@ __all__ = ["PortfolioComponent", "registry"]
 registry = Registry()
 
 TOTALS_ID = wire.element_id("portfolio", "totals")
+LAST_FIELDS = ("id", "symbol", "last", "flash")
+PL_FIELDS = ("id", "pnl", "pnl_cls", "day", "day_cls")
+TOTALS_FIELDS = ("id", "value", "pnl", "pnl_cls", "day", "day_cls")
 
 
 def _row(ticker: str, qty: int, avg_cost: Any, last: Any, prev_close: Any) -> dict[str, Any]:
@@ -34,9 +45,51 @@ def _row(ticker: str, qty: int, avg_cost: Any, last: Any, prev_close: Any) -> di
 
 def _price(row: dict[str, Any], last: Decimal) -> None:
     row["last"] = last
-    row["pnl"] = domain.position_pnl(last, domain.dec(row["avg_cost"]), row["qty"])
-    prev = row.get("prev_close")
-    row["day_chg"] = domain.day_change(last, prev, row["qty"]) if prev is not None else None
+    row["holding"] = holding = _holding(row)
+    row["pnl"] = domain.position_pnl(last, holding.avg_cost, holding.qty)
+    prev = holding.prev_close
+    row["day_chg"] = domain.day_change(last, prev, holding.qty) if prev is not None else None
+    row["pl"] = _pl_view(row)
+
+
+def _sign_class(value: Decimal | None) -> str:
+    if value is None:
+        return ""
+    return "pnl-pos" if value >= 0 else "pnl-neg"
+
+
+def _pl_view(row: dict[str, Any]) -> dict[str, str]:
+    """The trader's own cells of a row, formatted."""
+    pnl, day = row["pnl"], row.get("day_chg")
+    return {
+        "id": wire.element_id("portfolio", "pl", row["symbol"]),
+        "pnl": signed(pnl),
+        "pnl_cls": _sign_class(domain.dec(pnl)),
+        "day": signed(day),
+        "day_cls": _sign_class(domain.dec(day) if day is not None else None),
+    }
+
+
+def last_view(ticker: str, last: Any, direction: str) -> dict[str, str]:
+    """A row's last-price cell: the same for everyone holding ``ticker``."""
+    return {
+        "id": wire.element_id("portfolio", "last", ticker),
+        "symbol": ticker,
+        "last": money(last),
+        "flash": f" flash-{direction}" if direction else "",
+    }
+
+
+def _totals_view(state: dict[str, Any]) -> dict[str, str]:
+    pnl, day = state.get("total_pnl"), state.get("day_change")
+    return {
+        "id": TOTALS_ID,
+        "value": money(state.get("total_value")),
+        "pnl": signed(pnl),
+        "pnl_cls": _sign_class(domain.dec(pnl or 0)),
+        "day": signed(day),
+        "day_cls": _sign_class(domain.dec(day or 0)),
+    }
 
 
 def _holding(pos: dict[str, Any]) -> domain.Holding:
@@ -60,6 +113,7 @@ class PortfolioComponent(Component):
         wire.PRICES_TICKS: wire.EVENT_PRICE_TICK,
         wire.ORDERS_EVENTS_TEMPLATE: wire.EVENT_ORDER,
     }
+    stencils = {"last": LAST_FIELDS, "pl": PL_FIELDS, "totals": TOTALS_FIELDS}
 
     async def mount(self) -> None:
         rows = await self.session.execute(
@@ -77,36 +131,66 @@ class PortfolioComponent(Component):
         self._totals()
 
     def _totals(self) -> None:
-        holdings = [_holding(p) for p in self.state["positions"]]
+        holdings = [p.get("holding") or _holding(p) for p in self.state["positions"]]
         self.state["total_value"] = domain.total_value(holdings)
         self.state["total_pnl"] = domain.total_pnl(holdings)
         self.state["day_change"] = domain.total_day_change(holdings)
 
-    async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
+    async def on_ws_message(self, message: dict[str, Any]) -> LiveResult:
         event = message.get("event")
         if event == wire.EVENT_PRICE_TICK:
             ticks = message["prices"]
-            changed = False
+            changed: set[str] = set()
             for pos in self.state["positions"]:
-                if pos["symbol"] not in ticks:
+                quote = ticks.get(pos["symbol"])
+                if quote is None:
                     continue
-                last = tick_last(ticks[pos["symbol"]])
+                last = tick_last(quote)
                 old = domain.dec(pos["last"])
                 if last != old:
                     pos["dir"] = "up" if last > old else "down"
                     _price(pos, last)
-                    changed = True
-            if changed:
-                self._totals()
-            return changed
+                    changed.add(pos["pl"]["id"])
+            if not changed:
+                return False
+            self._totals()
+            return changed | {TOTALS_ID}
         if event == wire.EVENT_ORDER:
             await self.remount()
         return None
 
-    def live_parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        parts: dict[str, tuple[str, dict[str, Any]]] = {
-            pos["id"]: ("row", {"pos": pos}) for pos in self.state.get("positions", [])
+    def topics(self) -> list[str]:
+        return [pos["symbol"] for pos in self.state.get("positions", [])]
+
+    @classmethod
+    def topic_parts(cls, topics: Iterable[str], prices: PriceBook) -> dict[str, list[Part]]:
+        """Each changed ticker's last-price cell, rendered once for every holder."""
+        stencil = stencil_for(cls, "last")
+        parts = {}
+        for ticker in topics:
+            last = prices.last(ticker)
+            if last is not None:
+                view = last_view(ticker, last, prices.direction(ticker))
+                parts[ticker] = [Part(view["id"], stencil(view))]
+        return parts
+
+    def get_context(self) -> dict[str, Any]:
+        positions = self.state.get("positions", [])
+        return {
+            "lasts": {p["symbol"]: last_view(p["symbol"], p["last"], p["dir"]) for p in positions},
+            "pls": {p["symbol"]: p.get("pl") or _pl_view(p) for p in positions},
+            "totals": _totals_view(self.state),
         }
-        totals = {k: self.state.get(k) for k in ("total_value", "total_pnl", "day_change")}
-        parts[TOTALS_ID] = ("totals", {"state": totals})
+
+    def live_parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        parts: dict[str, tuple[str, dict[str, Any]]] = {}
+        for pos in self.state.get("positions", []):
+            # the row's own cells; its price cells are parts of their own
+            shape = pos.get("shape")
+            if shape is None:
+                shape = pos["shape"] = {k: pos[k] for k in ("id", "symbol", "qty", "avg_cost")}
+            parts[pos["id"]] = ("row", {"pos": shape})
+            pl = pos.get("pl") or _pl_view(pos)
+            parts[pl["id"]] = ("pl", {"v": pl})
+        parts[TOTALS_ID] = ("totals", {"v": _totals_view(self.state)})
         return parts

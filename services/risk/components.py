@@ -124,6 +124,7 @@ class RiskMetricsComponent(Component):
     permission_classes = [IsAuthenticated]
     cache_key_prefix = "risk"
     cache_ttl = 10
+    live_interval = 1.0  # the gauge and exposure repaint once a second, not every tick
     subscriptions = {
         wire.PRICES_TICKS: wire.EVENT_PRICE_TICK,
         wire.RISK_BREACH_TEMPLATE: wire.EVENT_RISK_BREACH,

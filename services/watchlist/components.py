@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, or_, select
@@ -9,11 +11,12 @@ from sqlalchemy.dialects.postgresql import insert
 
 from shared import domain, wire
 from shared.charts import sparkline_points
-from shared.components import Component, FieldError, IsAuthenticated, Registry
+from shared.components import Component, FieldError, IsAuthenticated, PriceBook, Registry
+from shared.components.rendering import Part, money, signed, stencil_for
 from shared.db.models import Symbol, WatchlistItem
 from shared.ticks import tick_field, tick_last
 
-__all__ = ["SPARK_POINTS", "WatchlistComponent", "registry"]
+__all__ = ["QUOTE_FIELDS", "SPARK_POINTS", "WatchlistComponent", "quote_view", "registry"]
 
 registry = Registry()
 
@@ -21,20 +24,40 @@ SPARK_POINTS = 30
 MAX_SUGGESTIONS = 8
 
 
+QUOTE_FIELDS = ("id", "symbol", "bid", "ask", "last", "flash", "chg", "chg_cls", "spark")
+
+
 def _item(symbol: Symbol) -> dict[str, Any]:
-    history = [symbol.prev_close, symbol.last]
+    """A row: what only this trader's list holds. Its quote comes from the price book."""
     return {
         "id": wire.element_id("watchlist", "row", symbol.ticker),
         "ticker": symbol.ticker,
         "name": symbol.name,
-        "bid": symbol.bid,
-        "ask": symbol.ask,
-        "last": symbol.last,
-        "chg_pct": domain.change_pct(symbol.last, symbol.prev_close),
-        "dir": "",
-        "history": history,
-        "spark": sparkline_points(history),
+        # as stored, for a component that runs without the service's price book
+        "stored": (symbol.last, symbol.bid, symbol.ask, symbol.prev_close),
     }
+
+
+def quote_view(ticker: str, quote: Any, direction: str, history: list[Decimal]) -> dict[str, str]:
+    """A row's quote cells, formatted: the same for every trader who watches ``ticker``."""
+    chg = tick_field(quote, "chg_pct")
+    return {
+        "id": wire.element_id("watchlist", "quote", ticker),
+        "symbol": ticker,
+        "bid": money(tick_field(quote, "bid")),
+        "ask": money(tick_field(quote, "ask")),
+        "last": money(tick_last(quote)),
+        "flash": f" flash-{direction}" if direction else "",
+        "chg": signed(chg),
+        "chg_cls": "chg-pos" if chg >= 0 else "chg-neg",
+        "spark": sparkline_points(history[-SPARK_POINTS:]),
+    }
+
+
+def _stored_view(item: dict[str, Any]) -> dict[str, str]:
+    last, bid, ask, prev_close = (domain.dec(v) for v in item["stored"])
+    quote = {"last": last, "bid": bid, "ask": ask, "chg_pct": domain.change_pct(last, prev_close)}
+    return quote_view(item["ticker"], quote, "", [prev_close, last])
 
 
 @registry.register("watchlist")
@@ -43,6 +66,7 @@ class WatchlistComponent(Component):
     permission_classes = [IsAuthenticated]
     subscriptions = {wire.PRICES_TICKS: wire.EVENT_PRICE_TICK}
     page_only_events = frozenset({"suggest"})
+    stencils = {"quote": QUOTE_FIELDS}
 
     async def mount(self) -> None:
         rows = await self.session.scalars(
@@ -51,15 +75,42 @@ class WatchlistComponent(Component):
             .where(WatchlistItem.user_id == self.request.user.user_id)
             .order_by(WatchlistItem.rank, Symbol.ticker)
         )
-        fresh = {"items": [_item(symbol) for symbol in rows]}
-        _keep_history(fresh, self.state)  # a reload keeps the live history
-        self.state["items"] = fresh["items"]
+        self.state["items"] = [_item(symbol) for symbol in rows]
         self.state.setdefault("suggestions", [])
 
-    def adopt(self, state: dict[str, Any]) -> None:
-        """Keep the live price history of rows that survive an add/remove/move."""
-        _keep_history(state, self.state)
-        self.state = state
+    def topics(self) -> list[str]:
+        return [item["ticker"] for item in self.state.get("items", [])]
+
+    @classmethod
+    def topic_parts(cls, topics: Iterable[str], prices: PriceBook) -> dict[str, list[Part]]:
+        """Each changed ticker's quote cells, rendered once for every watcher."""
+        stencil = stencil_for(cls, "quote")
+        parts = {}
+        for ticker in topics:
+            quote = prices.quote(ticker)
+            if quote is None:
+                continue
+            view = quote_view(ticker, quote, prices.direction(ticker), prices.history(ticker))
+            parts[ticker] = [Part(view["id"], stencil(view))]
+        return parts
+
+    def _quote_views(self) -> dict[str, dict[str, str]]:
+        book = self.request.prices
+        views = {}
+        for item in self.state.get("items", []):
+            ticker = item["ticker"]
+            quote = book.quote(ticker) if book is not None else None
+            if quote is None:
+                views[ticker] = _stored_view(item)
+            else:
+                assert book is not None
+                views[ticker] = quote_view(
+                    ticker, quote, book.direction(ticker), book.history(ticker)
+                )
+        return views
+
+    def get_context(self) -> dict[str, Any]:
+        return {"quotes": self._quote_views()}
 
     async def _symbol(self, ticker: str) -> Symbol:
         wanted = ticker.strip().upper()
@@ -133,42 +184,8 @@ class WatchlistComponent(Component):
         ]
 
     async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
-        if message.get("event") != wire.EVENT_PRICE_TICK:
-            return None
-        ticks = message["prices"]
-        changed = False
-        for item in self.state.get("items", []):
-            quote = ticks.get(item["ticker"])
-            if quote is None:
-                continue
-            changed = True  # bid/ask may move without last: the parts diff decides
-            last = tick_last(quote)
-            old = domain.dec(item["last"])
-            if isinstance(quote, dict):
-                item["bid"] = tick_field(quote, "bid")
-                item["ask"] = tick_field(quote, "ask")
-                item["chg_pct"] = tick_field(quote, "chg_pct")
-            if last != old:
-                item["dir"] = "up" if last > old else "down"
-                item["last"] = last
-                item["history"] = [*item["history"], last][-SPARK_POINTS:]
-                item["spark"] = sparkline_points(item["history"])
-        return changed
+        # quotes are shared parts (topic_parts): a tick changes nothing of this trader's own
+        return False
 
     def live_parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        return {
-            item["id"]: ("row", {"item": _row_view(item)}) for item in self.state.get("items", [])
-        }
-
-
-def _keep_history(state: dict[str, Any], previous: dict[str, Any]) -> None:
-    old = {i["ticker"]: i for i in previous.get("items", [])}
-    for item in state.get("items", []):
-        if item["ticker"] in old:
-            item["history"] = old[item["ticker"]]["history"]
-            item["spark"] = old[item["ticker"]]["spark"]
-
-
-def _row_view(item: dict[str, Any]) -> dict[str, Any]:
-    """What a row renders from (history is drawn through ``spark``, not repeated)."""
-    return {k: v for k, v in item.items() if k != "history"}
+        return {item["id"]: ("row", {"item": item}) for item in self.state.get("items", [])}

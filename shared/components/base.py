@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,13 +19,17 @@ from shared.identity import AnonymousUser, Identity
 
 if TYPE_CHECKING:
     from shared.bus import MessageBus
+    from shared.components.rendering import Part
 
-__all__ = ["Component", "ComponentContext", "FormComponent", "PartSpec"]
+__all__ = ["Component", "ComponentContext", "FormComponent", "LiveResult", "PartSpec"]
 
 _NOT_EVENTS = frozenset({"ws_message", "commit"})
 
 PartSpec = tuple[str, dict[str, Any]]
 """``(block name in the component's template, the block's context)``."""
+
+LiveResult = bool | set[str] | frozenset[str] | None
+"""What ``on_ws_message`` says changed: nothing (``False``), these parts, or "look"."""
 
 
 @dataclass
@@ -65,6 +69,12 @@ class Component:
     live_root: ClassVar[bool] = True
     """Whether a live full render replaces the whole root element. A component holding a
     form the trader may be typing into sets False: its full render is all its live parts."""
+    live_interval: ClassVar[float] = 0.0
+    """The least time (seconds) between two tick-driven updates of one live instance:
+    ticks in between are merged, so a slow-moving panel (a gauge) repaints less often."""
+    stencils: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Blocks rendered on the hot path as compiled stencils (block → the string fields of
+    its view ``v``); see :class:`~shared.components.rendering.Stencil`."""
 
     def __init__(
         self,
@@ -83,11 +93,13 @@ class Component:
         """Load the initial state (may be ``async``); ``self.session`` is available."""
         return None
 
-    async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
+    async def on_ws_message(self, message: dict[str, Any]) -> LiveResult:
         """A live message, ``message["event"]`` naming it (``price_tick``, …).
 
         Returning ``False`` tells the framework the state did not change, so it skips
-        comparing parts (a tick most users hold nothing of); ``None`` means "look".
+        comparing parts (a tick most users hold nothing of); a set of part ids says
+        exactly which parts changed (rendered without comparing the others); ``None``
+        means "look".
         """
         return None
 
@@ -102,6 +114,19 @@ class Component:
         block contexts with what it last published and renders only changed blocks.
         Empty (the default) means: the whole fragment is re-rendered when state changes.
         """
+        return {}
+
+    def topics(self) -> list[str]:
+        """The shared topics this instance's page shows (e.g. the tickers of its rows).
+
+        The service renders a topic's parts once per tick for everyone
+        (:meth:`topic_parts`); the gateway sends them to each page showing the topic.
+        """
+        return []
+
+    @classmethod
+    def topic_parts(cls, topics: Iterable[str], prices: PriceBook) -> dict[str, list[Part]]:
+        """The shared parts of each of ``topics`` that changed on this tick."""
         return {}
 
     def adopt(self, state: dict[str, Any]) -> None:

@@ -1,8 +1,15 @@
 """Live sessions: follow the gateway's sessions, feed components, publish ``ui.*`` parts.
 
-One live instance per (user, component) is shared by that user's sessions and dropped with
-the last one. Each subscribed subject is subscribed once; messages are routed to instances
-by the placeholders of the component's subject template (``{account_id}``, ``{user_id}``).
+One live instance per (user, component) is shared by that user's sessions (tabs) and
+dropped with the last one. A connecting tab gets its own full render; the user's other
+tabs get nothing. Sessions are mounted from a queue by a few workers, so a burst of
+connections neither floods the database nor mounts a session that closed meanwhile.
+
+Ticks are merged while the service is busy (skip to the newest prices, never work
+through a backlog): the tick loop renders each component's shared parts once
+(:meth:`Component.topic_parts`), then brings every live instance up to date and
+publishes the changed parts of all users as one message per partition. A component
+with a ``live_interval`` is updated from ticks at most that often.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import copy
 import logging
 import re
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,9 +29,11 @@ from typing import Any
 
 from shared import wire
 from shared.bus import Handler, MessageBus, Subscription, subject_matches
-from shared.components.base import Component, ComponentContext
+from shared.components.base import Component, ComponentContext, LiveResult
 from shared.components.errors import PermissionDenied
 from shared.components.metrics import ComponentMetrics
+from shared.components.pricebook import PriceBook
+from shared.components.publish import UiPublisher
 from shared.components.registry import Registry
 from shared.components.rendering import Changes, PartsTracker
 from shared.components.runtime import mount
@@ -35,6 +45,7 @@ __all__ = ["LiveInstance", "LiveSessions", "subject_pattern"]
 log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
+MOUNT_WORKERS = 4
 
 
 @cache
@@ -82,6 +93,16 @@ def _stamp(message: Mapping[str, Any]) -> Any:
 NO_CHANGES = Changes(False, [])
 
 
+def _changes(instance: LiveInstance, result: LiveResult) -> Changes:
+    """What to publish after ``on_ws_message`` returned ``result``: nothing (``False``),
+    the parts it named, or what a comparison with the last publication finds."""
+    if result is False:
+        return NO_CHANGES
+    if isinstance(result, set | frozenset):
+        return instance.tracker.changed(instance.component, result)
+    return instance.tracker.changes(instance.component)
+
+
 class LiveSessions:
     """The live side of a component service; :meth:`start` subscribes, :meth:`stop` ends."""
 
@@ -91,80 +112,160 @@ class LiveSessions:
         bus: MessageBus,
         *,
         context: Callable[[Identity], ComponentContext] | None = None,
+        prices: PriceBook | None = None,
         heartbeat_interval: float = 10.0,
         missed_heartbeats: int = 3,
         clock: Callable[[], float] = time.monotonic,
         metrics: ComponentMetrics | None = None,
+        mount_workers: int = MOUNT_WORKERS,
     ) -> None:
         self.registry = registry
         self.bus = bus
+        self.prices = prices if prices is not None else PriceBook()
         self._context = context or (lambda identity: ComponentContext(user=identity))
         self.heartbeat_interval = heartbeat_interval
         self.missed_heartbeats = missed_heartbeats
         self._clock = clock
         self._metrics = metrics
+        self.publisher = UiPublisher(bus, metrics)
         self.sessions: dict[str, _Session] = {}
         self.instances: dict[tuple[int, str], LiveInstance] = {}
+        self._by_class: dict[str, dict[int, LiveInstance]] = defaultdict(dict)
+        self._account_users: dict[int, set[int]] = defaultdict(set)
+        self._user_sessions: dict[int, set[str]] = defaultdict(set)
         self._subs: list[Subscription] = []
-        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._user_locks: dict[int, asyncio.Lock] = {}
         self._failed: set[tuple[int, str]] = set()
+        self._mount_queue: asyncio.Queue[str] = asyncio.Queue()
+        self._mount_workers = mount_workers
+        # ticks waiting for the tick loop: tickers changed since it last ran, per class
+        self._pending: dict[str, set[str]] = {}
+        self._pending_ts: Any = None
+        self._last_run: dict[str, float] = {}
+        self._wakeups: set[str] = set()
+        # topics any live instance shows, per component (recomputed after a full render)
+        self._watched: dict[str, set[str] | None] = {}
+        self._tick_ready = asyncio.Event()
+        self._tick_idle = asyncio.Event()
+        self._tick_idle.set()
+        self._ticks_waiting = 0
 
     @property
     def live_components(self) -> list[type[Component]]:
         return [cls for cls in self.registry if cls.subscriptions]
 
+    @property
+    def _tick_components(self) -> list[type[Component]]:
+        return [c for c in self.live_components if wire.PRICES_TICKS in c.subscriptions]
+
     async def start(self) -> None:
-        handlers: dict[str, Handler] = {
-            wire.SESSION_OPENED: self._on_opened,
-            wire.SESSION_HEARTBEAT: self._on_heartbeat,
-            wire.SESSION_CLOSED: self._on_closed,
+        handlers: dict[str, Handler] = {wire.SESSION_ALL: self._on_session}
+        patterns = {
+            subject_pattern(t)
+            for c in self.live_components
+            for t in c.subscriptions
+            if t != wire.PRICES_TICKS
         }
-        patterns = {subject_pattern(t) for c in self.live_components for t in c.subscriptions}
         for pattern in sorted(patterns):
             handlers[pattern] = self.deliver
+        if self._tick_components:
+            handlers[wire.PRICES_TICKS] = self._on_tick
         for subject, handler in handlers.items():
             self._subs.append(await self.bus.subscribe(subject, handler))
         await self.bus.flush()  # subscribed at the server before anyone is told we are up
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._tasks = [asyncio.create_task(self._sweep_forever())]
+        if self._tick_components:
+            self._tasks.append(asyncio.create_task(self._tick_loop()))
+        self._tasks += [
+            asyncio.create_task(self._mount_worker()) for _ in range(self._mount_workers)
+        ]
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await task
+        self._tasks.clear()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
         self.sessions.clear()
         self.instances.clear()
+        self._by_class.clear()
 
     # -- sessions --------------------------------------------------------------------
-    async def _on_opened(self, _subject: str, payload: dict[str, Any]) -> None:
-        await self.open(payload)
+    async def _on_session(self, subject: str, payload: dict[str, Any]) -> None:
+        if subject == wire.SESSION_OPENED:
+            self._register(payload, queue=True)
+        elif subject == wire.SESSION_HEARTBEAT:
+            # a gateway sends its sockets' sessions in batches; one session alone is fine
+            for announcement in payload.get("sessions") or [payload]:
+                self._beat(announcement)
+        elif subject == wire.SESSION_CLOSED:
+            self.close(str(payload.get("session_id")))
 
-    async def _on_heartbeat(self, _subject: str, payload: dict[str, Any]) -> None:
-        session = self.sessions.get(str(payload.get("session_id")))
+    def _beat(self, announcement: Mapping[str, Any]) -> None:
+        session = self.sessions.get(str(announcement.get("session_id")))
         if session is None:
-            await self.open(payload)  # e.g. this process restarted: catch up
+            self._register(announcement, queue=True)  # e.g. this process restarted
             return
         session.last_seen = self._clock()
         user_id = session.identity.user_id
-        retry = [cls for cls in self.live_components if (user_id, cls.name) in self._failed]
-        for cls in retry:
-            await self._open_component(cls, session.identity)
+        if any((user_id, cls.name) in self._failed for cls in self.live_components):
+            self._mount_queue.put_nowait(session.identity.session_id)  # retry failed mounts
 
-    async def _on_closed(self, _subject: str, payload: dict[str, Any]) -> None:
-        self.close(str(payload.get("session_id")))
+    def _register(self, payload: Mapping[str, Any], *, queue: bool) -> Identity | None:
+        try:
+            identity = _identity(payload)
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring a malformed session announcement")
+            return None
+        self.sessions[identity.session_id] = _Session(identity, self._clock())
+        self._account_users[identity.account_id].add(identity.user_id)
+        self._user_sessions[identity.user_id].add(identity.session_id)
+        if queue:
+            self._mount_queue.put_nowait(identity.session_id)
+        self._gauge()
+        return identity
 
     async def open(self, payload: Mapping[str, Any]) -> None:
-        """A session opened (or reconnected): mount what is not live, publish full renders."""
-        identity = _identity(payload)
-        self.sessions[identity.session_id] = _Session(identity, self._clock())
+        """A session opened (or reconnected): mount what is not live, publish its full
+        renders (now, not through the queue)."""
+        identity = self._register(payload, queue=False)
+        if identity is not None:
+            await self._open_session(identity)
+
+    async def settled(self) -> None:
+        """Wait until every queued session is mounted (or skipped) and every tick received
+        so far is processed (for tests: an event to wait for, not a sleep)."""
+        await self._mount_queue.join()
+        if self._tasks:
+            await self._tick_idle.wait()
+
+    async def _mount_worker(self) -> None:
+        while True:
+            session_id = await self._mount_queue.get()
+            try:
+                session = self.sessions.get(session_id)
+                if session is None:  # closed before its turn came: never mounted
+                    if self._metrics is not None:
+                        self._metrics.mounts_skipped.inc()
+                    continue
+                await self._open_session(session.identity)
+            except Exception:
+                log.exception("opening session %s failed", session_id)
+            finally:
+                self._mount_queue.task_done()
+
+    async def _open_session(self, identity: Identity) -> None:
         lock = self._user_locks.setdefault(identity.user_id, asyncio.Lock())
         async with lock:
             for cls in self.live_components:
+                if identity.session_id not in self.sessions:
+                    return
                 await self._open_component(cls, identity)
         self._gauge()
 
@@ -181,9 +282,22 @@ class LiveSessions:
                 self._failed.add(key)  # retried on the next heartbeat
                 return
             self._failed.discard(key)
+            if identity.session_id not in self.sessions:
+                return  # the session closed while mounting
             instance = self.instances[key] = LiveInstance(component)
+            self._by_class[cls.name][identity.user_id] = instance
+            self._watched[cls.name] = None
         async with instance.lock:
-            await self._publish(instance, instance.tracker.full(instance.component), {})
+            # this tab's own full render; the user's other tabs already show this state
+            changes = instance.tracker.full(instance.component)
+            batch = self.publisher.batch(cls.name, _stamp({}))
+            batch.add(
+                identity.user_id,
+                changes,
+                session=identity.session_id,
+                topics=instance.component.topics(),
+            )
+            await batch.send()
 
     def close(self, session_id: str) -> None:
         """Forget a session; the user's live instances go with their last session."""
@@ -191,11 +305,22 @@ class LiveSessions:
         if session is None:
             return
         user_id = session.identity.user_id
-        if not any(s.identity.user_id == user_id for s in self.sessions.values()):
-            for key in [k for k in self.instances if k[0] == user_id]:
-                del self.instances[key]
+        sessions = self._user_sessions.get(user_id)
+        if sessions is not None:
+            sessions.discard(session_id)
+        if not sessions:
+            self._user_sessions.pop(user_id, None)
+            for cls in self.live_components:
+                self.instances.pop((user_id, cls.name), None)
+                self._by_class[cls.name].pop(user_id, None)
+                self._watched[cls.name] = None
             self._failed = {k for k in self._failed if k[0] != user_id}
             self._user_locks.pop(user_id, None)
+            users = self._account_users.get(session.identity.account_id)
+            if users is not None:
+                users.discard(user_id)
+                if not users:
+                    del self._account_users[session.identity.account_id]
         self._gauge()
 
     def sweep(self) -> list[str]:
@@ -214,24 +339,117 @@ class LiveSessions:
             except Exception:
                 log.exception("session sweep failed")
 
-    # -- messages --------------------------------------------------------------------
+    # -- ticks -----------------------------------------------------------------------
+    async def _on_tick(self, _subject: str, payload: dict[str, Any]) -> None:
+        prices = payload.get("prices")
+        if not isinstance(prices, dict):
+            return
+        self.prices.apply(prices)
+        for cls in self._tick_components:
+            self._pending.setdefault(cls.name, set()).update(prices)
+        self._pending_ts = payload.get("ts")
+        self._ticks_waiting += 1
+        self._tick_idle.clear()
+        self._tick_ready.set()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await self._tick_ready.wait()
+            self._tick_ready.clear()
+            if self._ticks_waiting > 1 and self._metrics is not None:
+                self._metrics.ticks_merged.inc(self._ticks_waiting - 1)
+            self._ticks_waiting = 0
+            started = time.perf_counter()
+            try:
+                await self.process_ticks()
+            except Exception:
+                log.exception("tick processing failed")
+            if self._metrics is not None:
+                self._metrics.tick_seconds.observe(time.perf_counter() - started)
+            if not self._tick_ready.is_set():
+                self._tick_idle.set()
+
+    async def process_ticks(self) -> None:
+        """Bring every tick-driven component up to the ticks merged so far."""
+        ts = self._pending_ts
+        now = self._clock()
+        for cls in self._tick_components:
+            tickers = self._pending.get(cls.name)
+            if not tickers:
+                continue
+            if cls.live_interval > 0:
+                due = self._last_run.get(cls.name, 0.0) + cls.live_interval
+                if now < due:  # merged into a later run; wake up for it
+                    if cls.name not in self._wakeups:
+                        self._wakeups.add(cls.name)
+                        asyncio.get_running_loop().call_later(due - now, self._wake, cls.name)
+                    continue
+                self._last_run[cls.name] = now
+            self._pending[cls.name] = set()
+            await self._tick_component(cls, tickers, ts)
+
+    def _wake(self, name: str) -> None:
+        self._wakeups.discard(name)
+        self._tick_ready.set()
+
+    async def _tick_component(self, cls: type[Component], tickers: set[str], ts: Any) -> None:
+        book = self.prices
+        watched = self._watched_topics(cls)
+        shown = [t for t in tickers if t in watched]
+        if shown:
+            await self.publisher.shared(cls.name, ts, cls.topic_parts(shown, book))
+        prices = {t: book.quote(t) for t in tickers}
+        message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
+        batch = self.publisher.batch(cls.name, _stamp(message))
+        for user_id, instance in list(self._by_class[cls.name].items()):
+            component = instance.component
+            async with instance.lock:
+                try:  # tick handlers do no I/O: no unit of work
+                    result = await component.on_ws_message(message)
+                    changes = _changes(instance, result)
+                except Exception:
+                    log.exception("%s.on_ws_message(price_tick) failed", cls.name)
+                    continue
+                topics = component.topics() if changes.full else None
+                if topics is not None:
+                    self._watched[cls.name] = None
+                batch.add(user_id, changes, topics=topics)
+        await batch.send()
+
+    def _watched_topics(self, cls: type[Component]) -> set[str]:
+        """The topics some live instance of ``cls`` shows: only those are rendered."""
+        watched = self._watched.get(cls.name)
+        if watched is None:
+            watched = set()
+            for instance in self._by_class[cls.name].values():
+                watched.update(instance.component.topics())
+            self._watched[cls.name] = watched
+        return watched
+
+    # -- other messages ----------------------------------------------------------------
     async def deliver(self, subject: str, payload: dict[str, Any]) -> None:
         """Route one bus message to every live instance subscribed to it."""
-        routes = [
-            (cls, _bindings(template, subject), event)
-            for cls in self.live_components
-            for template, event in cls.subscriptions.items()
-            if subject_matches(subject_pattern(template), subject)
-        ]
-        jobs = [
-            self._handle(instance, {**payload, "event": event})
-            for cls, bound, event in routes
-            for instance in list(self.instances.values())
-            if type(instance.component) is cls
-            and all(str(getattr(instance.component.user, k, None)) == v for k, v in bound.items())
-        ]
-        for job in jobs:  # in turn: a tick fans out to many instances, none waits on I/O
-            await job
+        for cls in self.live_components:
+            for template, event in cls.subscriptions.items():
+                if template == wire.PRICES_TICKS:
+                    continue
+                if not subject_matches(subject_pattern(template), subject):
+                    continue
+                for instance in self._addressees(cls, _bindings(template, subject)):
+                    await self._handle(instance, {**payload, "event": event})
+
+    def _addressees(self, cls: type[Component], bound: dict[str, str]) -> list[LiveInstance]:
+        instances = self._by_class.get(cls.name, {})
+        try:
+            if "user_id" in bound:
+                users: Any = {int(bound["user_id"])}
+            elif "account_id" in bound:
+                users = self._account_users.get(int(bound["account_id"]), set())
+            else:
+                return list(instances.values())
+        except ValueError:
+            return []
+        return [instances[u] for u in users if u in instances]
 
     async def _handle(self, instance: LiveInstance, message: dict[str, Any]) -> None:
         component = instance.component
@@ -240,8 +458,7 @@ class LiveSessions:
             try:
                 result = await component.on_ws_message(message)
                 await uow.commit()
-                # a handler that returns False says "nothing changed": skip the diff
-                changes = NO_CHANGES if result is False else instance.tracker.changes(component)
+                changes = _changes(instance, result)
             except Exception:
                 await uow.rollback()
                 log.exception("%s.on_ws_message(%s) failed", component.name, message.get("event"))
@@ -266,23 +483,17 @@ class LiveSessions:
     async def _publish(
         self, instance: LiveInstance, changes: Changes, message: Mapping[str, Any]
     ) -> None:
+        """One user's changes, to every tab of that user, now."""
         if not changes:
             return
         component = instance.component
-        user_id = getattr(component.request.user, "user_id", 0)
-        payload = {
-            "component": component.name,
-            "full": changes.full,
-            "parts": [p.to_wire() for p in changes.parts],
-            "ts": _stamp(message),
-        }
-        try:
-            await self.bus.publish(wire.ui_subject(int(user_id or 0), component.name), payload)
-        except Exception:
-            log.exception("publishing %s for user %s failed", component.name, user_id)
-            return
-        if self._metrics is not None:
-            self._metrics.published(component.name, changes.full, len(changes.parts))
+        user_id = int(getattr(component.request.user, "user_id", 0) or 0)
+        batch = self.publisher.batch(component.name, _stamp(message))
+        topics = component.topics() if changes.full else None
+        if topics is not None:
+            self._watched[component.name] = None
+        batch.add(user_id, changes, topics=topics)
+        await batch.send()
 
     def _gauge(self) -> None:
         if self._metrics is not None:

@@ -38,6 +38,22 @@ class ComponentMetrics:
             "component_live_instances", "Live component instances.", registry=self.registry
         )
 
+        self.ticks_merged = Counter(
+            "component_live_ticks_merged",
+            "Ticks merged into a later one because the service was busy (skip to newest).",
+            registry=self.registry,
+        )
+        self.tick_seconds = Histogram(
+            "component_live_tick_seconds",
+            "Time to bring every live instance up to one (merged) tick and publish.",
+            registry=self.registry,
+        )
+        self.mounts_skipped = Counter(
+            "component_live_mounts_skipped",
+            "Queued session mounts skipped because the session closed first.",
+            registry=self.registry,
+        )
+
     def published(self, component: str, full: bool, parts: int) -> None:
         self.publishes.labels(component, "true" if full else "false").inc()
         self.parts.labels(component).inc(parts)

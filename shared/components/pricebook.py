@@ -1,41 +1,98 @@
-"""The latest quote of every ticker a service has seen on ``prices.ticks``.
+"""The latest quote of every ticker a service has seen on ``prices.ticks``, with history.
 
 Database prices lag the feed by up to a write interval, and mounts may come from the
 cache. A component that follows ticks is brought up to date right after its mount by
 replaying the book through its own ``on_ws_message``, so a page load or a reconnect
 shows current prices without a second copy of the tick logic. The orders service prices
-market orders from it.
+market orders from it. The book also keeps, per ticker, the direction of the last change
+and a short history of last prices: what every trader who shows that ticker sees alike.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any
 
-from shared import wire
+from shared import domain, wire
+from shared.ticks import tick_last
 
-__all__ = ["PriceBook"]
+__all__ = ["HISTORY_POINTS", "PriceBook"]
+
+HISTORY_POINTS = 30
 
 
 class PriceBook:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._quotes: dict[str, Any] = {}
+        self._last: dict[str, Decimal] = {}
+        self._dir: dict[str, str] = {}
+        self._history: dict[str, deque[Decimal]] = {}
         self._clock = clock
         self._last_tick: float | None = None
 
     def __len__(self) -> int:
         return len(self._quotes)
 
+    def __contains__(self, ticker: object) -> bool:
+        return ticker in self._quotes
+
+    def seed(self, rows: Iterable[tuple[str, Any, Any, Any, Any]]) -> None:
+        """Start from stored prices ``(ticker, last, bid, ask, prev_close)``; a ticker
+        already quoted by the feed keeps its live quote."""
+        for ticker, last, bid, ask, prev_close in rows:
+            if ticker in self._quotes or last is None:
+                continue
+            last_d = domain.dec(last)
+            prev = domain.dec(prev_close) if prev_close is not None else last_d
+            self._quotes[ticker] = {
+                "last": str(last_d),
+                "bid": str(domain.dec(bid if bid is not None else last)),
+                "ask": str(domain.dec(ask if ask is not None else last)),
+                "chg_pct": str(domain.change_pct(last_d, prev)),
+            }
+            self._last[ticker] = last_d
+            self._history[ticker] = deque([prev, last_d], maxlen=HISTORY_POINTS)
+
     async def on_tick(self, _subject: str, payload: dict[str, Any]) -> None:
         prices = payload.get("prices")
         if isinstance(prices, dict):
-            self._quotes.update(prices)
-            self._last_tick = self._clock()
+            self.apply(prices)
+
+    def apply(self, prices: dict[str, Any]) -> None:
+        """Take one tick's quotes (``{ticker: {last, bid, ask, chg_pct}}``)."""
+        for ticker, quote in prices.items():
+            try:
+                last = tick_last(quote)
+            except (KeyError, ValueError, ArithmeticError, TypeError):
+                continue
+            self._quotes[ticker] = quote
+            old = self._last.get(ticker)
+            if old is not None and last != old:
+                self._dir[ticker] = "up" if last > old else "down"
+            if last != old:
+                self._last[ticker] = last
+                history = self._history.get(ticker)
+                if history is None:
+                    history = self._history[ticker] = deque(maxlen=HISTORY_POINTS)
+                history.append(last)
+        self._last_tick = self._clock()
 
     def quote(self, ticker: str) -> Any:
         """The latest quote of ``ticker`` (``{last, bid, ask, chg_pct}``), or None."""
         return self._quotes.get(ticker)
+
+    def last(self, ticker: str) -> Decimal | None:
+        return self._last.get(ticker)
+
+    def direction(self, ticker: str) -> str:
+        """``"up"``, ``"down"`` or ``""``: how the last price last moved."""
+        return self._dir.get(ticker, "")
+
+    def history(self, ticker: str) -> list[Decimal]:
+        return list(self._history.get(ticker, ()))
 
     @property
     def seen_feed(self) -> bool:

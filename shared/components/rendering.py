@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
@@ -16,14 +17,16 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2_fragments import render_block
+from markupsafe import escape
 
-from shared.components.base import Component
+from shared.components.base import Component, PartSpec
 
 __all__ = [
     "Changes",
     "Part",
     "PartsTracker",
     "Rendered",
+    "Stencil",
     "base_context",
     "environment_for",
     "money",
@@ -52,6 +55,8 @@ class Part:
 
 
 def _decimal(value: Any) -> Decimal | None:
+    if type(value) is Decimal:
+        return value
     if value is None or value == "":
         return None
     try:
@@ -60,8 +65,12 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
+_QUANTUM = {places: Decimal(1).scaleb(-places) for places in range(9)}
+
+
 def _round(number: Decimal, places: int) -> Decimal:
-    return number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    quantum = _QUANTUM.get(places) or Decimal(1).scaleb(-places)
+    return number.quantize(quantum, rounding=ROUND_HALF_UP)
 
 
 def money(value: Any, places: int = 2) -> str:
@@ -91,13 +100,23 @@ def signed(value: Any, places: int = 2) -> str:
     return "" if number is None else f"{_round(number, places):+,.{places}f}"
 
 
+_template_dirs: dict[type[Component], Path] = {}
+
+
 def template_dir(cls: type[Component]) -> Path:
+    """The templates directory of ``cls`` (resolved once per class)."""
+    found = _template_dirs.get(cls)
+    if found is not None:
+        return found
     if cls.template_dir is not None:
-        return Path(cls.template_dir)
-    module_file = getattr(sys.modules[cls.__module__], "__file__", None)
-    if module_file is None:
-        raise RuntimeError(f"cannot locate templates for {cls!r}; set template_dir")
-    return Path(module_file).resolve().parent / "templates"
+        found = Path(cls.template_dir)
+    else:
+        module_file = getattr(sys.modules[cls.__module__], "__file__", None)
+        if module_file is None:
+            raise RuntimeError(f"cannot locate templates for {cls!r}; set template_dir")
+        found = Path(module_file).resolve().parent / "templates"
+    _template_dirs[cls] = found
+    return found
 
 
 @cache
@@ -134,16 +153,79 @@ def render(component: Component) -> Rendered:
     return Rendered(component.template_name, context, html)
 
 
-def render_parts(component: Component, ids: list[str] | None = None) -> list[Part]:
+def render_parts(
+    component: Component,
+    ids: Collection[str] | None = None,
+    specs: Mapping[str, PartSpec] | None = None,
+) -> list[Part]:
     """Render the blocks of ``ids`` (default: every live part), each a whole element."""
-    specs = component.live_parts()
-    env = environment_for(template_dir(type(component)))
-    base = base_context(component)
-    return [
-        Part(part_id, render_block(env, component.template_name, block, **{**base, **ctx}))
-        for part_id, (block, ctx) in specs.items()
-        if ids is None or part_id in ids
-    ]
+    if specs is None:
+        specs = component.live_parts()
+    cls = type(component)
+    base: dict[str, Any] | None = None
+    wanted = None if ids is None else set(ids)
+    parts = []
+    for part_id, (block, ctx) in specs.items():
+        if wanted is not None and part_id not in wanted:
+            continue
+        if block in cls.stencils:
+            parts.append(Part(part_id, stencil_for(cls, block)(ctx["v"])))
+            continue
+        if base is None:
+            base = base_context(component)
+        env = environment_for(template_dir(cls))
+        parts.append(Part(part_id, render_block(env, cls.template_name, block, **{**base, **ctx})))
+    return parts
+
+
+_MARK = "\x00"
+
+
+class Stencil:
+    """One template block compiled to a ``str.format`` string, for the hot path.
+
+    The block must only interpolate the string fields of one view dict (``v.<field>``)
+    and hold no logic on their values: that logic lives in the Python function that
+    builds the view. The full template renders the same block with the same view, so
+    there is one copy of the markup; the stencil renders it in a few microseconds
+    instead of a Jinja block's tens. Values are HTML-escaped as Jinja escapes them.
+    """
+
+    def __init__(self, cls: type[Component], block: str, fields: tuple[str, ...]) -> None:
+        env = environment_for(template_dir(cls))
+        sentinel = {f: f"{_MARK}{f}{_MARK}" for f in fields}
+        html = render_block(env, cls.template_name, block, v=sentinel).strip()
+        pieces = html.split(_MARK)
+        names = pieces[1::2]
+        if len(pieces) % 2 == 0 or set(names) - set(fields):
+            raise ValueError(f"block {block!r} of {cls.__name__} is not a plain stencil")
+        literals = [p.replace("{", "{{").replace("}", "}}") for p in pieces[0::2]]
+        self._format = literals[0] + "".join(
+            "{" + name + "}" + lit for name, lit in zip(names, literals[1:], strict=True)
+        )
+        self.fields = fields
+
+    def __call__(self, view: dict[str, str]) -> str:
+        return self._format.format_map({k: _escape(view[k]) for k in self.fields})
+
+
+_UNSAFE = frozenset("&<>'\"")
+
+
+def _escape(value: str) -> str:
+    """``markupsafe.escape``, with a fast path for the usual figures (nothing to escape)."""
+    return escape(value) if _UNSAFE.intersection(value) else value
+
+
+_stencils: dict[tuple[type[Component], str], Stencil] = {}
+
+
+def stencil_for(cls: type[Component], block: str) -> Stencil:
+    """The compiled stencil of one of ``cls.stencils``' blocks (compiled once)."""
+    stencil = _stencils.get((cls, block))
+    if stencil is None:
+        stencil = _stencils[cls, block] = Stencil(cls, block, tuple(cls.stencils[block]))
+    return stencil
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,14 +252,27 @@ class PartsTracker:
 
     def full(self, component: Component) -> Changes:
         """A full render; the snapshot becomes the current parts."""
-        self._snapshot = copy.deepcopy(self._current(component))
+        self._snapshot = {pid: _copy(ctx) for pid, ctx in self._current(component).items()}
         if not type(component).live_root and component.live_parts():
             return Changes(True, render_parts(component))
         return Changes(True, [Part(component.root_id, render(component).html)])
 
+    def changed(self, component: Component, ids: Collection[str]) -> Changes:
+        """The parts ``ids`` the component says changed (it vouches: nothing is compared).
+
+        Falls back to :meth:`changes` when the set of parts itself changed."""
+        previous = self._snapshot
+        specs = component.live_parts()
+        if previous is None or specs.keys() != previous.keys() or not specs.keys() >= set(ids):
+            return self.changes(component)
+        for pid in ids:
+            previous[pid] = _copy(specs[pid][1])
+        return Changes(False, render_parts(component, ids, specs) if ids else [])
+
     def changes(self, component: Component) -> Changes:
         """Only the parts whose context changed since the last call (or a full render)."""
-        current = self._current(component)
+        specs = component.live_parts()
+        current = self._current(component, specs)
         previous = self._snapshot
         if previous is None or list(current) != list(previous):
             return self.full(component)
@@ -185,17 +280,29 @@ class PartsTracker:
         if not changed:
             return Changes(False, [])
         for pid in changed:
-            previous[pid] = copy.deepcopy(current[pid])
+            previous[pid] = _copy(current[pid])
         if changed == [_WHOLE]:
             return Changes(True, [Part(component.root_id, render(component).html)])
-        return Changes(False, render_parts(component, changed))
+        return Changes(False, render_parts(component, changed, specs))
 
     @staticmethod
-    def _current(component: Component) -> dict[str, Any]:
-        specs = component.live_parts()
+    def _current(
+        component: Component, specs: Mapping[str, PartSpec] | None = None
+    ) -> dict[str, Any]:
+        if specs is None:
+            specs = component.live_parts()
         if not specs:
             return {_WHOLE: component.state}
         return {pid: ctx for pid, (_block, ctx) in specs.items()}
 
 
 _WHOLE = "\x00whole"
+
+
+def _copy(ctx: Any) -> Any:
+    """A snapshot of a part's context: a stencil view (strings only) is copied shallowly."""
+    if type(ctx) is dict and len(ctx) == 1 and type(ctx.get("v")) is dict:
+        view = ctx["v"]
+        if all(type(x) is str for x in view.values()):
+            return {"v": dict(view)}
+    return copy.deepcopy(ctx)

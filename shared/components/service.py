@@ -10,7 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import wire
 from shared.bus import Handler, MessageBus, NatsBus, Subscription
@@ -30,6 +31,7 @@ from shared.components.registry import Registry
 from shared.components.rendering import render
 from shared.components.runtime import dispatch, mount
 from shared.db.engine import create_engine, ping, session_factory
+from shared.db.models import Symbol
 from shared.identity import Identity, InvalidIdentity, verify_identity
 from shared.observability import RequestIdMiddleware, install_ops_routes, request_id_var
 from shared.settings import ServiceSettings
@@ -123,13 +125,16 @@ def create_component_app(
         app.state.bus = await NatsBus.connect(settings.nats_url, service_name) if own_bus else bus
         subs: list[Subscription] = []
         try:
-            if prices is not None:
+            if prices is not None and app.state.db is not None:
+                await seed_prices(app.state.db, prices)
+            if prices is not None and not (live and follows_ticks):
                 subs.append(await app.state.bus.subscribe(wire.PRICES_TICKS, prices.on_tick))
             if live:
                 app.state.live = LiveSessions(
                     registry,
                     app.state.bus,
                     context=lambda identity: context_for(app, identity, "live"),
+                    prices=prices,
                     heartbeat_interval=heartbeat_interval,
                     metrics=metrics,
                 )
@@ -249,6 +254,15 @@ def create_component_app(
         return await guarded(request, name, event)
 
     return app
+
+
+async def seed_prices(db: async_sessionmaker[AsyncSession], book: PriceBook) -> None:
+    """Start the price book from the stored prices, so every ticker is known before the
+    feed's first tick mentions it."""
+    query = select(Symbol.ticker, Symbol.last, Symbol.bid, Symbol.ask, Symbol.prev_close)
+    async with db() as session:
+        rows = (await session.execute(query)).all()
+    book.seed((t, last, bid, ask, prev) for t, last, bid, ask, prev in rows)
 
 
 def live_instance(app: FastAPI, user_id: int, name: str) -> Component | None:

@@ -8,12 +8,13 @@ trading permission, an in-memory rate limiter and mount cache, no bus, no databa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import wire
 from shared.bus import MessageBus
 from shared.components.base import Component, ComponentContext
 from shared.components.cache import MountCache
@@ -34,7 +35,9 @@ __all__ = [
     "dispatch_event",
     "mount_component",
     "render_component",
+    "shared_parts",
     "trader",
+    "ui_updates",
 ]
 
 T = TypeVar("T")
@@ -206,3 +209,26 @@ def assert_permission_denied(
 ) -> PermissionDenied:
     """Dispatching ``event`` as ``user`` (default anonymous) is refused (401/403)."""
     return _run(aassert_permission_denied(component_cls, event, user, payload, status=status))
+
+
+def ui_updates(
+    published: Iterable[tuple[str, dict[str, Any]]], user_id: int, component: str
+) -> list[dict[str, Any]]:
+    """The updates of ``component`` for ``user_id`` among published ``(subject, payload)``
+    pairs, in order, each with its message's ``component`` and ``ts``."""
+    subject = wire.ui_subject(user_id, component)
+    return [
+        {"component": payload["component"], "ts": payload.get("ts"), **update}
+        for s, payload in published
+        if s == subject
+        for update in payload.get("updates", ())
+        if update.get("user") == user_id
+    ]
+
+
+def shared_parts(
+    published: Iterable[tuple[str, dict[str, Any]]], component: str
+) -> list[dict[str, list[dict[str, str]]]]:
+    """The ``topics`` of each ``ui.shared.<component>`` message among ``published``."""
+    subject = wire.ui_shared_subject(component)
+    return [payload["topics"] for s, payload in published if s == subject]

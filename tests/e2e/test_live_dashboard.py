@@ -59,10 +59,13 @@ def wait_for_change(page: Any, before: dict[str, Any], timeout: float = 15) -> d
     raise AssertionError("no price changed on the page without a reload")
 
 
-def publish(stack: Stack, subject: str, payload: dict[str, Any]) -> None:
+def publish(stack: Stack, *messages: tuple[str, dict[str, Any]]) -> None:
+    """Publish ``(subject, payload)`` messages back to back on one connection."""
+
     async def send() -> None:
         bus = await NatsBus.connect(stack.env["NATS_URL"])
-        await bus.publish(subject, payload)
+        for subject, payload in messages:
+            await bus.publish(subject, payload)
         await bus.flush()
         await bus.close()
 
@@ -94,35 +97,54 @@ def test_a_frame_mixing_every_component_swaps_every_part(new_page: Any, stack: S
     page.wait_for_selector("#portfolio-row-AAPL")
     alice = devservers.run_async(identity_of(stack.env["DATABASE_URL"], "alice"))
     marker = f"frame-{time.time_ns()}"
-    ids = [
-        "risk-root",
-        "portfolio-row-AAPL",
-        "order-root",
-        "watchlist-row-MSFT",
-        "portfolio-totals",
-    ]
-    for present in ids:
-        page.wait_for_selector(f"#{present}", state="attached")
-    shapes = {  # the element each id is on the page: sections, rows, a rowgroup
+    shapes = {  # the element each id is on the page: sections, rows, cell wrappers, a rowgroup
         "risk-root": ("section", 'class="panel"'),
         "portfolio-row-AAPL": ("div", 'role="row" class="row"'),
+        "portfolio-pl-MSFT": ("div", 'class="cells"'),
         "order-root": ("section", 'class="panel"'),
-        "watchlist-row-MSFT": ("div", 'role="row" class="row"'),
+        "watchlist-quote-MSFT": ("div", 'class="cells"'),
         "portfolio-totals": ("div", 'role="rowgroup"'),
     }
-    parts = [
-        {"id": i, "html": f'<{tag} id="{i}" {attrs} data-e2e="{marker}">{i}</{tag}>'}
-        for i, (tag, attrs) in shapes.items()
-    ]
-    # one message carrying parts of all four components becomes one frame at the gateway
-    publish(
-        stack,
-        wire.ui_subject(alice.user_id, "portfolio"),
-        {"component": "portfolio", "full": False, "parts": parts, "ts": time.time() * 1000},
+    ids = list(shapes)
+    for present in ids:
+        page.wait_for_selector(f"#{present}", state="attached")
+
+    def part(i: str) -> dict[str, str]:
+        tag, attrs = shapes[i]
+        return {"id": i, "html": f'<{tag} id="{i}" {attrs} data-e2e="{marker}">{i}</{tag}>'}
+
+    # each component's parts as its service publishes them, back to back: the gateway
+    # sends what arrives within its gather window as one frame
+    # a part may be superseded by the next tick's within the same frame or right after it,
+    # so record every element that lands with the marker, as it lands
+    page.evaluate(
+        """(marker) => {
+            window.__landed = new Set();
+            new MutationObserver((records) => {
+                for (const r of records) for (const n of r.addedNodes)
+                    if (n.dataset && n.dataset.e2e === marker) window.__landed.add(n.id);
+            }).observe(document.body, {childList: true, subtree: true});
+        }""",
+        marker,
     )
+    now = time.time() * 1000
+    messages = []
+    for component, mine in (
+        # (a row holds its cell wrappers: a fake AAPL row would leave pl-AAPL no target)
+        ("portfolio", ["portfolio-row-AAPL", "portfolio-pl-MSFT", "portfolio-totals"]),
+        ("order", ["order-root"]),
+        ("risk_metrics", ["risk-root"]),
+    ):
+        update = wire.ui_update(alice.user_id, [part(i) for i in mine], full=False)
+        message = {"component": component, "ts": now, "updates": [update]}
+        messages.append((wire.ui_subject(alice.user_id, component), message))
+    shared = {"MSFT": [part("watchlist-quote-MSFT")]}
+    message = {"component": "watchlist", "ts": now, "topics": shared}
+    messages.append((wire.ui_shared_subject("watchlist"), message))
+    publish(stack, *messages)
     page.wait_for_function(
-        "([ids, marker]) => ids.every(id => document.getElementById(id)?.dataset.e2e === marker)",
-        arg=[ids, marker],
+        "(ids) => ids.every(id => window.__landed.has(id))",
+        arg=ids,
         timeout=10_000,
     )
 

@@ -22,11 +22,15 @@ QUIET_S = 0.5
 
 
 class Inbox:
+    """User 41's portfolio updates, one per entry (they arrive batched per partition)."""
+
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     async def handler(self, subject: str, payload: dict[str, Any]) -> None:
-        await self.queue.put((subject, payload))
+        for update in payload.get("updates", ()):
+            if update.get("user") == 41:
+                await self.queue.put((subject, {"ts": payload.get("ts"), **update}))
 
     async def next(self, wait: float = 5.0) -> tuple[str, dict[str, Any]]:
         return await asyncio.wait_for(self.queue.get(), wait)
@@ -52,7 +56,7 @@ async def live_app(nats_url: str) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def inbox(bus: NatsBus) -> Inbox:
     inbox = Inbox()
-    await bus.subscribe("ui.41.portfolio", inbox.handler)
+    await bus.subscribe(wire.ui_subject(41, "portfolio"), inbox.handler)
     await bus.flush()
     return inbox
 
@@ -73,8 +77,11 @@ async def test_open_tick_close(live_app: FastAPI, bus: NatsBus, inbox: Inbox) ->
     assert parts["full"] is False and parts["ts"] == tick["ts"]
     assert [p["id"] for p in parts["parts"]] == ["portfolio-row-MSFT", "portfolio-total"]
 
-    await bus.publish(wire.PRICES_TICKS, tick)  # same prices: nothing to say
-    await inbox.assert_quiet()
+    await bus.publish(wire.PRICES_TICKS, tick)  # same prices: nothing to say …
+    later = {"seq": 8, "ts": "later", "prices": {"AAPL": 183.0}}
+    await bus.publish(wire.PRICES_TICKS, later)
+    _, next_parts = await inbox.next()  # … so the next update is the later tick's
+    assert next_parts["ts"] == "later"
 
     await bus.publish(wire.orders_events(410), {"symbol": "NVDA", "qty": 2, "ts": "t"})
     _, added = await inbox.next()

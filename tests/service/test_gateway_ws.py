@@ -95,8 +95,19 @@ def part(part_id: str, text: str) -> dict[str, str]:
     return {"id": part_id, "html": f'<div id="{part_id}" role="row">{text}</div>'}
 
 
-def ui(component: str, *parts: dict[str, str], full: bool = False) -> dict[str, Any]:
-    return {"component": component, "full": full, "parts": list(parts), "ts": time.time() * 1000}
+async def send_ui(
+    bus: NatsBus,
+    user_id: int,
+    component: str,
+    *parts: dict[str, str],
+    full: bool = False,
+    session: str | None = None,
+    topics: list[str] | None = None,
+) -> None:
+    """Publish one user's update as a component service does (a one-entry batch)."""
+    update = wire.ui_update(user_id, list(parts), full=full, session=session, topics=topics)
+    message = {"component": component, "ts": time.time() * 1000, "updates": [update]}
+    await bus.publish(wire.ui_subject(user_id, component), message)
 
 
 async def opened(bus: NatsBus) -> list[tuple[str, dict[str, Any]]]:
@@ -148,7 +159,11 @@ async def test_each_socket_is_its_own_announced_session(
                 "username": "alice",
                 "permissions": ["trade"],
             }
-            await wait_until(lambda: len(of(events, wire.SESSION_HEARTBEAT)) >= 4)
+            # one batched heartbeat per interval names both sockets
+            await wait_until(lambda: len(of(events, wire.SESSION_HEARTBEAT)) >= 2)
+            beat = of(events, wire.SESSION_HEARTBEAT)[-1]
+            beating = {a["session_id"] for a in beat["sessions"]}
+            assert beating == {first["session_id"], second["session_id"]}
             await tab1.close()
             await wait_until(lambda: of(events, wire.SESSION_CLOSED))
             [closed] = of(events, wire.SESSION_CLOSED)
@@ -163,10 +178,7 @@ async def test_parts_arrive_as_oob_swaps_and_only_to_their_user(
     bob = await identity_of(settings.database_url, "bob")
     events = await opened(bus)
     async with alice_and_bob(settings, events) as (a, alice_ws, bob_ws):
-        await bus.publish(
-            wire.ui_subject(alice.user_id, "watchlist"),
-            ui("watchlist", part("watchlist-row-AAPL", "1")),
-        )
+        await send_ui(bus, alice.user_id, "watchlist", part("watchlist-row-AAPL", "1"))
         frame = await asyncio.wait_for(alice_ws.recv(), 3)
         assert frame == '<div hx-swap-oob="true" id="watchlist-row-AAPL" role="row">1</div>'
 
@@ -178,18 +190,13 @@ async def test_parts_arrive_as_oob_swaps_and_only_to_their_user(
             "risk_metrics": "risk-gauge",
         }
         for component, part_id in ids.items():
-            await bus.publish(
-                wire.ui_subject(alice.user_id, component), ui(component, part(part_id, "x"))
-            )
+            await send_ui(bus, alice.user_id, component, part(part_id, "x"))
         seen = ""
         while not all(f'id="{i}"' in seen for i in ids.values()):
             seen += await asyncio.wait_for(alice_ws.recv(), 3)
         assert seen.count('hx-swap-oob="true"') == 4
 
-        await bus.publish(
-            wire.ui_subject(bob.user_id, "portfolio"),
-            ui("portfolio", part("portfolio-row-KO", "b")),
-        )
+        await send_ui(bus, bob.user_id, "portfolio", part("portfolio-row-KO", "b"))
         assert "portfolio-row-KO" in await asyncio.wait_for(bob_ws.recv(), 3)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(bob_ws.recv(), 0.5)  # none of alice's parts reached bob
@@ -278,18 +285,24 @@ async def test_a_stalled_socket_does_not_delay_another(
                     received.append(await healthy.recv())
 
             reader = asyncio.create_task(read())
-            subject = wire.ui_subject(alice.user_id, "watchlist")
             started = time.perf_counter()
             for i in range(120):  # 12 MB: far more than the stalled peer's buffers hold
                 blob = os.urandom(50_000).hex()
-                await bus.publish(subject, ui("watchlist", part(f"watchlist-row-{i % 30}", blob)))
-            await bus.publish(subject, ui("watchlist", part("watchlist-marker", "done")))
+                await send_ui(
+                    bus, alice.user_id, "watchlist", part(f"watchlist-row-{i % 30}", blob)
+                )
+            await send_ui(bus, alice.user_id, "watchlist", part("watchlist-marker", "done"))
             await wait_until(lambda: any("watchlist-marker" in f for f in received), timeout=3)
             assert time.perf_counter() - started < 3
             reader.cancel()
 
-            # The stalled socket is closed once a send has waited ws_send_timeout_s.
+            # The stalled socket is closed once a send has waited ws_send_timeout_s. Frames
+            # are conflated (newest part per id), so keep new bytes coming until the
+            # kernel's buffers are full and a send has to wait.
             async def closed_as_slow() -> bool:
+                for i in range(4):
+                    more = part(f"watchlist-more-{i}", os.urandom(50_000).hex())
+                    await send_ui(bus, alice.user_id, "watchlist", more)
                 text = (await a.client.get("/metrics")).text
                 return 'gateway_ws_closed_total{reason="too slow"} 1.0' in text
 
@@ -312,3 +325,32 @@ async def test_a_nats_reconnect_reannounces_every_socket(
         await asyncio.wrap_future(done)
         await wait_until(lambda: len(opened) == 2)
         assert opened[1][1]["session_id"] == opened[0][1]["session_id"]
+
+
+async def test_shared_parts_reach_the_tabs_whose_page_shows_their_topic(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    alice = await identity_of(settings.database_url, "alice")
+    bob = await identity_of(settings.database_url, "bob")
+    events = await opened(bus)
+    async with alice_and_bob(settings, events) as (_a, alice_ws, bob_ws):
+        tabs = of(events, wire.SESSION_OPENED)
+        alice_tab = next(t["session_id"] for t in tabs if t["user_id"] == alice.user_id)
+        # each page's full render names the quotes it shows; one goes to alice's tab only
+        root = part("watchlist-root", "")
+        await send_ui(bus, alice.user_id, "watchlist", root, full=True, session=alice_tab,
+                      topics=["AAPL", "KO"])  # fmt: skip
+        await send_ui(bus, bob.user_id, "watchlist", root, full=True, topics=["KO"])
+        assert "watchlist-root" in await asyncio.wait_for(alice_ws.recv(), 3)
+        assert "watchlist-root" in await asyncio.wait_for(bob_ws.recv(), 3)
+        quotes = {
+            "AAPL": [part("watchlist-quote-AAPL", "190")],
+            "KO": [part("watchlist-quote-KO", "60")],
+        }
+        message = {"component": "watchlist", "ts": time.time() * 1000, "topics": quotes}
+        await bus.publish(wire.ui_shared_subject("watchlist"), message)
+        seen = ""
+        while "watchlist-quote-KO" not in seen or "watchlist-quote-AAPL" not in seen:
+            seen += await asyncio.wait_for(alice_ws.recv(), 3)
+        to_bob = await asyncio.wait_for(bob_ws.recv(), 3)
+        assert "watchlist-quote-KO" in to_bob and "AAPL" not in to_bob

@@ -23,6 +23,7 @@ from shared.identity import Identity
 from tests.service.orders_support import book, submit, symbol
 from tests.support import (
     collect,
+    collect_ui,
     identity_headers,
     identity_of,
     running,
@@ -167,7 +168,7 @@ async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
     aapl = await symbol(db, "AAPL")
     limit = (aapl.ask - 5).quantize(CENT)
     events = await collect(bus, wire.orders_events(alice.account_id))
-    ui = await collect(bus, wire.ui_subject(alice.user_id, "order"))
+    ui = await collect_ui(bus, alice.user_id, "order")
     first, second = create_app(settings), create_app(settings)  # two orders processes
     async with running(first) as client, running(second):
         await bus.publish(wire.SESSION_OPENED, session_payload(alice))

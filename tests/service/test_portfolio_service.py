@@ -16,6 +16,7 @@ from shared.db.engine import create_engine, session_factory
 from shared.db.models import Position, Symbol
 from tests.support import (
     collect,
+    collect_ui,
     identity_headers,
     identity_of,
     running,
@@ -52,7 +53,8 @@ async def test_live_session_full_render_then_changed_rows_only(
     settings: PortfolioSettings, bus: NatsBus
 ) -> None:
     alice = await identity_of(settings.database_url, "alice", "alice-tab-1")
-    ui = await collect(bus, wire.ui_subject(alice.user_id, "portfolio"))
+    ui = await collect_ui(bus, alice.user_id, "portfolio")
+    shared = await collect(bus, wire.ui_shared_subject("portfolio"))
     async with running(create_app(settings)):
         await bus.publish(wire.SESSION_OPENED, session_payload(alice))
         await wait_until(lambda: len(ui) >= 1)
@@ -72,22 +74,19 @@ async def test_live_session_full_render_then_changed_rows_only(
         await wait_until(lambda: len(ui) >= 2)
         second = ui[1][1]
         assert second["full"] is False
-        assert [p["id"] for p in second["parts"]] == ["portfolio-row-AAPL", "portfolio-totals"]
+        # her own cells (P&L, day change, totals); the last price is a shared part
+        assert [p["id"] for p in second["parts"]] == ["portfolio-pl-AAPL", "portfolio-totals"]
         assert second["ts"] == tick["ts"]
-        assert "300.00" in second["parts"][0]["html"]
+        await wait_until(lambda: shared)
+        [last] = shared[0][1]["topics"]["AAPL"]
+        assert last["id"] == "portfolio-last-AAPL" and ">300.00<" in last["html"]
 
-        # TSLA is bob's, not alice's: nothing for alice
-        await bus.publish(
-            wire.PRICES_TICKS,
-            {
-                "seq": 2,
-                "ts": 1.0,
-                "prices": {"TSLA": {"last": "1.00", "bid": "0.99", "ask": "1.01", "chg_pct": "0"}},
-            },
-        )
-        await bus.flush()
-        await asyncio.sleep(0.3)
-        assert len(ui) == 2
+        # TSLA is bob's, not alice's: nothing for alice, so her next update is the next tick's
+        for seq, prices in ((2, {"TSLA": "1.00"}), (3, {"AAPL": "301.00"})):
+            quotes = {t: {"last": p, "bid": p, "ask": p, "chg_pct": "0"} for t, p in prices.items()}
+            await bus.publish(wire.PRICES_TICKS, {"seq": seq, "ts": seq, "prices": quotes})
+        await wait_until(lambda: len(ui) >= 3)
+        assert ui[2][1]["ts"] == 3
 
         # an order event for alice's account: a new position appears
         engine = create_engine(settings.database_url, null_pool=True)
@@ -116,9 +115,10 @@ async def test_live_session_full_render_then_changed_rows_only(
                 "ts": 2.0,
             },
         )
-        await wait_until(lambda: len(ui) >= 3)
-        third = ui[2][1]
-        assert third["full"] is True and 'id="portfolio-row-KO"' in third["parts"][0]["html"]
+        await wait_until(lambda: len(ui) >= 4)
+        fourth = ui[3][1]
+        assert fourth["full"] is True and 'id="portfolio-row-KO"' in fourth["parts"][0]["html"]
+        assert "KO" in fourth["topics"]
 
         # session closed: no more messages
         await bus.publish(wire.SESSION_CLOSED, session_payload(alice))
@@ -136,7 +136,7 @@ async def test_live_session_full_render_then_changed_rows_only(
         )
         await bus.flush()
         await asyncio.sleep(0.3)
-        assert len(ui) == 3
+        assert len(ui) == 4
 
 
 async def test_fragment_shows_the_latest_tick_not_the_lagging_database(

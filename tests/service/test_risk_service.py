@@ -18,7 +18,7 @@ from shared.db.engine import create_engine, session_factory
 from shared.db.models import Position, RiskAlert, Symbol
 from shared.identity import Identity
 from tests.support import (
-    collect,
+    collect_ui,
     identity_headers,
     identity_of,
     running,
@@ -99,8 +99,8 @@ async def test_stored_alert_shows_on_a_reload(settings: RiskSettings) -> None:
 async def test_live_gauge_and_alerts_per_account(settings: RiskSettings, bus: NatsBus) -> None:
     alice = await identity_of(settings.database_url, "alice", "alice-tab-1")
     bob = await identity_of(settings.database_url, "bob", "bob-tab-1")
-    ui = await collect(bus, wire.ui_subject(alice.user_id, "risk_metrics"))
-    ui_bob = await collect(bus, wire.ui_subject(bob.user_id, "risk_metrics"))
+    ui = await collect_ui(bus, alice.user_id, "risk_metrics")
+    ui_bob = await collect_ui(bus, bob.user_id, "risk_metrics")
     prices = await _held_prices(settings.database_url, alice)
     async with running(create_app(settings)) as client:
         # a mount now fills the 10 s cache

@@ -18,6 +18,7 @@ from shared.db.models import Symbol, WatchlistItem
 from shared.identity import Identity
 from tests.support import (
     collect,
+    collect_ui,
     identity_headers,
     identity_of,
     running,
@@ -111,11 +112,13 @@ async def test_suggestions_by_ticker_or_name_prefix(settings: WatchlistSettings)
 
 async def test_live_rows_follow_ticks(settings: WatchlistSettings, bus: NatsBus) -> None:
     alice = await identity_of(settings.database_url, "alice", "alice-w")
-    ui = await collect(bus, wire.ui_subject(alice.user_id, "watchlist"))
+    ui = await collect_ui(bus, alice.user_id, "watchlist")
+    shared = await collect(bus, wire.ui_shared_subject("watchlist"))
     async with running(create_app(settings)):
         await bus.publish(wire.SESSION_OPENED, session_payload(alice))
         await wait_until(lambda: ui)
         assert ui[0][1]["full"] is True
+        assert "MSFT" in ui[0][1]["topics"] and "KO" not in ui[0][1]["topics"]
         await bus.publish(
             wire.PRICES_TICKS,
             {
@@ -127,29 +130,32 @@ async def test_live_rows_follow_ticks(settings: WatchlistSettings, bus: NatsBus)
                 },
             },
         )
-        await wait_until(lambda: len(ui) >= 2)
-        parts = ui[1][1]["parts"]
-        assert [p["id"] for p in parts] == ["watchlist-row-MSFT"]  # KO is not on her list
-        assert "419.95" in parts[0]["html"] and "420.05" in parts[0]["html"]
+        await wait_until(lambda: shared)
+        topics = shared[0][1]["topics"]
+        assert list(topics) == ["MSFT"]  # KO is on nobody's list: not rendered at all
+        [quote] = topics["MSFT"]
+        assert quote["id"] == "watchlist-quote-MSFT"
+        assert "419.95" in quote["html"] and "420.05" in quote["html"]
+        assert len(ui) == 1  # a quote is nobody's own: no per-user update
 
 
 async def test_events_reach_the_live_rows_and_typing_publishes_nothing(
     settings: WatchlistSettings, bus: NatsBus
 ) -> None:
     alice = await identity_of(settings.database_url, "alice", "alice-w2")
-    ui = await collect(bus, wire.ui_subject(alice.user_id, "watchlist"))
+    ui = await collect_ui(bus, alice.user_id, "watchlist")
+    shared = await collect(bus, wire.ui_shared_subject("watchlist"))
     async with running(create_app(settings)) as client:
         await bus.publish(wire.SESSION_OPENED, session_payload(alice))
         await wait_until(lambda: ui)
         await post(client, alice, "suggest", ticker="K")
-        await bus.flush()
-        await asyncio.sleep(0.2)
-        assert len(ui) == 1  # typing in the add box publishes nothing to the socket
         await post(client, alice, "add_symbol", ticker="KO")
         await wait_until(lambda: len(ui) >= 2)
+        # typing in the add box published nothing: the next update is the add's
         assert "watchlist-row-KO" in ui[1][1]["parts"][0]["html"]
-        # the live instance now follows KO's ticks
+        assert "KO" in ui[1][1]["topics"]
+        # the page now shows KO's shared quote
         tick = {"last": "71.00", "bid": "70.99", "ask": "71.01", "chg_pct": "9.4"}
         await bus.publish(wire.PRICES_TICKS, {"seq": 2, "ts": 6.0, "prices": {"KO": tick}})
-        await wait_until(lambda: len(ui) >= 3)
-        assert [p["id"] for p in ui[2][1]["parts"]] == ["watchlist-row-KO"]
+        await wait_until(lambda: shared)
+        assert [p["id"] for p in shared[0][1]["topics"]["KO"]] == ["watchlist-quote-KO"]

@@ -14,7 +14,7 @@ from shared import wire
 from shared.bus import InMemoryBus
 from shared.components import InMemoryRateLimiter, create_component_app
 from shared.components.service import live_instance
-from shared.components.testing import trader
+from shared.components.testing import trader, ui_updates
 from shared.identity import Identity
 from tests.example_service.components import registry
 from tests.example_service.fakes import FakeClock, settings, token
@@ -155,6 +155,7 @@ async def test_successful_event_updates_the_live_instance(
     bus: InMemoryBus = app.state.bus
     opened: dict[str, Any] = {"session_id": "s", "user_id": 1, "account_id": 1}
     await bus.publish(wire.SESSION_OPENED, opened)
+    await app.state.live.settled()
     url = "/components/watchlist/events/add_symbol"
     assert (await client.post(url, data={"ticker": "NVDA"}, headers=auth())).status_code == 200
     instance = live_instance(app, 1, "watchlist")
@@ -163,7 +164,8 @@ async def test_successful_event_updates_the_live_instance(
     await client.post(url, data={"ticker": "ZZZZ"}, headers=auth())  # 422: not adopted
     assert "errors" not in instance.state
     await bus.publish(wire.PRICES_TICKS, {"prices": {"NVDA": 125.0}})
-    last = [p for s, p in bus.published if s == wire.ui_subject(1, "watchlist")][-1]
+    await app.state.live.settled()
+    last = ui_updates(bus.published, 1, "watchlist")[-1]
     assert "125.00" in last["parts"][0]["html"]
 
 

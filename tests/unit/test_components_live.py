@@ -9,6 +9,7 @@ from shared import wire
 from shared.bus import InMemoryBus
 from shared.components import Component, ComponentContext, LiveSessions, Registry
 from shared.components.live import subject_pattern
+from shared.components.testing import ui_updates
 from tests.example_service.components import registry
 from tests.example_service.fakes import FakeClock
 
@@ -26,8 +27,7 @@ def session(sid: str = "s1", user_id: int = 1, account_id: int = 1) -> dict[str,
 
 
 def ui(bus: InMemoryBus, user_id: int = 1, component: str = "portfolio") -> list[dict[str, Any]]:
-    subject = wire.ui_subject(user_id, component)
-    return [payload for s, payload in bus.published if s == subject]
+    return ui_updates(bus.published, user_id, component)
 
 
 async def _live(clock: FakeClock | None = None) -> tuple[InMemoryBus, LiveSessions]:
@@ -52,6 +52,7 @@ def test_subject_pattern() -> None:
 async def test_open_publishes_a_full_render_of_each_live_component() -> None:
     bus, live = await _live()
     await bus.publish(wire.SESSION_OPENED, session())
+    await live.settled()
     [msg] = ui(bus)
     assert msg["component"] == "portfolio" and msg["full"] is True
     assert [p["id"] for p in msg["parts"]] == ["portfolio-root"]
@@ -64,7 +65,9 @@ async def test_open_publishes_a_full_render_of_each_live_component() -> None:
 async def test_tick_publishes_only_changed_parts_with_the_tick_ts() -> None:
     bus, live = await _live()
     await bus.publish(wire.SESSION_OPENED, session())
+    await live.settled()
     await bus.publish(wire.PRICES_TICKS, {"seq": 1, "ts": 1700000000.25, "prices": {"AAPL": 195.0}})
+    await live.settled()
     msg = ui(bus)[-1]
     assert msg["full"] is False and msg["ts"] == 1700000000.25
     assert [p["id"] for p in msg["parts"]] == ["portfolio-row-AAPL", "portfolio-total"]
@@ -73,7 +76,9 @@ async def test_tick_publishes_only_changed_parts_with_the_tick_ts() -> None:
     await bus.publish(
         wire.PRICES_TICKS, {"seq": 2, "ts": "2025-01-02T09:30:00Z", "prices": {"AAPL": 195.0}}
     )
+    await live.settled()
     await bus.publish(wire.PRICES_TICKS, {"seq": 3, "prices": {"ZZZ": 1.0}})
+    await live.settled()
     assert len(bus.published) == count + 2  # the two ticks themselves, no ui.* message
     await live.stop()
 
@@ -81,16 +86,22 @@ async def test_tick_publishes_only_changed_parts_with_the_tick_ts() -> None:
 async def test_one_instance_per_user_shared_by_sessions() -> None:
     bus, live = await _live()
     await bus.publish(wire.SESSION_OPENED, session("a"))
+    await live.settled()
     await bus.publish(wire.SESSION_OPENED, session("b"))
+    await live.settled()
     assert len([k for k in live.instances if k[1] == "portfolio"]) == 1
     assert [m["full"] for m in ui(bus)] == [True, True]  # the new tab gets a full render
     await bus.publish(wire.SESSION_CLOSED, {"session_id": "a"})
+    await live.settled()
     await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 191.0}})
+    await live.settled()
     assert ui(bus)[-1]["full"] is False
     await bus.publish(wire.SESSION_CLOSED, {"session_id": "b"})
+    await live.settled()
     assert live.instances == {}
     before = len(ui(bus))
     await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 192.0}})
+    await live.settled()
     assert len(ui(bus)) == before
     await live.stop()
 
@@ -98,9 +109,12 @@ async def test_one_instance_per_user_shared_by_sessions() -> None:
 async def test_account_subjects_reach_only_that_account() -> None:
     bus, live = await _live()
     await bus.publish(wire.SESSION_OPENED, session("a", user_id=1, account_id=11))
+    await live.settled()
     await bus.publish(wire.SESSION_OPENED, session("b", user_id=2, account_id=22))
+    await live.settled()
     event = {"order_id": 1, "status": "filled", "symbol": "NVDA", "side": "buy", "qty": 3}
     await bus.publish(wire.orders_events(22), {**event, "ts": "t1"})
+    await live.settled()
     assert len(ui(bus, 1)) == 1  # only its open render
     [_, added] = ui(bus, 2)
     assert added["full"] is True and "portfolio-row-NVDA" in added["parts"][0]["html"]
@@ -112,8 +126,10 @@ async def test_missed_heartbeats_forget_the_session() -> None:
     clock = FakeClock()
     bus, live = await _live(clock)
     await bus.publish(wire.SESSION_OPENED, session())
+    await live.settled()
     clock.advance(25)
     await bus.publish(wire.SESSION_HEARTBEAT, session())
+    await live.settled()
     clock.advance(29)
     assert live.sweep() == []
     clock.advance(2)  # 31 s since the last heartbeat: three missed
@@ -121,6 +137,7 @@ async def test_missed_heartbeats_forget_the_session() -> None:
     assert live.instances == {}
     before = len(bus.published)
     await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 200.0}})
+    await live.settled()
     assert len(bus.published) == before + 1
     await live.stop()
 
@@ -128,6 +145,7 @@ async def test_missed_heartbeats_forget_the_session() -> None:
 async def test_heartbeat_for_an_unknown_session_opens_it() -> None:
     bus, live = await _live()
     await bus.publish(wire.SESSION_HEARTBEAT, session())
+    await live.settled()
     assert ui(bus)[0]["full"] is True
     await live.stop()
 
@@ -135,9 +153,12 @@ async def test_heartbeat_for_an_unknown_session_opens_it() -> None:
 async def test_failing_instance_does_not_stop_the_others(caplog: Any) -> None:
     bus, live = await _live()
     await bus.publish(wire.SESSION_OPENED, session("a", 1, 1))
+    await live.settled()
     await bus.publish(wire.SESSION_OPENED, session("b", 2, 2))
+    await live.settled()
     live.instances[(1, "portfolio")].component.state["positions"] = None
     await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 199.0}})
+    await live.settled()
     assert ui(bus, 2)[-1]["full"] is False
     assert "on_ws_message(price_tick) failed" in caplog.text
     await live.stop()
@@ -146,6 +167,7 @@ async def test_failing_instance_does_not_stop_the_others(caplog: Any) -> None:
 async def test_adopt_takes_over_event_state_and_publishes_the_difference() -> None:
     bus, live = await _live()
     await bus.publish(wire.SESSION_OPENED, session())
+    await live.settled()
     posted = live.instances[(1, "watchlist")].component
     new_state = {"items": [*posted.state["items"], {"ticker": "MSFT", "last": 410.0}]}
     event_component = type(posted)(ComponentContext(user=posted.request.user), state=new_state)
@@ -154,6 +176,7 @@ async def test_adopt_takes_over_event_state_and_publishes_the_difference() -> No
     msg = ui(bus, component="watchlist")[-1]
     assert msg["full"] is True and "watchlist-row-MSFT" in msg["parts"][0]["html"]
     await bus.publish(wire.PRICES_TICKS, {"prices": {"MSFT": 420.0}})
+    await live.settled()
     assert "420.00" in ui(bus, component="watchlist")[-1]["parts"][0]["html"]
     await live.stop()
 
@@ -177,8 +200,10 @@ async def test_failed_live_mount_is_retried_on_the_next_heartbeat() -> None:
     live = LiveSessions(flaky_registry, bus)
     await live.start()
     await bus.publish(wire.SESSION_OPENED, session())
+    await live.settled()
     assert live.instances == {} and ui(bus, component="risk_metrics") == []
     await bus.publish(wire.SESSION_HEARTBEAT, session())
+    await live.settled()
     assert (1, "risk_metrics") in live.instances
     assert ui(bus, component="risk_metrics")[0]["full"] is True
     await live.stop()
@@ -198,15 +223,19 @@ async def test_a_handler_returning_false_skips_the_diff_and_publishes_nothing() 
 
         async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
             self.state["items"][0]["last"] = message["prices"]["AAPL"]
-            return None if message.get("look") else False  # False: "nothing changed"
+            # False: "nothing changed" (here: taken at its word below 3)
+            return None if message["prices"]["AAPL"] >= 3 else False
 
     bus = InMemoryBus()
     live = LiveSessions(quiet_registry, bus, context=lambda i: ComponentContext(user=i))
     await live.start()
     await bus.publish(wire.SESSION_OPENED, session())
+    await live.settled()
     assert len(ui(bus, component="watchlist")) == 1
     await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 2.0}})
+    await live.settled()
     assert len(ui(bus, component="watchlist")) == 1  # taken at its word: no diff, no publish
-    await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 3.0}, "look": True})
+    await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 3.0}})
+    await live.settled()
     assert len(ui(bus, component="watchlist")) == 2
     await live.stop()

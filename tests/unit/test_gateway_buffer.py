@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.buffer import PartBuffer, message_ts_ms, with_oob
+from gateway.buffer import PartBuffer, message_ts_ms, prepare_parts, with_oob
 
 
 def msg(component: str, *parts: tuple[str, str], full: bool = False, ts: Any = 1) -> dict:
@@ -79,17 +79,13 @@ def test_the_buffer_is_bounded_and_reports_overflow() -> None:
     assert not buf.drain().overflowed
 
 
-def test_table_rows_lead_the_frame_unless_that_reorders_their_own_component() -> None:
+def test_a_component_may_swap_only_its_own_elements() -> None:
     buf = PartBuffer()
-    buf.put(msg("watchlist", div("watchlist-row-AAPL", "w")))
-    buf.put(msg("portfolio", ("portfolio-row-AAPL", '<tr id="portfolio-row-AAPL"><td>1</td></tr>')))
+    accepted = buf.put(msg("watchlist", div("portfolio-row-AAPL", "w"), div("watchlist-x", "1")))
+    assert accepted == 1
     [frame] = buf.drain().frames
-    assert frame.startswith('<tr hx-swap-oob="true" id="portfolio-row-AAPL"')
-
-    buf.put(msg("portfolio", div("portfolio-root", "full"), full=True))
-    buf.put(msg("portfolio", ("portfolio-row-AAPL", '<tr id="portfolio-row-AAPL"><td>2</td></tr>')))
-    first, second = buf.drain().frames
-    assert "portfolio-root" in first and second.startswith("<tr")
+    assert "portfolio-row-AAPL" not in frame and 'id="watchlist-x"' in frame
+    assert prepare_parts("nonsense", [{"id": "nonsense-1", "html": "<div></div>"}]) == []
 
 
 def test_put_signals_the_sender_and_tracks_the_oldest_timestamp() -> None:

@@ -6,7 +6,8 @@ import asyncio
 from decimal import Decimal
 
 from services.portfolio.components import TOTALS_ID, PortfolioComponent
-from shared.components import PartsTracker
+from shared.components import PartsTracker, PriceBook, render
+from shared.components.rendering import render_parts, stencil_for
 
 
 def test_price_tick_updates_portfolio_pnl() -> None:
@@ -64,7 +65,7 @@ def _component() -> PortfolioComponent:
     return component
 
 
-def test_wire_tick_updates_only_changed_rows_and_totals() -> None:
+def test_wire_tick_updates_only_the_traders_own_cells_and_totals() -> None:
     component = _component()
     tracker = PartsTracker()
     tracker.full(component)
@@ -83,22 +84,61 @@ def test_wire_tick_updates_only_changed_rows_and_totals() -> None:
     )
     changes = tracker.changes(component)
     assert not changes.full
-    assert [p.id for p in changes.parts] == ["portfolio-row-MSFT", TOTALS_ID]
-    row = changes.parts[0].html
-    assert 'id="portfolio-row-MSFT"' in row and "flash-up" in row
-    assert "412.50" in row and "+62.50" in row  # (412.50 − 400) × 5
-    assert "+37.50" in row  # day change (412.50 − 405) × 5
+    # the row itself and its last-price cell (a shared part) are not the trader's to send
+    assert [p.id for p in changes.parts] == ["portfolio-pl-MSFT", TOTALS_ID]
+    pl = changes.parts[0].html
+    assert pl.startswith('<div class="cells" id="portfolio-pl-MSFT">')
+    assert "+62.50" in pl  # (412.50 − 400) × 5
+    assert "+37.50" in pl  # day change (412.50 − 405) × 5
     assert 'class="num total-value">3,862.50<' in changes.parts[1].html
     assert component.state["total_pnl"] == Decimal("62.50")
 
 
-def test_falling_price_flashes_down_and_colours_the_loss() -> None:
+def test_last_price_cells_are_shared_parts_rendered_once_per_ticker() -> None:
+    book = PriceBook()
+    book.apply({"MSFT": {"last": "410", "bid": "409.9", "ask": "410.1", "chg_pct": "1"}})
+    book.apply({"MSFT": {"last": "412.5", "bid": "412.4", "ask": "412.6", "chg_pct": "1.8"}})
+    parts = PortfolioComponent.topic_parts(["MSFT", "NOPE"], book)
+    assert list(parts) == ["MSFT"]
+    [part] = parts["MSFT"]
+    assert part.id == "portfolio-last-MSFT"
+    assert 'data-symbol="MSFT"' in part.html and "flash-up" in part.html
+    assert 'class="num last-price flash-up">412.50<' in part.html
+    assert _component().topics() == ["AAPL", "MSFT"]
+
+
+def test_stencils_render_exactly_what_the_template_renders() -> None:
+    component = _component()
+    asyncio.run(component.on_ws_message({"event": "price_tick", "prices": {"AAPL": "170"}}))
+    full = render(component).html
+    for part in render_parts(component):  # stencils for pl and totals, Jinja for rows
+        assert part.html.strip() in full
+    last = PortfolioComponent.topic_parts(["AAPL"], _book("AAPL", "180", "170"))["AAPL"][0]
+    assert last.html.strip() in full
+
+
+def test_escaping_in_stencils_matches_jinja() -> None:
+    stencil = stencil_for(PortfolioComponent, "last")
+    html = stencil({"id": "x", "symbol": '<b a="1">&', "last": "1", "flash": ""})
+    assert 'data-symbol="&lt;b a=&#34;1&#34;&gt;&amp;"' in html
+
+
+def _book(ticker: str, *lasts: str) -> PriceBook:
+    book = PriceBook()
+    for last in lasts:
+        book.apply({ticker: {"last": last, "bid": last, "ask": last, "chg_pct": "0"}})
+    return book
+
+
+def test_falling_price_colours_the_loss_and_flashes_the_shared_cell_down() -> None:
     component = _component()
     tracker = PartsTracker()
     tracker.full(component)
     asyncio.run(component.on_ws_message({"event": "price_tick", "prices": {"AAPL": "170"}}))
-    row = tracker.changes(component).parts[0].html
-    assert "flash-down" in row and "pnl-neg" in row and "-100.00" in row
+    pl = tracker.changes(component).parts[0].html
+    assert "pnl-neg" in pl and "-100.00" in pl
+    last = PortfolioComponent.topic_parts(["AAPL"], _book("AAPL", "180", "170"))["AAPL"][0]
+    assert "flash-down" in last.html
 
 
 def test_tick_for_symbols_not_held_publishes_nothing() -> None:
@@ -113,8 +153,6 @@ def test_tick_for_symbols_not_held_publishes_nothing() -> None:
 
 
 def test_full_render_keeps_the_seed_class_names() -> None:
-    from shared.components import render
-
     html = render(_component()).html
     for name in ("positions-table", "pnl-pos", "total-value", 'data-component="portfolio"'):
         assert name in html

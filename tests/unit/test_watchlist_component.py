@@ -1,4 +1,4 @@
-"""WatchlistComponent without servers: ticks update bid/ask/last/chg% and the sparkline."""
+"""WatchlistComponent without servers: quotes are shared parts; a trader's rows are theirs."""
 
 from __future__ import annotations
 
@@ -7,73 +7,70 @@ from decimal import Decimal
 
 from services.watchlist.components import SPARK_POINTS, WatchlistComponent
 from shared.charts import sparkline_points
-from shared.components import PartsTracker, render
+from shared.components import ComponentContext, PartsTracker, PriceBook, render
+from shared.components.rendering import render_parts
+from shared.components.testing import trader
 
 
-def _item(ticker: str, last: str) -> dict:
-    history = [Decimal(last), Decimal(last)]
+def _item(ticker: str, last: str, prev: str | None = None) -> dict:
     return {
         "id": f"watchlist-row-{ticker}",
         "ticker": ticker,
         "name": ticker + " Inc.",
-        "bid": Decimal(last) - Decimal("0.01"),
-        "ask": Decimal(last) + Decimal("0.01"),
-        "last": Decimal(last),
-        "chg_pct": Decimal(0),
-        "dir": "",
-        "history": history,
-        "spark": sparkline_points(history),
+        "stored": (
+            Decimal(last),
+            Decimal(last) - Decimal("0.01"),
+            Decimal(last) + Decimal("0.01"),
+            Decimal(prev or last),
+        ),
     }
 
 
-def _component() -> WatchlistComponent:
-    component = WatchlistComponent()
+def _component(book: PriceBook | None = None) -> WatchlistComponent:
+    component = WatchlistComponent(ComponentContext(user=trader(), prices=book))
     component.state = {"items": [_item("AAPL", "100.00"), _item("KO", "60.00")], "suggestions": []}
     return component
 
 
-def test_tick_updates_bid_ask_last_and_change() -> None:
+def _quote(last: str, bid: str, ask: str, chg: str) -> dict[str, str]:
+    return {"last": last, "bid": bid, "ask": ask, "chg_pct": chg}
+
+
+def test_a_tick_is_rendered_once_per_ticker_for_every_watcher() -> None:
+    book = PriceBook()
+    book.apply({"AAPL": _quote("100.00", "99.99", "100.01", "0")})
+    book.apply({"AAPL": _quote("101.25", "101.20", "101.30", "1.25")})
+    parts = WatchlistComponent.topic_parts(["AAPL"], book)
+    [part] = parts["AAPL"]
+    assert part.id == "watchlist-quote-AAPL"
+    assert 'data-symbol="AAPL"' in part.html
+    assert "flash-up" in part.html and "chg-pos" in part.html and "+1.25%" in part.html
+    assert "101.20" in part.html and "101.30" in part.html and 'class="sparkline"' in part.html
+    assert WatchlistComponent.topic_parts(["MSFT"], book) == {}  # nothing known, nothing sent
+
+
+def test_a_tick_changes_nothing_of_the_traders_own() -> None:
     component = _component()
     tracker = PartsTracker()
     tracker.full(component)
-    asyncio.run(
-        component.on_ws_message(
-            {
-                "event": "price_tick",
-                "prices": {
-                    "AAPL": {"last": "101.25", "bid": "101.20", "ask": "101.30", "chg_pct": "1.25"}
-                },
-            }
-        )
-    )
-    item = component.state["items"][0]
-    assert (item["bid"], item["ask"], item["last"], item["chg_pct"]) == (
-        Decimal("101.20"),
-        Decimal("101.30"),
-        Decimal("101.25"),
-        Decimal("1.25"),
-    )
-    changes = tracker.changes(component)
-    assert [p.id for p in changes.parts] == ["watchlist-row-AAPL"]
-    html = changes.parts[0].html
-    assert "flash-up" in html and "chg-pos" in html and "+1.25%" in html
-    assert "101.20" in html and "101.30" in html and 'class="sparkline"' in html
+    message = {"event": "price_tick", "prices": {"AAPL": _quote("101", "100.9", "101.1", "1")}}
+    assert asyncio.run(component.on_ws_message(message)) is False
+    assert not tracker.changes(component)
+    assert component.topics() == ["AAPL", "KO"]
 
 
-def test_seed_style_tick_with_bare_last_price() -> None:
-    component = _component()
-    asyncio.run(component.on_ws_message({"event": "price_tick", "prices": {"KO": 59.5}}))
-    assert component.state["items"][1]["last"] == Decimal("59.5")
-    assert component.state["items"][1]["dir"] == "down"
+def test_seed_style_tick_with_bare_last_price_moves_the_book() -> None:
+    book = PriceBook()
+    book.seed([("KO", "60.00", "59.99", "60.01", "59.00")])
+    book.apply({"KO": 59.5})
+    assert book.last("KO") == Decimal("59.5") and book.direction("KO") == "down"
 
 
-def test_sparkline_keeps_a_bounded_history() -> None:
-    component = _component()
+def test_sparkline_keeps_a_bounded_history_in_the_book() -> None:
+    book = PriceBook()
     for i in range(SPARK_POINTS + 10):
-        asyncio.run(
-            component.on_ws_message({"event": "price_tick", "prices": {"AAPL": str(100 + i % 7)}})
-        )
-    assert len(component.state["items"][0]["history"]) == SPARK_POINTS
+        book.apply({"AAPL": str(100 + i % 7)})
+    assert len(book.history("AAPL")) == SPARK_POINTS
 
 
 def test_sparkline_geometry() -> None:
@@ -88,13 +85,17 @@ def test_full_render_has_seed_classes_and_no_table_elements() -> None:
     assert 'data-component="watchlist"' in html and "<tr" not in html
 
 
-def test_live_instance_keeps_price_history_when_adopting_an_event_state() -> None:
-    live = _component()
-    for price in ("101", "102", "103"):
-        asyncio.run(live.on_ws_message({"event": "price_tick", "prices": {"AAPL": price}}))
-    history = live.state["items"][0]["history"]
-    posted = {"items": [_item("AAPL", "103.00"), _item("MSFT", "400.00")], "suggestions": []}
-    live.adopt(posted)
-    assert live.state["items"][0]["history"] == history  # not reset to two points
-    assert [i["ticker"] for i in live.state["items"]] == ["AAPL", "MSFT"]
+def test_full_render_shows_the_books_quote_and_the_stored_one_before_any_tick() -> None:
+    book = PriceBook()
+    book.apply({"AAPL": _quote("123.45", "123.40", "123.50", "2")})
+    html = render(_component(book)).html
+    assert "123.45" in html  # from the book
+    assert "60.00" in html  # KO: not in the book, as stored
+    shared = WatchlistComponent.topic_parts(["AAPL"], book)["AAPL"][0]
+    assert shared.html in html  # one markup: the shared part is what the full render holds
+    for part in render_parts(_component(book)):
+        assert part.html.strip() in html
+
+
+def test_suggestions_stay_on_the_page() -> None:
     assert "suggest" in WatchlistComponent.page_only_events

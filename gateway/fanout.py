@@ -1,0 +1,126 @@
+"""Fan-out of ``ui.*`` messages to this gateway's sockets, from one NATS subscription.
+
+Per-user updates (``ui.<partition>.<component>``, batched) go to every socket of their
+user, or to one socket when they name its session (a connecting tab's full render).
+Shared parts (``ui.shared.<component>``, keyed by topic) are checked once and handed to
+every socket whose user's page shows that topic, as the user's latest full render of the
+component declared. Writing into a socket's buffer never waits, so a slow socket never
+delays another (DESIGN.md §3.3).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Protocol
+
+from gateway.buffer import PartBuffer, message_ts_ms, now_ms, prepare_parts
+from gateway.metrics import GatewayMetrics
+from shared import wire
+
+__all__ = ["Fanout", "LiveSocket"]
+
+
+class LiveSocket(Protocol):
+    user_id: int
+    session_id: str
+    buffer: PartBuffer
+
+
+class Fanout:
+    def __init__(self, metrics: GatewayMetrics | None = None) -> None:
+        self._metrics = metrics
+        self._sockets: dict[int, set[LiveSocket]] = defaultdict(set)
+        self._by_session: dict[str, LiveSocket] = {}
+        self._topics: dict[tuple[int, str], frozenset[str]] = {}
+        self._watchers: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return len(self._by_session)
+
+    def add(self, socket: LiveSocket) -> None:
+        self._sockets[socket.user_id].add(socket)
+        self._by_session[socket.session_id] = socket
+
+    def remove(self, socket: LiveSocket) -> None:
+        self._by_session.pop(socket.session_id, None)
+        sockets = self._sockets.get(socket.user_id)
+        if sockets is None:
+            return
+        sockets.discard(socket)
+        if not sockets:
+            del self._sockets[socket.user_id]
+            for key in [k for k in self._topics if k[0] == socket.user_id]:
+                self._set_topics(key[0], key[1], frozenset())
+
+    def sockets(self) -> list[LiveSocket]:
+        return list(self._by_session.values())
+
+    def topics(self, user_id: int, component: str) -> frozenset[str]:
+        return self._topics.get((user_id, component), frozenset())
+
+    def _set_topics(self, user_id: int, component: str, topics: frozenset[str]) -> None:
+        key = (user_id, component)
+        old = self._topics.get(key, frozenset())
+        for topic in old - topics:
+            watchers = self._watchers.get((component, topic))
+            if watchers is not None:
+                watchers.discard(user_id)
+                if not watchers:
+                    del self._watchers[(component, topic)]
+        for topic in topics - old:
+            self._watchers[(component, topic)].add(user_id)
+        if topics:
+            self._topics[key] = topics
+        else:
+            self._topics.pop(key, None)
+
+    async def on_ui(self, subject: str, message: dict[str, Any]) -> None:
+        """The handler of the gateway's one ``ui.>`` subscription."""
+        tokens = subject.split(".")
+        component = str(message.get("component", ""))
+        if len(tokens) != 3 or tokens[2] != component:
+            return
+        ts = message_ts_ms(message.get("ts"))
+        if ts is not None and self._metrics is not None:
+            self._metrics.latency_received.observe(max(0.0, now_ms() - ts) / 1000)
+        if tokens[1] == wire.UI_SHARED:
+            self._shared(component, message.get("topics"), ts)
+        else:
+            for update in message.get("updates") or ():
+                if isinstance(update, dict):
+                    self._update(component, update, ts)
+
+    def _update(self, component: str, update: dict[str, Any], ts: float | None) -> None:
+        user_id = update.get("user")
+        if not isinstance(user_id, int):
+            return
+        sockets = self._sockets.get(user_id)
+        if not sockets:
+            return
+        full = bool(update.get("full"))
+        session = update.get("session")
+        if session is not None:
+            target = self._by_session.get(str(session))
+            if target is None or target.user_id != user_id:
+                return
+            targets: Any = (target,)
+        else:
+            targets = tuple(sockets)
+        topics = update.get("topics")
+        if full and isinstance(topics, list):
+            self._set_topics(user_id, component, frozenset(str(t) for t in topics))
+        parts = prepare_parts(component, update.get("parts"))
+        for socket in targets:
+            socket.buffer.put_prepared(component, parts, ts, full=full)
+
+    def _shared(self, component: str, topics: Any, ts: float | None) -> None:
+        if not isinstance(topics, dict):
+            return
+        for topic, raw_parts in topics.items():
+            users = self._watchers.get((component, topic))
+            if not users:
+                continue
+            parts = prepare_parts(component, raw_parts)
+            for user_id in users:
+                for socket in self._sockets.get(user_id, ()):
+                    socket.buffer.put_prepared(component, parts, ts)

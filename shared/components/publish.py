@@ -1,0 +1,95 @@
+"""Publishing ``ui.*`` messages: per-user updates batched per partition, shared parts.
+
+A tick changes the pages of many users at once; their updates leave as one message per
+(partition, component) rather than one per user, so NATS, JSON and the gateway handle a
+few dozen messages per tick instead of thousands. Every message carries the publishing
+instance's ``src`` (unique per process start) and a ``seq`` that grows by one per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import defaultdict
+from typing import Any
+
+from shared import wire
+from shared.bus import MessageBus
+from shared.components.metrics import ComponentMetrics
+from shared.components.rendering import Changes
+
+__all__ = ["UiBatch", "UiPublisher"]
+
+log = logging.getLogger(__name__)
+
+
+class UiPublisher:
+    def __init__(self, bus: MessageBus, metrics: ComponentMetrics | None = None) -> None:
+        self.bus = bus
+        self.src = secrets.token_hex(6)
+        self.seq = 0
+        self._metrics = metrics
+
+    def batch(self, component: str, ts: Any) -> UiBatch:
+        return UiBatch(self, component, ts)
+
+    async def shared(self, component: str, ts: Any, topics: dict[str, list[Any]]) -> None:
+        """One message with the shared parts of every topic that changed."""
+        if not topics:
+            return
+        wire_topics = {k: [p.to_wire() for p in parts] for k, parts in topics.items()}
+        await self._send(
+            wire.ui_shared_subject(component),
+            {"component": component, "ts": ts, "topics": wire_topics},
+        )
+
+    async def _send(self, subject: str, payload: dict[str, Any]) -> bool:
+        self.seq += 1
+        payload["src"], payload["seq"] = self.src, self.seq
+        try:
+            await self.bus.publish(subject, payload)
+        except Exception:
+            log.exception("publishing %s failed", subject)
+            return False
+        return True
+
+
+class UiBatch:
+    """The updates of one component for many users, sent per partition by :meth:`send`."""
+
+    def __init__(self, publisher: UiPublisher, component: str, ts: Any) -> None:
+        self._publisher, self.component, self.ts = publisher, component, ts
+        self._by_partition: dict[int, list[dict[str, object]]] = defaultdict(list)
+
+    def add(
+        self,
+        user_id: int,
+        changes: Changes,
+        *,
+        session: str | None = None,
+        topics: list[str] | None = None,
+    ) -> None:
+        if not changes:
+            return
+        update = wire.ui_update(
+            user_id,
+            [p.to_wire() for p in changes.parts],
+            full=changes.full,
+            session=session,
+            topics=topics if changes.full else None,
+        )
+        self._by_partition[wire.partition_of(user_id)].append(update)
+        metrics = self._publisher._metrics
+        if metrics is not None:
+            metrics.published(self.component, changes.full, len(changes.parts))
+
+    def __len__(self) -> int:
+        return sum(len(u) for u in self._by_partition.values())
+
+    async def send(self) -> None:
+        for partition, updates in self._by_partition.items():
+            payload = {"component": self.component, "ts": self.ts, "updates": updates}
+            await self._publisher._send(
+                wire.ui_partition_subject(partition, self.component), payload
+            )
+        self._by_partition.clear()

@@ -1,0 +1,117 @@
+"""The gateway's in-process fan-out: per-user batches, one tab's full render, shared topics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.buffer import PartBuffer
+from gateway.fanout import Fanout
+from shared import wire
+
+
+@dataclass(eq=False)
+class Socket:
+    user_id: int
+    session_id: str
+    buffer: PartBuffer = field(default_factory=PartBuffer)
+
+    def ids(self) -> list[str]:
+        frames = self.buffer.drain().frames
+        return (
+            []
+            if not frames
+            else [line.split('id="', 1)[1].split('"', 1)[0] for line in frames[0].split("\n")]
+        )
+
+
+def part(part_id: str, text: str = "x") -> dict[str, str]:
+    return {"id": part_id, "html": f'<div id="{part_id}">{text}</div>'}
+
+
+def updates(component: str, *entries: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return wire.ui_partition_subject(3, component), {
+        "component": component,
+        "ts": 1,
+        "updates": list(entries),
+    }
+
+
+def shared(component: str, topics: dict[str, list[dict[str, str]]]) -> tuple[str, dict]:
+    return wire.ui_shared_subject(component), {"component": component, "ts": 1, "topics": topics}
+
+
+async def test_updates_reach_every_tab_of_their_user_only() -> None:
+    fan = Fanout()
+    a1, a2, b = Socket(1, "a1"), Socket(1, "a2"), Socket(2, "b")
+    for s in (a1, a2, b):
+        fan.add(s)
+    await fan.on_ui(*updates("portfolio", wire.ui_update(1, [part("portfolio-pl-X")], full=False)))
+    assert a1.ids() == a2.ids() == ["portfolio-pl-X"]
+    assert b.ids() == []
+
+
+async def test_a_full_render_for_one_session_goes_to_that_tab_only() -> None:
+    fan = Fanout()
+    a1, a2 = Socket(1, "a1"), Socket(1, "a2")
+    fan.add(a1)
+    fan.add(a2)
+    update = wire.ui_update(1, [part("portfolio-root")], full=True, session="a2")
+    await fan.on_ui(*updates("portfolio", update))
+    assert a1.ids() == [] and a2.ids() == ["portfolio-root"]
+    # a session id of another user is not a way into someone else's tab
+    await fan.on_ui(*updates("portfolio", wire.ui_update(2, [part("portfolio-x")], full=True,
+                                                          session="a1")))  # fmt: skip
+    assert a1.ids() == []
+
+
+async def test_shared_parts_go_to_the_pages_that_show_their_topic() -> None:
+    fan = Fanout()
+    alice, bob = Socket(1, "a"), Socket(2, "b")
+    fan.add(alice)
+    fan.add(bob)
+    full = {"full": True, "parts": [part("watchlist-root")]}
+    await fan.on_ui(*updates("watchlist", {"user": 1, **full, "topics": ["AAPL", "KO"]}))
+    await fan.on_ui(*updates("watchlist", {"user": 2, **full, "topics": ["KO"]}))
+    alice.ids(), bob.ids()
+    quote = {"AAPL": [part("watchlist-quote-AAPL")], "KO": [part("watchlist-quote-KO")]}
+    await fan.on_ui(*shared("watchlist", quote))
+    assert alice.ids() == ["watchlist-quote-AAPL", "watchlist-quote-KO"]
+    assert bob.ids() == ["watchlist-quote-KO"]
+    # the portfolio's topics are its own: a watchlist topic does not subscribe them
+    await fan.on_ui(*shared("portfolio", {"KO": [part("portfolio-last-KO")]}))
+    assert bob.ids() == []
+    # a new full render replaces the topics: bob removed KO, added AAPL
+    await fan.on_ui(*updates("watchlist", {"user": 2, **full, "topics": ["AAPL"]}))
+    bob.ids()
+    await fan.on_ui(*shared("watchlist", quote))
+    assert bob.ids() == ["watchlist-quote-AAPL"]
+
+
+async def test_a_users_topics_go_with_their_last_socket() -> None:
+    fan = Fanout()
+    a1, a2 = Socket(1, "a1"), Socket(1, "a2")
+    fan.add(a1)
+    fan.add(a2)
+    await fan.on_ui(
+        *updates("watchlist", {"user": 1, "full": True, "parts": [], "topics": ["AAPL"]})
+    )
+    fan.remove(a1)
+    assert fan.topics(1, "watchlist") == {"AAPL"}
+    fan.remove(a2)
+    assert fan.topics(1, "watchlist") == frozenset()
+    assert len(fan) == 0
+
+
+async def test_parts_of_another_component_or_malformed_messages_are_dropped() -> None:
+    fan = Fanout()
+    alice = Socket(1, "a")
+    fan.add(alice)
+    foreign = wire.ui_update(1, [part("risk-gauge"), part("portfolio-pl-X")], full=False)
+    await fan.on_ui(*updates("portfolio", foreign))
+    assert alice.ids() == ["portfolio-pl-X"]
+    subject, message = updates("portfolio", {"user": "1", "parts": [part("portfolio-a")]})
+    await fan.on_ui(subject, message)  # user id not an int
+    await fan.on_ui("ui.3.watchlist", message)  # subject and component disagree
+    await fan.on_ui("ui.shared.portfolio", {"component": "portfolio", "topics": "nonsense"})
+    assert alice.ids() == []
