@@ -49,7 +49,17 @@ def _price(row: dict[str, Any], last: Decimal) -> None:
     row["pnl"] = domain.position_pnl(last, holding.avg_cost, holding.qty)
     prev = holding.prev_close
     row["day_chg"] = domain.day_change(last, prev, holding.qty) if prev is not None else None
-    row["pl"] = _pl_view(row)
+    _keep_view(row, "pl", _pl_view(row))
+
+
+def _keep_view(holder: dict[str, Any], key: str, view: dict[str, str]) -> None:
+    """Store ``view`` under ``key``, updating the dict already there in place (the live
+    parts of :meth:`PortfolioComponent.live_parts` hold it)."""
+    current = holder.get(key)
+    if current is None:
+        holder[key] = view
+    else:
+        current.update(view)
 
 
 def _sign_class(value: Decimal | None) -> str:
@@ -135,6 +145,7 @@ class PortfolioComponent(Component):
         self.state["total_value"] = domain.total_value(holdings)
         self.state["total_pnl"] = domain.total_pnl(holdings)
         self.state["day_change"] = domain.total_day_change(holdings)
+        _keep_view(self.state, "totals_view", _totals_view(self.state))
 
     async def on_ws_message(self, message: dict[str, Any]) -> LiveResult:
         event = message.get("event")
@@ -183,14 +194,23 @@ class PortfolioComponent(Component):
         }
 
     def live_parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        parts: dict[str, tuple[str, dict[str, Any]]] = {}
-        for pos in self.state.get("positions", []):
+        positions = self.state.get("positions", [])
+        cached = getattr(self, "_live_parts", None)
+        # the parts hold the rows' view dicts, updated in place on ticks: rebuilt only when
+        # the rows themselves change (a remount, an adopted state)
+        if cached is not None and cached[0] is positions and cached[1] == len(positions):
+            parts: dict[str, tuple[str, dict[str, Any]]] = cached[2]
+            return parts
+        parts = {}
+        for pos in positions:
             # the row's own cells; its price cells are parts of their own
-            shape = pos.get("shape")
-            if shape is None:
-                shape = pos["shape"] = {k: pos[k] for k in ("id", "symbol", "qty", "avg_cost")}
+            shape = {k: pos[k] for k in ("id", "symbol", "qty", "avg_cost")}
             parts[pos["id"]] = ("row", {"pos": shape})
-            pl = pos.get("pl") or _pl_view(pos)
-            parts[pl["id"]] = ("pl", {"v": pl})
-        parts[TOTALS_ID] = ("totals", {"v": _totals_view(self.state)})
+            if pos.get("pl") is None:
+                pos["pl"] = _pl_view(pos)
+            parts[pos["pl"]["id"]] = ("pl", {"v": pos["pl"]})
+        if self.state.get("totals_view") is None:
+            self.state["totals_view"] = _totals_view(self.state)
+        parts[TOTALS_ID] = ("totals", {"v": self.state["totals_view"]})
+        self._live_parts = (positions, len(positions), parts)
         return parts

@@ -58,6 +58,14 @@ class ComponentMetrics:
         self.publishes.labels(component, "true" if full else "false").inc()
         self.parts.labels(component).inc(parts)
 
+    def published_many(self, component: str, counts: dict[bool, int], parts: int) -> None:
+        """Count a batch: ``counts`` maps full → updates published."""
+        for full, count in counts.items():
+            if count:
+                self.publishes.labels(component, "true" if full else "false").inc(count)
+        if parts:
+            self.parts.labels(component).inc(parts)
+
     def live(self, sessions: int, instances: int) -> None:
         self.sessions.set(sessions)
         self.instances.set(instances)

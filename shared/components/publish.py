@@ -60,6 +60,8 @@ class UiBatch:
     def __init__(self, publisher: UiPublisher, component: str, ts: Any) -> None:
         self._publisher, self.component, self.ts = publisher, component, ts
         self._by_partition: dict[int, list[dict[str, object]]] = defaultdict(list)
+        self._counts = {True: 0, False: 0}
+        self._parts = 0
 
     def add(
         self,
@@ -79,9 +81,8 @@ class UiBatch:
             topics=topics if changes.full else None,
         )
         self._by_partition[wire.partition_of(user_id)].append(update)
-        metrics = self._publisher._metrics
-        if metrics is not None:
-            metrics.published(self.component, changes.full, len(changes.parts))
+        self._counts[changes.full] += 1
+        self._parts += len(changes.parts)
 
     def __len__(self) -> int:
         return sum(len(u) for u in self._by_partition.values())
