@@ -37,4 +37,4 @@ class GatewaySettings(ServiceSettings):
     # Frames per socket: parts arriving within ws_gather_ms of the first go in one frame,
     # and a socket gets at most one frame per ws_frame_interval_ms (newest parts win)
     ws_gather_ms: int = 20
-    ws_frame_interval_ms: int = 200
+    ws_frame_interval_ms: int = 250

@@ -29,6 +29,7 @@ __all__ = [
     "market_value",
     "next_alert_level",
     "position_pnl",
+    "price_move",
     "sector_exposure",
     "total_day_change",
     "total_pnl",
@@ -107,6 +108,13 @@ def total_day_change(holdings: Iterable[Holding]) -> Decimal:
 
 def day_change(last: Decimal, prev_close: Decimal, qty: int) -> Decimal:
     return (last - prev_close) * qty
+
+
+def price_move(old_last: Decimal, new_last: Decimal, qty: int) -> Decimal:
+    """``(new − old) × qty``: what a move of the last price adds to a position's market
+    value, its P&L and its day change alike (so totals follow a tick exactly, without
+    summing every position again)."""
+    return (new_last - old_last) * qty
 
 
 def change_pct(last: Decimal, prev_close: Decimal) -> Decimal:

@@ -45,10 +45,10 @@ def _row(ticker: str, qty: int, avg_cost: Any, last: Any, prev_close: Any) -> di
 
 def _price(row: dict[str, Any], last: Decimal) -> None:
     row["last"] = last
-    row["holding"] = holding = _holding(row)
-    row["pnl"] = domain.position_pnl(last, holding.avg_cost, holding.qty)
-    prev = holding.prev_close
-    row["day_chg"] = domain.day_change(last, prev, holding.qty) if prev is not None else None
+    qty = row["qty"]
+    row["pnl"] = domain.position_pnl(last, domain.dec(row["avg_cost"]), qty)
+    prev = row.get("prev_close")
+    row["day_chg"] = domain.day_change(last, domain.dec(prev), qty) if prev is not None else None
     _keep_view(row, "pl", _pl_view(row))
 
 
@@ -71,8 +71,11 @@ def _sign_class(value: Decimal | None) -> str:
 def _pl_view(row: dict[str, Any]) -> dict[str, str]:
     """The trader's own cells of a row, formatted."""
     pnl, day = row["pnl"], row.get("day_chg")
+    pl_id = row.get("pl_id")
+    if pl_id is None:
+        pl_id = row["pl_id"] = wire.element_id("portfolio", "pl", row["symbol"])
     return {
-        "id": wire.element_id("portfolio", "pl", row["symbol"]),
+        "id": pl_id,
         "pnl": signed(pnl),
         "pnl_cls": _sign_class(domain.dec(pnl)),
         "day": signed(day),
@@ -141,17 +144,34 @@ class PortfolioComponent(Component):
         self._totals()
 
     def _totals(self) -> None:
-        holdings = [p.get("holding") or _holding(p) for p in self.state["positions"]]
+        holdings = [_holding(p) for p in self.state["positions"]]
         self.state["total_value"] = domain.total_value(holdings)
         self.state["total_pnl"] = domain.total_pnl(holdings)
         self.state["day_change"] = domain.total_day_change(holdings)
         _keep_view(self.state, "totals_view", _totals_view(self.state))
+
+    def _move_totals(self, moved: list[tuple[Decimal, Decimal, dict[str, Any]]]) -> None:
+        """Totals after a tick moved these rows' prices: exact, without a full re-sum."""
+        state = self.state
+        if any(state.get(k) is None for k in ("total_value", "total_pnl", "day_change")):
+            self._totals()
+            return
+        value, pnl, day = (domain.dec(state[k]) for k in ("total_value", "total_pnl", "day_change"))
+        for old, last, pos in moved:
+            move = domain.price_move(old, last, pos["qty"])
+            value += move
+            pnl += move
+            if pos.get("prev_close") is not None:
+                day += move
+        state["total_value"], state["total_pnl"], state["day_change"] = value, pnl, day
+        _keep_view(state, "totals_view", _totals_view(state))
 
     async def on_ws_message(self, message: dict[str, Any]) -> LiveResult:
         event = message.get("event")
         if event == wire.EVENT_PRICE_TICK:
             ticks = message["prices"]
             changed: set[str] = set()
+            moved = []
             for pos in self.state["positions"]:
                 quote = ticks.get(pos["symbol"])
                 if quote is None:
@@ -161,10 +181,11 @@ class PortfolioComponent(Component):
                 if last != old:
                     pos["dir"] = "up" if last > old else "down"
                     _price(pos, last)
+                    moved.append((old, last, pos))
                     changed.add(pos["pl"]["id"])
             if not changed:
                 return False
-            self._totals()
+            self._move_totals(moved)
             return changed | {TOTALS_ID}
         if event == wire.EVENT_ORDER:
             await self.remount()

@@ -209,12 +209,11 @@ class Stencil:
         return self._format.format_map({k: _escape(view[k]) for k in self.fields})
 
 
-_UNSAFE = frozenset("&<>'\"")
-
-
 def _escape(value: str) -> str:
     """``markupsafe.escape``, with a fast path for the usual figures (nothing to escape)."""
-    return escape(value) if _UNSAFE.intersection(value) else value
+    if "&" in value or "<" in value or ">" in value or '"' in value or "'" in value:
+        return escape(value)
+    return value
 
 
 _stencils: dict[tuple[type[Component], str], Stencil] = {}
