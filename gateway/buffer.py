@@ -111,7 +111,11 @@ class PartBuffer:
 
     max_parts: int = 5000
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # set by the fan-out once every component is done with the tick of the pending parts
+    tick_done: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
+    urgent: bool = False
+    """Something pending is not tick-driven (a full render, an event's result): send soon."""
     _parts: dict[str, _Part] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -131,8 +135,10 @@ class PartBuffer:
         ts_ms: float | None,
         *,
         full: bool = False,
+        urgent: bool = True,
     ) -> int:
-        """Add parts checked by :func:`prepare_parts` (shared by every socket they go to)."""
+        """Add parts checked by :func:`prepare_parts` (shared by every socket they go to);
+        ``urgent=False`` for tick-driven parts, sent with the rest of their tick."""
         if full:  # a full render supersedes every pending part of its component
             for key in [k for k, p in self._parts.items() if p.component == component]:
                 del self._parts[key]
@@ -144,6 +150,8 @@ class PartBuffer:
             pending.clear()
             self.overflowed = True
         if parts or self.overflowed:
+            if urgent or self.overflowed or full:
+                self.urgent = True
             self.ready.set()
         return len(parts)
 
@@ -151,7 +159,9 @@ class PartBuffer:
         parts = list(self._parts.values())
         self._parts.clear()
         overflowed, self.overflowed = self.overflowed, False
+        self.urgent = False
         self.ready.clear()
+        self.tick_done.clear()
         stamps = [p.ts_ms for p in parts if p.ts_ms is not None]
         return Drained(build_frames(parts), len(parts), min(stamps, default=None), overflowed)
 

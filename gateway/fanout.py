@@ -6,10 +6,16 @@ Shared parts (``ui.shared.<component>``, keyed by topic) are checked once and ha
 every socket whose user's page shows that topic, as the user's latest full render of the
 component declared. Writing into a socket's buffer never waits, so a slow socket never
 delays another (DESIGN.md §3.3).
+
+Frames follow ticks: a component's ``ui.shared`` message carrying a tick's ``seq`` is the
+last it sends for that tick. Once every component that follows ticks (those heard from in
+the last ``EXPECT_S``) is done with a tick, each socket holding parts of it is told to
+send them, so a socket gets one frame per tick, as soon as its last part is in.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any, Protocol
 
@@ -17,7 +23,9 @@ from gateway.buffer import PartBuffer, message_ts_ms, now_ms, prepare_parts
 from gateway.metrics import GatewayMetrics
 from shared import wire
 
-__all__ = ["Fanout", "LiveSocket"]
+__all__ = ["EXPECT_S", "Fanout", "LiveSocket"]
+
+EXPECT_S = 2.0  # a component silent about ticks for this long is not waited for
 
 
 class LiveSocket(Protocol):
@@ -33,6 +41,8 @@ class Fanout:
         self._by_session: dict[str, LiveSocket] = {}
         self._topics: dict[tuple[int, str], frozenset[str]] = {}
         self._watchers: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self._done: dict[str, tuple[int, float]] = {}  # component → (last tick done, when)
+        self._waiting: set[LiveSocket] = set()  # sockets holding tick-driven parts
 
     def __len__(self) -> int:
         return len(self._by_session)
@@ -43,6 +53,7 @@ class Fanout:
 
     def remove(self, socket: LiveSocket) -> None:
         self._by_session.pop(socket.session_id, None)
+        self._waiting.discard(socket)
         sockets = self._sockets.get(socket.user_id)
         if sockets is None:
             return
@@ -83,14 +94,43 @@ class Fanout:
         ts = message_ts_ms(message.get("ts"))
         if ts is not None and self._metrics is not None:
             self._metrics.latency_received.observe(max(0.0, now_ms() - ts) / 1000)
+        tick = message.get("tick")
+        urgent = not isinstance(tick, int)
         if tokens[1] == wire.UI_SHARED:
-            self._shared(component, message.get("topics"), ts)
+            self._shared(component, message.get("topics"), ts, urgent)
+            if isinstance(tick, int):
+                self._tick_done(component, tick)
         else:
             for update in message.get("updates") or ():
                 if isinstance(update, dict):
-                    self._update(component, update, ts)
+                    self._update(component, update, ts, urgent)
 
-    def _update(self, component: str, update: dict[str, Any], ts: float | None) -> None:
+    def _tick_done(self, component: str, tick: int) -> None:
+        now = time.monotonic()
+        self._done[component] = (max(tick, self._done.get(component, (tick, 0))[0]), now)
+        expected = [seq for seq, at in self._done.values() if now - at < EXPECT_S]
+        if all(seq >= tick for seq in expected):
+            for socket in self._waiting:
+                socket.buffer.tick_done.set()
+            self._waiting.clear()
+
+    def _put(
+        self,
+        socket: LiveSocket,
+        component: str,
+        parts: list[tuple[str, str]],
+        ts: float | None,
+        *,
+        full: bool = False,
+        urgent: bool = True,
+    ) -> None:
+        socket.buffer.put_prepared(component, parts, ts, full=full, urgent=urgent)
+        if not urgent:
+            self._waiting.add(socket)
+
+    def _update(
+        self, component: str, update: dict[str, Any], ts: float | None, urgent: bool
+    ) -> None:
         user_id = update.get("user")
         if not isinstance(user_id, int):
             return
@@ -111,9 +151,9 @@ class Fanout:
             self._set_topics(user_id, component, frozenset(str(t) for t in topics))
         parts = prepare_parts(component, update.get("parts"))
         for socket in targets:
-            socket.buffer.put_prepared(component, parts, ts, full=full)
+            self._put(socket, component, parts, ts, full=full, urgent=urgent or full)
 
-    def _shared(self, component: str, topics: Any, ts: float | None) -> None:
+    def _shared(self, component: str, topics: Any, ts: float | None, urgent: bool) -> None:
         if not isinstance(topics, dict):
             return
         for topic, raw_parts in topics.items():
@@ -123,4 +163,4 @@ class Fanout:
             parts = prepare_parts(component, raw_parts)
             for user_id in users:
                 for socket in self._sockets.get(user_id, ()):
-                    socket.buffer.put_prepared(component, parts, ts)
+                    self._put(socket, component, parts, ts, urgent=urgent)

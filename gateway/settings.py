@@ -34,7 +34,9 @@ class GatewaySettings(ServiceSettings):
     heartbeat_interval_s: float = 10.0
     ws_send_timeout_s: float = 5.0
     ws_buffer_max_parts: int = 5000
-    # Frames per socket: parts arriving within ws_gather_ms of the first go in one frame,
-    # and a socket gets at most one frame per ws_frame_interval_ms (newest parts win)
-    ws_gather_ms: int = 20
-    ws_frame_interval_ms: int = 250
+    # Frames per socket: a tick's parts go out once every component is done with the tick
+    # (at most ws_tick_wait_ms after they arrive); other parts (full renders, events) after
+    # ws_gather_ms; never two frames closer than ws_frame_interval_ms (newest parts win)
+    ws_tick_wait_ms: int = 150
+    ws_gather_ms: int = 10
+    ws_frame_interval_ms: int = 100

@@ -103,15 +103,24 @@ class Connection:
             pass
 
     async def _send(self) -> None:
-        settings, metrics = self.g.settings, self.g.metrics
+        settings, metrics, buffer = self.g.settings, self.g.metrics, self.buffer
         timeout = settings.ws_send_timeout_s
         gather_s, interval_s = settings.ws_gather_ms / 1000, settings.ws_frame_interval_ms / 1000
+        tick_wait_s = settings.ws_tick_wait_ms / 1000
         loop = asyncio.get_running_loop()
         last_sent = -interval_s
         while True:
-            await self.buffer.ready.wait()
-            # let the rest of this tick's parts arrive, and send at most one frame per interval
-            await asyncio.sleep(max(gather_s, last_sent + interval_s - loop.time()))
+            await buffer.ready.wait()
+            if buffer.urgent:  # a full render or an event's result: gather briefly
+                await asyncio.sleep(gather_s)
+            elif not buffer.tick_done.is_set():
+                # a tick's parts: wait until every component is done with that tick
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(tick_wait_s):
+                        await buffer.tick_done.wait()
+            spacing = last_sent + interval_s - loop.time()
+            if spacing > 0:
+                await asyncio.sleep(spacing)
             last_sent = loop.time()
             drained = self.buffer.drain()
             if drained.overflowed:

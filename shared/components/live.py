@@ -35,7 +35,7 @@ from shared.components.metrics import ComponentMetrics
 from shared.components.pricebook import PriceBook
 from shared.components.publish import UiPublisher
 from shared.components.registry import Registry
-from shared.components.rendering import Changes, PartsTracker
+from shared.components.rendering import Changes, Part, PartsTracker
 from shared.components.runtime import mount
 from shared.components.scope import UnitOfWork
 from shared.identity import Identity
@@ -142,6 +142,7 @@ class LiveSessions:
         # ticks waiting for the tick loop: tickers changed since it last ran, per class
         self._pending: dict[str, set[str]] = {}
         self._pending_ts: Any = None
+        self._pending_seq: Any = None
         self._last_run: dict[str, float] = {}
         self._wakeups: set[str] = set()
         # topics any live instance shows, per component (recomputed after a full render)
@@ -348,6 +349,7 @@ class LiveSessions:
         for cls in self._tick_components:
             self._pending.setdefault(cls.name, set()).update(prices)
         self._pending_ts = payload.get("ts")
+        self._pending_seq = payload.get("seq")
         self._ticks_waiting += 1
         self._tick_idle.clear()
         self._tick_ready.set()
@@ -370,37 +372,47 @@ class LiveSessions:
                 self._tick_idle.set()
 
     async def process_ticks(self) -> None:
-        """Bring every tick-driven component up to the ticks merged so far."""
-        ts = self._pending_ts
+        """Bring every tick-driven component up to the ticks merged so far.
+
+        Each component ends its turn with its ``ui.shared.<component>`` message carrying
+        the tick's ``seq`` (possibly no topics): the gateway sends a socket its frame for a
+        tick once every component has said it is done with that tick.
+        """
+        ts, seq = self._pending_ts, self._pending_seq
         now = self._clock()
         for cls in self._tick_components:
             tickers = self._pending.get(cls.name)
-            if not tickers:
-                continue
-            if cls.live_interval > 0:
+            if cls.live_interval > 0 and tickers:
                 due = self._last_run.get(cls.name, 0.0) + cls.live_interval
                 if now < due:  # merged into a later run; wake up for it
                     if cls.name not in self._wakeups:
                         self._wakeups.add(cls.name)
                         asyncio.get_running_loop().call_later(due - now, self._wake, cls.name)
-                    continue
-                self._last_run[cls.name] = now
-            self._pending[cls.name] = set()
-            await self._tick_component(cls, tickers, ts)
+                    tickers = None
+                else:
+                    self._last_run[cls.name] = now
+            if tickers:
+                self._pending[cls.name] = set()
+                shared = await self._tick_component(cls, tickers, ts, seq)
+            else:
+                shared = {}
+            await self.publisher.shared(cls.name, ts, shared, tick=seq)
 
     def _wake(self, name: str) -> None:
         self._wakeups.discard(name)
         self._tick_ready.set()
 
-    async def _tick_component(self, cls: type[Component], tickers: set[str], ts: Any) -> None:
+    async def _tick_component(
+        self, cls: type[Component], tickers: set[str], ts: Any, seq: Any
+    ) -> dict[str, list[Part]]:
+        """Publish every instance's changes; the shared parts, to publish after them."""
         book = self.prices
         watched = self._watched_topics(cls)
         shown = [t for t in tickers if t in watched]
-        if shown:
-            await self.publisher.shared(cls.name, ts, cls.topic_parts(shown, book))
+        shared = cls.topic_parts(shown, book) if shown else {}
         prices = {t: book.quote(t) for t in tickers}
         message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
-        batch = self.publisher.batch(cls.name, _stamp(message))
+        batch = self.publisher.batch(cls.name, _stamp(message), tick=seq)
         for user_id, instance in list(self._by_class[cls.name].items()):
             component = instance.component
             async with instance.lock:
@@ -415,6 +427,7 @@ class LiveSessions:
                     self._watched[cls.name] = None
                 batch.add(user_id, changes, topics=topics)
         await batch.send()
+        return shared
 
     def _watched_topics(self, cls: type[Component]) -> set[str]:
         """The topics some live instance of ``cls`` shows: only those are rendered."""

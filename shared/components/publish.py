@@ -30,18 +30,22 @@ class UiPublisher:
         self.seq = 0
         self._metrics = metrics
 
-    def batch(self, component: str, ts: Any) -> UiBatch:
-        return UiBatch(self, component, ts)
+    def batch(self, component: str, ts: Any, *, tick: Any = None) -> UiBatch:
+        """Updates for many users; ``tick`` (a tick's ``seq``) marks them tick-driven."""
+        return UiBatch(self, component, ts, tick)
 
-    async def shared(self, component: str, ts: Any, topics: dict[str, list[Any]]) -> None:
-        """One message with the shared parts of every topic that changed."""
-        if not topics:
+    async def shared(
+        self, component: str, ts: Any, topics: dict[str, list[Any]], *, tick: Any = None
+    ) -> None:
+        """One message with the shared parts of every topic that changed. With ``tick``
+        it is sent even with no topics: it says the component is done with that tick."""
+        if not topics and tick is None:
             return
         wire_topics = {k: [p.to_wire() for p in parts] for k, parts in topics.items()}
-        await self._send(
-            wire.ui_shared_subject(component),
-            {"component": component, "ts": ts, "topics": wire_topics},
-        )
+        payload = {"component": component, "ts": ts, "topics": wire_topics}
+        if tick is not None:
+            payload["tick"] = tick
+        await self._send(wire.ui_shared_subject(component), payload)
 
     async def _send(self, subject: str, payload: dict[str, Any]) -> bool:
         self.seq += 1
@@ -57,8 +61,8 @@ class UiPublisher:
 class UiBatch:
     """The updates of one component for many users, sent per partition by :meth:`send`."""
 
-    def __init__(self, publisher: UiPublisher, component: str, ts: Any) -> None:
-        self._publisher, self.component, self.ts = publisher, component, ts
+    def __init__(self, publisher: UiPublisher, component: str, ts: Any, tick: Any = None) -> None:
+        self._publisher, self.component, self.ts, self.tick = publisher, component, ts, tick
         self._by_partition: dict[int, list[dict[str, object]]] = defaultdict(list)
         self._counts = {True: 0, False: 0}
         self._parts = 0

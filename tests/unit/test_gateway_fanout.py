@@ -115,3 +115,30 @@ async def test_parts_of_another_component_or_malformed_messages_are_dropped() ->
     await fan.on_ui("ui.3.watchlist", message)  # subject and component disagree
     await fan.on_ui("ui.shared.portfolio", {"component": "portfolio", "topics": "nonsense"})
     assert alice.ids() == []
+
+
+async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_tick() -> None:
+    fan = Fanout()
+    alice = Socket(1, "a")
+    fan.add(alice)
+    full = {"full": True, "parts": [part("watchlist-root")], "topics": ["KO"]}
+    await fan.on_ui(*updates("watchlist", {"user": 1, **full}))
+    alice.ids()
+
+    def marker(component: str, tick: int, topics: dict | None = None) -> tuple[str, dict]:
+        subject, message = shared(component, topics or {})
+        return subject, {**message, "tick": tick}
+
+    await fan.on_ui(*marker("portfolio", 4))  # the portfolio follows ticks too
+    await fan.on_ui(*marker("watchlist", 5, {"KO": [part("watchlist-quote-KO")]}))
+    assert alice.buffer.ready.is_set() and not alice.buffer.urgent
+    assert not alice.buffer.tick_done.is_set()  # the portfolio is not done with tick 5
+    subject, batch = updates("portfolio", wire.ui_update(1, [part("portfolio-pl-KO")], full=False))
+    await fan.on_ui(subject, {**batch, "tick": 5})
+    assert not alice.buffer.tick_done.is_set()
+    await fan.on_ui(*marker("portfolio", 5))
+    assert alice.buffer.tick_done.is_set()
+    assert alice.ids() == ["watchlist-quote-KO", "portfolio-pl-KO"]
+    # an event's result is not tick-driven: it goes out at once
+    await fan.on_ui(*updates("portfolio", wire.ui_update(1, [part("portfolio-x")], full=False)))
+    assert alice.buffer.urgent
