@@ -110,13 +110,17 @@ class PartBuffer:
     """What is waiting to be sent to one socket. Writers never block; one sender drains."""
 
     max_parts: int = 5000
+    gather_s: float = 0.01
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    # set by the fan-out once every component is done with the tick of the pending parts
-    tick_done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Something is pending."""
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    """Send now: ``gather_s`` after an urgent part, or when the fan-out says every
+    component is done with the tick of the pending parts (:meth:`release`)."""
     overflowed: bool = False
     urgent: bool = False
-    """Something pending is not tick-driven (a full render, an event's result): send soon."""
+    """Something pending is not tick-driven (a full render, an event's result)."""
     _parts: dict[str, _Part] = field(default_factory=dict)
+    _timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._parts)
@@ -150,10 +154,24 @@ class PartBuffer:
             pending.clear()
             self.overflowed = True
         if parts or self.overflowed:
-            if urgent or self.overflowed or full:
-                self.urgent = True
             self.ready.set()
+            if (urgent or self.overflowed or full) and not self.urgent:
+                self.urgent = True
+                if not self.go.is_set() and self._timer is None:
+                    try:
+                        loop = asyncio.get_running_loop()
+                    except RuntimeError:  # a synchronous caller: nothing to gather for
+                        self.go.set()
+                    else:
+                        self._timer = loop.call_later(self.gather_s, self.release)
         return len(parts)
+
+    def release(self) -> None:
+        """Let the sender send what is pending."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.go.set()
 
     def drain(self) -> Drained:
         parts = list(self._parts.values())
@@ -161,7 +179,10 @@ class PartBuffer:
         overflowed, self.overflowed = self.overflowed, False
         self.urgent = False
         self.ready.clear()
-        self.tick_done.clear()
+        self.go.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         stamps = [p.ts_ms for p in parts if p.ts_ms is not None]
         return Drained(build_frames(parts), len(parts), min(stamps, default=None), overflowed)
 

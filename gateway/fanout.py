@@ -15,6 +15,7 @@ send them, so a socket gets one frame per tick, as soon as its last part is in.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from typing import Any, Protocol
@@ -35,8 +36,10 @@ class LiveSocket(Protocol):
 
 
 class Fanout:
-    def __init__(self, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, metrics: GatewayMetrics | None = None, *, tick_wait_s: float = 0.15) -> None:
         self._metrics = metrics
+        self.tick_wait_s = tick_wait_s
+        self._fallback: asyncio.TimerHandle | None = None
         self._sockets: dict[int, set[LiveSocket]] = defaultdict(set)
         self._by_session: dict[str, LiveSocket] = {}
         self._topics: dict[tuple[int, str], frozenset[str]] = {}
@@ -110,9 +113,16 @@ class Fanout:
         self._done[component] = (max(tick, self._done.get(component, (tick, 0))[0]), now)
         expected = [seq for seq, at in self._done.values() if now - at < EXPECT_S]
         if all(seq >= tick for seq in expected):
-            for socket in self._waiting:
-                socket.buffer.tick_done.set()
-            self._waiting.clear()
+            self._release_waiting()
+
+    def _release_waiting(self) -> None:
+        """Every socket holding tick-driven parts may send them."""
+        if self._fallback is not None:
+            self._fallback.cancel()
+            self._fallback = None
+        for socket in self._waiting:
+            socket.buffer.release()
+        self._waiting.clear()
 
     def _put(
         self,
@@ -125,8 +135,11 @@ class Fanout:
         urgent: bool = True,
     ) -> None:
         socket.buffer.put_prepared(component, parts, ts, full=full, urgent=urgent)
-        if not urgent:
+        if not urgent and parts:
             self._waiting.add(socket)
+            if self._fallback is None:  # a component that never says "done" delays no one
+                loop = asyncio.get_running_loop()
+                self._fallback = loop.call_later(self.tick_wait_s, self._release_waiting)
 
     def _update(
         self, component: str, update: dict[str, Any], ts: float | None, urgent: bool

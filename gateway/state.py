@@ -44,7 +44,7 @@ class Gateway:
         self.cookie = SessionCookie(secret, s.session_max_age_s)
         self.login_csrf = LoginCsrf(secret)
         self.throttle = FailureThrottle(s.login_max_failures, s.login_window_s)
-        self.fanout = Fanout(self.metrics)
+        self.fanout = Fanout(self.metrics, tick_wait_s=s.ws_tick_wait_ms / 1000)
         self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
         self.templates.env.globals["static_url"] = self.static.url
 

@@ -50,7 +50,9 @@ class Connection:
         self.user_id = user.user_id
         # Unique per socket, so two tabs of one login are two live sessions for the services.
         self.session_id = f"{user.public_id}:{secrets.token_hex(8)}"
-        self.buffer = PartBuffer(max_parts=g.settings.ws_buffer_max_parts)
+        self.buffer = PartBuffer(
+            max_parts=g.settings.ws_buffer_max_parts, gather_s=g.settings.ws_gather_ms / 1000
+        )
         self._close: tuple[int, str] | None = None
         self._close_requested = asyncio.Event()
 
@@ -105,19 +107,12 @@ class Connection:
     async def _send(self) -> None:
         settings, metrics, buffer = self.g.settings, self.g.metrics, self.buffer
         timeout = settings.ws_send_timeout_s
-        gather_s, interval_s = settings.ws_gather_ms / 1000, settings.ws_frame_interval_ms / 1000
-        tick_wait_s = settings.ws_tick_wait_ms / 1000
+        interval_s = settings.ws_frame_interval_ms / 1000
         loop = asyncio.get_running_loop()
         last_sent = -interval_s
         while True:
-            await buffer.ready.wait()
-            if buffer.urgent:  # a full render or an event's result: gather briefly
-                await asyncio.sleep(gather_s)
-            elif not buffer.tick_done.is_set():
-                # a tick's parts: wait until every component is done with that tick
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(tick_wait_s):
-                        await buffer.tick_done.wait()
+            # released by the fan-out once a tick is complete, or soon after urgent parts
+            await buffer.go.wait()
             spacing = last_sent + interval_s - loop.time()
             if spacing > 0:
                 await asyncio.sleep(spacing)

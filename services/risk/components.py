@@ -11,6 +11,7 @@ from sqlalchemy import select
 from shared import domain, wire
 from shared.charts import bar_width
 from shared.components import Component, IsAuthenticated, PartSpec, Registry
+from shared.components.rendering import money
 from shared.db.models import Account, Position, RiskAlert, Symbol
 from shared.ticks import tick_last
 
@@ -64,6 +65,7 @@ def _holdings(state: dict[str, Any]) -> list[domain.Holding]:
 
 
 def _recompute(state: dict[str, Any]) -> None:
+    state["_version"] = state.get("_version", 0) + 1
     holdings = _holdings(state)
     used = domain.margin_used(holdings)
     state["margin_used"] = used
@@ -74,29 +76,33 @@ def _recompute(state: dict[str, Any]) -> None:
     ]
 
 
-def _gauge_view(state: dict[str, Any]) -> dict[str, Any]:
+def _gauge_view(state: dict[str, Any]) -> dict[str, str]:
     exact = domain.dec(state.get("utilisation_pct", 0))
     # truncated, so the figure shown never crosses a threshold the gauge class does not
     shown = exact.quantize(_TENTH, rounding=ROUND_DOWN)
     level = domain.gauge_level(exact)
     return {
-        "used": domain.dec(state.get("margin_used", 0)).quantize(Decimal(1), ROUND_HALF_UP),
-        "limit": domain.dec(state.get("margin_limit", 0)).quantize(Decimal(1), ROUND_HALF_UP),
-        "pct": shown,
-        "level": level or "",
+        "id": GAUGE_ID,
+        "used": money(domain.dec(state.get("margin_used", 0)), 0),
+        "limit": money(domain.dec(state.get("margin_limit", 0)), 0),
+        "pct": str(shown),
+        "level_cls": f" gauge--{level}" if level else "",
         "width": bar_width(shown),
     }
 
 
-def _exposure_view(state: dict[str, Any]) -> list[dict[str, Any]]:
+def _exposure_view(state: dict[str, Any]) -> list[dict[str, str]]:
+    """Sectors by name: a stable order, so a tick moves bars and figures, never rows."""
     view = []
-    for row in state.get("sector_exposure", []):
+    for row in sorted(state.get("sector_exposure", []), key=lambda r: r["sector"] or "Other"):
         share = domain.dec(row["share_pct"]).quantize(_TENTH, ROUND_HALF_UP)
+        sector = row["sector"] or "Other"
         view.append(
             {
-                "sector": row["sector"] or "Other",
-                "value": domain.dec(row["value"]).quantize(Decimal(1), ROUND_HALF_UP),
-                "share_pct": share,
+                "id": wire.element_id("risk_metrics", "sector", sector),
+                "sector": sector,
+                "value": money(domain.dec(row["value"]), 0),
+                "share": str(share),
                 "width": bar_width(share),
             }
         )
@@ -125,6 +131,10 @@ class RiskMetricsComponent(Component):
     cache_key_prefix = "risk"
     cache_ttl = 10
     live_interval = 1.0  # the gauge and exposure repaint once a second, not every tick
+    stencils = {
+        "gauge": ("id", "used", "limit", "pct", "level_cls", "width"),
+        "sector": ("id", "sector", "value", "share", "width"),
+    }
     subscriptions = {
         wire.PRICES_TICKS: wire.EVENT_PRICE_TICK,
         wire.RISK_BREACH_TEMPLATE: wire.EVENT_RISK_BREACH,
@@ -190,22 +200,31 @@ class RiskMetricsComponent(Component):
         alerts = self.state.setdefault("alerts", [])
         alerts.insert(0, alert)
         del alerts[MAX_ALERTS:]
+        self.state["_version"] = self.state.get("_version", 0) + 1
         # the pricefeed stored the alert: a reload within cache_ttl must show it too
         self.invalidate_cache()
 
+    def _views(self) -> dict[str, Any]:
+        """The formatted views, computed once per change of state (a tick, an alert)."""
+        stamp = (id(self.state), self.state.get("_version", 0))
+        cached = getattr(self, "_cached_views", None)
+        if cached is None or cached[0] != stamp:
+            views = {
+                "gauge": _gauge_view(self.state),
+                "exposure": _exposure_view(self.state),
+                "alerts": _alerts_view(self.state),
+            }
+            cached = self._cached_views = (stamp, views)
+        result: dict[str, Any] = cached[1]
+        return result
+
     def get_context(self) -> dict[str, Any]:
-        return {
-            "gauge_id": GAUGE_ID,
-            "exposure_id": EXPOSURE_ID,
-            "alerts_id": ALERTS_ID,
-            "gauge": _gauge_view(self.state),
-            "exposure": _exposure_view(self.state),
-            "alerts": _alerts_view(self.state),
-        }
+        return {"exposure_id": EXPOSURE_ID, "alerts_id": ALERTS_ID, **self._views()}
 
     def live_parts(self) -> dict[str, PartSpec]:
-        return {
-            GAUGE_ID: ("gauge", {"gauge": _gauge_view(self.state)}),
-            EXPOSURE_ID: ("exposure", {"exposure": _exposure_view(self.state)}),
-            ALERTS_ID: ("alerts", {"alerts": _alerts_view(self.state)}),
-        }
+        views = self._views()
+        parts: dict[str, PartSpec] = {GAUGE_ID: ("gauge", {"v": views["gauge"]})}
+        for sector in views["exposure"]:  # one part per sector: only what moved is sent
+            parts[sector["id"]] = ("sector", {"v": sector})
+        parts[ALERTS_ID] = ("alerts", {"alerts": views["alerts"]})
+        return parts

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
 MOUNT_WORKERS = 4
+TICK_GRACE_S = 0.3  # a rate-limited component waits this long past due for the next tick
 
 
 @cache
@@ -384,10 +385,11 @@ class LiveSessions:
             tickers = self._pending.get(cls.name)
             if cls.live_interval > 0 and tickers:
                 due = self._last_run.get(cls.name, 0.0) + cls.live_interval
-                if now < due:  # merged into a later run; wake up for it
-                    if cls.name not in self._wakeups:
+                if now < due:  # merged into a later run: the first tick after it is due,
+                    if cls.name not in self._wakeups:  # or this wake-up if the feed is quiet
                         self._wakeups.add(cls.name)
-                        asyncio.get_running_loop().call_later(due - now, self._wake, cls.name)
+                        delay = due - now + TICK_GRACE_S
+                        asyncio.get_running_loop().call_later(delay, self._wake, cls.name)
                     tickers = None
                 else:
                     self._last_run[cls.name] = now

@@ -7,6 +7,7 @@ an element id and its HTML.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "Rendered",
     "Stencil",
     "base_context",
+    "compact",
     "environment_for",
     "money",
     "pct",
@@ -179,6 +181,7 @@ def render_parts(
 
 
 _MARK = "\x00"
+_BETWEEN_TAGS = re.compile(r">\s+<")
 
 
 class Stencil:
@@ -194,7 +197,9 @@ class Stencil:
     def __init__(self, cls: type[Component], block: str, fields: tuple[str, ...]) -> None:
         env = environment_for(template_dir(cls))
         sentinel = {f: f"{_MARK}{f}{_MARK}" for f in fields}
-        html = render_block(env, cls.template_name, block, v=sentinel).strip()
+        # whitespace between tags is layout in the template file, bytes on every socket
+        html = _BETWEEN_TAGS.sub("><", render_block(env, cls.template_name, block, v=sentinel))
+        html = html.strip()
         pieces = html.split(_MARK)
         names = pieces[1::2]
         if len(pieces) % 2 == 0 or set(names) - set(fields):
@@ -214,6 +219,11 @@ def _escape(value: str) -> str:
     if "&" in value or "<" in value or ">" in value or '"' in value or "'" in value:
         return escape(value)
     return value
+
+
+def compact(html: str) -> str:
+    """``html`` without whitespace between tags, as a stencil renders it."""
+    return _BETWEEN_TAGS.sub("><", html).strip()
 
 
 _stencils: dict[tuple[type[Component], str], Stencil] = {}

@@ -132,12 +132,12 @@ async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_tick() 
     await fan.on_ui(*marker("portfolio", 4))  # the portfolio follows ticks too
     await fan.on_ui(*marker("watchlist", 5, {"KO": [part("watchlist-quote-KO")]}))
     assert alice.buffer.ready.is_set() and not alice.buffer.urgent
-    assert not alice.buffer.tick_done.is_set()  # the portfolio is not done with tick 5
+    assert not alice.buffer.go.is_set()  # the portfolio is not done with tick 5
     subject, batch = updates("portfolio", wire.ui_update(1, [part("portfolio-pl-KO")], full=False))
     await fan.on_ui(subject, {**batch, "tick": 5})
-    assert not alice.buffer.tick_done.is_set()
+    assert not alice.buffer.go.is_set()
     await fan.on_ui(*marker("portfolio", 5))
-    assert alice.buffer.tick_done.is_set()
+    assert alice.buffer.go.is_set()
     assert alice.ids() == ["watchlist-quote-KO", "portfolio-pl-KO"]
     # an event's result is not tick-driven: it goes out at once
     await fan.on_ui(*updates("portfolio", wire.ui_update(1, [part("portfolio-x")], full=False)))

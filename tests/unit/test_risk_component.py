@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from services.risk.components import ALERTS_ID, EXPOSURE_ID, GAUGE_ID, RiskMetricsComponent
+from shared import wire
 from shared.components import PartsTracker, render
 
 
@@ -54,6 +55,7 @@ def _run(component: RiskMetricsComponent, message: dict[str, Any]) -> None:
 
 def test_tick_raises_utilisation_and_gauge_class() -> None:
     component = _component()
+    _run(component, _tick({"AAPL": "100.01"}, seq=0))  # the sectors are known
     tracker = PartsTracker()
     tracker.full(component)
     _run(component, _tick({"AAPL": "125.00"}))  # 0.5 × (12,500 + 4,000) = 8,250
@@ -61,7 +63,10 @@ def test_tick_raises_utilisation_and_gauge_class() -> None:
     assert component.state["utilisation_pct"] == Decimal("82.5")
     changes = tracker.changes(component)
     assert not changes.full
-    assert [p.id for p in changes.parts] == [GAUGE_ID, EXPOSURE_ID]
+    # the gauge and each sector whose figures moved (in a stable order, by name)
+    sectors = [wire.element_id("risk_metrics", "sector", s) for s in ("Energy", "Technology")]
+    assert [p.id for p in changes.parts] == [GAUGE_ID, *sectors]
+    assert "24.2%" in changes.parts[1].html and "75.8%" in changes.parts[2].html
     gauge = changes.parts[0].html
     assert gauge.lstrip().startswith(f'<div id="{GAUGE_ID}"')
     assert 'class="gauge__fill gauge--warn"' in gauge and 'width="82.5"' in gauge
