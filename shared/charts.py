@@ -7,14 +7,15 @@ from decimal import ROUND_HALF_UP, Decimal
 
 __all__ = ["SPARK_HEIGHT", "SPARK_WIDTH", "bar_width", "sparkline_points"]
 
-SPARK_WIDTH = 80
-SPARK_HEIGHT = 20
+# Integer coordinates in a large viewBox (the SVG scales it): short ``points`` on the wire
+SPARK_WIDTH = 290
+SPARK_HEIGHT = 100
 
 
 def sparkline_points(
     values: Sequence[Decimal], width: int = SPARK_WIDTH, height: int = SPARK_HEIGHT
 ) -> str:
-    """SVG polyline ``points`` for ``values`` scaled into ``width`` × ``height``.
+    """SVG polyline ``points`` (integers) for ``values`` scaled into ``width`` × ``height``.
 
     The highest value is at the top (y = 1), the lowest at the bottom (y = height − 1);
     a flat series is drawn through the middle.
@@ -30,7 +31,7 @@ def sparkline_points(
     points = []
     for i, v in enumerate(values):
         y = Decimal(height) / 2 if span == 0 else 1 + inner * (high - v) / span
-        points.append(f"{float(step * i):.1f},{float(y):.1f}")
+        points.append(f"{round(step * i)},{round(y)}")
     return " ".join(points)
 
 

@@ -91,19 +91,19 @@ def _gauge_view(state: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _exposure_view(state: dict[str, Any]) -> list[dict[str, str]]:
+def _exposure_view(state: dict[str, Any]) -> list[dict[str, Any]]:
     """Sectors by name: a stable order, so a tick moves bars and figures, never rows."""
     view = []
     for row in sorted(state.get("sector_exposure", []), key=lambda r: r["sector"] or "Other"):
-        share = domain.dec(row["share_pct"]).quantize(_TENTH, ROUND_HALF_UP)
+        share = str(domain.dec(row["share_pct"]).quantize(_TENTH, ROUND_HALF_UP))
         sector = row["sector"] or "Other"
+        fig_id, bar_id = (wire.element_id("risk_metrics", "sector", sector, k) for k in "fb")
         view.append(
             {
-                "id": wire.element_id("risk_metrics", "sector", sector),
                 "sector": sector,
-                "value": money(domain.dec(row["value"]), 0),
-                "share": str(share),
-                "width": bar_width(share),
+                # the figures move with every price; the bar only when the share does
+                "fig": {"id": fig_id, "value": money(domain.dec(row["value"]), 0), "share": share},
+                "bar": {"id": bar_id, "sector": sector, "share": share, "width": bar_width(share)},
             }
         )
     return view
@@ -133,7 +133,8 @@ class RiskMetricsComponent(Component):
     live_interval = 1.0  # the gauge and exposure repaint once a second, not every tick
     stencils = {
         "gauge": ("id", "used", "limit", "pct", "level_cls", "width"),
-        "sector": ("id", "sector", "value", "share", "width"),
+        "sector_fig": ("id", "value", "share"),
+        "sector_bar": ("id", "sector", "share", "width"),
     }
     subscriptions = {
         wire.PRICES_TICKS: wire.EVENT_PRICE_TICK,
@@ -224,7 +225,8 @@ class RiskMetricsComponent(Component):
     def live_parts(self) -> dict[str, PartSpec]:
         views = self._views()
         parts: dict[str, PartSpec] = {GAUGE_ID: ("gauge", {"v": views["gauge"]})}
-        for sector in views["exposure"]:  # one part per sector: only what moved is sent
-            parts[sector["id"]] = ("sector", {"v": sector})
+        for sector in views["exposure"]:  # parts per sector: only what moved is sent
+            parts[sector["fig"]["id"]] = ("sector_fig", {"v": sector["fig"]})
+            parts[sector["bar"]["id"]] = ("sector_bar", {"v": sector["bar"]})
         parts[ALERTS_ID] = ("alerts", {"alerts": views["alerts"]})
         return parts

@@ -64,9 +64,14 @@ def test_tick_raises_utilisation_and_gauge_class() -> None:
     changes = tracker.changes(component)
     assert not changes.full
     # the gauge and each sector whose figures moved (in a stable order, by name)
-    sectors = [wire.element_id("risk_metrics", "sector", s) for s in ("Energy", "Technology")]
+    sectors = [
+        wire.element_id("risk_metrics", "sector", s, part)
+        for s in ("Energy", "Technology")
+        for part in "fb"
+    ]
     assert [p.id for p in changes.parts] == [GAUGE_ID, *sectors]
-    assert "24.2%" in changes.parts[1].html and "75.8%" in changes.parts[2].html
+    assert "4,000 · 24.2%" in changes.parts[1].html and 'width="24.2"' in changes.parts[2].html
+    assert "75.8%" in changes.parts[3].html
     gauge = changes.parts[0].html
     assert gauge.lstrip().startswith(f'<div id="{GAUGE_ID}"')
     assert 'class="gauge__fill gauge--warn"' in gauge and 'width="82.5"' in gauge

@@ -75,8 +75,8 @@ def test_sparkline_keeps_a_bounded_history_in_the_book() -> None:
 
 def test_sparkline_geometry() -> None:
     points = sparkline_points([Decimal(1), Decimal(3), Decimal(2)], width=80, height=20)
-    assert points == "0.0,19.0 40.0,1.0 80.0,10.0"
-    assert sparkline_points([Decimal(5), Decimal(5)]) == "0.0,10.0 80.0,10.0"
+    assert points == "0,19 40,1 80,10"
+    assert sparkline_points([Decimal(5), Decimal(5)]) == "0,50 290,50"
 
 
 def test_full_render_has_seed_classes_and_no_table_elements() -> None:
