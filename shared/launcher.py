@@ -79,6 +79,12 @@ class Child:
             str(self.port),
             "--no-access-log",
         ]
+        if self.spec.name == "gateway" and self.env.get("GATEWAY_WS_DEFLATE", "").lower() in {
+            "0",
+            "false",
+            "no",
+        }:  # browsers offer permessage-deflate; the gateway may decline it (CPU vs bytes)
+            cmd.append("--ws-per-message-deflate=false")
         self.process = subprocess.Popen(
             cmd,
             env=self.env,

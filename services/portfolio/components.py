@@ -170,7 +170,7 @@ class PortfolioComponent(Component):
         event = message.get("event")
         if event == wire.EVENT_PRICE_TICK:
             ticks = message["prices"]
-            changed: set[str] = set()
+            changed: dict[str, None] = {}  # part ids, in row order
             moved = []
             for pos in self.state["positions"]:
                 quote = ticks.get(pos["symbol"])
@@ -182,11 +182,12 @@ class PortfolioComponent(Component):
                     pos["dir"] = "up" if last > old else "down"
                     _price(pos, last)
                     moved.append((old, last, pos))
-                    changed.add(pos["pl"]["id"])
+                    changed[pos["pl"]["id"]] = None
             if not changed:
                 return False
             self._move_totals(moved)
-            return changed | {TOTALS_ID}
+            changed[TOTALS_ID] = None
+            return changed
         if event == wire.EVENT_ORDER:
             await self.remount()
         return None

@@ -28,8 +28,9 @@ _NOT_EVENTS = frozenset({"ws_message", "commit"})
 PartSpec = tuple[str, dict[str, Any]]
 """``(block name in the component's template, the block's context)``."""
 
-LiveResult = bool | set[str] | frozenset[str] | None
-"""What ``on_ws_message`` says changed: nothing (``False``), these parts, or "look"."""
+LiveResult = bool | set[str] | frozenset[str] | list[str] | dict[str, None] | None
+"""What ``on_ws_message`` says changed: nothing (``False``), these parts (in this order),
+or "look" (``None``)."""
 
 
 @dataclass

@@ -99,7 +99,7 @@ def _changes(instance: LiveInstance, result: LiveResult) -> Changes:
     the parts it named, or what a comparison with the last publication finds."""
     if result is False:
         return NO_CHANGES
-    if isinstance(result, set | frozenset):
+    if isinstance(result, set | frozenset | list | tuple | dict):
         return instance.tracker.changed(instance.component, result)
     return instance.tracker.changes(instance.component)
 

@@ -165,11 +165,9 @@ def render_parts(
         specs = component.live_parts()
     cls = type(component)
     base: dict[str, Any] | None = None
-    wanted = None if ids is None else set(ids)
     parts = []
-    for part_id, (block, ctx) in specs.items():
-        if wanted is not None and part_id not in wanted:
-            continue
+    chosen = specs.items() if ids is None else ((i, specs[i]) for i in ids)
+    for part_id, (block, ctx) in chosen:
         if block in cls.stencils:
             parts.append(Part(part_id, stencil_for(cls, block)(ctx["v"])))
             continue
@@ -269,13 +267,15 @@ class PartsTracker:
     def changed(self, component: Component, ids: Collection[str]) -> Changes:
         """The parts ``ids`` the component says changed (it vouches: nothing is compared).
 
-        Falls back to :meth:`changes` when the set of parts itself changed."""
+        Falls back to :meth:`changes` when the set of parts itself changed. What was sent
+        is not copied: those parts are marked unknown, so a later comparison sends them
+        again rather than miss a change (cheap on the hot path, rare elsewhere)."""
         previous = self._snapshot
         specs = component.live_parts()
-        if previous is None or specs.keys() != previous.keys() or not specs.keys() >= set(ids):
+        if previous is None or specs.keys() != previous.keys() or not all(i in specs for i in ids):
             return self.changes(component)
         for pid in ids:
-            previous[pid] = _copy(specs[pid][1])
+            previous[pid] = _UNKNOWN
         return Changes(False, render_parts(component, ids, specs) if ids else [])
 
     def changes(self, component: Component) -> Changes:
@@ -306,6 +306,18 @@ class PartsTracker:
 
 
 _WHOLE = "\x00whole"
+
+
+class _Unknown:
+    """A snapshot entry equal to nothing: that part is compared as changed."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_UNKNOWN = _Unknown()
 
 
 def _copy(ctx: Any) -> Any:

@@ -157,3 +157,17 @@ def test_full_render_keeps_the_seed_class_names() -> None:
     for name in ("positions-table", "pnl-pos", "total-value", 'data-component="portfolio"'):
         assert name in html
     assert "<table" not in html and "<tr" not in html  # live rows are ARIA-role divs
+
+
+def test_named_parts_are_rendered_without_comparing_and_never_missed_later() -> None:
+    component = _component()
+    tracker = PartsTracker()
+    tracker.full(component)
+    tick = {"event": "price_tick", "prices": {"AAPL": "181"}}
+    named = asyncio.run(component.on_ws_message(tick))
+    assert list(named or ()) == ["portfolio-pl-AAPL", TOTALS_ID]
+    assert [p.id for p in tracker.changed(component, named).parts] == list(named)
+    # a later full comparison cannot take what was sent for what it last copied: it sends
+    # those parts again rather than risk missing a change
+    assert [p.id for p in tracker.changes(component).parts] == list(named)
+    assert not tracker.changes(component)
