@@ -52,6 +52,7 @@ def create_app(
         app.state.heartbeat = asyncio.create_task(
             ws.heartbeat_forever(g, app.state.sessions, app.state.bus)
         )
+        app.state.pace = asyncio.create_task(g.pace.run())
 
         async def resync() -> None:  # parts published while NATS was away are lost
             for conn in g.hub.connections():
@@ -62,9 +63,10 @@ def create_app(
     async def on_stop(app: FastAPI) -> None:
         g: Gateway = app.state.gw
         g.hub.close_all(CLOSE_RESTART, "server restart")
-        app.state.heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await app.state.heartbeat
+        for task in (app.state.heartbeat, app.state.pace):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         with contextlib.suppress(Exception):
             await app.state.revoked_sub.unsubscribe()
             await app.state.ui_sub.unsubscribe()

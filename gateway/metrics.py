@@ -32,6 +32,14 @@ class GatewayMetrics:
         self.refused = Counter(
             "gateway_ws_refused", "Handshakes refused, by reason.", ["reason"], registry=r
         )
+        self.frame_interval = Gauge(
+            "gateway_ws_frame_interval_seconds",
+            "Least time between two frames to one socket (longer while the loop runs late).",
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "gateway_event_loop_lag_seconds", "Smoothed lateness of the event loop.", registry=r
+        )
         self.overflows = Counter(
             "gateway_ws_buffer_overflows", "Per-socket buffers that overflowed.", registry=r
         )

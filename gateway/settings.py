@@ -40,3 +40,6 @@ class GatewaySettings(ServiceSettings):
     ws_tick_wait_ms: int = 150
     ws_gather_ms: int = 10
     ws_frame_interval_ms: int = 100
+    # while this process's event loop runs late (overload), at most one frame per socket
+    # per ws_slow_frame_interval_ms: later frames, never a growing backlog
+    ws_slow_frame_interval_ms: int = 500

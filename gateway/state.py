@@ -13,6 +13,7 @@ from gateway.csrf import LoginCsrf, session_token
 from gateway.fanout import Fanout
 from gateway.hub import SocketHub
 from gateway.metrics import GatewayMetrics
+from gateway.pace import Pace
 from gateway.security import CachedStaticFiles
 from gateway.sessions import SessionCookie
 from gateway.settings import GatewaySettings
@@ -35,6 +36,7 @@ class Gateway:
     throttle: FailureThrottle = field(init=False)
     hub: SocketHub = field(default_factory=SocketHub)
     fanout: Fanout = field(init=False)
+    pace: Pace = field(init=False)
     templates: Jinja2Templates = field(init=False)
     http: httpx.AsyncClient | None = None  # opened in the lifespan
 
@@ -45,6 +47,9 @@ class Gateway:
         self.login_csrf = LoginCsrf(secret)
         self.throttle = FailureThrottle(s.login_max_failures, s.login_window_s)
         self.fanout = Fanout(self.metrics, tick_wait_s=s.ws_tick_wait_ms / 1000)
+        self.pace = pace = Pace(s.ws_frame_interval_ms / 1000, s.ws_slow_frame_interval_ms / 1000)
+        self.metrics.frame_interval.set_function(lambda: pace.interval_s)
+        self.metrics.loop_lag.set_function(lambda: pace.lag_s)
         self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
         self.templates.env.globals["static_url"] = self.static.url
 

@@ -105,15 +105,14 @@ class Connection:
             pass
 
     async def _send(self) -> None:
-        settings, metrics, buffer = self.g.settings, self.g.metrics, self.buffer
+        settings, metrics, buffer, pace = self.g.settings, self.g.metrics, self.buffer, self.g.pace
         timeout = settings.ws_send_timeout_s
-        interval_s = settings.ws_frame_interval_ms / 1000
         loop = asyncio.get_running_loop()
-        last_sent = -interval_s
+        last_sent = -pace.slow_interval_s
         while True:
             # released by the fan-out once a tick is complete, or soon after urgent parts
             await buffer.go.wait()
-            spacing = last_sent + interval_s - loop.time()
+            spacing = last_sent + pace.interval_s - loop.time()
             if spacing > 0:
                 await asyncio.sleep(spacing)
             last_sent = loop.time()
