@@ -1,8 +1,9 @@
 """Pieces of the relay benchmark: the bare baseline relay, the socket client, benchmark users.
 
-The baseline is the minimal nats-py → Starlette WebSocket relay of DESIGN.md §7: ``/ws?user=N``
-subscribes ``ui.N.>`` and sends each message's parts' html as one text frame. The client runs
-in its own process and holds every socket with the ``websockets`` library.
+The baseline is the minimal nats-py → Starlette WebSocket relay of DESIGN.md §7 for the
+services' batched wire format: one ``ui.>`` subscription, each user's parts of a message to
+that user's sockets (``/ws?user=N``) as one text frame (see :func:`baseline_app`). The client
+runs in its own process and holds every socket with the ``websockets`` library.
 """
 
 from __future__ import annotations
@@ -38,31 +39,51 @@ __all__ = [
 
 # -- the baseline relay (served by uvicorn in a subprocess: ``--factory``) ----------------
 def baseline_app() -> Any:
+    """The minimal relay for the services' wire format, and nothing more.
+
+    One subscription, ``ui.>``, for the whole process. Each message is decoded, and each
+    user update in it (``updates: [{user, parts: [{id, html}]}]``) goes to every socket of
+    that user (``/ws?user=N``) as one text frame: the parts' html, newline-joined, sent
+    at once, one socket after the other. Deliberately left out, all of which the gateway
+    does: checking a part is one element of its component's id prefix, ``hx-swap-oob``,
+    ``session``-targeted full renders, shared parts (``ui.shared.*``, tick markers
+    included, are decoded and ignored), waiting for a tick to be complete, a per-socket
+    buffer (newest part per id) and frame pacing, send timeouts (a stalled socket stalls
+    the fan-out), authentication, session announcements and metrics.
+    """
     import nats
     from starlette.applications import Starlette
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocket
 
+    sockets: dict[int, set[WebSocket]] = {}
+
+    async def forward(msg: Any) -> None:
+        for update in json.loads(msg.data).get("updates") or ():
+            frame = "\n".join(p["html"] for p in update["parts"])
+            for websocket in list(sockets.get(update["user"], ())):
+                try:
+                    await websocket.send_text(frame)
+                except Exception:
+                    pass  # closing: its reader removes it
+
     async def relay(websocket: WebSocket) -> None:
         await websocket.accept()
-
-        async def forward(msg: Any) -> None:
-            data = json.loads(msg.data)
-            await websocket.send_text("\n".join(p["html"] for p in data["parts"]))
-
         user = int(websocket.query_params["user"])
-        sub = await websocket.app.state.nc.subscribe(f"ui.{user}.>", cb=forward)
+        sockets.setdefault(user, set()).add(websocket)
         try:
             while (await websocket.receive())["type"] != "websocket.disconnect":
                 pass
         finally:
-            await sub.unsubscribe()
+            sockets[user].discard(websocket)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.nc = await nats.connect(os.environ["NATS_URL"])
+        nc = await nats.connect(os.environ["NATS_URL"])
+        sub = await nc.subscribe("ui.>", cb=forward)
         yield
-        await app.state.nc.close()
+        await sub.unsubscribe()
+        await nc.close()
 
     return Starlette(routes=[WebSocketRoute("/ws", relay)], lifespan=lifespan)
 

@@ -24,8 +24,8 @@ class Pace:
         slow_interval_s: float,
         *,
         probe_s: float = 0.1,
-        slow_above_s: float = 0.04,
-        fast_below_s: float = 0.01,
+        slow_above_s: float = 0.08,
+        fast_below_s: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_interval_s = base_interval_s
