@@ -5,11 +5,7 @@ dropped with the last one. A connecting tab gets its own full render; the user's
 tabs get nothing. Sessions are mounted from a queue by a few workers, so a burst of
 connections neither floods the database nor mounts a session that closed meanwhile.
 
-Ticks are merged while the service is busy (skip to the newest prices, never work
-through a backlog): the tick loop renders each component's shared parts once
-(:meth:`Component.topic_parts`), then brings every live instance up to date and
-publishes the changed parts of all users as one message per partition. A component
-with a ``live_interval`` is updated from ticks at most that often.
+Ticks are handled by :class:`~shared.components.ticking.TickDriver`.
 """
 
 from __future__ import annotations
@@ -22,31 +18,31 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from shared import wire
 from shared.bus import Handler, MessageBus, Subscription, subject_matches
-from shared.components.base import Component, ComponentContext, LiveResult
+from shared.components.base import Component, ComponentContext
 from shared.components.errors import PermissionDenied
+from shared.components.instance import LiveInstance, changes_after, stamp
 from shared.components.metrics import ComponentMetrics
 from shared.components.pricebook import PriceBook
 from shared.components.publish import UiPublisher
 from shared.components.registry import Registry
-from shared.components.rendering import Changes, Part, PartsTracker
+from shared.components.rendering import Changes
 from shared.components.runtime import mount
 from shared.components.scope import UnitOfWork
+from shared.components.ticking import TickDriver
 from shared.identity import Identity
 
-__all__ = ["LiveInstance", "LiveSessions", "subject_pattern"]
+__all__ = ["LiveInstance", "LiveSessions", "changes_after", "subject_pattern"]
 
 log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
 MOUNT_WORKERS = 4
-TICK_GRACE_S = 0.3  # a rate-limited component waits this long past due for the next tick
 
 
 @cache
@@ -63,13 +59,6 @@ def _bindings(template: str, subject: str) -> dict[str, str]:
     }
 
 
-@dataclass(eq=False)
-class LiveInstance:
-    component: Component
-    tracker: PartsTracker = field(default_factory=PartsTracker)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
 @dataclass
 class _Session:
     identity: Identity
@@ -84,24 +73,6 @@ def _identity(payload: Mapping[str, Any]) -> Identity:
         permissions=frozenset(payload.get("permissions") or ()),
         session_id=str(payload["session_id"]),
     )
-
-
-def _stamp(message: Mapping[str, Any]) -> Any:
-    ts = message.get("ts")
-    return ts if isinstance(ts, str | int | float) else datetime.now(UTC).isoformat()
-
-
-NO_CHANGES = Changes(False, [])
-
-
-def _changes(instance: LiveInstance, result: LiveResult) -> Changes:
-    """What to publish after ``on_ws_message`` returned ``result``: nothing (``False``),
-    the parts it named, or what a comparison with the last publication finds."""
-    if result is False:
-        return NO_CHANGES
-    if isinstance(result, set | frozenset | list | tuple | dict):
-        return instance.tracker.changed(instance.component, result)
-    return instance.tracker.changes(instance.component)
 
 
 class LiveSessions:
@@ -140,25 +111,14 @@ class LiveSessions:
         self._failed: set[tuple[int, str]] = set()
         self._mount_queue: asyncio.Queue[str] = asyncio.Queue()
         self._mount_workers = mount_workers
-        # ticks waiting for the tick loop: tickers changed since it last ran, per class
-        self._pending: dict[str, set[str]] = {}
-        self._pending_ts: Any = None
-        self._pending_seq: Any = None
-        self._last_run: dict[str, float] = {}
-        self._wakeups: set[str] = set()
-        # topics any live instance shows, per component (recomputed after a full render)
-        self._watched: dict[str, set[str] | None] = {}
-        self._tick_ready = asyncio.Event()
-        self._tick_idle = asyncio.Event()
-        self._tick_idle.set()
-        self._ticks_waiting = 0
+        self.ticks = TickDriver(self)
 
     @property
     def live_components(self) -> list[type[Component]]:
         return [cls for cls in self.registry if cls.subscriptions]
 
     @property
-    def _tick_components(self) -> list[type[Component]]:
+    def tick_components(self) -> list[type[Component]]:
         return [c for c in self.live_components if wire.PRICES_TICKS in c.subscriptions]
 
     async def start(self) -> None:
@@ -171,14 +131,14 @@ class LiveSessions:
         }
         for pattern in sorted(patterns):
             handlers[pattern] = self.deliver
-        if self._tick_components:
-            handlers[wire.PRICES_TICKS] = self._on_tick
+        if self.tick_components:
+            handlers[wire.PRICES_TICKS] = self.ticks.on_tick
         for subject, handler in handlers.items():
             self._subs.append(await self.bus.subscribe(subject, handler))
         await self.bus.flush()  # subscribed at the server before anyone is told we are up
         self._tasks = [asyncio.create_task(self._sweep_forever())]
-        if self._tick_components:
-            self._tasks.append(asyncio.create_task(self._tick_loop()))
+        if self.tick_components:
+            self._tasks.append(asyncio.create_task(self.ticks.run()))
         self._tasks += [
             asyncio.create_task(self._mount_worker()) for _ in range(self._mount_workers)
         ]
@@ -244,8 +204,7 @@ class LiveSessions:
         """Wait until every queued session is mounted (or skipped) and every tick received
         so far is processed (for tests: an event to wait for, not a sleep)."""
         await self._mount_queue.join()
-        if self._tasks:
-            await self._tick_idle.wait()
+        await self.ticks.idle()
 
     async def _mount_worker(self) -> None:
         while True:
@@ -288,11 +247,11 @@ class LiveSessions:
                 return  # the session closed while mounting
             instance = self.instances[key] = LiveInstance(component)
             self._by_class[cls.name][identity.user_id] = instance
-            self._watched[cls.name] = None
+            self.ticks.forget_topics(cls.name)
         async with instance.lock:
             # this tab's own full render; the user's other tabs already show this state
             changes = instance.tracker.full(instance.component)
-            batch = self.publisher.batch(cls.name, _stamp({}))
+            batch = self.publisher.batch(cls.name, stamp({}))
             batch.add(
                 identity.user_id,
                 changes,
@@ -315,7 +274,7 @@ class LiveSessions:
             for cls in self.live_components:
                 self.instances.pop((user_id, cls.name), None)
                 self._by_class[cls.name].pop(user_id, None)
-                self._watched[cls.name] = None
+                self.ticks.forget_topics(cls.name)
             self._failed = {k for k in self._failed if k[0] != user_id}
             self._user_locks.pop(user_id, None)
             users = self._account_users.get(session.identity.account_id)
@@ -340,106 +299,6 @@ class LiveSessions:
                 self.sweep()
             except Exception:
                 log.exception("session sweep failed")
-
-    # -- ticks -----------------------------------------------------------------------
-    async def _on_tick(self, _subject: str, payload: dict[str, Any]) -> None:
-        prices = payload.get("prices")
-        if not isinstance(prices, dict):
-            return
-        self.prices.apply(prices)
-        for cls in self._tick_components:
-            self._pending.setdefault(cls.name, set()).update(prices)
-        self._pending_ts = payload.get("ts")
-        self._pending_seq = payload.get("seq")
-        self._ticks_waiting += 1
-        self._tick_idle.clear()
-        self._tick_ready.set()
-
-    async def _tick_loop(self) -> None:
-        while True:
-            await self._tick_ready.wait()
-            self._tick_ready.clear()
-            if self._ticks_waiting > 1 and self._metrics is not None:
-                self._metrics.ticks_merged.inc(self._ticks_waiting - 1)
-            self._ticks_waiting = 0
-            started = time.perf_counter()
-            try:
-                await self.process_ticks()
-            except Exception:
-                log.exception("tick processing failed")
-            if self._metrics is not None:
-                self._metrics.tick_seconds.observe(time.perf_counter() - started)
-            if not self._tick_ready.is_set():
-                self._tick_idle.set()
-
-    async def process_ticks(self) -> None:
-        """Bring every tick-driven component up to the ticks merged so far.
-
-        Each component ends its turn with its ``ui.shared.<component>`` message carrying
-        the tick's ``seq`` (possibly no topics): the gateway sends a socket its frame for a
-        tick once every component has said it is done with that tick.
-        """
-        ts, seq = self._pending_ts, self._pending_seq
-        now = self._clock()
-        for cls in self._tick_components:
-            tickers = self._pending.get(cls.name)
-            if cls.live_interval > 0 and tickers:
-                due = self._last_run.get(cls.name, 0.0) + cls.live_interval
-                if now < due:  # merged into a later run: the first tick after it is due,
-                    if cls.name not in self._wakeups:  # or this wake-up if the feed is quiet
-                        self._wakeups.add(cls.name)
-                        delay = due - now + TICK_GRACE_S
-                        asyncio.get_running_loop().call_later(delay, self._wake, cls.name)
-                    tickers = None
-                else:
-                    self._last_run[cls.name] = now
-            if tickers:
-                self._pending[cls.name] = set()
-                shared = await self._tick_component(cls, tickers, ts, seq)
-            else:
-                shared = {}
-            await self.publisher.shared(cls.name, ts, shared, tick=seq)
-
-    def _wake(self, name: str) -> None:
-        self._wakeups.discard(name)
-        self._tick_ready.set()
-
-    async def _tick_component(
-        self, cls: type[Component], tickers: set[str], ts: Any, seq: Any
-    ) -> dict[str, list[Part]]:
-        """Publish every instance's changes; the shared parts, to publish after them."""
-        book = self.prices
-        watched = self._watched_topics(cls)
-        shown = [t for t in tickers if t in watched]
-        shared = cls.topic_parts(shown, book) if shown else {}
-        prices = {t: book.quote(t) for t in tickers}
-        message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
-        batch = self.publisher.batch(cls.name, _stamp(message), tick=seq)
-        for user_id, instance in list(self._by_class[cls.name].items()):
-            component = instance.component
-            async with instance.lock:
-                try:  # tick handlers do no I/O: no unit of work
-                    result = await component.on_ws_message(message)
-                    changes = _changes(instance, result)
-                except Exception:
-                    log.exception("%s.on_ws_message(price_tick) failed", cls.name)
-                    continue
-                topics = component.topics() if changes.full else None
-                if topics is not None:
-                    self._watched[cls.name] = None
-                batch.add(user_id, changes, topics=topics)
-        await batch.send()
-        return shared
-
-    def _watched_topics(self, cls: type[Component]) -> set[str]:
-        """The topics some live instance of ``cls`` shows: only those are rendered."""
-        watched = self._watched.get(cls.name)
-        if watched is None:
-            watched = set()
-            for instance in self._by_class[cls.name].values():
-                watched.update(instance.component.topics())
-            self._watched[cls.name] = watched
-        return watched
 
     # -- other messages ----------------------------------------------------------------
     async def deliver(self, subject: str, payload: dict[str, Any]) -> None:
@@ -473,7 +332,7 @@ class LiveSessions:
             try:
                 result = await component.on_ws_message(message)
                 await uow.commit()
-                changes = _changes(instance, result)
+                changes = changes_after(instance, result)
             except Exception:
                 await uow.rollback()
                 log.exception("%s.on_ws_message(%s) failed", component.name, message.get("event"))
@@ -503,10 +362,10 @@ class LiveSessions:
             return
         component = instance.component
         user_id = int(getattr(component.request.user, "user_id", 0) or 0)
-        batch = self.publisher.batch(component.name, _stamp(message))
+        batch = self.publisher.batch(component.name, stamp(message))
         topics = component.topics() if changes.full else None
         if topics is not None:
-            self._watched[component.name] = None
+            self.ticks.forget_topics(component.name)
         batch.add(user_id, changes, topics=topics)
         await batch.send()
 

@@ -1,0 +1,155 @@
+"""Ticks for a service's live components: merged while busy, one pass per tick.
+
+The driver keeps the tickers changed since its last pass (a busy service skips to the
+newest prices; it never works through a backlog). Each pass, per tick-driven component:
+render the shared parts once (:meth:`Component.topic_parts`) for the topics some live
+instance shows, bring every live instance up to date and publish the changed parts of all
+users as one message per partition, and end with the ``ui.shared`` message that names
+the tick (the gateway's cue that this component is done with it). A component with a
+``live_interval`` runs at most that often, on the first tick after it is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from shared import wire
+from shared.components.base import Component
+from shared.components.instance import changes_after, stamp
+from shared.components.rendering import Part
+
+if TYPE_CHECKING:
+    from shared.components.live import LiveSessions
+
+__all__ = ["TICK_GRACE_S", "TickDriver"]
+
+log = logging.getLogger(__name__)
+
+TICK_GRACE_S = 0.3  # a rate-limited component waits this long past due for the next tick
+
+
+class TickDriver:
+    def __init__(self, live: LiveSessions) -> None:
+        self._live = live
+        # tickers changed since the last pass, per component
+        self._pending: dict[str, set[str]] = {}
+        self._pending_ts: Any = None
+        self._pending_seq: Any = None
+        self._last_run: dict[str, float] = {}
+        self._wakeups: set[str] = set()
+        # topics any live instance shows, per component (recomputed after a full render)
+        self._watched: dict[str, set[str] | None] = {}
+        self._tick_ready = asyncio.Event()
+        self._tick_idle = asyncio.Event()
+        self._tick_idle.set()
+        self._ticks_waiting = 0
+
+    def forget_topics(self, component: str) -> None:
+        """The topics some instance of ``component`` shows may have changed."""
+        self._watched[component] = None
+
+    async def idle(self) -> None:
+        """Wait until every tick received so far is processed (for tests)."""
+        await self._tick_idle.wait()
+
+    async def on_tick(self, _subject: str, payload: dict[str, Any]) -> None:
+        prices = payload.get("prices")
+        if not isinstance(prices, dict):
+            return
+        self._live.prices.apply(prices)
+        for cls in self._live.tick_components:
+            self._pending.setdefault(cls.name, set()).update(prices)
+        self._pending_ts = payload.get("ts")
+        self._pending_seq = payload.get("seq")
+        self._ticks_waiting += 1
+        self._tick_idle.clear()
+        self._tick_ready.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._tick_ready.wait()
+            self._tick_ready.clear()
+            if self._ticks_waiting > 1 and self._live._metrics is not None:
+                self._live._metrics.ticks_merged.inc(self._ticks_waiting - 1)
+            self._ticks_waiting = 0
+            started = time.perf_counter()
+            try:
+                await self.process_ticks()
+            except Exception:
+                log.exception("tick processing failed")
+            if self._live._metrics is not None:
+                self._live._metrics.tick_seconds.observe(time.perf_counter() - started)
+            if not self._tick_ready.is_set():
+                self._tick_idle.set()
+
+    async def process_ticks(self) -> None:
+        """Bring every tick-driven component up to the ticks merged so far.
+
+        Each component ends its turn with its ``ui.shared.<component>`` message carrying
+        the tick's ``seq`` (possibly no topics): the gateway sends a socket its frame for a
+        tick once every component has said it is done with that tick.
+        """
+        ts, seq = self._pending_ts, self._pending_seq
+        now = self._live._clock()
+        for cls in self._live.tick_components:
+            tickers = self._pending.get(cls.name)
+            if cls.live_interval > 0 and tickers:
+                due = self._last_run.get(cls.name, 0.0) + cls.live_interval
+                if now < due:  # merged into a later run: the first tick after it is due,
+                    if cls.name not in self._wakeups:  # or this wake-up if the feed is quiet
+                        self._wakeups.add(cls.name)
+                        delay = due - now + TICK_GRACE_S
+                        asyncio.get_running_loop().call_later(delay, self._wake, cls.name)
+                    tickers = None
+                else:
+                    self._last_run[cls.name] = now
+            if tickers:
+                self._pending[cls.name] = set()
+                shared = await self._tick_component(cls, tickers, ts, seq)
+            else:
+                shared = {}
+            await self._live.publisher.shared(cls.name, ts, shared, tick=seq)
+
+    def _wake(self, name: str) -> None:
+        self._wakeups.discard(name)
+        self._tick_ready.set()
+
+    async def _tick_component(
+        self, cls: type[Component], tickers: set[str], ts: Any, seq: Any
+    ) -> dict[str, list[Part]]:
+        """Publish every instance's changes; the shared parts, to publish after them."""
+        book = self._live.prices
+        watched = self._watched_topics(cls)
+        shown = [t for t in tickers if t in watched]
+        shared = cls.topic_parts(shown, book) if shown else {}
+        prices = {t: book.quote(t) for t in tickers}
+        message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
+        batch = self._live.publisher.batch(cls.name, stamp(message), tick=seq)
+        for user_id, instance in list(self._live._by_class[cls.name].items()):
+            component = instance.component
+            async with instance.lock:
+                try:  # tick handlers do no I/O: no unit of work
+                    result = await component.on_ws_message(message)
+                    changes = changes_after(instance, result)
+                except Exception:
+                    log.exception("%s.on_ws_message(price_tick) failed", cls.name)
+                    continue
+                topics = component.topics() if changes.full else None
+                if topics is not None:
+                    self.forget_topics(cls.name)
+                batch.add(user_id, changes, topics=topics)
+        await batch.send()
+        return shared
+
+    def _watched_topics(self, cls: type[Component]) -> set[str]:
+        """The topics some live instance of ``cls`` shows: only those are rendered."""
+        watched = self._watched.get(cls.name)
+        if watched is None:
+            watched = set()
+            for instance in self._live._by_class[cls.name].values():
+                watched.update(instance.component.topics())
+            self._watched[cls.name] = watched
+        return watched
