@@ -53,6 +53,7 @@ def create_app(
             ws.heartbeat_forever(g, app.state.sessions, app.state.bus)
         )
         app.state.pace = asyncio.create_task(g.pace.run())
+        app.state.status = asyncio.create_task(ws.status_forever(g))
 
         async def resync() -> None:  # parts published while NATS was away are lost
             for conn in g.hub.connections():
@@ -63,7 +64,7 @@ def create_app(
     async def on_stop(app: FastAPI) -> None:
         g: Gateway = app.state.gw
         g.hub.close_all(CLOSE_RESTART, "server restart")
-        for task in (app.state.heartbeat, app.state.pace):
+        for task in (app.state.heartbeat, app.state.pace, app.state.status):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.buffer import PartBuffer, message_ts_ms, now_ms, prepare_parts
@@ -45,6 +46,7 @@ class Fanout:
         self._topics: dict[tuple[int, str], frozenset[str]] = {}
         self._watchers: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._done: dict[str, tuple[int, float]] = {}  # component → (last tick done, when)
+        self.on_tick_done: Callable[[str, float | None], None] | None = None
         self._waiting: set[LiveSocket] = set()  # sockets holding tick-driven parts
 
     def __len__(self) -> int:
@@ -103,6 +105,8 @@ class Fanout:
             self._shared(component, message.get("topics"), ts, urgent)
             if isinstance(tick, int):
                 self._tick_done(component, tick)
+                if self.on_tick_done is not None:
+                    self.on_tick_done(component, ts)
         else:
             for update in message.get("updates") or ():
                 if isinstance(update, dict):

@@ -43,3 +43,5 @@ class GatewaySettings(ServiceSettings):
     # while this process's event loop runs late (overload), at most one frame per socket
     # per ws_slow_frame_interval_ms: later frames, never a growing backlog
     ws_slow_frame_interval_ms: int = 500
+    # a component that has not finished a tick for this long: its panel is "delayed"
+    feed_stale_after_s: float = 2.0

@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 
 from gateway.csrf import LoginCsrf, session_token
 from gateway.fanout import Fanout
+from gateway.freshness import Freshness
 from gateway.hub import SocketHub
 from gateway.metrics import GatewayMetrics
 from gateway.pace import Pace
@@ -37,6 +38,7 @@ class Gateway:
     hub: SocketHub = field(default_factory=SocketHub)
     fanout: Fanout = field(init=False)
     pace: Pace = field(init=False)
+    freshness: Freshness = field(init=False)
     templates: Jinja2Templates = field(init=False)
     http: httpx.AsyncClient | None = None  # opened in the lifespan
 
@@ -50,6 +52,8 @@ class Gateway:
         self.pace = pace = Pace(s.ws_frame_interval_ms / 1000, s.ws_slow_frame_interval_ms / 1000)
         self.metrics.frame_interval.set_function(lambda: pace.interval_s)
         self.metrics.loop_lag.set_function(lambda: pace.lag_s)
+        self.freshness = Freshness(pace, stale_after_s=s.feed_stale_after_s)
+        self.fanout.on_tick_done = self.freshness.tick_done
         self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
         self.templates.env.globals["static_url"] = self.static.url
 

@@ -27,18 +27,26 @@ from fastapi import APIRouter, WebSocket
 
 from gateway.buffer import PartBuffer, now_ms
 from gateway.csrf import tokens_match
+from gateway.freshness import FEED_STATUS_ID, KEEPALIVE_S
 from gateway.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN
 from gateway.security import origin_allowed
 from gateway.sessions import SessionUser, load_session, valid_sessions
 from gateway.state import Gateway, gw
 from shared import wire
 
-__all__ = ["Connection", "heartbeat_forever", "heartbeat_once", "router"]
+__all__ = [
+    "Connection",
+    "heartbeat_forever",
+    "heartbeat_once",
+    "router",
+    "status_forever",
+]
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 CLOSE_TIMEOUT_S = 2.0
 HEARTBEAT_BATCH = 500
+STATUS = "gateway"  # the buffer's name for the gateway's own parts
 
 
 class Connection:
@@ -53,6 +61,7 @@ class Connection:
         self.buffer = PartBuffer(
             max_parts=g.settings.ws_buffer_max_parts, gather_s=g.settings.ws_gather_ms / 1000
         )
+        self.last_sent = 0.0  # loop time of the last frame
         self._close: tuple[int, str] | None = None
         self._close_requested = asyncio.Event()
 
@@ -69,6 +78,7 @@ class Connection:
         metrics = self.g.metrics
         self.g.hub.add(self)
         self.g.fanout.add(self)
+        self.show_status(self.g.freshness.element())
         metrics.sockets.inc()
         try:
             await self.announce()
@@ -99,6 +109,10 @@ class Connection:
             except Exception:
                 log.warning("could not publish session.closed for %s", self.session_id)
 
+    def show_status(self, element: str) -> None:
+        """Send the page's ``#feed-status`` with the next frame (soon)."""
+        self.buffer.put_prepared(STATUS, [(FEED_STATUS_ID, element)], None)
+
     async def _receive(self) -> None:
         # The page sends nothing; reading is how a close or a dropped peer is noticed.
         while (await self.ws.receive())["type"] != "websocket.disconnect":
@@ -115,7 +129,7 @@ class Connection:
             spacing = last_sent + pace.interval_s - loop.time()
             if spacing > 0:
                 await asyncio.sleep(spacing)
-            last_sent = loop.time()
+            last_sent = self.last_sent = loop.time()
             drained = self.buffer.drain()
             if drained.overflowed:
                 metrics.overflows.inc()
@@ -146,6 +160,21 @@ async def heartbeat_forever(g: Gateway, sessions: Any, bus: Any) -> None:
             await heartbeat_once(g, sessions, bus)
         except Exception:
             log.exception("socket heartbeat failed")
+
+
+async def status_forever(g: Gateway) -> None:
+    """Every second: the page's freshness to every socket when it changed, and to each
+    socket that got no frame for ``KEEPALIVE_S`` (a keep-alive a quiet page can count on)."""
+    sent = ""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        element = g.freshness.element()
+        changed, sent = element != sent, element
+        quiet_before = loop.time() - KEEPALIVE_S
+        for conn in g.hub.connections():
+            if isinstance(conn, Connection) and (changed or conn.last_sent < quiet_before):
+                conn.show_status(element)
 
 
 async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:

@@ -4,7 +4,8 @@
  *
  * 1. CSRF: every htmx request carries X-CSRF-Token from <meta name="csrf-token">.
  * 2. Connection state: #conn-state and <body data-conn-state> follow the ws extension's
- *    events; reconnects use capped, fully jittered exponential backoff.
+ *    events; "stale" after 5 s without a message (the gateway sends one at least every 2 s);
+ *    reconnects use capped, fully jittered exponential backoff.
  * 3. Optimistic UI: an element issuing an htmx request with data-optimistic='{"status": ..,
  *    "message": ..}' is patched the moment the request is sent. If the response is not swapped
  *    and not 2xx (429, 5xx, other 4xx, network error, timeout, abort), the exact pre-submit DOM
@@ -37,19 +38,37 @@
   });
 
   // ---- 2. Connection state
-  const CONN_TEXT = { live: 'live', reconnecting: 'reconnecting…', offline: 'offline — reload the page' };
+  const CONN_TEXT = {
+    live: 'live',
+    stale: 'stale — no data for 5 s',
+    reconnecting: 'reconnecting…',
+    offline: 'offline — reload the page',
+  };
+  const STALE_AFTER_MS = 5000; // the gateway sends something at least every 2 s
+  let lastMessage = Date.now();
 
   function setConnState(state) {
     const badge = document.getElementById('conn-state');
     if (badge) {
       badge.textContent = CONN_TEXT[state];
-      badge.classList.remove('conn--live', 'conn--reconnecting', 'conn--offline');
+      badge.classList.remove('conn--live', 'conn--stale', 'conn--reconnecting', 'conn--offline');
       badge.classList.add('conn--' + state);
     }
     document.body.setAttribute('data-conn-state', state);
   }
 
-  document.addEventListener('htmx:wsOpen', function () { setConnState('live'); });
+  document.addEventListener('htmx:wsOpen', function () {
+    lastMessage = Date.now();
+    setConnState('live');
+  });
+  document.addEventListener('htmx:wsAfterMessage', function () {
+    lastMessage = Date.now();
+    if (document.body.getAttribute('data-conn-state') === 'stale') setConnState('live');
+  });
+  setInterval(function () {
+    if (document.body.getAttribute('data-conn-state') === 'live' &&
+        Date.now() - lastMessage > STALE_AFTER_MS) setConnState('stale');
+  }, 1000);
   document.addEventListener('htmx:wsError', function () { setConnState('reconnecting'); });
   document.addEventListener('htmx:wsClose', function (evt) {
     const code = evt.detail.event && evt.detail.event.code;

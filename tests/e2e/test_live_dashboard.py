@@ -88,6 +88,10 @@ def test_alice_sees_her_book_and_it_moves_with_exact_arithmetic(new_page: Any) -
     for _ in range(5):  # and it stays exact as more ticks land
         page.wait_for_timeout(300)
         assert_arithmetic(snapshot(page))
+    # the server says how fresh the numbers are, and the link is live
+    status = page.wait_for_selector("#feed-status[data-state=live]")
+    assert status.text_content() == "prices live"
+    assert page.get_attribute("body", "data-conn-state") == "live"
     page.screenshot(path=str(artifact("dashboard.png")), full_page=True)
 
 

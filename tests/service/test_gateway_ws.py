@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -110,6 +111,18 @@ async def send_ui(
     await bus.publish(wire.ui_subject(user_id, component), message)
 
 
+_STATUS = re.compile(r'<span id="feed-status"[^>]*>[^<]*</span>\n?')
+
+
+async def recv(ws: Any, timeout: float) -> str:  # noqa: ASYNC109
+    """The next frame's service parts, skipping the gateway's own freshness status."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = _STATUS.sub("", str(await ws.recv())).strip()
+            if frame:
+                return frame
+
+
 async def opened(bus: NatsBus) -> list[tuple[str, dict[str, Any]]]:
     return await collect(bus, "session.*")
 
@@ -179,7 +192,7 @@ async def test_parts_arrive_as_oob_swaps_and_only_to_their_user(
     events = await opened(bus)
     async with alice_and_bob(settings, events) as (a, alice_ws, bob_ws):
         await send_ui(bus, alice.user_id, "watchlist", part("watchlist-row-AAPL", "1"))
-        frame = await asyncio.wait_for(alice_ws.recv(), 3)
+        frame = await recv(alice_ws, 3)
         assert frame == '<div hx-swap-oob="true" id="watchlist-row-AAPL" role="row">1</div>'
 
         # One of each component, published back to back: every part lands.
@@ -193,15 +206,15 @@ async def test_parts_arrive_as_oob_swaps_and_only_to_their_user(
             await send_ui(bus, alice.user_id, component, part(part_id, "x"))
         seen = ""
         while not all(f'id="{i}"' in seen for i in ids.values()):
-            seen += await asyncio.wait_for(alice_ws.recv(), 3)
+            seen += await recv(alice_ws, 3)
         assert seen.count('hx-swap-oob="true"') == 4
 
         await send_ui(bus, bob.user_id, "portfolio", part("portfolio-row-KO", "b"))
-        assert "portfolio-row-KO" in await asyncio.wait_for(bob_ws.recv(), 3)
+        assert "portfolio-row-KO" in await recv(bob_ws, 3)
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(bob_ws.recv(), 0.5)  # none of alice's parts reached bob
+            await recv(bob_ws, 0.5)  # none of alice's parts reached bob
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(alice_ws.recv(), 0.2)  # nor bob's alice
+            await recv(alice_ws, 0.2)  # nor bob's alice
         metrics = (await a.client.get("/metrics")).text
         assert 'gateway_ui_latency_seconds_count{stage="sent"}' in metrics
 
@@ -228,7 +241,7 @@ async def test_logout_closes_that_sessions_sockets(settings: GatewaySettings, bu
         r = await a.client.post("/logout", data={"csrf_token": a.csrf})
         assert r.status_code == 303
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(alice_ws.recv(), 3)
+            await recv(alice_ws, 3)
         assert alice_ws.close_code == 1008 and time.perf_counter() - started < 3
         await wait_until(lambda: of(events, wire.SESSION_CLOSED))
         assert bob_ws.state.name == "OPEN"  # another user's socket stays
@@ -244,14 +257,14 @@ async def test_sessions_ended_elsewhere_close_their_sockets(
         sid = await _web_session_of(settings.database_url, "alice")
         await bus.publish(wire.GATEWAY_SESSION_REVOKED, {"web_session_id": sid})
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(alice_ws.recv(), 3)
+            await recv(alice_ws, 3)
         # Bob's session expires or is revoked in the database: the next heartbeat notices.
         engine = create_engine(settings.database_url, null_pool=True)
         async with session_factory(engine)() as s, s.begin():
             await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
         await engine.dispose()
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(bob_ws.recv(), 3)
+            await recv(bob_ws, 3)
         assert bob_ws.close_code == 1008
 
 
@@ -341,8 +354,8 @@ async def test_shared_parts_reach_the_tabs_whose_page_shows_their_topic(
         await send_ui(bus, alice.user_id, "watchlist", root, full=True, session=alice_tab,
                       topics=["AAPL", "KO"])  # fmt: skip
         await send_ui(bus, bob.user_id, "watchlist", root, full=True, topics=["KO"])
-        assert "watchlist-root" in await asyncio.wait_for(alice_ws.recv(), 3)
-        assert "watchlist-root" in await asyncio.wait_for(bob_ws.recv(), 3)
+        assert "watchlist-root" in await recv(alice_ws, 3)
+        assert "watchlist-root" in await recv(bob_ws, 3)
         quotes = {
             "AAPL": [part("watchlist-quote-AAPL", "190")],
             "KO": [part("watchlist-quote-KO", "60")],
@@ -351,6 +364,29 @@ async def test_shared_parts_reach_the_tabs_whose_page_shows_their_topic(
         await bus.publish(wire.ui_shared_subject("watchlist"), message)
         seen = ""
         while "watchlist-quote-KO" not in seen or "watchlist-quote-AAPL" not in seen:
-            seen += await asyncio.wait_for(alice_ws.recv(), 3)
-        to_bob = await asyncio.wait_for(bob_ws.recv(), 3)
+            seen += await recv(alice_ws, 3)
+        to_bob = await recv(bob_ws, 3)
         assert "watchlist-quote-KO" in to_bob and "AAPL" not in to_bob
+
+
+async def test_the_page_is_told_how_fresh_its_numbers_are(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    settings = settings.model_copy(update={"feed_stale_after_s": 1.5})
+    events = await opened(bus)
+    async with gateway(settings) as served, browser(served, "alice") as a, a.socket() as ws:
+        await wait_until(lambda: of(events, wire.SESSION_OPENED))
+
+        async def status(state: str) -> str:
+            async with asyncio.timeout(10):
+                while True:  # frames in order until the status says `state`
+                    frame = str(await ws.recv())
+                    if f'data-state="{state}"' in frame:
+                        return frame
+
+        assert 'id="feed-status"' in await status("waiting")  # on connect
+        done = {"component": "portfolio", "ts": time.time() * 1000, "topics": {}, "tick": 1}
+        await bus.publish(wire.ui_shared_subject("portfolio"), done)
+        assert "prices live" in await status("live")
+        # the portfolio stops finishing ticks: its panel is delayed, said within a second
+        assert "delayed (portfolio) — last update" in await status("delayed")

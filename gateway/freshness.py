@@ -1,0 +1,73 @@
+"""What the page says about the freshness of its numbers, rendered by the gateway.
+
+The gateway sees every component's "done with tick N" message, so it knows when prices
+last moved through each component and whether it is itself slowing frames down
+(:class:`~gateway.pace.Pace`). :meth:`Freshness.element` renders ``#feed-status`` for the
+page header: "prices live", or "delayed — last update hh:mm:ss UTC" with the panels that
+stopped following ticks. It is sent to every socket when its text changes, to a socket
+that connects, and to any socket that got no frame for ``KEEPALIVE_S`` (so the page can
+tell a quiet market from a dead link: app.js marks the badge "stale" after 5 s of
+silence).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from markupsafe import escape
+
+from gateway.pace import Pace
+
+__all__ = ["FEED_STATUS_ID", "KEEPALIVE_S", "Freshness"]
+
+FEED_STATUS_ID = "feed-status"
+KEEPALIVE_S = 2.0
+STALE_AFTER_S = 2.0  # eight ticks without news from a component: its panel is delayed
+_LABELS = {"portfolio": "portfolio", "watchlist": "watchlist", "risk_metrics": "risk"}
+
+
+class Freshness:
+    def __init__(
+        self,
+        pace: Pace,
+        *,
+        stale_after_s: float = STALE_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pace = pace
+        self._stale_after_s = stale_after_s
+        self._clock = clock
+        self._last: dict[str, tuple[float, float | None]] = {}  # component → (when, tick ts)
+
+    def tick_done(self, component: str, ts_ms: float | None) -> None:
+        """A component finished a tick whose timestamp is ``ts_ms``."""
+        self._last[component] = (self._clock(), ts_ms)
+
+    def delayed(self) -> list[str]:
+        """The components that stopped following ticks."""
+        now = self._clock()
+        return sorted(c for c, (at, _ts) in self._last.items() if now - at > self._stale_after_s)
+
+    def element(self) -> str:
+        """``#feed-status`` as an out-of-band element."""
+        if not self._last:
+            state, text = "waiting", "waiting for prices"
+        else:
+            late = self.delayed()
+            if late:
+                stamps = [ts for c in late if (ts := self._last[c][1]) is not None]
+                text = "delayed (" + ", ".join(_LABELS.get(c, c) for c in late) + ")"
+                if stamps:
+                    moment = datetime.fromtimestamp(min(stamps) / 1000, UTC)
+                    text += f" — last update {moment:%H:%M:%S} UTC"
+                state = "delayed"
+            elif self._pace.slowed:
+                state, text = "delayed", "delayed — the server is busy: fewer updates"
+            else:
+                state, text = "live", "prices live"
+        return (
+            f'<span id="{FEED_STATUS_ID}" hx-swap-oob="true" class="feed feed--{state}" '
+            f'role="status" aria-live="polite" data-state="{state}">{escape(text)}</span>'
+        )
