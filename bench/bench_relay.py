@@ -236,7 +236,8 @@ def _rows(name: str, run: dict[str, Any]) -> list[str]:
         per_frame = parts / p["frames"] if p["frames"] else float("nan")
         lines.append(
             f"| {name} | {load.label} | {p['sent'] / s:,.0f} | {p['messages'] / s:,.0f} "
-            f"| {p['frames'] / s:,.0f} | {parts / s:,.0f} | {_num(per_frame, '.2f')} "
+            f"| {p['frames'] / s:,.0f} | {p['bare'] / s:,.0f} | {parts / s:,.0f} "
+            f"| {_num(per_frame, '.2f')} "
             f"| {_num(delivered, '.0%')} | {p['drain_s']:.1f} | {_num(p['p50'], ',.1f')} "
             f"| {_num(p['p95'], ',.1f')} | {cpu['server']:.0%} | {_num(per_part)} "
             f"| {cpu['client']:.0%} | {cpu['nats']:.0%} | {cpu['publisher']:.0%} "
@@ -298,9 +299,10 @@ def main(argv: list[str] | None = None) -> str:
             if pg is not None:
                 pg._cleanup()
     head = (
-        "| server | phase | offered parts/s | NATS msgs/s | frames/s | parts/s | parts/frame "
+        "| server | phase | offered parts/s | NATS msgs/s | frames/s | other frames/s | parts/s "
+        "| parts/frame "
         "| delivered | drain s | latency p50 ms | p95 ms | server CPU | server CPU µs/part "
-        "| client CPU | nats CPU | publisher CPU | other CPU |\n|---|---|" + "---:|" * 15
+        "| client CPU | nats CPU | publisher CPU | other CPU |\n|---|---|" + "---:|" * 16
     )
     runs = {"baseline": baseline, "gateway": gateway}
     row = len(ROW.format(id="portfolio-row-T123456", ts=time.time() * 1000, last=1.0))

@@ -5,13 +5,13 @@
 1,000 live users of the real ``PortfolioComponent`` (20 positions each, state built without a
 database) behind :class:`LiveSessions` with a :class:`PriceBook`, on an in-memory bus that
 JSON-encodes every publish once, as NATS does. Each tick takes the service's own path: the
-``prices.ticks`` message, the price book, the tick loop (:meth:`LiveSessions.process_ticks`):
-each changed ticker's last-price cell rendered once as a shared part, every instance's
-``on_ws_message``, its named parts rendered from stencils, one ``ui.<partition>.portfolio``
-message per partition and the ``ui.shared.portfolio`` tick marker. The baseline applies the
-same tick and re-renders every user's whole fragment (sent per partition too). Timed: the
-``prices.ticks`` publish until every ``ui.*`` message is encoded, one core, against the
-250 ms tick.
+``prices.ticks`` message, the price book, the tick pass (``LiveSessions.ticks``, a
+:class:`~shared.components.ticking.TickDriver`): each changed ticker's last-price cell
+rendered once as a shared part, every instance's ``on_ws_message``, its named parts rendered
+from stencils, one ``ui.<partition>.portfolio`` message per partition and the
+``ui.shared.portfolio`` tick marker. The baseline applies the same tick and re-renders every
+user's whole fragment (sent per partition too). Timed: the ``prices.ticks`` publish until
+every ``ui.*`` message is encoded, one core, against the 250 ms tick.
 """
 
 from __future__ import annotations

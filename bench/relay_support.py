@@ -183,6 +183,7 @@ class _Counts:
     parts: int = 0
     late_frames: int = 0
     late_parts: int = 0
+    bare: int = 0  # frames holding none of the benchmark's parts (a server's own elements)
     latency: list[float] = field(default_factory=list)
 
     def summary(self, drain_s: float) -> dict[str, Any]:
@@ -192,6 +193,7 @@ class _Counts:
             "parts": self.parts,
             "late_frames": self.late_frames,
             "late_parts": self.late_parts,
+            "bare": self.bare,
             "p50": _p(lat, 0.5),
             "p95": _p(lat, 0.95),
             "max": max(lat, default=float("nan")),
@@ -250,6 +252,9 @@ async def _client(
                 if phase is None or now < phase.start:
                     continue
                 parts = frame.count('role="row"')
+                if not parts:
+                    counts.bare += now < phase.end
+                    continue
                 if now < phase.end:
                     counts.frames += 1
                     counts.parts += parts
