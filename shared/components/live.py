@@ -245,9 +245,8 @@ class LiveSessions:
             self._failed.discard(key)
             if identity.session_id not in self.sessions:
                 return  # the session closed while mounting
-            instance = self.instances[key] = LiveInstance(component)
-            self._by_class[cls.name][identity.user_id] = instance
-            self.ticks.forget_topics(cls.name)
+            # an event may have made the instance while this mount read older rows: keep it
+            instance = self.instances.get(key) or self._install(key, component)
         async with instance.lock:
             # this tab's own full render; the user's other tabs already show this state
             changes = instance.tracker.full(instance.component)
@@ -259,6 +258,12 @@ class LiveSessions:
                 topics=instance.component.topics(),
             )
             await batch.send()
+
+    def _install(self, key: tuple[int, str], component: Component) -> LiveInstance:
+        instance = self.instances[key] = LiveInstance(component)
+        self._by_class[key[1]][key[0]] = instance
+        self.ticks.forget_topics(key[1])
+        return instance
 
     def close(self, session_id: str) -> None:
         """Forget a session; the user's live instances go with their last session."""
@@ -349,6 +354,17 @@ class LiveSessions:
         user_id = getattr(component.request.user, "user_id", None)
         instance = self.instances.get((user_id, component.name))  # type: ignore[arg-type]
         if instance is None:
+            # a tab may be waiting for its mount, which may have read the rows before this
+            # event wrote them: the event's state becomes the live instance
+            sessions = self._user_sessions.get(user_id) if isinstance(user_id, int) else None
+            if not sessions:
+                return
+            identity = self.sessions[next(iter(sessions))].identity
+            live = type(component)(self._context(identity))
+            live.adopt(copy.deepcopy(component.state))
+            instance = self._install((identity.user_id, component.name), live)
+            async with instance.lock:
+                await self._publish(instance, instance.tracker.full(live), {})
             return
         async with instance.lock:
             instance.component.adopt(copy.deepcopy(component.state))

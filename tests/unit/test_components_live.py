@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from shared import wire
 from shared.bus import InMemoryBus
 from shared.components import Component, ComponentContext, LiveSessions, Registry
 from shared.components.live import subject_pattern
-from shared.components.testing import ui_updates
+from shared.components.testing import trader, ui_updates
 from tests.example_service.components import registry
 from tests.example_service.fakes import FakeClock
 
@@ -241,4 +242,42 @@ async def test_a_handler_returning_false_skips_the_diff_and_publishes_nothing() 
     await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 3.0}})
     await live.settled()
     assert len(ui(bus, component="watchlist")) == 2
+    await live.stop()
+
+
+async def test_an_event_during_a_slow_mount_is_not_overwritten_by_the_mounts_older_rows() -> None:
+    slow_registry, gate, stored = Registry(), asyncio.Event(), {"items": ["AAPL"]}
+    read: list[list[str]] = []
+    mounting = asyncio.Event()
+
+    @slow_registry.register("watchlist")
+    class Slow(Component):
+        template_name = "components/watchlist.html"
+        template_dir = str(TEMPLATES)
+        subscriptions = {wire.PRICES_TICKS: wire.EVENT_PRICE_TICK}
+
+        async def mount(self) -> None:
+            rows = [{"ticker": t, "last": 1.0} for t in stored["items"]]  # read, then stall
+            read.append([r["ticker"] for r in rows])
+            mounting.set()
+            await gate.wait()
+            self.state["items"] = rows
+
+    bus = InMemoryBus()
+    live = LiveSessions(slow_registry, bus, context=lambda i: ComponentContext(user=i))
+    await live.start()
+    await bus.publish(wire.SESSION_OPENED, session())
+    await mounting.wait()  # the mount worker has read the rows and waits
+    # the trader adds a symbol through HTTP meanwhile: the event's state is the newer one
+    stored["items"].append("MSFT")
+    posted = Slow(ComponentContext(user=trader(1, 1)))
+    posted.state = {"items": [{"ticker": t, "last": 1.0} for t in stored["items"]]}
+    await live.adopt(posted, "add_symbol")
+    gate.set()
+    await live.settled()
+    assert read == [["AAPL"]]  # the mount did read the older rows
+    state = live.instances[(1, "watchlist")].component.state
+    assert [i["ticker"] for i in state["items"]] == ["AAPL", "MSFT"]
+    last = ui(bus, component="watchlist")[-1]
+    assert last["full"] and "watchlist-row-MSFT" in last["parts"][0]["html"]
     await live.stop()
