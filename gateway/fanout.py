@@ -94,8 +94,8 @@ class Fanout:
         """The handler of the gateway's one ``ui.>`` subscription."""
         tokens = subject.split(".")
         component = str(message.get("component", ""))
-        if len(tokens) != 3 or tokens[2] != component:
-            return
+        if len(tokens) != 3 or tokens[2] != component or component not in wire.ID_PREFIX:
+            return  # only the dashboard's components, each on its own subject
         ts = message_ts_ms(message.get("ts"))
         if ts is not None and self._metrics is not None:
             self._metrics.latency_received.observe(max(0.0, now_ms() - ts) / 1000)

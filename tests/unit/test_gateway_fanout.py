@@ -115,6 +115,9 @@ async def test_parts_of_another_component_or_malformed_messages_are_dropped() ->
     await fan.on_ui("ui.3.watchlist", message)  # subject and component disagree
     await fan.on_ui("ui.shared.portfolio", {"component": "portfolio", "topics": "nonsense"})
     assert alice.ids() == []
+    # a made-up component is ignored whole: no parts, and it is never waited for
+    await fan.on_ui("ui.shared.made_up", {"component": "made_up", "topics": {}, "tick": 1})
+    assert fan._done == {}
 
 
 async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_tick() -> None:
