@@ -125,7 +125,9 @@ def create_component_app(
         app.state.bus = await NatsBus.connect(settings.nats_url, service_name) if own_bus else bus
         subs: list[Subscription] = []
         try:
-            if prices is not None and app.state.db is not None:
+            if prices is not None and follows_ticks and app.state.db is not None:
+                # live components render every symbol from the book (the orders service
+                # prices a symbol the book lacks from the table, read in its transaction)
                 await seed_prices(app.state.db, prices)
             if prices is not None and not (live and follows_ticks):
                 subs.append(await app.state.bus.subscribe(wire.PRICES_TICKS, prices.on_tick))
