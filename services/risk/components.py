@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from functools import cache
 from typing import Any
 
 from sqlalchemy import select
@@ -91,13 +92,22 @@ def _gauge_view(state: dict[str, Any]) -> dict[str, str]:
     }
 
 
+@cache
+def _sector_ids(sector: str) -> tuple[str, str]:
+    """The element ids of a sector's figures and bar."""
+    return (
+        wire.element_id("risk_metrics", "sector", sector, "f"),
+        wire.element_id("risk_metrics", "sector", sector, "b"),
+    )
+
+
 def _exposure_view(state: dict[str, Any]) -> list[dict[str, Any]]:
     """Sectors by name: a stable order, so a tick moves bars and figures, never rows."""
     view = []
     for row in sorted(state.get("sector_exposure", []), key=lambda r: r["sector"] or "Other"):
         share = str(domain.dec(row["share_pct"]).quantize(_TENTH, ROUND_HALF_UP))
         sector = row["sector"] or "Other"
-        fig_id, bar_id = (wire.element_id("risk_metrics", "sector", sector, k) for k in "fb")
+        fig_id, bar_id = _sector_ids(sector)
         view.append(
             {
                 "sector": sector,
@@ -210,10 +220,17 @@ class RiskMetricsComponent(Component):
         stamp = (id(self.state), self.state.get("_version", 0))
         cached = getattr(self, "_cached_views", None)
         if cached is None or cached[0] != stamp:
+            alerts = self.state.get("alerts", [])
+            # alerts change on a breach, not on a tick: their view is kept until they do
+            first = alerts[0] if alerts else {}
+            alerts_key = (id(alerts), len(alerts), first.get("ts"), first.get("text"))
+            old_alerts = getattr(self, "_alerts_view", None)
+            if old_alerts is None or old_alerts[0] != alerts_key:
+                old_alerts = self._alerts_view = (alerts_key, _alerts_view(self.state))
             views = {
                 "gauge": _gauge_view(self.state),
                 "exposure": _exposure_view(self.state),
-                "alerts": _alerts_view(self.state),
+                "alerts": old_alerts[1],
             }
             cached = self._cached_views = (stamp, views)
         result: dict[str, Any] = cached[1]
