@@ -1,4 +1,5 @@
-"""Login and logout: argon2id passwords, a new web session per login, throttled failures."""
+"""Login and logout: argon2id passwords, a new web session per login, throttled failures
+(shared by every gateway, counted before the password check: :mod:`gateway.throttle`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from gateway.csrf import tokens_match
 from gateway.sessions import create_session, current_user, revoke_session
 from gateway.state import gw
+from gateway.throttle import Throttled
 from shared import wire
 from shared.db.models import User
 
@@ -78,10 +80,11 @@ async def login(request: Request) -> Response:
         g.metrics.logins.labels("csrf").inc()
         return _login_page(request, 403, "Your form expired; please sign in again.", username)
 
-    keys = [f"user:{username.lower()}", f"addr:{request.client.host if request.client else '-'}"]
-    wait = g.throttle.retry_after(keys)
-    if wait is not None:
+    address = request.client.host if request.client else "-"
+    slots = await g.throttle(request.app.state.sessions).attempt(username, address)
+    if isinstance(slots, Throttled):
         g.metrics.logins.labels("throttled").inc()
+        wait = slots.retry_after
         response = _login_page(
             request, 429, f"Too many failed sign-ins; try again in {wait} s.", username
         )
@@ -92,13 +95,12 @@ async def login(request: Request) -> Response:
         query = select(User).where(User.username == username)
         user = (await db.execute(query)).scalar_one_or_none()
     ok = await asyncio.to_thread(_verify, user.password_hash if user else None, password)
-    if user is None or not ok:
-        g.throttle.fail(keys)
+    if user is None or not ok:  # the slots stay taken: a failure counts
         g.metrics.logins.labels("failed").inc()
         log.info("failed login for %r", username)
         return _login_page(request, 401, "Invalid username or password.", username)
 
-    g.throttle.reset(keys[0])
+    await g.throttle(request.app.state.sessions).succeeded(slots)
     session_id = await create_session(
         request.app.state.sessions,
         user.id,

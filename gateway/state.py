@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from gateway.csrf import LoginCsrf, session_token
@@ -18,7 +19,7 @@ from gateway.pace import Pace
 from gateway.security import CachedStaticFiles
 from gateway.sessions import SessionCookie
 from gateway.settings import GatewaySettings
-from gateway.throttle import FailureThrottle
+from gateway.throttle import LoginThrottle
 
 __all__ = ["STATIC_DIR", "TEMPLATES_DIR", "Gateway", "gw"]
 
@@ -34,7 +35,7 @@ class Gateway:
     static: CachedStaticFiles
     cookie: SessionCookie = field(init=False)
     login_csrf: LoginCsrf = field(init=False)
-    throttle: FailureThrottle = field(init=False)
+    _throttle: LoginThrottle | None = field(default=None, init=False)
     hub: SocketHub = field(default_factory=SocketHub)
     fanout: Fanout = field(init=False)
     pace: Pace = field(init=False)
@@ -47,7 +48,6 @@ class Gateway:
         secret = s.session_secret.get_secret_value()
         self.cookie = SessionCookie(secret, s.session_max_age_s)
         self.login_csrf = LoginCsrf(secret)
-        self.throttle = FailureThrottle(s.login_max_failures, s.login_window_s)
         self.fanout = Fanout(self.metrics, tick_wait_s=s.ws_tick_wait_ms / 1000)
         self.pace = pace = Pace(s.ws_frame_interval_ms / 1000, s.ws_slow_frame_interval_ms / 1000)
         self.metrics.frame_interval.set_function(lambda: pace.interval_s)
@@ -56,6 +56,13 @@ class Gateway:
         self.fanout.on_tick_done = self.freshness.tick_done
         self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
         self.templates.env.globals["static_url"] = self.static.url
+
+    def throttle(self, db: async_sessionmaker[AsyncSession]) -> LoginThrottle:
+        """The sign-in throttle (on the app's database, opened in the lifespan)."""
+        if self._throttle is None:
+            s = self.settings
+            self._throttle = LoginThrottle(db, s.login_max_failures, s.login_window_s)
+        return self._throttle
 
     @property
     def client(self) -> httpx.AsyncClient:

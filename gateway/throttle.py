@@ -1,64 +1,48 @@
-"""Failed-login throttling: a sliding window of failures per key (username, client address).
+"""Sign-in throttling, shared by every gateway: PostgreSQL, counted before the password check.
 
-In memory, per gateway process: with several replicas each applies the limit on its own, which
-still bounds guessing to ``replicas × max_failures`` per window.
+Each attempt takes a slot for its username and for its client address in the rolling window
+(the ``rate_limit_hits`` table under an advisory lock, like the order rate limit) *before*
+the password is verified, so a burst of parallel guesses cannot race past the limit and N
+gateways do not give N times the guesses. A successful sign-in gives its slots back: only
+failures (and attempts still being checked) count.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-__all__ = ["FailureThrottle"]
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.components.errors import RateLimited
+from shared.components.ratelimit import PostgresRateLimiter, Rate, RateLimitStatus
+
+__all__ = ["LoginThrottle", "Throttled"]
 
 
-class FailureThrottle:
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    retry_after: int
+
+
+class LoginThrottle:
     def __init__(
-        self,
-        max_failures: int,
-        window_s: float,
-        *,
-        max_keys: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
+        self, db: async_sessionmaker[AsyncSession], max_failures: int, window_s: int
     ) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self.max_keys = max_keys
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self._limiter = PostgresRateLimiter(db)
+        self._rate = Rate(max_failures, window_s)
 
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        hits = self._failures.get(key)
-        if hits is None:
-            return None
-        while hits and hits[0] <= now - self.window_s:
-            hits.popleft()
-        if not hits:
-            del self._failures[key]
-            return None
-        return hits
+    async def attempt(self, username: str, address: str) -> list[RateLimitStatus] | Throttled:
+        """Take a slot per key, or say how long to wait (taking none)."""
+        taken: list[RateLimitStatus] = []
+        for key in (f"login:user:{username.lower()}", f"login:addr:{address}"):
+            try:
+                taken.append(await self._limiter.hit(key, self._rate))
+            except RateLimited as exc:
+                await self.succeeded(taken)
+                return Throttled(exc.retry_after)
+        return taken
 
-    def retry_after(self, keys: Iterable[str]) -> int | None:
-        """Seconds until a blocked key may try again, or ``None`` when none is blocked."""
-        now = self._clock()
-        waits = [
-            hits[-self.max_failures] + self.window_s - now
-            for key in keys
-            if (hits := self._recent(key, now)) is not None and len(hits) >= self.max_failures
-        ]
-        return max(1, math.ceil(max(waits))) if waits else None
-
-    def fail(self, keys: Iterable[str]) -> None:
-        now = self._clock()
-        for key in keys:
-            hits = self._recent(key, now)
-            if hits is None:
-                if len(self._failures) >= self.max_keys:
-                    del self._failures[next(iter(self._failures))]
-                hits = self._failures[key] = deque(maxlen=self.max_failures)
-            hits.append(now)
-
-    def reset(self, key: str) -> None:
-        self._failures.pop(key, None)
+    async def succeeded(self, slots: list[RateLimitStatus]) -> None:
+        """Give back the slots of an attempt that was not a failed guess."""
+        for status in slots:
+            await self._limiter.release(status, in_session=False)

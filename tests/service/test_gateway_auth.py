@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -191,3 +192,34 @@ async def test_dead_sessions_are_deleted_at_the_next_login(
     left = await rows(settings.database_url, select(WebSession.id))
     assert "expired" not in left and "revoked" not in left
     assert "live" in left and len(left) == 2
+
+
+async def test_a_burst_of_parallel_guesses_gets_no_more_checks_than_the_limit(
+    settings: GatewaySettings,
+) -> None:
+    # two gateways on one database: the limit holds across them, not per process
+    async with (
+        running(create_app(settings), base_url="http://gateway") as one,
+        running(create_app(settings), base_url="http://gateway") as two,
+    ):
+        guesses = [login(one if i % 2 else two, "bob", f"guess-{i}") for i in range(40)]
+        answers = await asyncio.gather(*guesses)
+        codes = [r.status_code for r in answers]
+        assert codes.count(401) <= settings.login_max_failures  # checked at most the limit
+        assert codes.count(429) == 40 - codes.count(401)
+        throttled = [r for r in answers if r.status_code == 429]
+        assert all(1 <= int(r.headers["retry-after"]) <= 300 for r in throttled)
+        # the right password right after the burst is refused too, on either gateway
+        assert (await login(two, "bob", TEST_PASSWORD)).status_code == 429
+        assert (await login(one, "bob", TEST_PASSWORD)).status_code == 429
+
+
+async def test_a_successful_sign_in_gives_its_slot_back(client: httpx.AsyncClient) -> None:
+    for _ in range(4):
+        assert (await login(client, "alice", "nope")).status_code == 401
+    for _ in range(3):  # successes do not use up the allowance of failures
+        client.cookies.clear()
+        assert (await login(client, "alice", TEST_PASSWORD)).status_code == 303
+    client.cookies.clear()
+    assert (await login(client, "alice", "nope")).status_code == 401  # the fifth failure
+    assert (await login(client, "alice", TEST_PASSWORD)).status_code == 429
