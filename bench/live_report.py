@@ -1,0 +1,197 @@
+"""What one load level of the live benchmark measured, and the tables it is written as."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bench.live_stack import STACK, TICK_DRIVEN
+from bench.live_support import percentile
+
+if TYPE_CHECKING:
+    from bench.live_stack import Stack
+
+__all__ = [
+    "GRACE_S",
+    "ORDER_RATE_HZ",
+    "ORDER_TIMEOUT_S",
+    "ORDER_TRADERS",
+    "POST_CLOSE_S",
+    "QUIET_CAP_S",
+    "QUIET_CORES",
+    "Level",
+    "table",
+]
+
+ORDER_TRADERS = 20
+ORDER_RATE_HZ = 2.0
+ORDER_TIMEOUT_S = 10.0
+GRACE_S = 3.0  # frames of window ticks still count this long after the window
+POST_CLOSE_S = 5.0
+QUIET_CAP_S = 15.0
+QUIET_CORES = 0.10  # portfolio + watchlist + risk within this of their idle use: quiet
+
+
+@dataclass
+class Level:
+    n: int
+    window_s: float
+    result: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # cores over the window
+    after_close: dict[str, float] = field(default_factory=dict)
+    quiet_after_s: float | None = None
+    orders: list[tuple[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed: str = ""
+
+
+# -- output ---------------------------------------------------------------------------------
+def _f(value: float, spec: str = ",.0f") -> str:
+    return "–" if value != value else format(value, spec)
+
+
+def _row(level: Level) -> str:
+    if level.failed:
+        return f"| {level.n:,} | failed: {level.failed} |" + " |" * 10
+    r, w = level.result, level.window_s
+    latency = [v for values in r["samples"].values() for v in values]
+    rendered = [s for s in r["rendered_s"] if s is not None]
+    not_rendered = len(r["rendered_s"]) - len(rendered)
+    acks = [ms for status, ms in level.orders if status.startswith("2")]
+    errors = Counter(status for status, _ in level.orders if not status.startswith("2"))
+    err = f"{sum(errors.values())}/{len(level.orders)}"
+    shown = len(latency) / r["expected"] if r["expected"] else float("nan")
+    busy = sum(level.after_close.get(name, 0.0) for name in TICK_DRIVEN)
+    if level.quiet_after_s is None:
+        quiet = f"busy > {POST_CLOSE_S + QUIET_CAP_S:g} s"
+    elif level.quiet_after_s == 0:
+        quiet = f"quiet ≤ {POST_CLOSE_S:g} s"
+    else:
+        quiet = f"quiet after {level.quiet_after_s:.0f} s"
+    stack_ms = level.cpu["stack"] * 1000 / level.n
+    return (
+        f"| {level.n:,} | {r['open_end']:,} | {len(rendered):,} ({not_rendered} not) "
+        f"{_f(percentile(rendered, 0.5), '.1f')} / {_f(percentile(rendered, 0.99), '.1f')} "
+        f"| {r['frames'] / w:,.0f} | {r['payload'] / w / 1e6:.2f} / {r['wire'] / w / 1e6:.2f} "
+        f"| {_f(percentile(latency, 0.5))} / {_f(percentile(latency, 0.95))} "
+        f"/ {_f(percentile(latency, 0.99))} / {_f(max(latency, default=float('nan')))} "
+        f"| {len(latency):,} ({_f(shown, '.0%')}) "
+        f"| {_f(percentile(acks, 0.5))} / {_f(percentile(acks, 0.99))} ({err}) "
+        f"| {level.cpu['machine']:.2f} | {stack_ms:.2f} | {busy:.2f} ({quiet}) |"
+    )
+
+
+def _cpu_row(level: Level) -> str:
+    if level.failed:
+        return f"| {level.n:,} |" + " – |" * 13
+    c = level.cpu
+    names = (*STACK, "stack", "loadgen", "bench", "launcher", "other", "machine")
+    return f"| {level.n:,} | " + " | ".join(_f(c.get(n, float("nan")), ".2f") for n in names) + " |"
+
+
+def _detail(level: Level) -> str:
+    if level.failed:
+        return f"- N={level.n:,}: failed ({level.failed})."
+    r = level.result
+    per_panel = ", ".join(
+        f"{panel} p50 {percentile(v, 0.5):,.0f} / p99 {percentile(v, 0.99):,.0f} ms ({len(v):,})"
+        for panel, v in sorted(r["samples"].items())
+    )
+    errors = Counter(status for status, _ in level.orders if not status.startswith("2"))
+    connect = r["connect_s"]
+    other = level.cpu.get("other", 0.0)
+    bits = [
+        *level.notes,
+        f"**noisy: other work on the machine used {other:.2f} core**"
+        if other > 0.2
+        else f"other work on the machine {other:.2f} core",
+        f"handshake p50 {_f(percentile(connect, 0.5) * 1000)} / p99 "
+        f"{_f(percentile(connect, 0.99) * 1000)} ms",
+        f"open at window start {r['open_start']:,}, at end {r['open_end']:,}",
+        f"failed handshakes {r['handshake_errors']}, reconnects {r['reconnects']}",
+        f"closes by code {dict(r['closes']) or 'none'}",
+        f"latency by component: {per_panel or 'none'}",
+        f"prices not matched to a tick {r['unmatched']:,}",
+    ]
+    if errors:
+        bits.append(f"order errors {dict(errors)}")
+    if r["errors"]:
+        bits.append(f"first handshake errors {r['errors'][:2]}")
+    ac = level.after_close
+    bits.append(
+        "cores in the 5 s after close: "
+        + ", ".join(f"{n} {ac.get(n, float('nan')):.2f}" for n in (*TICK_DRIVEN, "gateway"))
+    )
+    return f"- N={level.n:,}: " + "; ".join(bits) + "."
+
+
+def table(levels: list[Level], stack: Stack, window: float, warmup: float, load: float) -> str:
+    head = (
+        "| N | sockets open | fully rendered (never) p50 / p99 s | frames/s "
+        "| payload / wire MB/s | tick→socket p50 / p95 / p99 / max ms | latency samples "
+        "(of updates due) | order ack p50 / p99 ms (errors) | machine CPU cores "
+        "| stack CPU ms per trader-s | pf+wl+risk cores 5 s after close |\n"
+        "|---:|---:|---|---:|---|---|---|---|---:|---:|---|"
+    )
+    cpu_head = (
+        "| N | gateway | portfolio | watchlist | orders | risk | pricefeed | postgres "
+        "| nats-server | **stack** | load generator | bench driver | launcher | other "
+        "| machine |\n|---:|" + "---:|" * 14
+    )
+    method = (
+        f"The whole stack (`python -m shared.launcher`: gateway, five services; PostgreSQL and "
+        f"nats-server started by the benchmark) with {stack.symbols} symbols and "
+        f"{len(stack.traders):,} seeded traders (10–20 positions, 10–15 watchlist symbols, "
+        "margin utilisation 40–70 %, one web session each); N of them connect, each with one "
+        "WebSocket negotiating permessage-deflate like a browser (`websockets`, Origin, cookie, "
+        "CSRF; 32 handshakes at a time per load generator; htmx's reconnect codes and backoff). "
+        "*Fully rendered*: the portfolio, watchlist and risk roots have all arrived, timed from "
+        f"the first handshake attempt. After a {warmup:g} s warm-up, a {window:g} s window: "
+        "frames and bytes received (payload = decompressed frame bytes, wire = bytes read from "
+        "the sockets), CPU of every process (psutil; PostgreSQL includes its backends) and of "
+        f"the machine, as cores. Orders: {ORDER_TRADERS} of the connected traders post market "
+        f"buys of 1 share through the gateway (`POST /c/order/submit`, CSRF header), "
+        f"{ORDER_RATE_HZ:g}/s in all; ack = HTTP round trip of the 2xx answers; errors = "
+        f"non-2xx or no answer in {ORDER_TIMEOUT_S:g} s. *Other* = machine CPU not used by any "
+        "process named (other work on this shared machine). *Stack* = gateway + services + "
+        "PostgreSQL + nats-server (not the launcher, load generator or driver); per "
+        "trader-second = stack CPU ÷ (N × window).\n\n"
+        "**Tick → socket latency**, independent of the service→gateway wire format: the load "
+        "generator follows `prices.ticks` on NATS and records, per symbol, the `ts` of every "
+        'tick that changed its `last`. In each frame, every `data-symbol="T"` followed (before '
+        "the next) by a `last-price` element gives a shown price, attributed to the component "
+        "whose id prefix (`portfolio-…`, `watchlist-…`) precedes it. Per socket and (component, "
+        "symbol), a shown value counts once: only when it differs from the value that row last "
+        "showed, and only if the newest tick that set the symbol to that value is newer than "
+        "the last one counted there; latency = receipt − that tick's `ts`. So full renders "
+        "and rows re-rendered for bid/ask/P&L repeat no old price, while a value first seen "
+        "in a full render after a reconnect counts with its true age. Samples: ticks published "
+        f"in the window, received by its end + {GRACE_S:g} s (a slower delivery is not "
+        "sampled, so past the knee the percentiles are a floor; *of updates due* = samples ÷ "
+        "last-price changes in the window of every (component, symbol) row each socket shows; "
+        "newest-wins merging may legitimately skip a few). After the window every socket "
+        f"closes and the CPU of portfolio, watchlist and risk is measured for {POST_CLOSE_S:g} "
+        f"s, then each second until within {QUIET_CORES:g} core of their idle use "
+        f"({stack.idle:.2f} core, measured after the stack started; at most {QUIET_CAP_S:g} s "
+        "more; if still busy the stack is restarted before the next N). No baseline relay here: "
+        "with the real services in the loop it would need its own session announcements and "
+        f"the service wire format (see `relay.md`). 1-min load average at start {load:.2f}, "
+        f"{os.cpu_count()} CPUs shared by everything; LOG_LEVEL=WARNING; stack started "
+        f"{stack.starts} time(s)."
+    )
+    return (
+        "### The whole stack under N traders\n\n"
+        + method
+        + "\n\n"
+        + head
+        + "\n"
+        + "\n".join(_row(lv) for lv in levels)
+        + "\n\n#### CPU by process during the window (cores)\n\n"
+        + cpu_head
+        + "\n"
+        + "\n".join(_cpu_row(lv) for lv in levels)
+        + "\n\n#### Details\n\n"
+        + "\n".join(_detail(lv) for lv in levels)
+    )

@@ -1,0 +1,198 @@
+"""The whole stack for the live benchmark: PostgreSQL, nats-server, the market and traders,
+the launcher on free ports; started, restarted and stopped as a unit (:mod:`bench.bench_live`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.live_seed import Trader, seed_market
+from bench.relay_support import cpu_seconds
+from shared.devservers import NatsServer, create_database, free_port, run_async, start_postgres
+from shared.launcher import SERVICES
+
+__all__ = ["STACK", "TICK_DRIVEN", "Stack", "cores"]
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-only-session-secret-0123456789abcdef"
+STACK = ("gateway", "portfolio", "watchlist", "orders", "risk", "pricefeed", "postgres", "nats")
+TICK_DRIVEN = ("portfolio", "watchlist", "risk")
+READY_TIMEOUT_S = 120.0
+
+
+# -- the stack ------------------------------------------------------------------------------
+@dataclass
+class Stack:
+    tmp: Path
+    traders: list[Trader] = field(default_factory=list)
+    symbols: int = 0
+    pg: Any = None
+    nats: NatsServer | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    launcher: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    procs: dict[str, psutil.Process] = field(default_factory=dict)
+    seen: list[psutil.Process] = field(default_factory=list)  # every child ever, for cleanup
+    starts: int = 0
+    idle: float = 0.0  # cores of portfolio + watchlist + risk with no socket open
+
+    @property
+    def gateway_port(self) -> int:
+        return int(self.env["GATEWAY_PORT"])
+
+    def prepare(self, traders: int) -> None:
+        from shared.db.demo import load_demo_data
+        from shared.db.engine import create_engine, session_factory
+        from shared.db.migrate import upgrade
+
+        self.pg = start_postgres(self.tmp / "pg", delete_on_exit=True)
+        url = run_async(create_database(self.pg.get_uri(), "bench_live"))
+        self.nats = NatsServer(self.tmp / "nats").start(log_file=self.tmp / "nats.log")
+        upgrade(url)
+
+        async def demo() -> None:
+            engine = create_engine(url, null_pool=True)
+            try:
+                await load_demo_data(session_factory(engine))
+            finally:
+                await engine.dispose()
+
+        run_async(demo())
+        self.symbols, self.traders = run_async(seed_market(url, traders, SECRET))
+        self.env = {
+            **os.environ,
+            "APP_ENV": "development",
+            "DATABASE_URL": url,
+            "NATS_URL": self.nats.url,
+            "NATS_PORT": str(self.nats.port),
+            "GATEWAY_SESSION_SECRET": SECRET,
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for spec in SERVICES:
+            self.env[spec.port_env] = str(free_port())
+        for spec in SERVICES:  # the launcher derives the gateway's service URLs from the ports
+            self.env.pop(f"GATEWAY_{spec.name.upper()}_URL", None)
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log_path = self.tmp / f"launcher-{self.starts}.log"
+        log = open(self.log_path, "wb")
+        cmd = [sys.executable, "-m", "shared.launcher", "--data-dir", str(self.tmp / "data")]
+        self.launcher = subprocess.Popen(
+            cmd,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "dashboard ready" not in self.log_path.read_text(errors="replace"):
+            self._remember_children()
+            if self.launcher.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the stack did not come up:\n{tail}")
+            time.sleep(0.2)
+        self.resolve()
+        c0 = self.cpu({})
+        time.sleep(3.0)
+        self.idle = sum(cores(c0, self.cpu({}), 3.0).get(name, 0.0) for name in TICK_DRIVEN)
+
+    def _remember_children(self) -> list[psutil.Process]:
+        if self.launcher is None:
+            return []
+        try:
+            children = psutil.Process(self.launcher.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        known = {(p.pid, p.create_time()) for p in self.seen if p.is_running()}
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if (child.pid, child.create_time()) not in known:
+                    self.seen.append(child)
+        return children
+
+    def resolve(self) -> None:
+        """Our processes by name (again after a service was restarted by the launcher)."""
+        assert self.launcher and self.nats and self.nats.process
+        procs = {
+            "launcher": psutil.Process(self.launcher.pid),
+            "postgres": psutil.Process(self.pg.get_pid()),
+            "nats": psutil.Process(self.nats.process.pid),
+        }
+        for child in self._remember_children():
+            with contextlib.suppress(psutil.Error):
+                cmdline = " ".join(child.cmdline())
+                for spec in SERVICES:
+                    if spec.factory in cmdline:
+                        procs[spec.name] = child
+        self.procs = procs
+
+    def cpu(self, extra: dict[str, int]) -> dict[str, float]:
+        """CPU seconds so far per process (PostgreSQL: postmaster, live and exited backends)."""
+        pids = {n: p.pid for n, p in self.procs.items() if n != "postgres"} | extra
+        out = cpu_seconds(pids)
+        try:
+            pm = self.procs["postgres"]
+            t = pm.cpu_times()
+            total = t.user + t.system + t.children_user + t.children_system
+            for child in pm.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    ct = child.cpu_times()
+                    total += ct.user + ct.system
+            out["postgres"] = total
+        except psutil.Error:
+            out["postgres"] = float("nan")
+        return out
+
+    def deaths(self) -> int:
+        text = self.log_path.read_text(errors="replace") if self.log_path else ""
+        return text.count(" DIED ")
+
+    def stop_launcher(self) -> None:
+        if self.launcher is not None and self.launcher.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.launcher.pid, signal.SIGTERM)  # it stops its children
+            try:
+                self.launcher.wait(25)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.launcher.pid, signal.SIGKILL)
+                self.launcher.wait()
+        for proc in self.seen:  # anything the launcher left behind, by pid (and start time)
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running():
+                    proc.kill()
+                    proc.wait(5)
+        self.seen.clear()
+        self.launcher = None
+
+    def restart(self) -> None:
+        self.stop_launcher()
+        self.start()
+
+    def stop_all(self) -> None:
+        try:
+            self.stop_launcher()
+        finally:
+            if self.nats is not None:
+                self.nats.stop()
+            if self.pg is not None:
+                self.pg._cleanup()
+
+
+def cores(c0: dict[str, float], c1: dict[str, float], seconds: float) -> dict[str, float]:
+    """CPU cores used between two :func:`cpu_seconds` readings ``seconds`` apart."""
+    return {k: (c1[k] - c0[k]) / seconds for k in c0 if k in c1}
