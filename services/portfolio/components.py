@@ -16,7 +16,7 @@ from sqlalchemy import select
 from shared import domain, wire
 from shared.components import Component, IsAuthenticated, PriceBook, Registry
 from shared.components.base import LiveResult
-from shared.components.rendering import Part, money, signed, stencil_for
+from shared.components.rendering import Part, money, signed, stencil_parts
 from shared.db.models import Position, Symbol
 from shared.ticks import tick_last
 
@@ -91,6 +91,11 @@ def last_view(ticker: str, last: Any, direction: str) -> dict[str, str]:
         "last": money(last),
         "flash": f" flash-{direction}" if direction else "",
     }
+
+
+def _book_last_view(book: PriceBook, ticker: str) -> dict[str, str] | None:
+    last = book.last(ticker)
+    return None if last is None else last_view(ticker, last, book.direction(ticker))
 
 
 def _totals_view(state: dict[str, Any]) -> dict[str, str]:
@@ -198,14 +203,7 @@ class PortfolioComponent(Component):
     @classmethod
     def topic_parts(cls, topics: Iterable[str], prices: PriceBook) -> dict[str, list[Part]]:
         """Each changed ticker's last-price cell, rendered once for every holder."""
-        stencil = stencil_for(cls, "last")
-        parts = {}
-        for ticker in topics:
-            last = prices.last(ticker)
-            if last is not None:
-                view = last_view(ticker, last, prices.direction(ticker))
-                parts[ticker] = [Part(view["id"], stencil(view))]
-        return parts
+        return stencil_parts(cls, "last", {t: _book_last_view(prices, t) for t in topics})
 
     def get_context(self) -> dict[str, Any]:
         positions = self.state.get("positions", [])

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from shared import domain, wire
 from shared.charts import sparkline_points
 from shared.components import Component, FieldError, IsAuthenticated, PriceBook, Registry
-from shared.components.rendering import Part, money, signed, stencil_for
+from shared.components.rendering import Part, money, signed, stencil_parts
 from shared.db.models import Symbol, WatchlistItem
 from shared.ticks import tick_field, tick_last
 
@@ -54,6 +54,14 @@ def quote_view(ticker: str, quote: Any, direction: str, history: list[Decimal]) 
     }
 
 
+def book_view(book: PriceBook, ticker: str) -> dict[str, str] | None:
+    """The quote cells of ``ticker`` from the service's price book (``None``: not in it)."""
+    quote = book.quote(ticker)
+    if quote is None:
+        return None
+    return quote_view(ticker, quote, book.direction(ticker), book.history(ticker))
+
+
 def _stored_view(item: dict[str, Any]) -> dict[str, str]:
     last, bid, ask, prev_close = (domain.dec(v) for v in item["stored"])
     quote = {"last": last, "bid": bid, "ask": ask, "chg_pct": domain.change_pct(last, prev_close)}
@@ -84,29 +92,14 @@ class WatchlistComponent(Component):
     @classmethod
     def topic_parts(cls, topics: Iterable[str], prices: PriceBook) -> dict[str, list[Part]]:
         """Each changed ticker's quote cells, rendered once for every watcher."""
-        stencil = stencil_for(cls, "quote")
-        parts = {}
-        for ticker in topics:
-            quote = prices.quote(ticker)
-            if quote is None:
-                continue
-            view = quote_view(ticker, quote, prices.direction(ticker), prices.history(ticker))
-            parts[ticker] = [Part(view["id"], stencil(view))]
-        return parts
+        return stencil_parts(cls, "quote", {t: book_view(prices, t) for t in topics})
 
     def _quote_views(self) -> dict[str, dict[str, str]]:
         book = self.request.prices
         views = {}
         for item in self.state.get("items", []):
-            ticker = item["ticker"]
-            quote = book.quote(ticker) if book is not None else None
-            if quote is None:
-                views[ticker] = _stored_view(item)
-            else:
-                assert book is not None
-                views[ticker] = quote_view(
-                    ticker, quote, book.direction(ticker), book.history(ticker)
-                )
+            view = book_view(book, item["ticker"]) if book is not None else None
+            views[item["ticker"]] = view if view is not None else _stored_view(item)
         return views
 
     def get_context(self) -> dict[str, Any]:

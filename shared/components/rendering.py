@@ -37,6 +37,7 @@ __all__ = [
     "render",
     "render_parts",
     "signed",
+    "stencil_parts",
 ]
 
 
@@ -222,6 +223,15 @@ def _escape(value: str) -> str:
 def compact(html: str) -> str:
     """``html`` without whitespace between tags, as a stencil renders it."""
     return _BETWEEN_TAGS.sub("><", html).strip()
+
+
+def stencil_parts(
+    cls: type[Component], block: str, views: Mapping[str, dict[str, str] | None]
+) -> dict[str, list[Part]]:
+    """Shared parts: per topic, its view (``v``, with the element ``id``) through the stencil
+    of ``block``; a topic whose view is ``None`` has nothing to show."""
+    stencil = stencil_for(cls, block)
+    return {topic: [Part(v["id"], stencil(v))] for topic, v in views.items() if v is not None}
 
 
 _stencils: dict[tuple[type[Component], str], Stencil] = {}
