@@ -47,6 +47,23 @@ def create_app(
         app.state.revoked_sub = await app.state.bus.subscribe(
             wire.GATEWAY_SESSION_REVOKED, on_revoked
         )
+        resyncs: set[asyncio.Task[None]] = set()
+        app.state.resync_tasks = resyncs
+
+        def resync_later(components: list[str], partitions: list[int]) -> None:
+            task = asyncio.create_task(ws.reannounce(g, app.state.bus, components, partitions))
+            resyncs.add(task)
+            task.add_done_callback(resyncs.discard)
+
+        async def on_resync(_subject: str, payload: dict[str, Any]) -> None:
+            components, partitions = payload.get("components"), payload.get("partitions")
+            if isinstance(components, list) and isinstance(partitions, list):
+                resync_later(
+                    [str(c) for c in components], [p for p in partitions if isinstance(p, int)]
+                )
+
+        g.fanout.on_resync = lambda component, partition: resync_later([component], [partition])
+        app.state.resync_sub = await app.state.bus.subscribe(wire.GATEWAY_RESYNC, on_resync)
         # one subscription for every socket of this process: the fan-out is in process
         app.state.ui_sub = await app.state.bus.subscribe(wire.UI_ALL, g.fanout.on_ui)
         app.state.heartbeat = asyncio.create_task(
@@ -68,8 +85,11 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for task in list(app.state.resync_tasks):
+            task.cancel()
         with contextlib.suppress(Exception):
             await app.state.revoked_sub.unsubscribe()
+            await app.state.resync_sub.unsubscribe()
             await app.state.ui_sub.unsubscribe()
         if g.http is not None:
             await g.http.aclose()

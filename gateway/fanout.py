@@ -8,9 +8,16 @@ component declared. Writing into a socket's buffer never waits, so a slow socket
 delays another (DESIGN.md §3.3).
 
 Frames follow ticks: a component's ``ui.shared`` message carrying a tick's ``seq`` is the
-last it sends for that tick. Once every component that follows ticks (those heard from in
-the last ``EXPECT_S``) is done with a tick, each socket holding parts of it is told to
-send them, so a socket gets one frame per tick, as soon as its last part is in.
+last it sends for that tick. Once every producer that follows ticks (each replica of each
+component heard from in the last ``EXPECT_S``) is done with a tick, each socket holding
+parts of it is told to send them, so a socket gets one frame per tick, as soon as its last
+part is in.
+
+Fencing (DESIGN.md §8): every ``ui.*`` message names the epoch of the partition lease it
+was published under (shared messages, per partition of their topics). The newest epoch
+seen per (component, partition) wins and anything older is dropped, so a deposed owner
+that comes back late cannot overwrite its successor. A gap in a producer's ``seq`` on a
+partition means lost updates: ``on_resync`` asks for full renders of that partition.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from shared import wire
 
 __all__ = ["EXPECT_S", "Fanout", "LiveSocket"]
 
-EXPECT_S = 2.0  # a component silent about ticks for this long is not waited for
+EXPECT_S = 2.0  # a producer silent about ticks for this long is not waited for
+RESYNC_EVERY_S = 1.0  # at most one resync request per (component, partition) this often
+Resync = Callable[[str, int], None]
 
 
 class LiveSocket(Protocol):
@@ -45,8 +54,13 @@ class Fanout:
         self._by_session: dict[str, LiveSocket] = {}
         self._topics: dict[tuple[int, str], frozenset[str]] = {}
         self._watchers: dict[tuple[str, str], set[int]] = defaultdict(set)
-        self._done: dict[str, tuple[int, float]] = {}  # component → (last tick done, when)
+        # (component, producer) → (last tick done, when)
+        self._done: dict[tuple[str, str], tuple[int, float]] = {}
         self.on_tick_done: Callable[[str, float | None], None] | None = None
+        self.on_resync: Resync | None = None
+        self._epochs: dict[tuple[str, int], int] = {}  # newest epoch per partition
+        self._seqs: dict[tuple[str, int], tuple[str, int]] = {}  # last (src, seq)
+        self._resynced: dict[tuple[str, int], float] = {}
         self._waiting: set[LiveSocket] = set()  # sockets holding tick-driven parts
 
     def __len__(self) -> int:
@@ -101,21 +115,71 @@ class Fanout:
             self._metrics.latency_received.observe(max(0.0, now_ms() - ts) / 1000)
         tick = message.get("tick")
         urgent = not isinstance(tick, int)
+        src = str(message.get("src", ""))
         if tokens[1] == wire.UI_SHARED:
-            self._shared(component, message.get("topics"), ts, urgent)
+            self._shared(component, message.get("topics"), message.get("epochs"), ts, urgent)
             if isinstance(tick, int):
-                self._tick_done(component, tick)
+                self._tick_done(component, src, tick)
                 if self.on_tick_done is not None:
                     self.on_tick_done(component, ts)
-        else:
+        elif tokens[1].isdigit() and self._admit(component, int(tokens[1]), src, message):
             for update in message.get("updates") or ():
                 if isinstance(update, dict):
                     self._update(component, update, ts, urgent)
 
-    def _tick_done(self, component: str, tick: int) -> None:
+    def _fenced(self, component: str, partition: int, epoch: Any) -> bool:
+        """Whether ``epoch`` is older than the newest seen for this partition."""
+        if not isinstance(epoch, int):
+            epoch = 0
+        key = (component, partition)
+        newest = self._epochs.get(key, 0)
+        if epoch < newest:
+            if self._metrics is not None:
+                self._metrics.fenced.inc()
+            return True
+        if epoch > newest:
+            self._epochs[key] = epoch
+        return False
+
+    def _admit(self, component: str, partition: int, src: str, message: dict[str, Any]) -> bool:
+        """A per-user message passes the fence; a gap in its producer's ``seq`` asks for
+        the partition's full renders."""
+        if self._fenced(component, partition, message.get("epoch")):
+            return False
+        seq = message.get("seq")
+        if not isinstance(seq, int):
+            return True
+        key = (component, partition)
+        last = self._seqs.get(key)
+        self._seqs[key] = (src, seq)
+        if last is None or last[0] != src:
+            return True
+        if seq <= last[1]:  # a duplicate or a late one from the same producer
+            self._seqs[key] = last
+            return False
+        if seq > last[1] + 1:
+            self._gap(component, partition)
+        return True
+
+    def _gap(self, component: str, partition: int) -> None:
+        if self._metrics is not None:
+            self._metrics.gaps.inc()
         now = time.monotonic()
-        self._done[component] = (max(tick, self._done.get(component, (tick, 0))[0]), now)
-        expected = [seq for seq, at in self._done.values() if now - at < EXPECT_S]
+        key = (component, partition)
+        if now - self._resynced.get(key, -RESYNC_EVERY_S) < RESYNC_EVERY_S:
+            return
+        self._resynced[key] = now
+        if self.on_resync is not None:
+            self.on_resync(component, partition)
+
+    def _tick_done(self, component: str, src: str, tick: int) -> None:
+        now = time.monotonic()
+        key = (component, src)
+        self._done[key] = (max(tick, self._done.get(key, (tick, 0))[0]), now)
+        expired = [k for k, (_seq, at) in self._done.items() if now - at >= EXPECT_S]
+        for k in expired:
+            del self._done[k]
+        expected = [seq for seq, _at in self._done.values()]
         if all(seq >= tick for seq in expected):
             self._release_waiting()
 
@@ -170,12 +234,19 @@ class Fanout:
         for socket in targets:
             self._put(socket, component, parts, ts, full=full, urgent=urgent or full)
 
-    def _shared(self, component: str, topics: Any, ts: float | None, urgent: bool) -> None:
+    def _shared(
+        self, component: str, topics: Any, epochs: Any, ts: float | None, urgent: bool
+    ) -> None:
         if not isinstance(topics, dict):
             return
+        if not isinstance(epochs, dict):
+            epochs = {}
         for topic, raw_parts in topics.items():
             users = self._watchers.get((component, topic))
             if not users:
+                continue
+            partition = wire.topic_partition(topic)
+            if self._fenced(component, partition, epochs.get(str(partition))):
                 continue
             parts = prepare_parts(component, raw_parts)
             for user_id in users:

@@ -43,6 +43,19 @@ class GatewayMetrics:
         self.overflows = Counter(
             "gateway_ws_buffer_overflows", "Per-socket buffers that overflowed.", registry=r
         )
+        self.fenced = Counter(
+            "gateway_ui_fenced",
+            "ui.* messages (or shared topics) dropped: published under an older epoch.",
+            registry=r,
+        )
+        self.gaps = Counter(
+            "gateway_ui_seq_gaps", "Sequence gaps in a producer's ui.* messages.", registry=r
+        )
+        self.resyncs = Counter(
+            "gateway_resync_sessions",
+            "Sockets re-announced for full renders (takeover, gap).",
+            registry=r,
+        )
         self.logins = Counter(
             "gateway_logins", "Login attempts by outcome.", ["outcome"], registry=r
         )

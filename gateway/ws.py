@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -38,6 +40,7 @@ __all__ = [
     "Connection",
     "heartbeat_forever",
     "heartbeat_once",
+    "reannounce",
     "router",
     "status_forever",
 ]
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 CLOSE_TIMEOUT_S = 2.0
 HEARTBEAT_BATCH = 500
+RESYNC_BATCH = 100
+RESYNC_JITTER_S = 0.25  # between batches of a re-announcement: no burst of mounts
 STATUS = "gateway"  # the buffer's name for the gateway's own parts
 
 
@@ -196,6 +201,33 @@ async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
         batch = {"sessions": alive[start : start + HEARTBEAT_BATCH]}
         with contextlib.suppress(Exception):
             await bus.publish(wire.SESSION_HEARTBEAT, batch)
+
+
+async def reannounce(
+    g: Gateway, bus: Any, components: Iterable[str], partitions: Iterable[int]
+) -> None:
+    """Announce again the sockets of users in ``partitions`` (a replica took them over,
+    or their updates had a gap): their owners answer with full renders of
+    ``components``. Sent in shuffled batches with jitter, so a takeover of hundreds of
+    users reaches the new owner as a stream rather than a burst."""
+    wanted = set(partitions)
+    conns = [
+        c
+        for c in g.hub.connections()
+        if isinstance(c, Connection) and wire.partition_of(c.user_id) in wanted
+    ]
+    random.shuffle(conns)
+    names = sorted(set(components))
+    for start in range(0, len(conns), RESYNC_BATCH):
+        await asyncio.sleep(random.uniform(0, RESYNC_JITTER_S))
+        batch = conns[start : start + RESYNC_BATCH]
+        sessions = [c.user.announcement(c.session_id) for c in batch]
+        try:
+            await bus.publish(wire.SESSION_ANNOUNCE, {"components": names, "sessions": sessions})
+        except Exception:
+            log.warning("could not re-announce %d sockets", len(batch))
+            continue
+        g.metrics.resyncs.inc(len(batch))
 
 
 async def _authorise(websocket: WebSocket, g: Gateway) -> tuple[SessionUser | None, str]:

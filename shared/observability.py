@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +25,7 @@ __all__ = [
 
 ReadyCheck = Callable[[], Awaitable[object]]
 READY_TIMEOUT_S = 2.0
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -82,8 +83,21 @@ def install_ops_routes(
     service: str,
     registry: CollectorRegistry,
     ready_checks: Mapping[str, ReadyCheck],
+    release: Callable[[FastAPI], Awaitable[object]] | None = None,
 ) -> None:
-    """Add ``/healthz`` (alive), ``/readyz`` (dependencies reachable) and ``/metrics``."""
+    """Add ``/healthz`` (alive), ``/readyz`` (dependencies reachable) and ``/metrics``;
+    with ``release``, ``POST /ops/release`` (from the pod itself only: a preStop hook)
+    gives the process's leases back before it is stopped."""
+
+    if release is not None:
+
+        @app.post("/ops/release", include_in_schema=False)
+        async def ops_release(request: Request) -> Response:
+            client = request.client.host if request.client else ""
+            if client not in LOOPBACK:
+                return Response("only from the pod itself", status_code=403)
+            await release(request.app)
+            return Response(status_code=204)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

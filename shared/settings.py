@@ -64,6 +64,10 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_size: int = 5
+    # leases in JetStream KV (DESIGN.md §8): how long one lives without renewal, and the
+    # name this replica writes into them (a pod's name; default host and process id)
+    lease_ttl_s: float = Field(5.0, gt=0.5, validation_alias="LEASE_TTL_S")
+    replica_id: str = Field("", validation_alias="REPLICA_ID")
 
     @property
     def async_database_url(self) -> str:

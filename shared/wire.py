@@ -16,15 +16,19 @@ __all__ = [
     "HEADER_IDENTITY",
     "HEADER_REQUEST_ID",
     "PRICES_TICKS",
+    "SESSION_ANNOUNCE",
     "SESSION_CLOSED",
     "SESSION_HEARTBEAT",
     "SESSION_OPENED",
     "UI_ALL",
     "element_id",
+    "lease_bucket",
+    "live_refresh",
     "orders_events",
     "partition_of",
     "risk_breach",
     "session_announcement",
+    "topic_partition",
     "ui_partition_subject",
     "ui_shared_subject",
     "ui_subject",
@@ -37,6 +41,15 @@ SESSION_OPENED = "session.opened"
 SESSION_CLOSED = "session.closed"
 SESSION_HEARTBEAT = "session.heartbeat"
 SESSION_ALL = "session.*"  # one subscription, so a session's open/close stay in order
+# gateway → component services: these sockets are open, send them full renders (after a
+# takeover, a sequence gap or an overflow) {components: [...], sessions: [...]}
+SESSION_ANNOUNCE = "session.announce"
+# component service → gateways: I took over these partitions, re-announce their sockets
+# {components: [...], partitions: [...]}
+GATEWAY_RESYNC = "gateway.resync"
+# any replica → the owner of a user's live instance: reload it from the database
+# ``live.refresh.<component>`` {user: id}
+LIVE_REFRESH_ALL = "live.refresh.*"
 # ui.<partition>.<component>: per-user updates, batched per partition and tick;
 # ui.shared.<component>: parts every user who shows their topic sees alike.
 UI_ALL = "ui.>"
@@ -75,6 +88,20 @@ def orders_events(account_id: int) -> str:
 def partition_of(user_id: int) -> int:
     """The live partition of a user: ``crc32(user_id) % LIVE_PARTITIONS``."""
     return zlib.crc32(str(user_id).encode()) % LIVE_PARTITIONS
+
+
+def topic_partition(topic: str) -> int:
+    """The live partition whose owner publishes a shared topic's parts."""
+    return zlib.crc32(topic.encode()) % LIVE_PARTITIONS
+
+
+def live_refresh(component: str) -> str:
+    return f"live.refresh.{component}"
+
+
+def lease_bucket(service: str) -> str:
+    """The JetStream KV bucket of a service's leases (partitions, members, roles)."""
+    return f"leases_{service}"
 
 
 def ui_partition_subject(partition: int, component: str) -> str:

@@ -6,6 +6,14 @@ tabs get nothing. Sessions are mounted from a queue by a few workers, so a burst
 connections neither floods the database nor mounts a session that closed meanwhile.
 
 Ticks are handled by :class:`~shared.components.ticking.TickDriver`.
+
+With several replicas, each owns a share of the live partitions
+(:class:`~shared.leases.PartitionLeases`): a replica mounts, updates and publishes only
+the users of its partitions and ignores everybody else's sessions. On taking partitions
+over it asks the gateways to re-announce their sockets and sends those full renders from
+the database; on losing them it forgets their users. An event handled by a replica that
+does not own the user is passed to the owner (``live.refresh.<component>``), which
+reloads the instance from the database: never a second live copy.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from shared.components.runtime import mount
 from shared.components.scope import UnitOfWork
 from shared.components.ticking import TickDriver
 from shared.identity import Identity
+from shared.leases import PartitionLeases
 
 __all__ = ["LiveInstance", "LiveSessions", "changes_after", "subject_pattern"]
 
@@ -90,6 +99,7 @@ class LiveSessions:
         clock: Callable[[], float] = time.monotonic,
         metrics: ComponentMetrics | None = None,
         mount_workers: int = MOUNT_WORKERS,
+        leases: PartitionLeases | None = None,
     ) -> None:
         self.registry = registry
         self.bus = bus
@@ -99,7 +109,8 @@ class LiveSessions:
         self.missed_heartbeats = missed_heartbeats
         self._clock = clock
         self._metrics = metrics
-        self.publisher = UiPublisher(bus, metrics)
+        self.leases = leases
+        self.publisher = UiPublisher(bus, metrics, leases)
         self.sessions: dict[str, _Session] = {}
         self.instances: dict[tuple[int, str], LiveInstance] = {}
         self._by_class: dict[str, dict[int, LiveInstance]] = defaultdict(dict)
@@ -122,7 +133,10 @@ class LiveSessions:
         return [c for c in self.live_components if wire.PRICES_TICKS in c.subscriptions]
 
     async def start(self) -> None:
-        handlers: dict[str, Handler] = {wire.SESSION_ALL: self._on_session}
+        handlers: dict[str, Handler] = {
+            wire.SESSION_ALL: self._on_session,
+            wire.LIVE_REFRESH_ALL: self._on_refresh,
+        }
         patterns = {
             subject_pattern(t)
             for c in self.live_components
@@ -158,21 +172,64 @@ class LiveSessions:
         self.instances.clear()
         self._by_class.clear()
 
+    # -- partitions ------------------------------------------------------------------
+    def owns_user(self, user_id: int) -> bool:
+        """Whether this replica is the live owner of ``user_id`` (always, alone)."""
+        return self.leases is None or self.leases.owns(wire.partition_of(user_id))
+
+    def owns_all(self) -> bool:
+        return self.leases is None or len(self.leases.owned) == wire.LIVE_PARTITIONS
+
+    async def partitions_gained(self, partitions: set[int]) -> None:
+        """Taken over: ask the gateways for these partitions' sockets (they answer with
+        ``session.announce``, and their users get full renders from the database)."""
+        for cls in self.tick_components:
+            self.ticks.forget_topics(cls.name)
+        request = {
+            "components": [cls.name for cls in self.live_components],
+            "partitions": sorted(partitions),
+        }
+        with contextlib.suppress(Exception):
+            await self.bus.publish(wire.GATEWAY_RESYNC, request)
+
+    async def partitions_lost(self, partitions: set[int]) -> None:
+        """Handed over (or lapsed): forget these partitions' users, publish nothing more."""
+        for session_id, session in list(self.sessions.items()):
+            if wire.partition_of(session.identity.user_id) in partitions:
+                self.close(session_id)
+        for cls in self.tick_components:
+            self.ticks.forget_topics(cls.name)
+
     # -- sessions --------------------------------------------------------------------
     async def _on_session(self, subject: str, payload: dict[str, Any]) -> None:
         if subject == wire.SESSION_OPENED:
-            self._register(payload, queue=True)
+            if self._owned(payload):
+                self._register(payload, queue=True)
         elif subject == wire.SESSION_HEARTBEAT:
             # a gateway sends its sockets' sessions in batches; one session alone is fine
             for announcement in payload.get("sessions") or [payload]:
                 self._beat(announcement)
         elif subject == wire.SESSION_CLOSED:
             self.close(str(payload.get("session_id")))
+        elif subject == wire.SESSION_ANNOUNCE:
+            names = {cls.name for cls in self.live_components}
+            if not names.intersection(payload.get("components") or ()):
+                return
+            for announcement in payload.get("sessions") or ():
+                if self._owned(announcement):
+                    self._register(announcement, queue=True)  # a full render, queued
+
+    def _owned(self, announcement: Mapping[str, Any]) -> bool:
+        try:
+            return self.owns_user(int(announcement["user_id"]))
+        except (KeyError, TypeError, ValueError):
+            return False
 
     def _beat(self, announcement: Mapping[str, Any]) -> None:
         session = self.sessions.get(str(announcement.get("session_id")))
         if session is None:
-            self._register(announcement, queue=True)  # e.g. this process restarted
+            if self._owned(announcement):
+                self._register(announcement, queue=True)  # e.g. this process restarted
             return
         session.last_seen = self._clock()
         user_id = session.identity.user_id
@@ -348,10 +405,15 @@ class LiveSessions:
 
     async def adopt(self, component: Component, event: str = "") -> None:
         """After a successful event, the user's live instance takes over its state
-        (through :meth:`Component.adopt`), unless the event is page-only."""
+        (through :meth:`Component.adopt`), unless the event is page-only. On a replica
+        that does not own the user, the owner is asked to reload it instead."""
         if event in type(component).page_only_events:
             return
         user_id = getattr(component.request.user, "user_id", None)
+        if isinstance(user_id, int) and not self.owns_user(user_id):
+            with contextlib.suppress(Exception):
+                await self.bus.publish(wire.live_refresh(component.name), {"user": user_id})
+            return
         instance = self.instances.get((user_id, component.name))  # type: ignore[arg-type]
         if instance is None:
             # a tab may be waiting for its mount, which may have read the rows before this
@@ -369,6 +431,29 @@ class LiveSessions:
         async with instance.lock:
             instance.component.adopt(copy.deepcopy(component.state))
             await self._publish(instance, instance.tracker.changes(instance.component), {})
+
+    async def _on_refresh(self, subject: str, payload: dict[str, Any]) -> None:
+        """Another replica changed this user's data: reload the live instance from the
+        database and publish what changed (nothing if this replica is not the owner)."""
+        user_id = payload.get("user")
+        if not isinstance(user_id, int):
+            return
+        instance = self.instances.get((user_id, subject.rsplit(".", 1)[1]))
+        if instance is None:
+            return
+        component = instance.component
+        async with instance.lock:
+            uow = component._uow = UnitOfWork(component.request.db)
+            try:
+                await component.remount()
+                await uow.commit()
+            except Exception:
+                await uow.rollback()
+                log.exception("reloading %s for user %s failed", component.name, user_id)
+                return
+            finally:
+                component._uow = None
+            await self._publish(instance, instance.tracker.changes(component), {})
 
     async def _publish(
         self, instance: LiveInstance, changes: Changes, message: Mapping[str, Any]

@@ -3,7 +3,10 @@
 A tick changes the pages of many users at once; their updates leave as one message per
 (partition, component) rather than one per user, so NATS, JSON and the gateway handle a
 few dozen messages per tick instead of thousands. Every message carries the publishing
-instance's ``src`` (unique per process start) and a ``seq`` that grows by one per message.
+instance's ``src`` (unique per process start), a ``seq`` that grows by one per message on
+its subject, and the ``epoch`` of the partition lease it was published under (shared
+messages: ``epochs`` per partition of their topics). A partition this replica does not
+own (or can no longer be sure it owns) is not published at all: self-fencing.
 """
 
 from __future__ import annotations
@@ -11,24 +14,42 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import defaultdict
-from typing import Any
+from typing import Any, Protocol
 
 from shared import wire
 from shared.bus import MessageBus
 from shared.components.metrics import ComponentMetrics
 from shared.components.rendering import Changes
 
-__all__ = ["UiBatch", "UiPublisher"]
+__all__ = ["Fence", "UiBatch", "UiPublisher"]
 
 log = logging.getLogger(__name__)
 
 
+class Fence(Protocol):
+    """Which partitions this replica may publish, under which epoch
+    (:class:`~shared.leases.PartitionLeases`)."""
+
+    def owns(self, partition: int) -> bool: ...
+
+    def epoch(self, partition: int) -> int: ...
+
+
 class UiPublisher:
-    def __init__(self, bus: MessageBus, metrics: ComponentMetrics | None = None) -> None:
+    def __init__(
+        self, bus: MessageBus, metrics: ComponentMetrics | None = None, fence: Fence | None = None
+    ) -> None:
         self.bus = bus
         self.src = secrets.token_hex(6)
-        self.seq = 0
+        self.fence = fence
+        self._seq: dict[str, int] = defaultdict(int)
         self._metrics = metrics
+
+    def owns(self, partition: int) -> bool:
+        return self.fence is None or self.fence.owns(partition)
+
+    def epoch(self, partition: int) -> int:
+        return self.fence.epoch(partition) if self.fence is not None else 0
 
     def batch(self, component: str, ts: Any, *, tick: Any = None) -> UiBatch:
         """Updates for many users; ``tick`` (a tick's ``seq``) marks them tick-driven."""
@@ -41,15 +62,22 @@ class UiPublisher:
         it is sent even with no topics: it says the component is done with that tick."""
         if not topics and tick is None:
             return
-        wire_topics = {k: [p.to_wire() for p in parts] for k, parts in topics.items()}
-        payload = {"component": component, "ts": ts, "topics": wire_topics}
+        wire_topics: dict[str, list[dict[str, str]]] = {}
+        epochs: dict[str, int] = {}
+        for topic, parts in topics.items():
+            partition = wire.topic_partition(topic)
+            if not self.owns(partition):
+                continue
+            wire_topics[topic] = [p.to_wire() for p in parts]
+            epochs[str(partition)] = self.epoch(partition)
+        payload = {"component": component, "ts": ts, "topics": wire_topics, "epochs": epochs}
         if tick is not None:
             payload["tick"] = tick
         await self._send(wire.ui_shared_subject(component), payload)
 
     async def _send(self, subject: str, payload: dict[str, Any]) -> bool:
-        self.seq += 1
-        payload["src"], payload["seq"] = self.src, self.seq
+        self._seq[subject] += 1
+        payload["src"], payload["seq"] = self.src, self._seq[subject]
         try:
             await self.bus.publish(subject, payload)
         except Exception:
@@ -92,9 +120,15 @@ class UiBatch:
         return sum(len(u) for u in self._by_partition.values())
 
     async def send(self) -> None:
+        publisher = self._publisher
         for partition, updates in self._by_partition.items():
-            payload = {"component": self.component, "ts": self.ts, "updates": updates}
-            await self._publisher._send(
-                wire.ui_partition_subject(partition, self.component), payload
-            )
+            if not publisher.owns(partition):
+                continue  # deposed, or unsure: the new owner publishes these users
+            payload = {
+                "component": self.component,
+                "ts": self.ts,
+                "epoch": publisher.epoch(partition),
+                "updates": updates,
+            }
+            await publisher._send(wire.ui_partition_subject(partition, self.component), payload)
         self._by_partition.clear()

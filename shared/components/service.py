@@ -33,6 +33,7 @@ from shared.components.runtime import dispatch, mount
 from shared.db.engine import create_engine, ping, session_factory
 from shared.db.models import Symbol
 from shared.identity import Identity, InvalidIdentity, verify_identity
+from shared.leases import LeaseStore, NatsLeaseStore, PartitionLeases
 from shared.observability import RequestIdMiddleware, install_ops_routes, request_id_var
 from shared.settings import ServiceSettings
 
@@ -131,6 +132,8 @@ def create_component_app(
                 await seed_prices(app.state.db, prices)
             if prices is not None and not (live and follows_ticks):
                 subs.append(await app.state.bus.subscribe(wire.PRICES_TICKS, prices.on_tick))
+            store = await lease_store(app.state.bus, service_name, settings)
+            app.state.lease_store = store
             if live:
                 app.state.live = LiveSessions(
                     registry,
@@ -139,8 +142,15 @@ def create_component_app(
                     prices=prices,
                     heartbeat_interval=heartbeat_interval,
                     metrics=metrics,
+                    leases=None if store is None else PartitionLeases(store, settings.replica_id),
                 )
                 await app.state.live.start()
+                if app.state.live.leases is not None:
+                    leases = app.state.live.leases
+                    leases.on_gained = app.state.live.partitions_gained
+                    leases.on_lost = app.state.live.partitions_lost
+                    await leases.start()
+                    app.state.leases.append(leases)
             for subject, handler in (handlers or {}).items():
                 subs.append(await app.state.bus.subscribe(subject, handler))
             await app.state.bus.flush()
@@ -149,6 +159,7 @@ def create_component_app(
             try:
                 yield
             finally:
+                await release_leases(app)
                 if on_stop is not None:
                     await on_stop(app)
         finally:
@@ -167,7 +178,8 @@ def create_component_app(
     )
     app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
     app.state.cache, app.state.limiter, app.state.live = mount_cache, rate_limiter, None
-    app.state.engine = app.state.db = app.state.bus = None
+    app.state.engine = app.state.db = app.state.bus = app.state.lease_store = None
+    app.state.leases = []  # every lease holder of this process, released on shutdown
     app.add_middleware(RequestIdMiddleware)
 
     async def db_ready() -> None:
@@ -179,7 +191,13 @@ def create_component_app(
             raise ConnectionError("NATS not connected")
 
     checks = {"database": db_ready, "nats": nats_ready} if database else {"nats": nats_ready}
-    install_ops_routes(app, service=service_name, registry=metrics.registry, ready_checks=checks)
+    install_ops_routes(
+        app,
+        service=service_name,
+        registry=metrics.registry,
+        ready_checks=checks,
+        release=release_leases,
+    )
 
     def context_for(app: FastAPI, user: Identity, request_id: str) -> ComponentContext:
         return ComponentContext(
@@ -265,6 +283,23 @@ async def seed_prices(db: async_sessionmaker[AsyncSession], book: PriceBook) -> 
     async with db() as session:
         rows = (await session.execute(query)).all()
     book.seed((t, last, bid, ask, prev) for t, last, bid, ask, prev in rows)
+
+
+async def lease_store(
+    bus: MessageBus, service: str, settings: ServiceSettings
+) -> LeaseStore | None:
+    """The service's lease bucket in JetStream KV; ``None`` on an in-memory bus (unit
+    tests: one process owns every partition)."""
+    if not isinstance(bus, NatsBus):
+        return None
+    return await NatsLeaseStore.open(bus.client, wire.lease_bucket(service), settings.lease_ttl_s)
+
+
+async def release_leases(app: FastAPI) -> None:
+    """Give back every lease this process holds (shutdown, or a preStop hook): a
+    survivor takes over within one renewal round instead of one lease TTL."""
+    for holder in app.state.leases:
+        await holder.stop(release=True)
 
 
 def live_instance(app: FastAPI, user_id: int, name: str) -> Component | None:

@@ -122,8 +122,7 @@ class TickDriver:
     ) -> dict[str, list[Part]]:
         """Publish every instance's changes; the shared parts, to publish after them."""
         book = self._live.prices
-        watched = self._watched_topics(cls)
-        shown = [t for t in tickers if t in watched]
+        shown = self._shown(cls, tickers)
         shared = cls.topic_parts(shown, book) if shown else {}
         prices = {t: book.quote(t) for t in tickers}
         message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
@@ -143,6 +142,16 @@ class TickDriver:
                 batch.add(user_id, changes, topics=topics)
         await batch.send()
         return shared
+
+    def _shown(self, cls: type[Component], tickers: set[str]) -> list[str]:
+        """The changed topics whose shared parts this replica publishes: those in its
+        partitions. Alone, it knows every page, so only topics some page shows; one of
+        several cannot know the other replicas' pages, so every topic it owns."""
+        live = self._live
+        if live.owns_all():
+            watched = self._watched_topics(cls)
+            return [t for t in tickers if t in watched]
+        return [t for t in tickers if live.publisher.owns(wire.topic_partition(t))]
 
     def _watched_topics(self, cls: type[Component]) -> set[str]:
         """The topics some live instance of ``cls`` shows: only those are rendered."""

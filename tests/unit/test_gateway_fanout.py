@@ -145,3 +145,73 @@ async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_tick() 
     # an event's result is not tick-driven: it goes out at once
     await fan.on_ui(*updates("portfolio", wire.ui_update(1, [part("portfolio-x")], full=False)))
     assert alice.buffer.urgent
+
+
+def fenced(
+    component: str, user: int, epoch: int, seq: int, src: str = "r1", text: str = "x"
+) -> tuple[str, dict]:
+    subject, message = updates(component, wire.ui_update(user, [part("portfolio-pl-X", text)],
+                                                         full=False))  # fmt: skip
+    return subject, {**message, "epoch": epoch, "seq": seq, "src": src}
+
+
+async def test_a_deposed_owners_late_message_is_dropped() -> None:
+    fan = Fanout()
+    alice = Socket(1, "a")
+    fan.add(alice)
+    await fan.on_ui(*fenced("portfolio", 1, epoch=7, seq=1, src="old"))
+    assert alice.ids() == ["portfolio-pl-X"]
+    await fan.on_ui(*fenced("portfolio", 1, epoch=9, seq=1, src="new", text="new"))
+    assert alice.ids() == ["portfolio-pl-X"]
+    await fan.on_ui(*fenced("portfolio", 1, epoch=7, seq=2, src="old", text="stale"))
+    assert alice.ids() == []  # older epoch: nothing reaches the page
+    # a shared topic in that partition, published under the old epoch, is dropped as well
+    full = {"full": True, "parts": [part("portfolio-root")], "topics": ["KO"]}
+    await fan.on_ui(*fenced("portfolio", 1, epoch=9, seq=2, src="new"))
+    subject, message = updates("portfolio", {"user": 1, **full})
+    await fan.on_ui(subject, {**message, "epoch": 9, "seq": 3, "src": "new"})
+    alice.ids()
+    ko = wire.topic_partition("KO")
+    topics = {"KO": [part("portfolio-last-KO")]}
+    subject, message = shared("portfolio", topics)
+    # the partition of KO is not partition 3 unless by chance; fence it at its own epoch
+    await fan.on_ui(subject, {**message, "epochs": {str(ko): 12}})
+    assert alice.ids() == ["portfolio-last-KO"]
+    await fan.on_ui(subject, {**message, "epochs": {str(ko): 11}})
+    assert alice.ids() == []
+
+
+async def test_a_gap_in_a_producers_sequence_asks_for_a_resync_once() -> None:
+    fan = Fanout()
+    asked: list[tuple[str, int]] = []
+    fan.on_resync = lambda component, partition: asked.append((component, partition))
+    alice = Socket(1, "a")
+    fan.add(alice)
+    await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=1))
+    await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=2))
+    assert asked == []
+    await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=5))  # 3 and 4 were lost
+    await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=9))  # within a second: not again
+    assert asked == [("portfolio", 3)]
+    alice.ids()
+    await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=9))  # a duplicate is dropped
+    assert alice.ids() == []
+
+
+async def test_every_replica_of_a_component_must_be_done_with_a_tick() -> None:
+    fan = Fanout()
+    alice = Socket(1, "a")
+    fan.add(alice)
+
+    def marker(src: str, tick: int) -> tuple[str, dict]:
+        subject, message = shared("portfolio", {})
+        return subject, {**message, "tick": tick, "src": src}
+
+    await fan.on_ui(*marker("r1", 1))
+    await fan.on_ui(*marker("r2", 1))
+    subject, batch = fenced("portfolio", 1, epoch=1, seq=1, src="r2")
+    await fan.on_ui(subject, {**batch, "tick": 2})
+    await fan.on_ui(*marker("r1", 2))
+    assert not alice.buffer.go.is_set()  # r2, which holds alice, is not done yet
+    await fan.on_ui(*marker("r2", 2))
+    assert alice.buffer.go.is_set()

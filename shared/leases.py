@@ -1,0 +1,459 @@
+"""Leases in JetStream KV: which replica owns which live partition, and who leads.
+
+Every replica of a service keeps a membership key (``m.<replica>``) alive in its
+service's bucket; the bucket's TTL forgets a replica that stops renewing (SIGKILL, a
+partition from NATS). Live partitions are spread over the members by rendezvous hashing,
+so a member joining or leaving moves about 1/N of them. A partition is taken with an
+atomic create of ``p.<n>`` and renewed by compare-and-set; the revision of the create is
+the partition's **epoch**, which grows with every change of owner and fences off a late
+message from a deposed owner (DESIGN.md §8). A single-owner role (the pricefeed's leader,
+the orders venue) is the same thing with one key and no hashing: :class:`LeaderLease`.
+
+An owner that could not renew for ``ttl - margin`` stops acting before its lease can
+expire elsewhere (:meth:`Lease.valid`): self-fencing. The store is JetStream KV in every
+process (:class:`NatsLeaseStore`); :class:`MemoryLeaseStore` is the same contract in one
+process, for the framework's unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared import wire
+
+__all__ = [
+    "LeaderLease",
+    "Lease",
+    "LeaseStore",
+    "LeaseTaken",
+    "MemoryLeaseStore",
+    "NatsLeaseStore",
+    "PartitionLeases",
+    "default_replica_id",
+    "rendezvous_owner",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_S = 5.0
+Changed = Callable[[set[int]], Awaitable[None]]
+
+
+class LeaseTaken(Exception):
+    """The key exists (create) or changed since we last wrote it (renew)."""
+
+
+class LeaseStore(Protocol):
+    ttl: float
+
+    async def create(self, key: str, value: bytes) -> int: ...
+
+    async def renew(self, key: str, value: bytes, revision: int) -> int: ...
+
+    async def release(self, key: str, revision: int) -> None: ...
+
+    async def put(self, key: str, value: bytes) -> int: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def keys(self, pattern: str) -> list[str]: ...
+
+
+def default_replica_id() -> str:
+    """``REPLICA_ID`` (a pod's name), else host, process id and a random token (two
+    replicas in one test process are two members)."""
+    return os.environ.get("REPLICA_ID") or (
+        f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    )
+
+
+def _key_token(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def rendezvous_owner(partition: int, members: Iterable[str]) -> str | None:
+    """The member with the highest score for ``partition`` (highest random weight)."""
+
+    def score(member: str) -> bytes:
+        return hashlib.blake2b(f"{member}/{partition}".encode(), digest_size=8).digest()
+
+    return max(members, key=score, default=None)
+
+
+class NatsLeaseStore:
+    """A :class:`LeaseStore` in a JetStream KV bucket whose TTL is the lease time."""
+
+    def __init__(self, kv: Any, ttl: float) -> None:
+        self._kv, self.ttl = kv, ttl
+
+    @classmethod
+    async def open(cls, nc: Any, bucket: str, ttl: float = DEFAULT_TTL_S) -> NatsLeaseStore:
+        from nats.js.errors import BucketNotFoundError
+
+        js = nc.jetstream(timeout=2.0)
+        try:
+            kv = await js.key_value(bucket)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(bucket=bucket, ttl=ttl, history=1)
+        return cls(kv, ttl)
+
+    async def create(self, key: str, value: bytes) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        try:
+            return int(await self._kv.create(key, value))
+        except KeyWrongLastSequenceError as exc:
+            raise LeaseTaken(key) from exc
+
+    async def renew(self, key: str, value: bytes, revision: int) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        try:
+            return int(await self._kv.update(key, value, last=revision))
+        except KeyWrongLastSequenceError as exc:
+            raise LeaseTaken(key) from exc
+
+    async def release(self, key: str, revision: int) -> None:
+        await self._kv.delete(key, last=revision)
+
+    async def put(self, key: str, value: bytes) -> int:
+        return int(await self._kv.put(key, value))
+
+    async def delete(self, key: str) -> None:
+        await self._kv.delete(key)
+
+    async def keys(self, pattern: str) -> list[str]:
+        watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
+        found: list[str] = []
+        try:
+            while (entry := await watcher.updates(timeout=2.0)) is not None:
+                found.append(entry.key)
+        finally:
+            await watcher.stop()
+        return found
+
+
+class MemoryLeaseStore:
+    """The :class:`LeaseStore` contract in one process (framework unit tests)."""
+
+    def __init__(self, ttl: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic):
+        self.ttl, self._clock = ttl, clock
+        self._revision = 0
+        self._entries: dict[str, tuple[int, bytes, float]] = {}
+
+    def _live(self, key: str) -> tuple[int, bytes, float] | None:
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() - entry[2] >= self.ttl:
+            del self._entries[key]
+            return None
+        return entry
+
+    def _write(self, key: str, value: bytes) -> int:
+        self._revision += 1
+        self._entries[key] = (self._revision, value, self._clock())
+        return self._revision
+
+    async def create(self, key: str, value: bytes) -> int:
+        if self._live(key) is not None:
+            raise LeaseTaken(key)
+        return self._write(key, value)
+
+    async def renew(self, key: str, value: bytes, revision: int) -> int:
+        entry = self._live(key)
+        if entry is None or entry[0] != revision:
+            raise LeaseTaken(key)
+        return self._write(key, value)
+
+    async def release(self, key: str, revision: int) -> None:
+        entry = self._live(key)
+        if entry is not None and entry[0] == revision:
+            del self._entries[key]
+
+    async def put(self, key: str, value: bytes) -> int:
+        return self._write(key, value)
+
+    async def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    async def keys(self, pattern: str) -> list[str]:
+        from shared.bus import subject_matches
+
+        return [k for k in list(self._entries) if self._live(k) and subject_matches(pattern, k)]
+
+
+@dataclass
+class Lease:
+    """One key held: its epoch (the create's revision), last revision, last renewal."""
+
+    key: str
+    epoch: int
+    revision: int
+    renewed_at: float
+
+    def valid(self, now: float, ttl: float, margin: float) -> bool:
+        """Whether the holder may still act: its last renewal was sent less than
+        ``ttl - margin`` ago, so nobody else can hold the key yet."""
+        return now - self.renewed_at < ttl - margin
+
+
+class _Holder:
+    """Shared by both kinds of lease: take, renew, release keys; stop acting in time."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        replica: str,
+        *,
+        renew_every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.replica = store, replica
+        self.renew_every = renew_every if renew_every is not None else store.ttl / 4
+        self.margin = self.renew_every
+        self._clock = clock
+        self.held: dict[str, Lease] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._draining = False
+        self._wake = asyncio.Event()
+
+    def _valid(self, key: str) -> Lease | None:
+        lease = self.held.get(key)
+        if lease is None or not lease.valid(self._clock(), self.store.ttl, self.margin):
+            return None
+        return lease
+
+    async def _take(self, key: str) -> Lease | None:
+        sent = self._clock()
+        try:
+            revision = await self.store.create(key, self.replica.encode())
+        except LeaseTaken:
+            return None
+        lease = self.held[key] = Lease(key, revision, revision, sent)
+        return lease
+
+    async def _renew(self, lease: Lease) -> bool:
+        sent = self._clock()
+        try:
+            lease.revision = await self.store.renew(
+                lease.key, self.replica.encode(), lease.revision
+            )
+        except LeaseTaken:
+            self.held.pop(lease.key, None)
+            return False
+        lease.renewed_at = sent
+        return True
+
+    async def _release(self, key: str) -> None:
+        lease = self.held.pop(key, None)
+        if lease is not None:
+            with contextlib.suppress(Exception):
+                await self.store.release(key, lease.revision)
+
+    async def round(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def _forever(self) -> None:
+        while True:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.renew_every)
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS down: leases lapse by themselves (self-fencing)
+                log.warning("lease round failed: %s", exc)
+                await self._expire()
+
+    async def _expire(self) -> None:
+        """Forget leases that are no longer safe to act on."""
+
+    def poke(self) -> None:
+        """Run the next round now (a member left or joined)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Take what this replica should hold now, then keep renewing in the background."""
+        if self._task is not None:
+            return
+        self._draining = False
+        try:
+            await self.round()
+        except Exception as exc:
+            log.warning("first lease round failed: %s", exc)
+        self._task = asyncio.create_task(self._forever())
+
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop renewing; with ``release``, give every lease back (a clean shutdown) so a
+        survivor takes over within one round instead of one TTL."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if release:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Release everything and take nothing more (a pod about to stop)."""
+        self._draining = True
+        for key in list(self.held):
+            await self._release(key)
+        await self._left()
+
+    async def _left(self) -> None:
+        """Called once everything was released."""
+
+
+class PartitionLeases(_Holder):
+    """This replica's share of one service's live partitions.
+
+    ``on_gained`` / ``on_lost`` are called with the partitions that changed hands (lost
+    includes those that lapsed unrenewed); :meth:`owns` and :meth:`epoch` are what the
+    publisher and the session router ask.
+    """
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        replica: str | None = None,
+        *,
+        partitions: int = wire.LIVE_PARTITIONS,
+        on_gained: Changed | None = None,
+        on_lost: Changed | None = None,
+        renew_every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            store, _key_token(replica or default_replica_id()), renew_every=renew_every, clock=clock
+        )
+        self.partitions = partitions
+        self.on_gained, self.on_lost = on_gained, on_lost
+        self.members: list[str] = []
+        self._owned: set[int] = set()
+
+    @staticmethod
+    def key(partition: int) -> str:
+        return f"p.{partition}"
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._owned and self._valid(self.key(partition)) is not None
+
+    def epoch(self, partition: int) -> int:
+        lease = self.held.get(self.key(partition))
+        return lease.epoch if lease is not None else 0
+
+    @property
+    def owned(self) -> frozenset[int]:
+        return frozenset(p for p in self._owned if self.owns(p))
+
+    async def round(self) -> None:
+        store = self.store
+        if self._draining:
+            return
+        await store.put(f"m.{self.replica}", b"1")
+        members = sorted(k[2:] for k in await store.keys("m.*"))
+        self.members = members
+        wanted = {p for p in range(self.partitions) if rendezvous_owner(p, members) == self.replica}
+        lost: set[int] = set()
+        for p in sorted(self._owned - wanted):  # hand over to the member that wants it
+            await self._release(self.key(p))
+            lost.add(p)
+        renewals = [self.held[self.key(p)] for p in self._owned & wanted]
+        results = await asyncio.gather(*(self._renew(lease) for lease in renewals))
+        lost |= {int(lease.key[2:]) for lease, ok in zip(renewals, results, strict=True) if not ok}
+        missing = sorted(wanted - self._owned)
+        taken = await asyncio.gather(*(self._take(self.key(p)) for p in missing))
+        gained = {p for p, lease in zip(missing, taken, strict=True) if lease is not None}
+        self._owned = (self._owned - lost) | gained
+        await self._notify(gained, lost)
+
+    async def _notify(self, gained: set[int], lost: set[int]) -> None:
+        if lost and self.on_lost is not None:
+            await self.on_lost(lost)
+        if gained and self.on_gained is not None:
+            await self.on_gained(gained)
+
+    async def _expire(self) -> None:
+        lapsed = {p for p in self._owned if not self.owns(p)}
+        for p in lapsed:
+            self.held.pop(self.key(p), None)
+        self._owned -= lapsed
+        await self._notify(set(), lapsed)
+
+    async def drain(self) -> None:
+        lost = set(self._owned)
+        self._owned.clear()
+        await super().drain()
+        await self._notify(set(), lost)
+
+    async def _left(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.delete(f"m.{self.replica}")
+
+
+class LeaderLease(_Holder):
+    """One role held by one replica at a time (the pricefeed's leader, the venue)."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        role: str,
+        replica: str | None = None,
+        *,
+        on_gained: Callable[[int], Awaitable[None]] | None = None,
+        on_lost: Callable[[], Awaitable[None]] | None = None,
+        renew_every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            store, _key_token(replica or default_replica_id()), renew_every=renew_every, clock=clock
+        )
+        self.role = role
+        self.on_gained, self.on_lost = on_gained, on_lost
+
+    @property
+    def is_leader(self) -> bool:
+        return self._valid(self.role) is not None
+
+    @property
+    def epoch(self) -> int:
+        lease = self.held.get(self.role)
+        return lease.epoch if lease is not None else 0
+
+    async def round(self) -> None:
+        if self._draining:
+            return
+        lease = self.held.get(self.role)
+        if lease is not None:
+            if not await self._renew(lease):
+                await self._lost()
+            return
+        taken = await self._take(self.role)
+        if taken is not None and self.on_gained is not None:
+            await self.on_gained(taken.epoch)
+
+    async def _lost(self) -> None:
+        if self.on_lost is not None:
+            await self.on_lost()
+
+    async def _expire(self) -> None:
+        if self.role in self.held and not self.is_leader:
+            self.held.pop(self.role, None)
+            await self._lost()
+
+    async def drain(self) -> None:
+        was = self.role in self.held
+        await super().drain()
+        if was:
+            await self._lost()
