@@ -5,6 +5,10 @@ Starts a real PostgreSQL and nats-server under ``.data/`` (unless ``DATABASE_URL
 the five services and the gateway, and waits until each reports ready. A child that dies
 is reported and restarted (at most ``MAX_RESTARTS`` times a minute, then everything
 stops). Ctrl-C or SIGTERM stops every process it started.
+
+``REPLICAS=N`` (or per process, ``PORTFOLIO_REPLICAS=3``) starts N processes of each, each
+with its own ``REPLICA_ID`` on a free port, behind a :class:`~shared.balancer.Balancer`
+on the process's usual port.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import httpx
 
 from shared import devservers
+from shared.balancer import Balancer
 from shared.db.demo import DEMO_USERS, demo_password, load_demo_data
 from shared.db.engine import create_engine, session_factory
 from shared.db.migrate import upgrade
@@ -58,13 +63,26 @@ def say(message: str) -> None:
     print(f"[launcher] {message}", flush=True)
 
 
+def replicas(name: str, env: dict[str, str]) -> int:
+    """How many processes of ``name``: ``<NAME>_REPLICAS``, else ``REPLICAS``, else 1."""
+    raw = env.get(f"{name.upper()}_REPLICAS") or env.get("REPLICAS") or "1"
+    count = int(raw)
+    if count < 1:
+        raise ValueError(f"{name}: replicas must be at least 1, not {raw}")
+    return count
+
+
 @dataclass
 class Child:
     spec: ServiceSpec
     port: int
     env: dict[str, str]
+    label: str = ""
     process: subprocess.Popen[bytes] | None = None
     restarts: deque[float] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.spec.name
 
     def start(self) -> None:
         cmd = [
@@ -97,7 +115,7 @@ class Child:
     def _pump(self) -> None:
         assert self.process and self.process.stdout
         for line in self.process.stdout:
-            sys.stdout.write(f"{self.spec.name:>9} | {line.decode(errors='replace')}")
+            sys.stdout.write(f"{self.label:>11} | {line.decode(errors='replace')}")
             sys.stdout.flush()
 
     def stop(self) -> None:
@@ -110,14 +128,14 @@ class Child:
         try:
             self.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            say(f"{self.spec.name} did not stop in time; killing it")
+            say(f"{self.label} did not stop in time; killing it")
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
 
 def wait_ready(children: list[Child], stopping: threading.Event) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    pending = {c.spec.name: c for c in children}
+    pending = {c.label: c for c in children}
     with httpx.Client(timeout=1.0) as client:
         while pending and not stopping.is_set():
             for name, child in list(pending.items()):
@@ -153,15 +171,15 @@ def supervise(children: list[Child], stopping: threading.Event) -> int:
             now = time.monotonic()
             while child.restarts and now - child.restarts[0] > 60:
                 child.restarts.popleft()
-            say(f"!!! {child.spec.name} DIED with exit code {code} !!!")
+            say(f"!!! {child.label} DIED with exit code {code} !!!")
             if len(child.restarts) >= MAX_RESTARTS:
                 say(
-                    f"!!! {child.spec.name} died {MAX_RESTARTS + 1} times in a minute; "
+                    f"!!! {child.label} died {MAX_RESTARTS + 1} times in a minute; "
                     "stopping everything"
                 )
                 return 1
             child.restarts.append(now)
-            say(f"restarting {child.spec.name}")
+            say(f"restarting {child.label}")
             child.start()
     return 0
 
@@ -185,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     pg: Any = None
     nats: devservers.NatsServer | None = None
     children: list[Child] = []
+    balancers: list[Balancer] = []
     code = 0
     try:
         if not env.get("DATABASE_URL"):
@@ -204,7 +223,20 @@ def main(argv: list[str] | None = None) -> int:
             env[s.port_env] = str(ports[s.name])
             if s.name not in ("gateway", "pricefeed"):
                 env.setdefault(f"GATEWAY_{s.name.upper()}_URL", f"http://127.0.0.1:{ports[s.name]}")
-        children = [Child(s, ports[s.name], env) for s in SERVICES]
+        for s in SERVICES:
+            count = replicas(s.name, env)
+            if count == 1:
+                children.append(Child(s, ports[s.name], env))
+                continue
+            backends = [devservers.free_port() for _ in range(count)]
+            for i, port in enumerate(backends, start=1):
+                own = {**env, s.port_env: str(port), "REPLICA_ID": f"{s.name}-{i}"}
+                children.append(Child(s, port, own, label=f"{s.name}-{i}"))
+            balancers.append(Balancer(ports[s.name], backends).start())
+            say(
+                f"{count} {s.name} replicas on :{', :'.join(map(str, backends))}"
+                f" behind :{ports[s.name]}"
+            )
         for child in children:
             child.start()
         wait_ready(children, stopping)
@@ -220,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             child.stop()
         for child in children:
             child.wait_stopped(deadline)
+        for balancer in balancers:
+            balancer.stop()
         if nats:
             nats.stop()
         if pg:

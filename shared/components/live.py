@@ -185,6 +185,9 @@ class LiveSessions:
         ``session.announce``, and their users get full renders from the database)."""
         for cls in self.tick_components:
             self.ticks.forget_topics(cls.name)
+        if self._metrics is not None:
+            self._metrics.takeovers.inc(len(partitions))
+        self._gauge()
         request = {
             "components": [cls.name for cls in self.live_components],
             "partitions": sorted(partitions),
@@ -199,6 +202,7 @@ class LiveSessions:
                 self.close(session_id)
         for cls in self.tick_components:
             self.ticks.forget_topics(cls.name)
+        self._gauge()
 
     # -- sessions --------------------------------------------------------------------
     async def _on_session(self, subject: str, payload: dict[str, Any]) -> None:
@@ -473,3 +477,5 @@ class LiveSessions:
     def _gauge(self) -> None:
         if self._metrics is not None:
             self._metrics.live(len(self.sessions), len(self.instances))
+            owned = wire.LIVE_PARTITIONS if self.leases is None else len(self.leases.owned)
+            self._metrics.partitions.set(owned)

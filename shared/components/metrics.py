@@ -37,6 +37,16 @@ class ComponentMetrics:
         self.instances = Gauge(
             "component_live_instances", "Live component instances.", registry=self.registry
         )
+        self.partitions = Gauge(
+            "component_live_partitions",
+            "Live partitions this replica owns (their users' one producer).",
+            registry=self.registry,
+        )
+        self.takeovers = Counter(
+            "component_live_partitions_gained",
+            "Live partitions taken over (start, a replica joined or died).",
+            registry=self.registry,
+        )
 
         self.ticks_merged = Counter(
             "component_live_ticks_merged",
