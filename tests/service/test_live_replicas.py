@@ -291,7 +291,7 @@ async def test_a_killed_owners_users_are_taken_over_and_its_late_messages_droppe
             await bus.publish(wire.ui_subject(alice.user_id, "portfolio"), late)
             await wait_until(lambda: gw.metrics.fenced._value.get() > fenced_before)
             assert socket.buffer.drain().frames == []
-    print(f"takeover after SIGKILL: {takeover_s:.1f} s")  # noqa: T201 (shown with -s)
+    print(f"takeover after SIGKILL: {takeover_s:.1f} s")  # shown with -s
 
 
 async def test_a_watchlist_change_through_one_replica_is_what_the_next_owner_renders(
