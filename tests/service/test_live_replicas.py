@@ -219,8 +219,7 @@ async def test_each_users_updates_come_from_exactly_one_replica(
         async with gateway(bus) as gw:
             for who in people:
                 await gw.open(who)
-            for who in people:
-                await wait_until(lambda who=who: gw.updates(who.user_id), timeout=10)
+            await wait_until(lambda: all(gw.updates(w.user_id) for w in people), timeout=10)
             start = len(gw.messages)
             for seq in range(1, 16):
                 await bus.publish(wire.PRICES_TICKS, tick(seq, Decimal(seq) / 10))
