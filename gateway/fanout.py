@@ -13,11 +13,15 @@ component heard from in the last ``EXPECT_S``) is done with a tick, each socket 
 parts of it is told to send them, so a socket gets one frame per tick, as soon as its last
 part is in.
 
-Fencing (DESIGN.md §8): every ``ui.*`` message names the epoch of the partition lease it
-was published under (shared messages, per partition of their topics). The newest epoch
-seen per (component, partition) wins and anything older is dropped, so a deposed owner
-that comes back late cannot overwrite its successor. A gap in a producer's ``seq`` on a
-partition means lost updates: ``on_resync`` asks for full renders of that partition.
+Fencing (DESIGN.md §8): every per-user message names the epoch of the partition lease it
+was published under. The newest epoch seen per (component, partition) wins and anything
+older is dropped, so a deposed owner that comes back late cannot overwrite its successor;
+the producer of the newest accepted message is the partition's owner. Each replica
+publishes the shared parts its own users show, and a page gets a shared part only from
+its user's owner: a page's numbers come from one price book, also while a partition
+changes hands (a dead owner's pages freeze whole, then the new owner's full render
+replaces them). A gap in the owner's ``seq`` on a partition means lost updates:
+``on_resync`` asks for full renders of that partition.
 """
 
 from __future__ import annotations
@@ -58,27 +62,32 @@ class Fanout:
         self._done: dict[tuple[str, str], tuple[int, float]] = {}
         self.on_tick_done: Callable[[str, float | None], None] | None = None
         self.on_resync: Resync | None = None
+        self._partitions: dict[int, int] = {}  # user → live partition
         self._epochs: dict[tuple[str, int], int] = {}  # newest epoch per partition
         self._seqs: dict[tuple[str, int], tuple[str, int]] = {}  # last (src, seq)
+        self._owners: dict[tuple[str, int], str] = {}  # producer of the newest accepted
         self._resynced: dict[tuple[str, int], float] = {}
-        self._waiting: set[LiveSocket] = set()  # sockets holding tick-driven parts
+        # sockets holding tick-driven parts → the newest tick among them
+        self._waiting: dict[LiveSocket, int] = {}
 
     def __len__(self) -> int:
         return len(self._by_session)
 
     def add(self, socket: LiveSocket) -> None:
+        self._partitions[socket.user_id] = wire.partition_of(socket.user_id)
         self._sockets[socket.user_id].add(socket)
         self._by_session[socket.session_id] = socket
 
     def remove(self, socket: LiveSocket) -> None:
         self._by_session.pop(socket.session_id, None)
-        self._waiting.discard(socket)
+        self._waiting.pop(socket, None)
         sockets = self._sockets.get(socket.user_id)
         if sockets is None:
             return
         sockets.discard(socket)
         if not sockets:
             del self._sockets[socket.user_id]
+            self._partitions.pop(socket.user_id, None)
             for key in [k for k in self._topics if k[0] == socket.user_id]:
                 self._set_topics(key[0], key[1], frozenset())
 
@@ -114,10 +123,11 @@ class Fanout:
         if ts is not None and self._metrics is not None:
             self._metrics.latency_received.observe(max(0.0, now_ms() - ts) / 1000)
         tick = message.get("tick")
-        urgent = not isinstance(tick, int)
+        if not isinstance(tick, int):
+            tick = None  # not tick-driven: urgent
         src = str(message.get("src", ""))
         if tokens[1] == wire.UI_SHARED:
-            self._shared(component, message.get("topics"), message.get("epochs"), ts, urgent)
+            self._shared(component, src, message.get("topics"), ts, tick)
             if isinstance(tick, int):
                 self._tick_done(component, src, tick)
                 if self.on_tick_done is not None:
@@ -125,7 +135,11 @@ class Fanout:
         elif tokens[1].isdigit() and self._admit(component, int(tokens[1]), src, message):
             for update in message.get("updates") or ():
                 if isinstance(update, dict):
-                    self._update(component, update, ts, urgent)
+                    self._update(component, update, ts, tick)
+
+    def owner(self, component: str, partition: int) -> str | None:
+        """The producer of the newest accepted per-user message of the partition."""
+        return self._owners.get((component, partition))
 
     def _fenced(self, component: str, partition: int, epoch: Any) -> bool:
         """Whether ``epoch`` is older than the newest seen for this partition."""
@@ -146,10 +160,11 @@ class Fanout:
         the partition's full renders."""
         if self._fenced(component, partition, message.get("epoch")):
             return False
+        key = (component, partition)
+        self._owners[key] = src
         seq = message.get("seq")
         if not isinstance(seq, int):
             return True
-        key = (component, partition)
         last = self._seqs.get(key)
         self._seqs[key] = (src, seq)
         if last is None or last[0] != src:
@@ -179,15 +194,20 @@ class Fanout:
         expired = [k for k, (_seq, at) in self._done.items() if now - at >= EXPECT_S]
         for k in expired:
             del self._done[k]
-        expected = [seq for seq, _at in self._done.values()]
-        if all(seq >= tick for seq in expected):
-            self._release_waiting()
-
-    def _release_waiting(self) -> None:
-        """Every socket holding tick-driven parts may send them."""
-        if self._fallback is not None:
+        done = min(seq for seq, _at in self._done.values())
+        # a socket holding parts of a later tick waits for the slowest producer, so a frame
+        # never mixes one replica's newer numbers with another's older ones
+        ready = [s for s, newest in self._waiting.items() if newest <= done]
+        for socket in ready:
+            del self._waiting[socket]
+            socket.buffer.release()
+        if not self._waiting and self._fallback is not None:
             self._fallback.cancel()
             self._fallback = None
+
+    def _release_waiting(self) -> None:
+        """Every socket holding tick-driven parts may send them (a producer is late)."""
+        self._fallback = None
         for socket in self._waiting:
             socket.buffer.release()
         self._waiting.clear()
@@ -200,17 +220,19 @@ class Fanout:
         ts: float | None,
         *,
         full: bool = False,
-        urgent: bool = True,
+        tick: int | None = None,
     ) -> None:
+        urgent = tick is None or full
         socket.buffer.put_prepared(component, parts, ts, full=full, urgent=urgent)
         if not urgent and parts:
-            self._waiting.add(socket)
+            assert tick is not None
+            self._waiting[socket] = max(tick, self._waiting.get(socket, tick))
             if self._fallback is None:  # a component that never says "done" delays no one
                 loop = asyncio.get_running_loop()
                 self._fallback = loop.call_later(self.tick_wait_s, self._release_waiting)
 
     def _update(
-        self, component: str, update: dict[str, Any], ts: float | None, urgent: bool
+        self, component: str, update: dict[str, Any], ts: float | None, tick: int | None
     ) -> None:
         user_id = update.get("user")
         if not isinstance(user_id, int):
@@ -232,23 +254,29 @@ class Fanout:
             self._set_topics(user_id, component, frozenset(str(t) for t in topics))
         parts = prepare_parts(component, update.get("parts"))
         for socket in targets:
-            self._put(socket, component, parts, ts, full=full, urgent=urgent or full)
+            self._put(socket, component, parts, ts, full=full, tick=tick)
 
     def _shared(
-        self, component: str, topics: Any, epochs: Any, ts: float | None, urgent: bool
+        self, component: str, src: str, topics: Any, ts: float | None, tick: int | None
     ) -> None:
         if not isinstance(topics, dict):
             return
-        if not isinstance(epochs, dict):
-            epochs = {}
+        owned: dict[int, bool] = {}  # partition → whether ``src`` owns it (once per message)
         for topic, raw_parts in topics.items():
             users = self._watchers.get((component, topic))
             if not users:
                 continue
-            partition = wire.topic_partition(topic)
-            if self._fenced(component, partition, epochs.get(str(partition))):
-                continue
-            parts = prepare_parts(component, raw_parts)
+            parts: list[tuple[str, str]] | None = None
             for user_id in users:
+                partition = self._partitions.get(user_id)
+                if partition is None:
+                    continue
+                mine = owned.get(partition)
+                if mine is None:
+                    mine = owned[partition] = self.owner(component, partition) == src
+                if not mine:
+                    continue
+                if parts is None:
+                    parts = prepare_parts(component, raw_parts)
                 for socket in self._sockets.get(user_id, ()):
-                    self._put(socket, component, parts, ts, urgent=urgent)
+                    self._put(socket, component, parts, ts, tick=tick)

@@ -177,9 +177,6 @@ class LiveSessions:
         """Whether this replica is the live owner of ``user_id`` (always, alone)."""
         return self.leases is None or self.leases.owns(wire.partition_of(user_id))
 
-    def owns_all(self) -> bool:
-        return self.leases is None or len(self.leases.owned) == wire.LIVE_PARTITIONS
-
     async def partitions_gained(self, partitions: set[int]) -> None:
         """Taken over: ask the gateways for these partitions' sockets (they answer with
         ``session.announce``, and their users get full renders from the database)."""

@@ -4,9 +4,10 @@ A tick changes the pages of many users at once; their updates leave as one messa
 (partition, component) rather than one per user, so NATS, JSON and the gateway handle a
 few dozen messages per tick instead of thousands. Every message carries the publishing
 instance's ``src`` (unique per process start), a ``seq`` that grows by one per message on
-its subject, and the ``epoch`` of the partition lease it was published under (shared
-messages: ``epochs`` per partition of their topics). A partition this replica does not
-own (or can no longer be sure it owns) is not published at all: self-fencing.
+its subject, and per-user messages the ``epoch`` of the partition lease they were
+published under. A partition this replica does not own (or can no longer be sure it owns)
+is not published at all: self-fencing. Shared parts go only to the pages of users whose
+owner published them (the gateway checks ``src``), so they need no epoch of their own.
 """
 
 from __future__ import annotations
@@ -62,15 +63,8 @@ class UiPublisher:
         it is sent even with no topics: it says the component is done with that tick."""
         if not topics and tick is None:
             return
-        wire_topics: dict[str, list[dict[str, str]]] = {}
-        epochs: dict[str, int] = {}
-        for topic, parts in topics.items():
-            partition = wire.topic_partition(topic)
-            if not self.owns(partition):
-                continue
-            wire_topics[topic] = [p.to_wire() for p in parts]
-            epochs[str(partition)] = self.epoch(partition)
-        payload = {"component": component, "ts": ts, "topics": wire_topics, "epochs": epochs}
+        wire_topics = {k: [p.to_wire() for p in parts] for k, parts in topics.items()}
+        payload = {"component": component, "ts": ts, "topics": wire_topics}
         if tick is not None:
             payload["tick"] = tick
         await self._send(wire.ui_shared_subject(component), payload)
@@ -130,5 +124,7 @@ class UiBatch:
                 "epoch": publisher.epoch(partition),
                 "updates": updates,
             }
+            if self.tick is not None:  # tick-driven: the gateway sends it with its tick
+                payload["tick"] = self.tick
             await publisher._send(wire.ui_partition_subject(partition, self.component), payload)
         self._by_partition.clear()

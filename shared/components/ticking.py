@@ -144,14 +144,12 @@ class TickDriver:
         return shared
 
     def _shown(self, cls: type[Component], tickers: set[str]) -> list[str]:
-        """The changed topics whose shared parts this replica publishes: those in its
-        partitions. Alone, it knows every page, so only topics some page shows; one of
-        several cannot know the other replicas' pages, so every topic it owns."""
-        live = self._live
-        if live.owns_all():
-            watched = self._watched_topics(cls)
-            return [t for t in tickers if t in watched]
-        return [t for t in tickers if live.publisher.owns(wire.topic_partition(t))]
+        """The changed topics some page of this replica's users shows. Each replica
+        publishes its own users' shared parts: the gateway gives a page only the shared
+        parts of the replica that owns its user, so a page's numbers always come from one
+        price book, even while a partition changes hands."""
+        watched = self._watched_topics(cls)
+        return [t for t in tickers if t in watched]
 
     def _watched_topics(self, cls: type[Component]) -> set[str]:
         """The topics some live instance of ``cls`` shows: only those are rendered."""

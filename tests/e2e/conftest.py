@@ -56,24 +56,12 @@ def _chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def stack(
-    pg_server_uri: str, db_templates: dict[str, str], nats_url: str, tmp_path_factory: Any
-) -> Iterator[Stack]:
-    name = f"e2e_{os.getpid()}"
-    url = devservers.run_async(devservers.create_database(pg_server_uri, name))
-    env = {k: v for k, v in os.environ.items()}
-    env.update(DATABASE_URL=url, NATS_URL=nats_url, DEMO_PASSWORD=TEST_PASSWORD)
+def launch(env: dict[str, str], data_dir: Path, timeout: float = 120) -> Stack:
+    """``make run``'s launcher with ``env``, once it says the dashboard is ready."""
     for spec in SERVICES:
-        env[spec.port_env] = str(devservers.free_port())
+        env.setdefault(spec.port_env, str(devservers.free_port()))
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shared.launcher",
-            "--data-dir",
-            str(tmp_path_factory.mktemp("stack")),
-        ],
+        [sys.executable, "-m", "shared.launcher", "--data-dir", str(data_dir)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -86,21 +74,34 @@ def stack(
         for line in process.stdout:
             lines.append(line)
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
     while not any("dashboard ready" in line for line in lines):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail("the stack did not come up:\n" + "".join(lines[-80:]))
         time.sleep(0.1)
-    stack = Stack(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, process, lines)
-    yield stack
-    process.send_signal(signal.SIGINT)
-    process.wait(30)
-    reader.join(5)
-    assert process.stdout
-    process.stdout.close()
+    return Stack(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, process, lines)
+
+
+def shut_down(stack: Stack) -> None:
+    stack.process.send_signal(signal.SIGINT)
+    stack.process.wait(30)
+    assert stack.process.stdout
+    stack.process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    pg_server_uri: str, db_templates: dict[str, str], nats_url: str, tmp_path_factory: Any
+) -> Iterator[Stack]:
+    name = f"e2e_{os.getpid()}"
+    url = devservers.run_async(devservers.create_database(pg_server_uri, name))
+    env = {k: v for k, v in os.environ.items()}
+    env.update(DATABASE_URL=url, NATS_URL=nats_url, DEMO_PASSWORD=TEST_PASSWORD)
+    running = launch(env, tmp_path_factory.mktemp("stack"))
+    yield running
+    shut_down(running)
     devservers.run_async(devservers.drop_database(pg_server_uri, name))
 
 

@@ -30,7 +30,9 @@ def part(part_id: str, text: str = "x") -> dict[str, str]:
 
 
 def updates(component: str, *entries: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return wire.ui_partition_subject(3, component), {
+    """A per-user message on the partition of its (first) user's."""
+    partition = wire.partition_of(entries[0]["user"]) if entries else 3
+    return wire.ui_partition_subject(partition, component), {
         "component": component,
         "ts": 1,
         "updates": list(entries),
@@ -165,20 +167,16 @@ async def test_a_deposed_owners_late_message_is_dropped() -> None:
     assert alice.ids() == ["portfolio-pl-X"]
     await fan.on_ui(*fenced("portfolio", 1, epoch=7, seq=2, src="old", text="stale"))
     assert alice.ids() == []  # older epoch: nothing reaches the page
-    # a shared topic in that partition, published under the old epoch, is dropped as well
+    # shared parts reach alice only from her partition's owner, not from the deposed one
     full = {"full": True, "parts": [part("portfolio-root")], "topics": ["KO"]}
-    await fan.on_ui(*fenced("portfolio", 1, epoch=9, seq=2, src="new"))
     subject, message = updates("portfolio", {"user": 1, **full})
-    await fan.on_ui(subject, {**message, "epoch": 9, "seq": 3, "src": "new"})
+    await fan.on_ui(subject, {**message, "epoch": 9, "seq": 2, "src": "new"})
     alice.ids()
-    ko = wire.topic_partition("KO")
-    topics = {"KO": [part("portfolio-last-KO")]}
-    subject, message = shared("portfolio", topics)
-    # the partition of KO is not partition 3 unless by chance; fence it at its own epoch
-    await fan.on_ui(subject, {**message, "epochs": {str(ko): 12}})
-    assert alice.ids() == ["portfolio-last-KO"]
-    await fan.on_ui(subject, {**message, "epochs": {str(ko): 11}})
+    subject, message = shared("portfolio", {"KO": [part("portfolio-last-KO")]})
+    await fan.on_ui(subject, {**message, "src": "old"})
     assert alice.ids() == []
+    await fan.on_ui(subject, {**message, "src": "new"})
+    assert alice.ids() == ["portfolio-last-KO"]
 
 
 async def test_a_gap_in_a_producers_sequence_asks_for_a_resync_once() -> None:
@@ -192,7 +190,7 @@ async def test_a_gap_in_a_producers_sequence_asks_for_a_resync_once() -> None:
     assert asked == []
     await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=5))  # 3 and 4 were lost
     await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=9))  # within a second: not again
-    assert asked == [("portfolio", 3)]
+    assert asked == [("portfolio", wire.partition_of(1))]
     alice.ids()
     await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=9))  # a duplicate is dropped
     assert alice.ids() == []
@@ -214,4 +212,24 @@ async def test_every_replica_of_a_component_must_be_done_with_a_tick() -> None:
     await fan.on_ui(*marker("r1", 2))
     assert not alice.buffer.go.is_set()  # r2, which holds alice, is not done yet
     await fan.on_ui(*marker("r2", 2))
+    assert alice.buffer.go.is_set()
+
+
+async def test_a_frame_waits_for_the_slowest_producer_to_reach_its_newest_tick() -> None:
+    fan = Fanout()
+    alice = Socket(1, "a")
+    fan.add(alice)
+
+    def marker(src: str, tick: int) -> tuple[str, dict]:
+        subject, message = shared("portfolio", {})
+        return subject, {**message, "tick": tick, "src": src}
+
+    await fan.on_ui(*marker("r1", 3))
+    await fan.on_ui(*marker("r2", 3))
+    subject, batch = fenced("portfolio", 1, epoch=1, seq=1, src="r1")
+    await fan.on_ui(subject, {**batch, "tick": 5})  # r1 is a tick ahead of r2
+    await fan.on_ui(*marker("r1", 5))
+    await fan.on_ui(*marker("r2", 4))  # r2 done with 4: r1's tick-5 numbers must wait
+    assert not alice.buffer.go.is_set()
+    await fan.on_ui(*marker("r2", 5))
     assert alice.buffer.go.is_set()
