@@ -6,6 +6,7 @@ Both speak JSON dicts; subjects use NATS wildcards (``*`` one token, ``>`` the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+DURABLE_TIMEOUT_S = 2.0  # a JetStream publish not acknowledged by then failed
+DEDUP_WINDOW_S = 120.0  # a resend with the same Nats-Msg-Id within this is stored once
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -61,6 +65,11 @@ class Subscription(Protocol):
 
 class MessageBus(Protocol):
     async def publish(self, subject: str, payload: dict[str, Any]) -> None: ...
+
+    async def publish_durable(self, subject: str, payload: dict[str, Any], msg_id: str) -> None:
+        """Publish into the JetStream stream that captures ``subject`` and return once the
+        server has stored it (raise otherwise); ``msg_id`` de-duplicates a resend."""
+        ...
 
     async def subscribe(self, subject: str, handler: Handler) -> Subscription: ...
 
@@ -126,6 +135,27 @@ class NatsBus:
     async def publish(self, subject: str, payload: dict[str, Any]) -> None:
         await self._nc.publish(subject, encode(payload))
 
+    async def publish_durable(self, subject: str, payload: dict[str, Any], msg_id: str) -> None:
+        js = self._nc.jetstream(timeout=DURABLE_TIMEOUT_S)
+        await js.publish(subject, encode(payload), headers={"Nats-Msg-Id": msg_id})
+
+    async def ensure_stream(self, name: str, subjects: list[str], max_age_s: float) -> None:
+        """Create the stream unless it exists (every replica may try; the first wins)."""
+        from nats.js.api import StreamConfig
+        from nats.js.errors import BadRequestError, NotFoundError
+
+        js = self._nc.jetstream(timeout=DURABLE_TIMEOUT_S)
+        try:
+            await js.stream_info(name)
+            return
+        except NotFoundError:
+            pass
+        config = StreamConfig(
+            name=name, subjects=subjects, max_age=max_age_s, duplicate_window=DEDUP_WINDOW_S
+        )
+        with contextlib.suppress(BadRequestError):  # created meanwhile by another replica
+            await js.add_stream(config)
+
     async def subscribe(self, subject: str, handler: Handler) -> Subscription:
         async def on_msg(msg: Any) -> None:
             try:
@@ -174,6 +204,9 @@ class InMemoryBus:
     @property
     def is_connected(self) -> bool:
         return True
+
+    async def publish_durable(self, subject: str, payload: dict[str, Any], msg_id: str) -> None:
+        await self.publish(subject, payload)
 
     async def publish(self, subject: str, payload: dict[str, Any]) -> None:
         wire = decode(encode(payload))

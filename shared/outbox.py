@@ -2,8 +2,11 @@
 a relay publishes committed messages and marks them published.
 
 A rolled-back change publishes nothing; a NATS outage or a crash after commit delays the
-message, never loses it. Delivery is at least once (a crash between publish and marking
-repeats a message), so consumers treat messages as "reload", which is idempotent.
+message, never loses it. A row is marked published only once JetStream has acknowledged
+storing it (``publish_durable``, with the row id as ``Nats-Msg-Id``), so a crash at any
+moment leaves the row to be sent again or has it stored in the stream exactly once (the
+stream drops a resend within its de-duplication window). Live subscribers may still see a
+resend, so consumers treat messages as "reload", which is idempotent.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import wire
 from shared.bus import MessageBus, decode, encode
 from shared.db.models import OutboxMessage
 
@@ -26,6 +30,7 @@ __all__ = ["OutboxRelay", "stage"]
 log = logging.getLogger(__name__)
 
 KEEP_PUBLISHED = timedelta(hours=1)
+STREAM_MAX_AGE_S = 24 * 3600.0  # the order events stream keeps a day
 STOP_TIMEOUT_S = 5.0
 
 
@@ -45,9 +50,12 @@ class OutboxRelay:
         *,
         interval_s: float = 1.0,
         batch: int = 200,
+        stream: tuple[str, list[str]] = (wire.ORDER_EVENTS_STREAM, [wire.ORDERS_EVENTS_ALL]),
     ) -> None:
         self._sessions, self._bus = sessions, bus
         self.interval_s, self.batch = interval_s, batch
+        self.stream = stream
+        self._stream_ready = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -61,6 +69,11 @@ class OutboxRelay:
         sessions, bus = self._sessions(), self._bus()
         if sessions is None or bus is None:
             return 0
+        if not self._stream_ready:
+            ensure = getattr(bus, "ensure_stream", None)
+            if ensure is not None:
+                await ensure(*self.stream, STREAM_MAX_AGE_S)
+            self._stream_ready = True
         async with sessions() as session, session.begin():
             pending = (
                 await session.scalars(
@@ -71,18 +84,26 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
+            acked: list[int] = []
+            failure: Exception | None = None
             for message in pending:
-                await bus.publish(message.subject, message.payload)
-            if pending:
-                flush = getattr(bus, "flush", None)
-                if flush is not None:
-                    await flush()
+                try:
+                    await bus.publish_durable(
+                        message.subject, message.payload, f"outbox-{message.id}"
+                    )
+                except Exception as exc:  # not stored: this and the rest stay pending
+                    failure = exc
+                    break
+                acked.append(message.id)
+            if acked:
                 await session.execute(
                     update(OutboxMessage)
-                    .where(OutboxMessage.id.in_([m.id for m in pending]))
+                    .where(OutboxMessage.id.in_(acked))
                     .values(published_at=datetime.now(UTC))
                 )
-        return len(pending)
+        if failure is not None:
+            raise failure
+        return len(acked)
 
     async def prune(self) -> None:
         sessions = self._sessions()

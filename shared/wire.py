@@ -58,6 +58,7 @@ LIVE_PARTITIONS = 64
 GATEWAY_SESSION_REVOKED = "gateway.session.revoked"
 RISK_BREACH_ALL = "risk.breach.*"
 ORDERS_EVENTS_ALL = "orders.events.*"
+ORDER_EVENTS_STREAM = "ORDER_EVENTS"  # the JetStream stream that stores them (the outbox's)
 # Subject templates a component subscribes to, filled per live account by the framework
 ORDERS_EVENTS_TEMPLATE = "orders.events.{account_id}"
 RISK_BREACH_TEMPLATE = "risk.breach.{account_id}"
