@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import random
 import re
 import time
 from collections import defaultdict
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
 MOUNT_WORKERS = 4
+RELOAD_BATCH = 50  # live instances reloaded back to back after a NATS outage...
+RELOAD_PAUSE_S = 0.1  # ...then a pause
 
 
 @cache
@@ -440,8 +443,21 @@ class LiveSessions:
         if not isinstance(user_id, int):
             return
         instance = self.instances.get((user_id, subject.rsplit(".", 1)[1]))
-        if instance is None:
-            return
+        if instance is not None:
+            await self._reload(instance, full=False)
+
+    async def reload_all(self) -> None:
+        """After a NATS outage (events may have been missed): bring every live instance
+        back to the database's truth and publish full renders, in shuffled batches with a
+        pause between them, so a thousand users do not hit the database at once."""
+        instances = list(self.instances.values())
+        random.shuffle(instances)
+        for i, instance in enumerate(instances):
+            if i and i % RELOAD_BATCH == 0:
+                await asyncio.sleep(RELOAD_PAUSE_S)
+            await self._reload(instance, full=True)
+
+    async def _reload(self, instance: LiveInstance, *, full: bool) -> None:
         component = instance.component
         async with instance.lock:
             uow = component._uow = UnitOfWork(component.request.db)
@@ -450,11 +466,13 @@ class LiveSessions:
                 await uow.commit()
             except Exception:
                 await uow.rollback()
-                log.exception("reloading %s for user %s failed", component.name, user_id)
+                log.exception("reloading %s failed", component.name)
                 return
             finally:
                 component._uow = None
-            await self._publish(instance, instance.tracker.changes(component), {})
+            tracker = instance.tracker
+            changes = tracker.full(component) if full else tracker.changes(component)
+            await self._publish(instance, changes, {})
 
     async def _publish(
         self, instance: LiveInstance, changes: Changes, message: Mapping[str, Any]

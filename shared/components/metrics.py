@@ -64,10 +64,6 @@ class ComponentMetrics:
             registry=self.registry,
         )
 
-    def published(self, component: str, full: bool, parts: int) -> None:
-        self.publishes.labels(component, "true" if full else "false").inc()
-        self.parts.labels(component).inc(parts)
-
     def published_many(self, component: str, counts: dict[bool, int], parts: int) -> None:
         """Count a batch: ``counts`` maps full → updates published."""
         for full, count in counts.items():

@@ -46,6 +46,16 @@ class UiPublisher:
         self._seq: dict[str, int] = defaultdict(int)
         self._metrics = metrics
 
+    def count(self, component: str, updates: list[dict[str, Any]]) -> None:
+        """Count the per-user updates of one published message."""
+        if self._metrics is None:
+            return
+        full = sum(1 for u in updates if u["full"])
+        parts = sum(len(u["parts"]) for u in updates)
+        self._metrics.publishes.labels(component, "true").inc(full)
+        self._metrics.publishes.labels(component, "false").inc(len(updates) - full)
+        self._metrics.parts.labels(component).inc(parts)
+
     def owns(self, partition: int) -> bool:
         return self.fence is None or self.fence.owns(partition)
 
@@ -85,9 +95,7 @@ class UiBatch:
 
     def __init__(self, publisher: UiPublisher, component: str, ts: Any, tick: Any = None) -> None:
         self._publisher, self.component, self.ts, self.tick = publisher, component, ts, tick
-        self._by_partition: dict[int, list[dict[str, object]]] = defaultdict(list)
-        self._counts = {True: 0, False: 0}
-        self._parts = 0
+        self._by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
 
     def add(
         self,
@@ -107,8 +115,6 @@ class UiBatch:
             topics=topics if changes.full else None,
         )
         self._by_partition[wire.partition_of(user_id)].append(update)
-        self._counts[changes.full] += 1
-        self._parts += len(changes.parts)
 
     def __len__(self) -> int:
         return sum(len(u) for u in self._by_partition.values())
@@ -126,5 +132,7 @@ class UiBatch:
             }
             if self.tick is not None:  # tick-driven: the gateway sends it with its tick
                 payload["tick"] = self.tick
-            await publisher._send(wire.ui_partition_subject(partition, self.component), payload)
+            subject = wire.ui_partition_subject(partition, self.component)
+            if await publisher._send(subject, payload):
+                publisher.count(self.component, updates)
         self._by_partition.clear()

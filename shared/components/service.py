@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -145,6 +146,7 @@ def create_component_app(
                     leases=None if store is None else PartitionLeases(store, settings.replica_id),
                 )
                 await app.state.live.start()
+                watch_reconnects(app.state.bus, app.state.live)
                 if app.state.live.leases is not None:
                     leases = app.state.live.leases
                     leases.on_gained = app.state.live.partitions_gained
@@ -283,6 +285,19 @@ async def seed_prices(db: async_sessionmaker[AsyncSession], book: PriceBook) -> 
     async with db() as session:
         rows = (await session.execute(query)).all()
     book.seed((t, last, bid, ask, prev) for t, last, bid, ask, prev in rows)
+
+
+def watch_reconnects(bus: MessageBus, live: LiveSessions) -> None:
+    """After a NATS outage every live instance is reloaded from the database (events
+    published meanwhile are gone), in the background: other reconnect work goes on."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reconnected() -> None:
+        task = asyncio.create_task(live.reload_all())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    bus.on_reconnect(reconnected)
 
 
 async def lease_store(
