@@ -36,9 +36,12 @@ def create_base_app(
     *,
     on_start: Hook | None = None,
     on_stop: Hook | None = None,
+    release: Hook | None = None,
     bus: MessageBus | None = None,
 ) -> FastAPI:
-    """A FastAPI app whose ``state`` holds ``settings``, ``engine``, ``sessions``, ``bus``."""
+    """A FastAPI app whose ``state`` holds ``settings``, ``engine``, ``sessions``, ``bus``;
+    with ``release``, ``POST /ops/release`` (loopback only) runs it: a preStop hook that
+    gives the process's leases back."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,5 +73,6 @@ def create_base_app(
             "database": lambda: ping(app.state.engine),
             "nats": lambda: _bus_connected(app),
         },
+        release=release,
     )
     return app

@@ -20,8 +20,9 @@ __all__ = ["create_app"]
 def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> FastAPI:
     """The ASGI app; without ``settings`` they come from the environment (a real process).
 
-    The venue subscribes ``prices.ticks`` through the app's bus once its lifespan starts;
-    the outbox relay publishes the order events its transactions staged.
+    The venue subscribes ``prices.ticks`` through the app's bus once its lifespan starts
+    and matches only on the replica holding its lease (every replica without NATS); the
+    outbox relay publishes the order events its transactions staged.
     """
     if settings is None:
         settings = OrdersSettings()
@@ -38,10 +39,14 @@ def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> Fast
         **overrides.pop("extras", {}),
     }
 
-    async def start(_app: FastAPI) -> None:
+    async def start(service: FastAPI) -> None:
         relay.start()
+        if service.state.lease_store is not None:
+            lease = await venue.hold_lease(service.state.lease_store, settings.replica_id or None)
+            service.state.leases.append(lease)  # released on shutdown and by /ops/release
 
     async def stop(_app: FastAPI) -> None:
+        await venue.stop()
         await relay.stop()
 
     app = create_component_app(

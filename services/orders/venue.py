@@ -4,10 +4,17 @@ Per tick: one query over the partial index ``ix_orders_open_symbol`` (open order
 ticked symbols); each crossing order then fills in its own transaction, re-selected
 ``FOR UPDATE SKIP LOCKED`` with ``status = 'open'`` so it fills once even when several
 orders-service processes see the same tick.
+
+Only the replica holding the ``venue`` lease (in the orders service's lease bucket) runs
+that query; the others skip ticks and only note the latest quotes. A replica that takes
+the lease over matches once against those quotes, so an order that became marketable
+while the role changed hands fills at once; ``SKIP LOCKED`` keeps fills exactly once
+while two replicas briefly both believe they hold it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -27,9 +34,12 @@ from services.orders.execution import (
     reject,
 )
 from shared.db.models import Order, Symbol
+from shared.leases import LeaderLease, LeaseStore
 from shared.ticks import tick_field
 
-__all__ = ["Quote", "Venue", "quotes_of"]
+__all__ = ["VENUE_ROLE", "Quote", "Venue", "quotes_of"]
+
+VENUE_ROLE = "venue"  # the lease key, in the bucket wire.lease_bucket("orders")
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +65,10 @@ class Venue:
     """Matches ticks against resting limit orders.
 
     ``db`` is read when a tick arrives (the app creates it in its lifespan); fills are
-    announced through the outbox, which ``wake_outbox`` nudges after each commit.
+    announced through the outbox, which ``wake_outbox`` nudges after each commit. Without
+    a lease (:meth:`hold_lease` not called: an in-memory bus) the venue always matches.
+    ``queries`` counts the open-order queries run, ``skipped`` the ticks left to the
+    lease holder.
     """
 
     def __init__(
@@ -64,16 +77,61 @@ class Venue:
         wake_outbox: Callable[[], None] = lambda: None,
     ) -> None:
         self._db, self._wake_outbox = db, wake_outbox
+        self.lease: LeaderLease | None = None
+        self.queries = self.skipped = 0
+        self._latest: dict[str, Quote] = {}
+        self._latest_ts: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def matching(self) -> bool:
+        """Whether this replica runs the venue now."""
+        return self.lease is None or self.lease.is_leader
+
+    async def hold_lease(self, store: LeaseStore, replica: str | None = None) -> LeaderLease:
+        """Run the venue only while holding its lease; the lease is started here and is
+        the caller's to stop."""
+        self.lease = LeaderLease(store, VENUE_ROLE, replica, on_gained=self._gained)
+        await self.lease.start()
+        return self.lease
+
+    async def _gained(self, _epoch: int) -> None:
+        log.info("venue: matching on this replica from now on")
+        if self._latest:  # beside the lease's renewals, never in their way
+            quotes, self._latest = self._latest, {}
+            task = asyncio.create_task(self._catch_up(quotes, self._latest_ts))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self, quotes: dict[str, Quote], ts: Any) -> None:
+        try:
+            await self.match(quotes, ts)
+        except Exception:
+            log.exception("venue: matching the latest quotes after a takeover failed")
+
+    async def stop(self) -> None:
+        """Cancel a takeover's matching still under way (the process is stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def on_tick(self, _subject: str, payload: dict[str, Any]) -> None:
         """The ``prices.ticks`` handler."""
-        await self.match(quotes_of(payload.get("prices")), payload.get("ts"))
+        quotes = quotes_of(payload.get("prices"))
+        if not self.matching:
+            self._latest.update(quotes)
+            self._latest_ts = payload.get("ts")
+            self.skipped += 1
+            return
+        self._latest.clear()
+        await self.match(quotes, payload.get("ts"))
 
     async def match(self, quotes: Mapping[str, Quote], ts: Any = None) -> list[int]:
         """Fill every open limit order the quotes cross; the ids of the orders filled."""
         sessions = self._db()
         if not quotes or sessions is None:
             return []
+        self.queries += 1
         async with sessions() as session:
             rows = (
                 await session.execute(

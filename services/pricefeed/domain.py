@@ -9,7 +9,8 @@ import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
 from shared.domain import change_pct
 
@@ -20,6 +21,7 @@ __all__ = [
     "Quote",
     "SymbolInfo",
     "quote_around",
+    "quotes_of_tick",
     "tick_payload",
 ]
 
@@ -97,6 +99,16 @@ class GbmSimulation:
     def volatility(self, ticker: str) -> float:
         return self._symbols[ticker].vol
 
+    def rebase(self, quotes: Mapping[str, Quote]) -> None:
+        """Continue the walk from ``quotes`` (a standby taking over from the leader's last
+        published prices): the next step moves each symbol by one step from there."""
+        for ticker, quote in quotes.items():
+            s = self._symbols.get(ticker)
+            if s is None:
+                continue
+            s.price, s.since = float(quote.last), self._now
+            self._last[ticker] = quote
+
     def step(self, dt_s: float) -> dict[str, Quote]:
         """Advance ``dt_s`` simulated seconds; the quotes of the symbols that changed."""
         self._now += dt_s
@@ -145,9 +157,16 @@ def _p4(value: Decimal) -> str:
 
 
 def tick_payload(
-    seq: int, ts_ms: float, changed: Mapping[str, Quote], prev_close: Mapping[str, Decimal]
+    seq: int,
+    ts_ms: float,
+    changed: Mapping[str, Quote],
+    prev_close: Mapping[str, Decimal],
+    *,
+    src: str | None = None,
+    epoch: int | None = None,
 ) -> dict[str, object]:
-    """The ``prices.ticks`` message (DESIGN.md §3.2); prices as decimal strings."""
+    """The ``prices.ticks`` message (DESIGN.md §3.2); prices as decimal strings. ``src``
+    names the publishing replica and ``epoch`` its leader lease's epoch."""
     prices = {
         ticker: {
             "last": _p4(q.last),
@@ -159,4 +178,36 @@ def tick_payload(
         }
         for ticker, q in changed.items()
     }
-    return {"seq": seq, "ts": ts_ms, "prices": prices}
+    payload: dict[str, object] = {"seq": seq, "ts": ts_ms, "prices": prices}
+    if src is not None:
+        payload["src"] = src
+    if epoch is not None:
+        payload["epoch"] = epoch
+    return payload
+
+
+def _wire_price(value: Any) -> Decimal:
+    if not isinstance(value, str | int):
+        raise ValueError(f"not a price: {value!r}")
+    price = Decimal(value)
+    if not price.is_finite() or price <= 0:
+        raise ValueError(f"not a positive price: {value!r}")
+    return price
+
+
+def quotes_of_tick(prices: Any) -> dict[str, Quote]:
+    """The quotes in a ``prices.ticks`` message's ``prices`` (what a standby follows);
+    malformed entries are skipped."""
+    quotes: dict[str, Quote] = {}
+    if not isinstance(prices, Mapping):
+        return quotes
+    for ticker, entry in prices.items():
+        if not isinstance(entry, Mapping):
+            continue
+        try:
+            quote = Quote(*(_wire_price(entry[k]) for k in ("last", "bid", "ask")))
+        except (KeyError, ValueError, InvalidOperation):
+            continue
+        if quote.bid <= quote.ask:
+            quotes[str(ticker)] = quote
+    return quotes

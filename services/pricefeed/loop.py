@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from services.pricefeed.domain import PriceBook, tick_payload
 from services.pricefeed.metrics import PricefeedMetrics
@@ -21,7 +21,7 @@ from services.pricefeed.providers import QuoteProvider
 from shared import wire
 from shared.bus import MessageBus
 
-__all__ = ["Clock", "CycleResult", "PriceLoop", "run_periodic", "system_clock"]
+__all__ = ["Clock", "CycleResult", "Leader", "PriceLoop", "run_periodic", "system_clock"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,16 @@ async def run_periodic(
         await clock.sleep(next_at - now)
 
 
+class Leader(Protocol):
+    """Whether this replica may tick now, and what it stamps its ticks with."""
+
+    replica: str
+    epoch: int | None
+
+    @property
+    def leading(self) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CycleResult:
     seq: int | None
@@ -82,7 +92,11 @@ class CycleResult:
 
 
 class PriceLoop:
-    """One cycle: fetch quotes, publish the changed ones, feed the risk monitor."""
+    """One cycle: fetch quotes, publish the changed ones, feed the risk monitor.
+
+    With a ``leader``, a cycle does nothing unless this replica leads, and each tick
+    names its publisher (``src``) and the leader's ``epoch``.
+    """
 
     def __init__(
         self,
@@ -95,14 +109,20 @@ class PriceLoop:
         on_changed: Callable[[dict[int, Any]], None] | None = None,
         on_breach: Callable[[Breach, float], None] | None = None,
         clock: Clock = system_clock,
+        leader: Leader | None = None,
     ) -> None:
         self.provider, self.book, self.monitor, self.bus = provider, book, monitor, bus
-        self.metrics, self.clock = metrics, clock
+        self.metrics, self.clock, self.leader = metrics, clock, leader
         self.on_changed, self.on_breach = on_changed, on_breach
         self.prev_close = {t: s.prev_close for t, s in book.symbols.items()}
         self.seq = 0
 
+    def _standing_by(self) -> bool:
+        return self.leader is not None and not self.leader.leading
+
     async def cycle(self) -> CycleResult:
+        if self._standing_by():
+            return CycleResult(None, 0, [], False)
         started = self.clock.monotonic()
         try:
             quotes = await self.provider.fetch()
@@ -113,6 +133,8 @@ class PriceLoop:
             self.metrics.stale.set(1)
             self.metrics.cycle_seconds.observe(self.clock.monotonic() - started)
             return CycleResult(None, 0, [], True)
+        if self._standing_by():  # lost the lease while fetching: the new leader ticks
+            return CycleResult(None, 0, [], False)
         was_stale = self.book.stale
         changed = self.book.apply(quotes)
         if was_stale:
@@ -122,7 +144,7 @@ class PriceLoop:
         if changed:
             self.seq = seq = self.seq + 1
             ts = self.clock.wall_ms()
-            payload = tick_payload(seq, ts, changed, self.prev_close)
+            payload = tick_payload(seq, ts, changed, self.prev_close, **self._stamp())
             try:
                 await self.bus.publish(wire.PRICES_TICKS, payload)
                 self.metrics.ticks.inc()
@@ -139,6 +161,11 @@ class PriceLoop:
         self.metrics.symbols_per_tick.observe(len(changed))
         self.metrics.cycle_seconds.observe(self.clock.monotonic() - started)
         return CycleResult(seq, len(changed), breaches, False)
+
+    def _stamp(self) -> dict[str, Any]:
+        if self.leader is None:
+            return {}
+        return {"src": self.leader.replica, "epoch": self.leader.epoch}
 
     def _overrun(self, _took: float, missed: int) -> None:
         self.metrics.slow_cycles.inc()

@@ -49,3 +49,18 @@ class PricefeedMetrics:
         self.db_write_failures = Counter(
             "pricefeed_db_write_failures", "Batched writes that failed (retried)", registry=r
         )
+        self.leader = Gauge(
+            "pricefeed_leader", "1 while this replica leads (ticks, alerts, writes)", registry=r
+        )
+        self.takeovers = Counter(
+            "pricefeed_takeovers", "Times this replica became the leader", registry=r
+        )
+        self.followed_ticks = Counter(
+            "pricefeed_followed_ticks", "Leader ticks applied while standby", registry=r
+        )
+        self.fenced_writes = Counter(
+            "pricefeed_fenced_writes",
+            "Writes refused because a newer leader had written (stale epoch)",
+            ["kind"],
+            registry=r,
+        )

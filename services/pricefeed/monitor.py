@@ -22,7 +22,7 @@ from shared.domain import (
     utilisation_pct,
 )
 
-__all__ = ["AccountRisk", "Breach", "RiskMonitor", "breach_text"]
+__all__ = ["AccountRisk", "Breach", "RiskMonitor", "alert_rank", "breach_text"]
 
 _PCT_STEP = Decimal("0.01")
 
@@ -32,6 +32,12 @@ def _account_id(account: AccountRisk) -> int:
 
 
 _THRESHOLD: dict[AlertLevel, Decimal] = {"warn": WARN_PCT, "critical": CRITICAL_PCT}
+_RANK: dict[AlertLevel | None, int] = {None: 0, "warn": 1, "critical": 2}
+
+
+def alert_rank(level: AlertLevel | None) -> int:
+    """0 for no alert level, 1 for warn, 2 for critical."""
+    return _RANK[level]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,13 @@ class RiskMonitor:
     def level_of(self, account_id: int) -> AlertLevel | None:
         account = self.accounts.get(account_id)
         return account.level if account is not None else None
+
+    def note_alerted(self, account_id: int, level: AlertLevel) -> None:
+        """Another process (the leader) alerted ``level`` for the account: a standby raises
+        its own level to it, so after a takeover it does not alert that level again."""
+        account = self.accounts.get(account_id)
+        if account is not None and alert_rank(level) > alert_rank(account.level):
+            account.level = level
 
     def on_prices(self, last: Mapping[str, Decimal]) -> list[Breach]:
         """Apply changed last prices; recompute only the accounts holding those symbols."""

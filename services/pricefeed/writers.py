@@ -1,14 +1,16 @@
 """The background writers: batched price/margin updates and risk alerts.
 
 They run beside the market data loop so a slow database never delays a tick. A failed
-batch is kept and retried with the next one (newer values win).
+batch is kept and retried with the next one (newer values win). Each transaction first
+runs the ``fence`` (the leader claims its epoch, :mod:`shared.db.fencing`): a deposed
+leader's write is refused and changes nothing, and its alert is not published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,10 +21,13 @@ from services.pricefeed.monitor import Breach, RiskMonitor
 from services.pricefeed.store import insert_alert, write_margins, write_prices
 from shared import wire
 from shared.bus import MessageBus
+from shared.db.fencing import StaleEpoch
 
-__all__ = ["AlertWriter", "BatchWriter"]
+__all__ = ["AlertWriter", "BatchWriter", "Fence"]
 
 log = logging.getLogger(__name__)
+
+Fence = Callable[[AsyncSession], Awaitable[None]]
 
 
 class BatchWriter:
@@ -33,10 +38,13 @@ class BatchWriter:
         sessions: async_sessionmaker[AsyncSession],
         monitor: RiskMonitor,
         metrics: PricefeedMetrics,
+        fence: Fence | None = None,
     ) -> None:
         self.sessions, self.monitor, self.metrics = sessions, monitor, metrics
+        self.fence = fence
         self._prices: dict[int, Quote] = {}
         self._margins: dict[int, Decimal] = {}
+        self._lock = asyncio.Lock()  # batches commit in order: newer values land last
 
     def add_prices(self, quotes: Mapping[int, Quote]) -> None:
         self._prices.update(quotes)
@@ -46,6 +54,10 @@ class BatchWriter:
         return len(self._prices) + len(self._margins)
 
     async def flush(self) -> None:
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         prices, self._prices = self._prices, {}
         margins = self._margins | self.monitor.take_dirty()
         self._margins = {}
@@ -53,19 +65,26 @@ class BatchWriter:
             return
         try:
             async with self.sessions() as session, session.begin():
+                if self.fence is not None:
+                    await self.fence(session)
                 if prices:
                     n = await write_prices(session, prices)
                     self.metrics.db_writes.labels("symbols").inc(n)
                 if margins:
                     n = await write_margins(session, margins)
                     self.metrics.db_writes.labels("accounts").inc(n)
-        except Exception:
+        except Exception as exc:
+            # kept either way: a deposed leader that leads again later writes them then
+            self._prices = prices | self._prices
+            self._margins = margins | self._margins
+            if isinstance(exc, StaleEpoch):
+                self.metrics.fenced_writes.labels("batch").inc()
+                log.warning("batched write refused: %s", exc)
+                return
             self.metrics.db_write_failures.inc()
             log.exception(
                 "batched write of %d prices, %d margins failed", len(prices), len(margins)
             )
-            self._prices = prices | self._prices
-            self._margins = margins | self._margins
 
 
 class AlertWriter:
@@ -76,8 +95,10 @@ class AlertWriter:
         sessions: async_sessionmaker[AsyncSession],
         bus: MessageBus,
         metrics: PricefeedMetrics,
+        fence: Fence | None = None,
     ) -> None:
         self.sessions, self.bus, self.metrics = sessions, bus, metrics
+        self.fence = fence
         self.queue: asyncio.Queue[tuple[Breach, float]] = asyncio.Queue()
 
     def submit(self, breach: Breach, ts_ms: float) -> None:
@@ -88,7 +109,13 @@ class AlertWriter:
         log.info("risk breach: account %s %s", breach.account_id, breach.text)
         try:
             async with self.sessions() as session, session.begin():
+                if self.fence is not None:
+                    await self.fence(session)
                 await insert_alert(session, breach)
+        except StaleEpoch as exc:  # a newer leader alerts; this one is deposed
+            self.metrics.fenced_writes.labels("alert").inc()
+            log.warning("risk alert of account %s dropped: %s", breach.account_id, exc)
+            return
         except Exception:  # the live alert still goes out; only its history row is lost
             log.exception("storing the risk alert of account %s failed", breach.account_id)
         await self.bus.publish(wire.risk_breach(breach.account_id), breach.payload(ts_ms))

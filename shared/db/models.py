@@ -34,6 +34,7 @@ __all__ = [
     "Account",
     "Base",
     "Fill",
+    "LeaderEpoch",
     "Order",
     "OutboxMessage",
     "Position",
@@ -268,3 +269,19 @@ class WebSession(Base):
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LeaderEpoch(Base):
+    """The newest lease epoch that wrote for a single-leader role (e.g. the pricefeed).
+
+    Every write transaction of a leader first claims its epoch here; a deposed leader's
+    older epoch is refused, so its late writes change nothing (DESIGN.md §8).
+    """
+
+    __tablename__ = "leader_epochs"
+    __table_args__ = (CheckConstraint("epoch >= 0", name="epoch_nonneg"),)
+
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str] = mapped_column(String(200), default="")
+    updated_at: Mapped[datetime] = _now()

@@ -41,3 +41,13 @@ def test_http_provider_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
         PricefeedSettings()
     monkeypatch.setenv("PRICEFEED_HTTP_URL", "http://127.0.0.1:9/q")
     assert PricefeedSettings().http_url == "http://127.0.0.1:9/q"
+
+
+def test_the_leader_lease_is_the_pricefeeds_own_and_shorter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PRICEFEED_LEASE_TTL_S", raising=False)
+    monkeypatch.setenv("LEASE_TTL_S", "5")  # the component services' leases
+    assert PricefeedSettings().lease_ttl_s == 3.0
+    monkeypatch.setenv("PRICEFEED_LEASE_TTL_S", "2.5")
+    assert PricefeedSettings().lease_ttl_s == 2.5
