@@ -128,3 +128,58 @@ def probe_port(container: dict[str, Any], probe: dict[str, Any]) -> int:
         named = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
         return int(named[port])
     return int(port)
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (``matchLabels`` and ``matchExpressions``) matches ``labels``."""
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        return True  # an empty selector selects everything
+    if not (selector.get("matchLabels") or {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, operator, values = expr["key"], expr["operator"], set(expr.get("values") or [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+def selects_only(selector: dict[str, Any], workload: dict[str, Any]) -> bool:
+    """``selector`` matches the pods of ``workload`` and of no other Deployment."""
+    others = [d for d in k8s("Deployment").values() if d is not workload]
+    return selects(selector, pod_labels(workload)) and not any(
+        selects(selector, pod_labels(other)) for other in others
+    )
+
+
+def budgets_of(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The PodDisruptionBudgets that select ``workload``'s pods."""
+    return [
+        budget
+        for budget in k8s("PodDisruptionBudget").values()
+        if selects(budget["spec"]["selector"], pod_labels(workload))
+    ]
+
+
+def autoscalers_of(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The HorizontalPodAutoscalers that scale ``workload``."""
+    return [
+        hpa
+        for hpa in k8s("HorizontalPodAutoscaler").values()
+        if hpa["spec"]["scaleTargetRef"].get("kind") == workload["kind"]
+        and hpa["spec"]["scaleTargetRef"].get("name") == workload["metadata"]["name"]
+    ]
+
+
+def env_item(container: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The container's ``env`` entry for ``name``, if any."""
+    return next((item for item in container.get("env") or [] if item["name"] == name), None)

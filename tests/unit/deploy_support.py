@@ -7,11 +7,13 @@ pydantic-settings class (env prefix + field name, or the field's validation alia
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import typing
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -47,6 +49,19 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 SPECS = {spec.name: spec for spec in SERVICES}
 GATEWAY = SPECS["gateway"]
 
+# Scale-out (DESIGN.md §8): every process runs at least two replicas. Every process but the
+# gateway holds leases in JetStream KV, so its preStop hands them over; the pricefeed is a
+# leader and a hot standby, exactly two, never autoscaled; the others scale on CPU.
+MIN_REPLICAS = 2
+LEADER_STANDBY = SPECS["pricefeed"]
+LEASED = [spec for spec in SERVICES if spec is not GATEWAY]
+AUTOSCALED = [spec for spec in SERVICES if spec is not LEADER_STANDBY]
+# Read by every process (ServiceSettings): the replica's name in its lease records.
+REPLICA_ID = "REPLICA_ID"
+# The settings field of a lease holder's TTL. Its variable differs: LEASE_TTL_S for the component
+# services, PRICEFEED_LEASE_TTL_S (shorter, under the orders' feed-silence limit) for the pricefeed.
+LEASE_TTL_FIELD = "lease_ttl_s"
+
 MIGRATE_COMMAND = ["python", "-m", "shared.db.migrate", "upgrade"]
 # Names that hold credentials whatever reads them.
 SECRET_LIKE = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE_KEY")
@@ -81,7 +96,11 @@ def load_all(text: str) -> list[Any]:
     return list(yaml.load_all(text, Loader=StrictLoader))
 
 
-by_process = pytest.mark.parametrize("spec", SERVICES, ids=[s.name for s in SERVICES])
+def by(specs: list[ServiceSpec]) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("spec", specs, ids=[s.name for s in specs])
+
+
+by_process = by(SERVICES)
 
 
 # -- what the code reads -----------------------------------------------------------------------
@@ -104,6 +123,31 @@ def env_names(cls: type[BaseSettings]) -> dict[str, str]:
             name = candidate.path[0] if isinstance(candidate, AliasPath) else candidate
             names[str(name).upper()] = field
     return names
+
+
+def field_env(cls: type[BaseSettings], field: str) -> set[str]:
+    """The environment variables that set ``cls.<field>``."""
+    return {env for env, f in env_names(cls).items() if f == field}
+
+
+def effective(cls: type[BaseSettings], field: str, given: dict[str, str]) -> Any:
+    """``cls.<field>`` as a process given the variables ``given`` sees it (else the default)."""
+    for env in field_env(cls, field):
+        if env in given:
+            return type(cls.model_fields[field].default)(given[env])
+    return cls.model_fields[field].default
+
+
+def assert_takeover_fits(pricefeed: dict[str, str], orders: dict[str, str]) -> None:
+    """A standby pricefeed takes a dead leader's lease over about 1.25 lease TTLs after the
+    leader's last renewal (the lease expires, then one renewal round) plus one tick. That must
+    stay under the orders service's feed-silence limit, or market orders are refused during
+    every failover. ``pricefeed`` and ``orders`` are the variables each process is given."""
+    ttl = effective(PricefeedSettings, LEASE_TTL_FIELD, pricefeed)
+    tick = effective(PricefeedSettings, "tick_interval_ms", pricefeed) / 1000
+    silence = effective(OrdersSettings, "max_feed_silence_s", orders)
+    takeover = ttl * 1.25 + tick
+    assert takeover < silence, f"pricefeed takeover ~{takeover:.2f} s >= feed silence {silence} s"
 
 
 def _is_secret(annotation: Any) -> bool:
@@ -202,12 +246,35 @@ def image_uid() -> int:
     return int(user)
 
 
-def healthcheck_in_image() -> str:
-    """Where the image puts ``deploy/healthcheck.py``."""
+def in_image(source: str) -> str:
+    """Where the image puts ``source`` (a path in the repository, e.g. ``deploy/prestop.py``)."""
     for args in args_of("COPY", final_stage()):
         parts = args.split()
-        if "deploy/healthcheck.py" in parts:
+        if source in parts:
             dest = parts[-1]
             workdir = args_of("WORKDIR", final_stage())[-1]
             return dest if dest.startswith("/") else str(Path(workdir) / dest)
-    raise AssertionError("the image does not contain deploy/healthcheck.py")
+    raise AssertionError(f"the image does not contain {source}")
+
+
+def healthcheck_in_image() -> str:
+    return in_image("deploy/healthcheck.py")
+
+
+def prestop_in_image() -> str:
+    return in_image("deploy/prestop.py")
+
+
+def load_script(name: str) -> ModuleType:
+    """``deploy/<name>.py`` as a module (the scripts are not in a package)."""
+    loader = importlib.util.spec_from_file_location(f"deploy_{name}", DEPLOY / f"{name}.py")
+    assert loader and loader.loader, name
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity (``500m``, ``"2"``, ``1.5``) in cores."""
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)

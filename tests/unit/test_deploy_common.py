@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy_support import DEPLOY, SETTINGS, SPECS, env_names, load_all
+from tests.unit.deploy_support import (
+    DEPLOY,
+    LEASE_TTL_FIELD,
+    LEASED,
+    REPLICA_ID,
+    SETTINGS,
+    SPECS,
+    env_names,
+    field_env,
+    load_all,
+)
 
 
 def test_every_process_has_its_settings_class() -> None:
@@ -33,3 +43,11 @@ def test_yaml_parses(path: Path) -> None:
     docs = load_all(path.read_text())
     assert docs, f"{path} is empty"
     assert all(isinstance(d, dict) and d for d in docs), f"{path}: a document is not a mapping"
+
+
+def test_every_process_reads_the_replica_settings() -> None:
+    # The manifests give every process its pod name, and every lease holder its lease TTL.
+    for name, cls in SETTINGS.items():
+        assert REPLICA_ID in env_names(cls), f"{name}'s settings do not read {REPLICA_ID}"
+    for spec in LEASED:
+        assert field_env(SETTINGS[spec.name], LEASE_TTL_FIELD), f"{spec.name}: no lease TTL"

@@ -12,14 +12,22 @@ from tests.unit.deploy_support import (
     DOCKERFILE,
     GATEWAY,
     INTERPOLATION,
+    LEADER_STANDBY,
+    LEASE_TTL_FIELD,
+    LEASED,
     MIGRATE_COMMAND,
+    MIN_REPLICAS,
+    REPLICA_ID,
     REQUIRED,
     ROOT,
     SECRET_LIKE,
     SETTINGS,
     URL_PASSWORD,
+    assert_takeover_fits,
+    by,
     by_process,
     env_names,
+    field_env,
     gateway_service_urls,
     healthcheck_in_image,
     load,
@@ -58,6 +66,33 @@ def depends_on(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(deps, list):
         return dict.fromkeys(deps, "service_started")
     return {name: (opts or {}).get("condition", "service_started") for name, opts in deps.items()}
+
+
+def replicas(service: dict[str, Any]) -> int:
+    """How many containers compose starts for a service (``deploy.replicas``, or ``scale``)."""
+    deploy = service.get("deploy") or {}
+    return int(deploy.get("replicas", service.get("scale", 1)))
+
+
+def interpolated(value: str) -> str:
+    """``value`` with every ``${VAR:-default}`` replaced by its default (as with VAR unset)."""
+    return INTERPOLATION.sub(lambda m: m.group(3) if m.group(2) in (":-", "-") else "", value)
+
+
+def host_ports(service: dict[str, Any]) -> int:
+    """How many host ports a service publishes (a range ``8000-8001`` counts two)."""
+    count = 0
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            published = interpolated(str(port.get("published", "")))
+        else:  # [HOST_IP:]PUBLISHED:TARGET[/PROTOCOL] or just TARGET (an ephemeral host port)
+            parts = interpolated(str(port)).split(":")
+            published = parts[-2] if len(parts) > 1 else ""
+        if not published:
+            return 10**6  # ephemeral host ports: one per container, never a conflict
+        first, _, last = published.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
 
 
 def one_shot(command: str) -> tuple[str, dict[str, Any]]:
@@ -140,6 +175,51 @@ def test_compose_only_the_gateway_publishes_a_port() -> None:
     for port in ports:
         target = port["target"] if isinstance(port, dict) else str(port).split(":")[-1]
         assert int(str(target).split("/")[0]) == GATEWAY.default_port
+
+
+@by_process
+def test_compose_replicas(spec: ServiceSpec) -> None:
+    service = compose_services()[spec.name]
+    count = replicas(service)
+    assert "container_name" not in service, f"{spec.name}: a fixed name allows one container"
+    if service.get("ports"):
+        # Two containers cannot publish one host port; the gateway keeps one replica unless
+        # it publishes a range (deploy/README.md, "Replicas and rollouts").
+        assert count <= host_ports(service), f"{spec.name}: {count} replicas, fewer host ports"
+    else:
+        assert count >= MIN_REPLICAS, f"{spec.name}: {count} replica(s)"
+
+
+def test_compose_one_shots_run_once() -> None:
+    for command in ("shared.db.migrate", "shared.db.demo"):
+        name, service = one_shot(command)
+        assert replicas(service) == 1, f"{name} must run once, not once per replica"
+
+
+def env_as_seen(name: str) -> dict[str, str]:
+    """A compose service's variables with the defaults of their ``${VAR:-default}``."""
+    return {k: interpolated(v) for k, v in compose_env(compose_services()[name]).items()}
+
+
+@by_process
+def test_compose_leaves_replica_id_unset(spec: ServiceSpec) -> None:
+    # Compose has no per-replica value: one REPLICA_ID would make both replicas one holder.
+    # Unset, every process names itself after its hostname (the container id) and pid.
+    env = compose_env(compose_services()[spec.name])
+    assert REPLICA_ID not in env, f"{spec.name}: {REPLICA_ID} would be the same in every replica"
+
+
+@by(LEASED)
+def test_compose_sets_the_lease_ttl(spec: ServiceSpec) -> None:
+    env = env_as_seen(spec.name)
+    names = field_env(SETTINGS[spec.name], LEASE_TTL_FIELD)
+    given = [env[name] for name in names if name in env]
+    assert given, f"{spec.name}: none of {names} is set"
+    assert all(float(value) > 0 for value in given), f"{spec.name}: {given}"
+
+
+def test_compose_pricefeed_takeover_fits_the_feed_silence_limit() -> None:
+    assert_takeover_fits(env_as_seen(LEADER_STANDBY.name), env_as_seen("orders"))
 
 
 def test_compose_points_the_gateway_at_the_services() -> None:

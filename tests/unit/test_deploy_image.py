@@ -1,15 +1,22 @@
-"""Static checks of the image: ``deploy/Dockerfile``, its ignore file and the healthcheck."""
+"""Static checks of the image: ``deploy/Dockerfile``, its ignore file, the healthcheck and the
+preStop hook."""
 
 from __future__ import annotations
 
-import importlib.util
+import http.server
 import json
 import re
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
 
 from shared.launcher import SERVICES
 from tests.unit.deploy_k8s_support import k8s, run_as_user
 from tests.unit.deploy_support import (
-    DEPLOY,
     DOCKERFILE,
     DOCKERIGNORE,
     GATEWAY,
@@ -20,6 +27,8 @@ from tests.unit.deploy_support import (
     final_stage,
     healthcheck_in_image,
     image_uid,
+    load_script,
+    prestop_in_image,
     secret_env,
     uvicorn_command,
 )
@@ -98,12 +107,109 @@ def test_dockerignore_lets_in_only_what_the_image_copies() -> None:
 
 
 def test_healthcheck_script_finds_the_uvicorn_port() -> None:
-    loader = importlib.util.spec_from_file_location("healthcheck", DEPLOY / "healthcheck.py")
-    assert loader and loader.loader
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
+    module = load_script("healthcheck")
     for spec in SERVICES:
         argv = ["/app/.venv/bin/python", "/app/.venv/bin/uvicorn", *uvicorn_command(spec)[1:]]
         assert module.uvicorn_port(argv) == spec.default_port
     assert module.uvicorn_port(["uvicorn", "x:y", "--port=8004"]) == 8004
     assert module.uvicorn_port(["python", "-m", "shared.db.migrate"]) is None
+
+
+# -- deploy/prestop.py ---------------------------------------------------------------------------
+
+
+def test_prestop_script_is_in_the_image_beside_the_healthcheck() -> None:
+    # prestop.py imports healthcheck.py from its own directory when it has to find the port.
+    assert prestop_in_image().rsplit("/", 1)[0] == healthcheck_in_image().rsplit("/", 1)[0]
+
+
+def test_prestop_arguments_and_url() -> None:
+    prestop = load_script("prestop")
+    assert prestop.release_url(8003) == "http://127.0.0.1:8003/ops/release"
+    assert prestop.parse([]) == (True, None)
+    assert prestop.parse(["8005"]) == (True, 8005)
+    assert prestop.parse([prestop.NO_RELEASE]) == (False, None)
+    for bad in (["eight"], ["8001", "8002"], ["--port=8001"]):
+        with pytest.raises(SystemExit):
+            prestop.parse(bad)
+
+
+def test_prestop_sleep_comes_from_the_environment() -> None:
+    prestop = load_script("prestop")
+    assert prestop.sleep_seconds({}) == prestop.DEFAULT_SLEEP_S == 5
+    assert prestop.sleep_seconds({"PRESTOP_SLEEP_S": "2.5"}) == 2.5
+    assert prestop.sleep_seconds({"PRESTOP_SLEEP_S": "0"}) == 0
+    for bad in ("", "soon", "-1", "nan", "inf"):
+        assert prestop.sleep_seconds({"PRESTOP_SLEEP_S": bad}) == prestop.DEFAULT_SLEEP_S, bad
+
+
+@contextmanager
+def release_endpoint(status: int = 204) -> Iterator[tuple[int, list[tuple[str, str]]]]:
+    """A local HTTP server recording ``(method, path)`` of every request; yields its port."""
+    seen: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(("POST", self.path))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_prestop_releases_then_sleeps() -> None:
+    prestop = load_script("prestop")
+    slept: list[float] = []
+    with release_endpoint() as (port, seen):
+        assert prestop.main([str(port)], environ={}, sleep=slept.append) == 0
+    assert seen == [("POST", "/ops/release")]
+    assert slept == [prestop.DEFAULT_SLEEP_S]
+
+
+def test_prestop_gateway_only_sleeps() -> None:
+    prestop = load_script("prestop")
+    slept: list[float] = []
+    with release_endpoint() as (_, seen):
+        environ = {"PRESTOP_SLEEP_S": "3"}
+        assert prestop.main([prestop.NO_RELEASE], environ=environ, sleep=slept.append) == 0
+    assert seen == []
+    assert slept == [3.0]
+
+
+def test_prestop_ignores_a_failed_release(capsys: pytest.CaptureFixture[str]) -> None:
+    prestop = load_script("prestop")
+    with release_endpoint(status=404) as (port, seen):
+        assert prestop.release(prestop.release_url(port)) is False
+    assert seen == [("POST", "/ops/release")]
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    slept: list[float] = []
+    assert prestop.main([str(closed)], environ={}, sleep=slept.append) == 0
+    assert slept == [prestop.DEFAULT_SLEEP_S]
+    assert "ignored" in capsys.readouterr().err
+
+
+def test_prestop_finds_the_uvicorn_port_without_an_argument(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prestop = load_script("prestop")
+    healthcheck = load_script("healthcheck")
+    with release_endpoint() as (port, seen):
+        argv = ["/app/.venv/bin/python", "/app/.venv/bin/uvicorn", "x:y", "--port", str(port)]
+        monkeypatch.setattr(healthcheck, "_command_lines", lambda: iter([argv]))
+        monkeypatch.setitem(sys.modules, "healthcheck", healthcheck)
+        assert prestop.main([], environ={"PRESTOP_SLEEP_S": "0"}, sleep=lambda _: None) == 0
+    assert seen == [("POST", "/ops/release")]

@@ -10,8 +10,11 @@ from shared.settings import DEV_PLACEHOLDER_SECRET
 from tests.unit.deploy_k8s_support import (
     applied_docs,
     assert_hardened,
+    autoscalers_of,
+    budgets_of,
     container_env,
     deployment,
+    env_item,
     env_values,
     k8s,
     k8s_docs,
@@ -19,23 +22,36 @@ from tests.unit.deploy_k8s_support import (
     only_container,
     pod_spec,
     probe_port,
+    selects_only,
     template_secret_keys,
 )
 from tests.unit.deploy_support import (
+    AUTOSCALED,
     COMPOSE,
     DOCKERFILE,
     GATEWAY,
     K8S,
+    LEADER_STANDBY,
+    LEASE_TTL_FIELD,
+    LEASED,
     MIGRATE_COMMAND,
+    MIN_REPLICAS,
+    REPLICA_ID,
     SECRET_LIKE,
     SECRET_TEMPLATE,
     SETTINGS,
     SPECS,
     URL_PASSWORD,
+    assert_takeover_fits,
+    by,
     by_process,
+    cpu_cores,
     env_names,
+    field_env,
     gateway_service_urls,
+    load_script,
     module_env_reads,
+    prestop_in_image,
     secret_env,
     strings,
     uvicorn_command,
@@ -101,7 +117,8 @@ def test_k8s_service_selects_the_deployment(spec: ServiceSpec) -> None:
 
 @by_process
 def test_k8s_env_names_are_settings_fields(spec: ServiceSpec) -> None:
-    accepted = env_names(SETTINGS[spec.name])
+    # ... or the preStop hook's own (it runs in the same container, with the same env).
+    accepted = {*env_names(SETTINGS[spec.name]), load_script("prestop").SLEEP_ENV}
     unknown = set(container_env(only_container(deployment(spec)))) - set(accepted)
     assert not unknown, f"{spec.name} is given variables its settings do not read: {unknown}"
 
@@ -180,24 +197,134 @@ def test_k8s_ingress_serves_the_gateway_and_its_websocket() -> None:
     assert timeouts and min(timeouts) > 60, "an idle WebSocket needs a long proxy read timeout"
 
 
-def test_k8s_gateway_has_a_disruption_budget() -> None:
-    workload = deployment(GATEWAY)
-    labels = workload["spec"]["template"]["metadata"]["labels"]
-    budgets = [
-        b
-        for b in k8s("PodDisruptionBudget").values()
-        if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+# -- replicas and rollouts (DESIGN.md §8, deploy/README.md "Replicas and rollouts") ---------------
+
+
+@by_process
+def test_k8s_runs_two_replicas_at_least(spec: ServiceSpec) -> None:
+    replicas = deployment(spec)["spec"].get("replicas", 1)
+    assert replicas >= MIN_REPLICAS, f"{spec.name}: {replicas} replica(s)"
+
+
+@by_process
+def test_k8s_rollout_never_goes_below_the_replica_count(spec: ServiceSpec) -> None:
+    strategy = deployment(spec)["spec"].get("strategy") or {}
+    assert strategy.get("type", "RollingUpdate") == "RollingUpdate", f"{spec.name}: no Recreate"
+    rolling = strategy.get("rollingUpdate") or {}
+    # Kubernetes' default maxUnavailable is 25 %, which rounds down to 0 for two replicas but
+    # not for the autoscaler's larger counts: say it.
+    assert rolling.get("maxUnavailable") == 0, f"{spec.name}: maxUnavailable must be 0"
+    surge = rolling.get("maxSurge")
+    assert surge not in (None, 0, "0", "0%"), f"{spec.name}: needs a surge pod to roll"
+
+
+@by_process
+def test_k8s_disruption_budget_per_deployment(spec: ServiceSpec) -> None:
+    workload = deployment(spec)
+    budgets = budgets_of(workload)
+    assert len(budgets) == 1, f"{spec.name}: {len(budgets)} PodDisruptionBudgets select its pods"
+    (budget,) = budgets
+    assert budget["apiVersion"] == "policy/v1"
+    assert selects_only(budget["spec"]["selector"], workload), "it selects other pods too"
+    min_available = budget["spec"].get("minAvailable")
+    assert isinstance(min_available, int) and min_available >= 1, "minAvailable: a count >= 1"
+    floor = min(
+        [workload["spec"].get("replicas", 1)]
+        + [hpa["spec"].get("minReplicas", 1) for hpa in autoscalers_of(workload)]
+    )
+    assert floor > min_available, f"{spec.name}: the budget would block every drain"
+
+
+@by_process
+def test_k8s_pods_spread_over_nodes_and_zones(spec: ServiceSpec) -> None:
+    workload = deployment(spec)
+    constraints = pod_spec(workload).get("topologySpreadConstraints") or []
+    by_key = {c["topologyKey"]: c for c in constraints}
+    for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
+        assert key in by_key, f"{spec.name}: no topology spread over {key}"
+        constraint = by_key[key]
+        assert constraint["maxSkew"] == 1, f"{spec.name}: {key}"
+        # DoNotSchedule would leave a replica pending on a one-node or one-zone cluster.
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", f"{spec.name}: {key}"
+        assert selects_only(constraint["labelSelector"], workload), f"{spec.name}: {key}"
+
+
+@by(AUTOSCALED)
+def test_k8s_autoscaler_on_cpu(spec: ServiceSpec) -> None:
+    workload = deployment(spec)
+    autoscalers = autoscalers_of(workload)
+    assert len(autoscalers) == 1, f"{spec.name}: {len(autoscalers)} HorizontalPodAutoscalers"
+    (hpa,) = autoscalers
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["apiVersion"] == workload["apiVersion"]
+    low, high = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"]
+    assert MIN_REPLICAS <= low < high, f"{spec.name}: {low}..{high}"
+    cpu = [
+        m["resource"]["target"]
+        for m in hpa["spec"].get("metrics") or []
+        if m.get("type") == "Resource" and m["resource"]["name"] == "cpu"
     ]
-    assert len(budgets) == 1
-    min_available = budgets[0]["spec"].get("minAvailable", 0)
-    assert isinstance(min_available, int), "use a count"
-    assert workload["spec"]["replicas"] > min_available, "the budget would block every drain"
+    assert cpu, f"{spec.name}: the autoscaler does not follow CPU"
+    assert cpu[0]["type"] == "Utilization" and 0 < cpu[0]["averageUtilization"] <= 80
+    # Utilization is relative to the request: every container needs one. A limit below one
+    # core would throttle a busy replica (tick latency) before the autoscaler reacts.
+    for container in pod_spec(workload)["containers"]:
+        resources = container.get("resources") or {}
+        assert "cpu" in (resources.get("requests") or {}), f"{spec.name}: no CPU request"
+        limit = (resources.get("limits") or {}).get("cpu")
+        assert limit is None or cpu_cores(limit) >= 1, f"{spec.name}: CPU limit {limit}"
 
 
-def test_k8s_runs_one_pricefeed() -> None:
-    workload = deployment(SPECS["pricefeed"])
-    assert workload["spec"]["replicas"] == 1
-    assert workload["spec"]["strategy"]["type"] == "Recreate", "a rollout must not run two"
+def test_k8s_pricefeed_is_one_leader_and_one_standby() -> None:
+    workload = deployment(LEADER_STANDBY)
+    assert workload["spec"]["replicas"] == MIN_REPLICAS, "a leader and one hot standby"
+    assert not autoscalers_of(workload), "more pricefeeds would only be more standbys"
+
+
+@by_process
+def test_k8s_names_each_replica_after_its_pod(spec: ServiceSpec) -> None:
+    item = env_item(only_container(deployment(spec)), REPLICA_ID)
+    assert item, f"{spec.name}: no {REPLICA_ID}"
+    field = (item.get("valueFrom") or {}).get("fieldRef") or {}
+    assert field.get("fieldPath") == "metadata.name", f"{spec.name}: {REPLICA_ID} = the pod name"
+
+
+@by(LEASED)
+def test_k8s_sets_the_lease_ttl(spec: ServiceSpec) -> None:
+    values = env_values(only_container(deployment(spec)))
+    names = field_env(SETTINGS[spec.name], LEASE_TTL_FIELD)
+    given = [values[name] for name in names if name in values]
+    assert given, f"{spec.name}: none of {names} is set"
+    assert all(float(value) > 0 for value in given), f"{spec.name}: {given}"
+
+
+def test_k8s_pricefeed_takeover_fits_the_feed_silence_limit() -> None:
+    assert_takeover_fits(
+        env_values(only_container(deployment(LEADER_STANDBY))),
+        env_values(only_container(deployment(SPECS["orders"]))),
+    )
+
+
+@by_process
+def test_k8s_prestop_releases_leases_before_sigterm(spec: ServiceSpec) -> None:
+    workload = deployment(spec)
+    container = only_container(workload)
+    hook = ((container.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}
+    command = [str(c) for c in hook.get("command") or []]
+    script = load_script("prestop")
+    if spec in LEASED:
+        assert command == ["python", prestop_in_image(), str(spec.default_port)], spec.name
+    else:  # the gateway holds no leases: it only waits for the Ingress to drop it
+        assert command == ["python", prestop_in_image(), script.NO_RELEASE], spec.name
+    # The grace period starts with preStop: release + sleep + uvicorn's graceful shutdown
+    # (its --timeout-graceful-shutdown, else an allowance of 10 s).
+    args = [str(c) for c in container["command"]]
+    flag = "--timeout-graceful-shutdown"
+    shutdown = float(args[args.index(flag) + 1]) if flag in args else 10.0
+    release = script.RELEASE_TIMEOUT_S if spec in LEASED else 0.0
+    prestop = release + script.sleep_seconds(env_values(container))
+    grace = pod_spec(workload).get("terminationGracePeriodSeconds", 30)
+    assert grace > prestop + shutdown, f"{spec.name}: {grace} s grace < {prestop + shutdown} s"
 
 
 def test_k8s_points_the_gateway_at_the_services() -> None:
@@ -218,5 +345,14 @@ def test_k8s_uses_one_image() -> None:
 def test_k8s_applies_nothing_unexpected() -> None:
     kinds = {d["kind"] for d in applied_docs()}
     assert "Secret" not in kinds, "Secrets are created out of band"
-    expected = {"Namespace", "ConfigMap", "Deployment", "Service", "Job", "Ingress"}
-    assert expected | {"PodDisruptionBudget"} >= kinds >= expected
+    expected = {
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Job",
+        "Ingress",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
+    assert kinds == expected
