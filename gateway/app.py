@@ -40,6 +40,7 @@ def create_app(
     async def on_start(app: FastAPI) -> None:
         g: Gateway = app.state.gw
         g.http = open_client(transport)
+        g.freshness.connected = lambda: bool(app.state.bus.is_connected)
 
         async def on_revoked(_subject: str, payload: dict[str, Any]) -> None:
             g.hub.close_session(str(payload.get("web_session_id")), CLOSE_POLICY, "logged out")

@@ -20,12 +20,23 @@ from markupsafe import escape
 
 from gateway.pace import Pace
 
-__all__ = ["FEED_STATUS_ID", "KEEPALIVE_S", "Freshness"]
+__all__ = ["FEED_STATUS_ID", "KEEPALIVE_S", "Freshness", "panel_status_id"]
 
 FEED_STATUS_ID = "feed-status"
 KEEPALIVE_S = 2.0
 STALE_AFTER_S = 2.0  # eight ticks without news from a component: its panel is delayed
 _LABELS = {"portfolio": "portfolio", "watchlist": "watchlist", "risk_metrics": "risk"}
+
+
+def panel_status_id(component: str) -> str:
+    """The id of a panel's freshness line, in the page's slot for that component."""
+    return f"freshness-{component}"
+
+
+def _moment(ts_ms: float | None) -> str:
+    if ts_ms is None:
+        return ""
+    return f" — last update {datetime.fromtimestamp(ts_ms / 1000, UTC):%H:%M:%S} UTC"
 
 
 class Freshness:
@@ -35,10 +46,12 @@ class Freshness:
         *,
         stale_after_s: float = STALE_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
         self._pace = pace
         self._stale_after_s = stale_after_s
         self._clock = clock
+        self.connected = connected
         self._last: dict[str, tuple[float, float | None]] = {}  # component → (when, tick ts)
 
     def tick_done(self, component: str, ts_ms: float | None) -> None:
@@ -46,22 +59,26 @@ class Freshness:
         self._last[component] = (self._clock(), ts_ms)
 
     def delayed(self) -> list[str]:
-        """The components that stopped following ticks."""
+        """The components that stopped following ticks (all of them without NATS)."""
+        if not self.connected():
+            return sorted(self._last)
         now = self._clock()
         return sorted(c for c, (at, _ts) in self._last.items() if now - at > self._stale_after_s)
 
     def element(self) -> str:
         """``#feed-status`` as an out-of-band element."""
-        if not self._last:
+        if not self.connected():
+            stamps = [ts for _at, ts in self._last.values() if ts is not None]
+            state = "delayed"
+            text = "delayed — no connection to the price feed" + _moment(max(stamps, default=None))
+        elif not self._last:
             state, text = "waiting", "waiting for prices"
         else:
             late = self.delayed()
             if late:
                 stamps = [ts for c in late if (ts := self._last[c][1]) is not None]
                 text = "delayed (" + ", ".join(_LABELS.get(c, c) for c in late) + ")"
-                if stamps:
-                    moment = datetime.fromtimestamp(min(stamps) / 1000, UTC)
-                    text += f" — last update {moment:%H:%M:%S} UTC"
+                text += _moment(min(stamps, default=None))
                 state = "delayed"
             elif self._pace.slowed:
                 state, text = "delayed", "delayed — the server is busy: fewer updates"
@@ -71,3 +88,23 @@ class Freshness:
             f'<span id="{FEED_STATUS_ID}" hx-swap-oob="true" class="feed feed--{state}" '
             f'role="status" aria-live="polite" data-state="{state}">{escape(text)}</span>'
         )
+
+    def panel(self, component: str) -> str:
+        """A panel's freshness line: hidden while its numbers follow the feed, "delayed —
+        last update hh:mm:ss UTC" once its service stopped finishing ticks."""
+        pid = panel_status_id(component)
+        if component not in self.delayed():
+            return (
+                f'<p id="{pid}" hx-swap-oob="true" class="panel-freshness" '
+                f'data-state="live" hidden></p>'
+            )
+        text = "delayed" + _moment(self._last[component][1])
+        return (
+            f'<p id="{pid}" hx-swap-oob="true" class="panel-freshness panel-freshness--delayed" '
+            f'role="status" data-state="delayed">{escape(text)}</p>'
+        )
+
+    def parts(self) -> list[tuple[str, str]]:
+        """The header's status and every tick-driven panel's line, as (id, element)."""
+        panels = [(panel_status_id(c), self.panel(c)) for c in sorted(self._last)]
+        return [(FEED_STATUS_ID, self.element()), *panels]

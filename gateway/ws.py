@@ -29,7 +29,7 @@ from fastapi import APIRouter, WebSocket
 
 from gateway.buffer import PartBuffer, now_ms
 from gateway.csrf import tokens_match
-from gateway.freshness import FEED_STATUS_ID, KEEPALIVE_S
+from gateway.freshness import KEEPALIVE_S
 from gateway.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN
 from gateway.security import origin_allowed
 from gateway.sessions import SessionUser, load_session, valid_sessions
@@ -83,7 +83,7 @@ class Connection:
         metrics = self.g.metrics
         self.g.hub.add(self)
         self.g.fanout.add(self)
-        self.show_status(self.g.freshness.element())
+        self.show_status(self.g.freshness.parts())
         metrics.sockets.inc()
         try:
             await self.announce()
@@ -114,9 +114,9 @@ class Connection:
             except Exception:
                 log.warning("could not publish session.closed for %s", self.session_id)
 
-    def show_status(self, element: str) -> None:
-        """Send the page's ``#feed-status`` with the next frame (soon)."""
-        self.buffer.put_prepared(STATUS, [(FEED_STATUS_ID, element)], None)
+    def show_status(self, parts: list[tuple[str, str]]) -> None:
+        """Send the page's ``#feed-status`` and panel freshness with the next frame."""
+        self.buffer.put_prepared(STATUS, parts, None)
 
     async def _receive(self) -> None:
         # The page sends nothing; reading is how a close or a dropped peer is noticed.
@@ -174,12 +174,13 @@ async def status_forever(g: Gateway) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(1.0)
-        element = g.freshness.element()
+        parts = g.freshness.parts()
+        element = "".join(html for _id, html in parts)
         changed, sent = element != sent, element
         quiet_before = loop.time() - KEEPALIVE_S
         for conn in g.hub.connections():
             if isinstance(conn, Connection) and (changed or conn.last_sent < quiet_before):
-                conn.show_status(element)
+                conn.show_status(parts if changed else parts[:1])  # keep-alive: the header
 
 
 async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:

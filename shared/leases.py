@@ -26,7 +26,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from shared import wire
@@ -105,6 +105,12 @@ class NatsLeaseStore:
             kv = await js.key_value(bucket)
         except BucketNotFoundError:
             kv = await js.create_key_value(bucket=bucket, ttl=ttl, history=1)
+        else:  # the bucket's TTL is the lease time: follow the setting if it changed
+            stream = await js.stream_info(f"KV_{bucket}")
+            if stream.config.max_age != ttl:
+                log.warning("lease bucket %s: TTL %s s → %s s", bucket, stream.config.max_age, ttl)
+                window = min(ttl, 120.0)  # JetStream: never longer than the max age
+                await js.update_stream(replace(stream.config, max_age=ttl, duplicate_window=window))
         return cls(kv, ttl)
 
     async def create(self, key: str, value: bytes) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from decimal import Decimal
 from typing import Any
@@ -72,6 +74,50 @@ def publish(stack: Stack, *messages: tuple[str, dict[str, Any]]) -> None:
     devservers.run_async(send())
 
 
+class Tap:
+    """Every ``ui.*`` message on one partition, collected by a subscriber in its own thread
+    (the test's page talks to the stack meanwhile)."""
+
+    def __init__(self, stack: Stack, partition: int) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._run(stack, partition),), daemon=True
+        )
+        self._thread.start()
+        assert self._ready.wait(10), "could not subscribe"
+
+    async def _run(self, stack: Stack, partition: int) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        bus = await NatsBus.connect(stack.env["NATS_URL"])
+
+        async def on_msg(_subject: str, message: dict[str, Any]) -> None:
+            self.messages.append(message)
+
+        await bus.subscribe(f"ui.{partition}.*", on_msg)
+        await bus.flush()
+        self._ready.set()
+        await self._stop.wait()
+        await bus.close()
+
+    def fence(self, component: str) -> tuple[str, int]:
+        """(src, epoch) of the newest message of ``component`` seen."""
+        deadline = time.monotonic() + 10
+        while True:
+            found = [m for m in self.messages if m.get("component") == component]
+            if found:
+                return str(found[-1]["src"]), int(found[-1]["epoch"])
+            assert time.monotonic() < deadline, f"no {component} message on the partition"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+
+
 def test_alice_sees_her_book_and_it_moves_with_exact_arithmetic(new_page: Any) -> None:
     page = new_page()
     login(page, "alice")
@@ -96,10 +142,17 @@ def test_alice_sees_her_book_and_it_moves_with_exact_arithmetic(new_page: Any) -
 
 
 def test_a_frame_mixing_every_component_swaps_every_part(new_page: Any, stack: Stack) -> None:
+    alice = devservers.run_async(identity_of(stack.env["DATABASE_URL"], "alice"))
+    # the gateway takes a partition's parts only under its owner's epoch, and a page's
+    # shared parts only from its owner: learn both from the full renders of the login
+    tap = Tap(stack, wire.partition_of(alice.user_id))
     page = new_page()
     login(page, "alice")
     page.wait_for_selector("#portfolio-row-AAPL")
-    alice = devservers.run_async(identity_of(stack.env["DATABASE_URL"], "alice"))
+    try:
+        fences = {c: tap.fence(c) for c in ("portfolio", "order", "risk_metrics", "watchlist")}
+    finally:
+        tap.close()
     marker = f"frame-{time.time_ns()}"
     shapes = {  # the element each id is on the page: sections, rows, cell wrappers, a rowgroup
         "risk-root": ("section", 'class="panel"'),
@@ -140,10 +193,12 @@ def test_a_frame_mixing_every_component_swaps_every_part(new_page: Any, stack: S
         ("risk_metrics", ["risk-root"]),
     ):
         update = wire.ui_update(alice.user_id, [part(i) for i in mine], full=False)
-        message = {"component": component, "ts": now, "updates": [update]}
+        message = {"component": component, "ts": now, "updates": [update],
+                   "epoch": fences[component][1], "src": fences[component][0]}  # fmt: skip
         messages.append((wire.ui_subject(alice.user_id, component), message))
     shared = {"MSFT": [part("watchlist-quote-MSFT")]}
-    message = {"component": "watchlist", "ts": now, "topics": shared}
+    message = {"component": "watchlist", "ts": now, "topics": shared,
+               "src": fences["watchlist"][0]}  # fmt: skip
     messages.append((wire.ui_shared_subject("watchlist"), message))
     publish(stack, *messages)
     page.wait_for_function(
@@ -237,7 +292,7 @@ def test_phone_width_is_one_column_without_sideways_scrolling(browser: Any, stac
         overflow = page.evaluate("() => document.scrollingElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
         lefts = page.evaluate(
-            "() => [...document.querySelectorAll('main.dashboard > [data-component]')]"
+            "() => [...document.querySelectorAll('main.dashboard > [data-slot]')]"
             ".map(e => Math.round(e.getBoundingClientRect().left))"
         )
         assert len(lefts) == 4 and len(set(lefts)) == 1  # one column

@@ -111,7 +111,9 @@ async def send_ui(
     await bus.publish(wire.ui_subject(user_id, component), message)
 
 
-_STATUS = re.compile(r'<span id="feed-status"[^>]*>[^<]*</span>\n?')
+_STATUS = re.compile(
+    r'<span id="feed-status"[^>]*>[^<]*</span>\n?|<p id="freshness-[^"]*"[^>]*>[^<]*</p>\n?'
+)
 
 
 async def recv(ws: Any, timeout: float) -> str:  # noqa: ASYNC109

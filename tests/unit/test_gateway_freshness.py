@@ -40,3 +40,34 @@ def test_a_gateway_that_slowed_its_frames_says_so() -> None:
         pace.observe(0.2)
     assert "the server is busy" in fresh.element()
     assert fresh.element().startswith('<span id="feed-status" hx-swap-oob="true"')
+
+
+def test_each_tick_driven_panel_says_when_its_numbers_are_old() -> None:
+    clock, pace = Clock(), Pace(0.1, 0.5)
+    fresh = Freshness(pace, stale_after_s=2.0, clock=clock)
+    fresh.tick_done("portfolio", 1_700_000_000_000.0)
+    fresh.tick_done("watchlist", 1_700_000_000_000.0)
+    parts = dict(fresh.parts())
+    assert set(parts) == {"feed-status", "freshness-portfolio", "freshness-watchlist"}
+    assert (
+        "hidden" in parts["freshness-portfolio"]
+        and 'data-state="live"' in parts["freshness-portfolio"]
+    )
+    clock.now += 3.0
+    fresh.tick_done("portfolio", 1_700_000_003_000.0)  # the watchlist service went quiet
+    parts = dict(fresh.parts())
+    assert "hidden" in parts["freshness-portfolio"]
+    assert "hidden" not in parts["freshness-watchlist"]
+    assert "delayed — last update 22:13:20 UTC" in parts["freshness-watchlist"]
+
+
+def test_without_nats_every_panel_and_the_header_say_delayed() -> None:
+    clock, pace = Clock(), Pace(0.1, 0.5)
+    up = True
+    fresh = Freshness(pace, clock=clock, connected=lambda: up)
+    fresh.tick_done("portfolio", 1_700_000_000_000.0)
+    fresh.tick_done("risk_metrics", 1_700_000_000_500.0)
+    assert 'data-state="live"' in fresh.element()
+    up = False  # the gateway lost NATS: nothing it shows can be current
+    assert "no connection to the price feed — last update 22:13:20 UTC" in fresh.element()
+    assert all('data-state="delayed"' in html for _id, html in fresh.parts())

@@ -1,0 +1,96 @@
+"""The fault suite's stack: the launcher's services on their own nats-server and database,
+which the tests kill and restart (the launcher supervises the services it started; the
+servers here belong to the tests, so an outage lasts as long as a test wants)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from shared import devservers
+from tests.conftest import TEST_PASSWORD
+from tests.e2e.conftest import CHROMIUM_ARGS, Stack, _chromium, launch, shut_down
+
+
+@dataclass
+class FaultStack:
+    stack: Stack
+    nats: devservers.NatsServer
+
+    @property
+    def base_url(self) -> str:
+        return self.stack.base_url
+
+    @property
+    def database_url(self) -> str:
+        return self.stack.env["DATABASE_URL"]
+
+    def port(self, service: str) -> int:
+        return self.stack.port(service)
+
+    def kill(self, service: str) -> None:
+        """SIGKILL a service (the launcher restarts it)."""
+        port = str(self.port(service))
+        for proc in psutil.Process(self.stack.process.pid).children(recursive=True):
+            if f"--port {port}" in " ".join(proc.cmdline()):
+                proc.kill()
+                return
+        raise AssertionError(f"no {service} process on :{port}")
+
+    def stop_nats(self) -> None:
+        assert self.nats.process is not None
+        self.nats.process.kill()
+        self.nats.process.wait()
+
+    def start_nats(self) -> None:
+        self.nats.start()
+
+
+@pytest.fixture(scope="session")
+def fault_stack(
+    pg_server_uri: str, db_templates: dict[str, str], tmp_path_factory: Any
+) -> Iterator[FaultStack]:
+    name = f"faults_{os.getpid()}"
+    url = devservers.run_async(devservers.create_database(pg_server_uri, name))
+    nats = devservers.NatsServer(Path(tmp_path_factory.mktemp("fault-nats"))).start()
+    env = {k: v for k, v in os.environ.items()}
+    env.update(DATABASE_URL=url, NATS_URL=nats.url, DEMO_PASSWORD=TEST_PASSWORD)
+    stack = launch(env, tmp_path_factory.mktemp("fault-stack"))
+    yield FaultStack(stack, nats)
+    shut_down(stack)
+    nats.stop()
+    devservers.run_async(devservers.drop_database(pg_server_uri, name))
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def new_page(browser: Any, fault_stack: FaultStack) -> Iterator[Any]:
+    contexts: list[Any] = []
+
+    def make() -> Any:
+        context = browser.new_context(
+            base_url=fault_stack.base_url, viewport={"width": 1280, "height": 900}
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
