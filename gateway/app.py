@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.exc import DBAPIError
 
 from gateway import auth, compose, proxy, ws
 from gateway.hub import CLOSE_POLICY, CLOSE_RESTART
@@ -19,8 +22,11 @@ from gateway.upstream import open_client
 from shared import wire
 from shared.app_base import create_base_app
 from shared.bus import MessageBus
+from shared.db.engine import database_unavailable
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -96,6 +102,20 @@ def create_app(
             await g.http.aclose()
 
     app = create_base_app("gateway", settings, on_start=on_start, on_stop=on_stop, bus=bus)
+
+    async def database_away(request: Request, exc: Exception) -> Response:
+        """PostgreSQL restarting: the page gets a clear 503, not a bare 500."""
+        if not database_unavailable(exc):
+            raise exc
+        log.warning("%s %s: database unavailable", request.method, request.url.path)
+        return PlainTextResponse(
+            "The server cannot reach its database for a moment. Nothing was submitted; retry.",
+            status_code=503,
+            headers={wire.HEADER_RETRY_AFTER: "2"},
+        )
+
+    app.add_exception_handler(DBAPIError, database_away)
+    app.add_exception_handler(OSError, database_away)
     app.state.gw = Gateway(settings, GatewayMetrics(app.state.metrics), static)
     app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/static", static, name="static")

@@ -41,6 +41,19 @@ PASSED_THROUGH = (
 _FORWARDED = ("content-type", "accept", "hx-request", "hx-trigger", "hx-target")
 
 
+SERVICE_NAMES = {"order": "orders", "risk_metrics": "risk"}
+
+
+def uncertain(component: str) -> str:
+    name = SERVICE_NAMES.get(component, component)
+    if component == "order":  # every order carries its client order id
+        return (
+            f"The {name} service did not answer in time. Retry: the order keeps its id, "
+            "so it cannot be placed twice."
+        )
+    return f"The {name} service did not answer in time; it may not have been applied. Retry."
+
+
 @router.post("/c/{component}/{event}", include_in_schema=False)
 async def component_event(request: Request, component: str, event: str) -> Response:
     g = gw(request)
@@ -65,13 +78,19 @@ async def component_event(request: Request, component: str, event: str) -> Respo
         upstream = await g.client.post(
             url, content=bytes(body), headers=headers, timeout=g.settings.event_timeout_ms / 1000
         )
-    except httpx.TimeoutException:
-        g.metrics.events.labels(component, "timeout").inc()
-        return Response("the service did not answer in time", status_code=504)
-    except httpx.HTTPError as exc:
-        log.warning("event %s/%s failed: %s", component, event, exc)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        log.warning("event %s/%s: service unreachable: %s", component, event, exc)
         g.metrics.events.labels(component, "unreachable").inc()
-        return Response("the service is unavailable", status_code=502)
+        return Response(
+            f"Could not reach the {SERVICE_NAMES.get(component, component)} service. "
+            "Nothing was submitted; retry.",
+            status_code=503,
+            headers={wire.HEADER_RETRY_AFTER: "1"},
+        )
+    except httpx.HTTPError as exc:  # sent, but no answer: it may or may not have happened
+        log.warning("event %s/%s failed: %s", component, event, exc)
+        g.metrics.events.labels(component, "timeout").inc()
+        return Response(uncertain(component), status_code=504)
     g.metrics.events.labels(component, str(upstream.status_code)).inc()
     kept = {k: v for k in PASSED_THROUGH if (v := upstream.headers.get(k)) is not None}
     return Response(upstream.content, status_code=upstream.status_code, headers=kept)

@@ -10,8 +10,10 @@
  *    "message": ..}' is patched the moment the request is sent. If the response is not swapped
  *    and not 2xx (429, 5xx, other 4xx, network error, timeout, abort), the exact pre-submit DOM
  *    (including typed values) is put back; a 429 then counts down Retry-After with submit
- *    disabled. A swapped response (2xx, 422 with field errors) replaces the patched DOM itself;
- *    whatever patch is left on elements it did not replace is undone.
+ *    disabled, anything else shows the server's one-sentence answer (or "could not reach the
+ *    server") in the element's message slot, marked data-status="failed". A swapped response
+ *    (2xx, 422 with field errors) replaces the patched DOM itself; whatever patch is left on
+ *    elements it did not replace is undone. Elements without a patch show failures alike.
  */
 (function () {
   'use strict';
@@ -292,8 +294,41 @@
     queueMicrotask(function () {
       const elt = restoreSnapshot(record);
       if (xhr.status === 429) coolDown(elt, retryAfterSeconds(xhr));
+      else showFailure(elt, xhr);
     });
   }
+
+  // What went wrong, in the server's words (its 4xx/5xx bodies are one plain sentence);
+  // the browser only says so itself when no answer came at all.
+  function failureText(xhr) {
+    if (!xhr || xhr.status === 0) return 'Could not reach the server. Nothing was submitted; retry.';
+    const text = (xhr.responseText || '').trim();
+    if (text && text.length <= 300 && text.charAt(0) !== '<') return text;
+    return 'The request failed (HTTP ' + xhr.status + '). Nothing was changed; retry.';
+  }
+
+  function showFailure(elt, xhr) {
+    if (!elt || !elt.isConnected) return;
+    const root = elt.closest('[id$="-root"]') || elt;
+    let slot = elt.querySelector('[data-optimistic-message]') || root.querySelector('.event-failure');
+    if (!slot) {
+      slot = document.createElement('p');
+      slot.className = 'event-failure';
+      root.appendChild(slot);
+    }
+    slot.textContent = failureText(xhr);
+    slot.setAttribute('role', 'alert');
+    elt.setAttribute('data-status', 'failed');
+  }
+
+  // Elements without an optimistic patch: say what failed in their panel.
+  ['htmx:responseError', 'htmx:sendError', 'htmx:timeout'].forEach(function (name) {
+    document.addEventListener(name, function (evt) {
+      const xhr = evt.detail.xhr;
+      if (xhr && (inFlight.has(xhr) || xhr.status === 429)) return; // finish() reports those
+      showFailure(evt.detail.elt, xhr);
+    });
+  });
 
   // afterRequest follows every outcome (swap done, 4xx/5xx, network error, timeout, abort);
   // onLoadError replaces it when response handling threw.

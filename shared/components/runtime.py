@@ -14,9 +14,9 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from shared import wire
 from shared.components.base import Component, ComponentContext, FormComponent
@@ -115,7 +115,10 @@ def _signature_model(handler: Any) -> tuple[type[BaseModel], bool]:
         if param.kind in (param.VAR_POSITIONAL, param.POSITIONAL_ONLY):
             continue
         default = ... if param.default is param.empty else param.default
-        fields[name] = (hints.get(name, Any), default)
+        hint = hints.get(name, Any)
+        if hint is int:  # an id or a count: what a PostgreSQL integer column holds
+            hint = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+        fields[name] = (hint, default)
     model = create_model(
         f"{handler.__qualname__}_args", __config__=ConfigDict(extra="ignore"), **fields
     )

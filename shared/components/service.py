@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -13,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from shared import wire
 from shared.bus import Handler, MessageBus, NatsBus, Subscription
@@ -31,7 +34,7 @@ from shared.components.ratelimit import (
 from shared.components.registry import Registry
 from shared.components.rendering import render
 from shared.components.runtime import dispatch, mount
-from shared.db.engine import create_engine, ping, session_factory
+from shared.db.engine import create_engine, database_unavailable, ping, session_factory
 from shared.db.models import Symbol
 from shared.identity import Identity, InvalidIdentity, verify_identity
 from shared.leases import LeaseStore, NatsLeaseStore, PartitionLeases
@@ -58,18 +61,54 @@ def rate_limit_headers(policy: str, status: RateLimitStatus | RateLimited) -> di
     return headers
 
 
+MAX_FIELDS = 100  # no dashboard form has more than a dozen
+MAX_DEPTH = 8  # nor nests JSON deeper than this
+
+
+def _checked(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` if every string in it is text PostgreSQL can store; else ValueError."""
+    if depth > MAX_DEPTH:
+        raise ValueError("JSON nested too deeply")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"a NUL character in {where!r}")
+        return value
+    if isinstance(value, dict):
+        if len(value) > MAX_FIELDS:
+            raise ValueError(f"more than {MAX_FIELDS} fields")
+        return {_checked(k, where): _checked(v, str(k), depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if len(value) > MAX_FIELDS:
+            raise ValueError(f"more than {MAX_FIELDS} values in {where!r}")
+        return [_checked(v, where, depth + 1) for v in value]
+    return value
+
+
 async def read_payload(request: Request) -> dict[str, Any]:
-    """A form-encoded or JSON body as a dict (repeated form keys become lists)."""
+    """A form-encoded or JSON body as a dict (repeated form keys become lists).
+
+    Raises ValueError, with a message for the caller, for anything malformed: undecodable
+    or deeply nested JSON, a multipart body without its boundary, too many fields, a NUL
+    character (which PostgreSQL cannot store).
+    """
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await request.body()
         if not body:
             return {}
-        data = await request.json()
+        try:
+            data = json.loads(body)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise ValueError("JSON body must be an object")
-        return data
+        return dict(_checked(data, "body"))
     payload: dict[str, Any] = {}
-    for key, value in (await request.form()).multi_items():
+    try:
+        form = await request.form(max_files=0, max_fields=MAX_FIELDS)
+    except (HTTPException, MultiPartException, KeyError) as exc:
+        detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or "bad form"
+        raise ValueError(str(detail)) from None
+    for key, value in form.multi_items():
         if not isinstance(value, str):
             continue
         if key in payload:
@@ -77,7 +116,18 @@ async def read_payload(request: Request) -> dict[str, Any]:
             payload[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
         else:
             payload[key] = value
-    return payload
+    return dict(_checked(payload, "form"))
+
+
+DB_RETRY_AFTER_S = 2
+
+
+def unavailable_response() -> Response:
+    return PlainTextResponse(
+        "The database is unavailable for a moment. Nothing was changed; retry.",
+        status_code=503,
+        headers={wire.HEADER_RETRY_AFTER: str(DB_RETRY_AFTER_S)},
+    )
 
 
 def create_component_app(
@@ -228,7 +278,7 @@ def create_component_app(
         try:
             payload = await read_payload(request)
         except ValueError as exc:
-            return text(422, f"malformed payload: {exc}")
+            return text(400, f"Malformed request: {exc}. Nothing was changed.")
         outcome = await dispatch(cls, context, event, payload, limiter=rate_limiter)
         headers = rate_limit_headers(f"{name}.{event}", outcome.rate) if outcome.rate else {}
         html = render(outcome.component).html
@@ -242,22 +292,30 @@ def create_component_app(
             response = await run(request, name, event)
         except HandlerError as exc:
             rid = request_id_var.get()
-            log.error(
-                "component %s event %s failed [request_id=%s]",
-                name,
-                event,
-                rid,
-                exc_info=exc.__cause__ or exc,
-            )
-            response = text(500, f"internal error (request id {rid})")
+            if database_unavailable(exc.__cause__):
+                log.warning("component %s event %s: database unavailable", name, event)
+                response = unavailable_response()
+            else:
+                log.error(
+                    "component %s event %s failed [request_id=%s]",
+                    name,
+                    event,
+                    rid,
+                    exc_info=exc.__cause__ or exc,
+                )
+                response = text(500, f"Internal error (request id {rid}). Nothing was changed.")
         except RateLimited as exc:
             response = text(429, str(exc), rate_limit_headers(f"{name}.{event}", exc))
         except ComponentError as exc:
             response = text(exc.status, str(exc))
-        except Exception:
+        except Exception as exc:
             rid = request_id_var.get()
-            log.exception("component %s event %s failed [request_id=%s]", name, event, rid)
-            response = text(500, f"internal error (request id {rid})")
+            if database_unavailable(exc):
+                log.warning("component %s event %s: database unavailable", name, event)
+                response = unavailable_response()
+            else:
+                log.exception("component %s event %s failed [request_id=%s]", name, event, rid)
+                response = text(500, f"Internal error (request id {rid}). Nothing was changed.")
         known = name if name in registry else "unknown"
         # labels only from names the service knows: a caller can't mint metric series
         known_event = event is not None and name in registry and registry.get(name).has_event(event)

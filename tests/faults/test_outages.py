@@ -141,3 +141,40 @@ def test_a_dead_component_service_is_marked_delayed_and_comes_back_by_itself(
     assert not page.is_visible("#freshness-watchlist")
     fresh.wait_for_selector("#watchlist-root [id^=watchlist-row-]", timeout=30_000)
     assert fresh.locator("#watchlist-root.fragment-unavailable").count() == 0
+
+
+def test_an_order_sent_while_the_orders_service_is_down_says_so_and_a_retry_places_it_once(
+    new_page: Any, fault_stack: FaultStack
+) -> None:
+    """The gateway cannot reach the orders service: the ticket says what happened in the
+    server's words (never a stale "filled"), the form keeps what the trader typed, and the
+    retry once the service is back places exactly one order."""
+    page = new_page()
+    login(page, "alice")
+    page.wait_for_selector("#order-root form.order-form")
+    before = book(fault_stack.database_url, "alice", "PFE")
+    fault_stack.kill("orders")
+    page.fill("#order-root input[name=symbol]", "PFE")
+    page.fill("#order-root input[name=quantity]", "4")
+    page.click("#order-root button[value=buy]")
+    failed = page.wait_for_selector("#order-root [data-status=failed] [data-optimistic-message]")
+    message = failed.text_content() or ""
+    assert "orders service" in message and "retry" in message.lower(), message
+    assert "filled" not in message
+    assert page.input_value("#order-root input[name=quantity]") == "4"  # kept for the retry
+    assert book(fault_stack.database_url, "alice", "PFE")["orders"] == before["orders"]
+
+    deadline = time.monotonic() + 30
+    while True:  # the launcher restarts it; the trader retries until it answers
+        page.click("#order-root button[value=buy]")
+        page.wait_for_function(
+            "() => { const m = document.querySelector('#order-root [data-optimistic-message]');"
+            " return m && !m.textContent.includes('Sending'); }"
+        )
+        if "filled" in (page.text_content("#order-root [data-optimistic-message]") or ""):
+            break
+        assert time.monotonic() < deadline, "the orders service did not come back"
+        time.sleep(1)
+    after = book(fault_stack.database_url, "alice", "PFE")
+    assert after["orders"] == before["orders"] + 1
+    assert after["qty"] == before["qty"] + 4

@@ -96,12 +96,14 @@ async def test_service_answers_pass_through_unchanged(
         assert r.headers[name] == value
 
 
-async def test_unknown_components_and_events_are_404_and_services_down_are_502(env: Env) -> None:
+async def test_unknown_components_and_events_are_404_and_services_down_are_503(env: Env) -> None:
     h = {wire.HEADER_CSRF: env.csrf}
     assert (await env.client.post("/c/nope/submit", data=FORM, headers=h)).status_code == 404
     assert (await env.client.post("/c/order/../x", data=FORM, headers=h)).status_code == 404
     assert (await env.client.post("/c/order/Bad-Event", data=FORM, headers=h)).status_code == 404
-    assert (await env.client.post("/c/watchlist/add", data=FORM, headers=h)).status_code == 502
+    r = await env.client.post("/c/watchlist/add", data=FORM, headers=h)
+    assert r.status_code == 503 and r.headers[wire.HEADER_RETRY_AFTER] == "1"
+    assert r.text == "Could not reach the watchlist service. Nothing was submitted; retry."
     assert env.orders.calls == []
 
 
