@@ -68,6 +68,7 @@ class Pricefeed:
         leases: LeaseStore | None = None,
     ) -> None:
         self.settings, self.bus, self.metrics, self.clock = settings, bus, metrics, clock
+        self.sessions = sessions
         self.leadership = Leadership(
             leases,
             settings.replica_id or default_replica_id(),
@@ -199,6 +200,26 @@ class Pricefeed:
         ]
         await self.leadership.start()
         self._initial = []  # a standby leaves them to the leader
+        self.bus.on_reconnect(self._reconnected)
+
+    async def reload_accounts(self) -> None:
+        """Every account's limit and positions again from PostgreSQL (after a NATS outage
+        the order events published meanwhile are gone); alert levels continue."""
+        async with self.sessions() as session:
+            snapshot = await load_snapshot(session)
+        now = self.clock.wall_ms()
+        for account in snapshot.accounts:
+            level = self.monitor.level_of(account.id) or account.stored_level
+            breach = self.monitor.load_account(
+                account.id, account.margin_limit, account.positions, level
+            )
+            if breach is not None:
+                self._on_breach(breach, now)
+        log.info("reloaded %d accounts after a NATS reconnect", len(snapshot.accounts))
+
+    async def _reconnected(self) -> None:
+        task = asyncio.create_task(self.reload_accounts(), name="pricefeed-reload")
+        self._tasks.append(task)
 
     async def release(self) -> None:
         """Hand the feed to a standby (``POST /ops/release``, a pod's preStop): stop

@@ -1,8 +1,9 @@
-"""A component service after a NATS outage: what changed meanwhile reaches the live page.
+"""After a NATS outage, what changed meanwhile reaches the live page and the risk monitor.
 
 The order event that announced the change was published while NATS was down, so it is
-gone; the service reloads every live instance from PostgreSQL once it reconnects and
-publishes full renders. The nats-server here is the test's own, killed and restarted.
+gone: a component service reloads every live instance from PostgreSQL once it reconnects
+and publishes full renders; the pricefeed reloads every account's positions. The
+nats-server here is the test's own, killed and restarted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from sqlalchemy import select
 
 from services.portfolio.app import create_app
 from services.portfolio.settings import PortfolioSettings
+from services.pricefeed.app import create_app as pricefeed_app
+from services.pricefeed.settings import PricefeedSettings
 from shared import devservers, wire
 from shared.bus import NatsBus
 from shared.components.service import live_instance
@@ -67,5 +70,35 @@ async def test_after_a_nats_outage_the_live_portfolio_shows_what_changed_meanwhi
             await wait_until(lambda: full_publishes(app) > before, timeout=5)
     finally:
         await bus.close()
+        await engine.dispose()
+        server.stop()
+
+
+async def test_after_a_nats_outage_the_risk_monitor_knows_positions_bought_meanwhile(
+    demo_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = devservers.NatsServer(tmp_path / "nats").start()
+    monkeypatch.setenv("DATABASE_URL", demo_database_url)
+    monkeypatch.setenv("NATS_URL", server.url)
+    bob = await identity_of(demo_database_url, "bob")
+    engine = create_engine(demo_database_url, null_pool=True)
+    app = pricefeed_app(PricefeedSettings(tick_interval_ms=100, db_write_interval_s=0.2))
+    try:
+        async with running(app):
+            feed = app.state.pricefeed
+            await wait_until(lambda: feed.leadership.leading, timeout=10)
+            assert "AAPL" not in feed.monitor.accounts[bob.account_id].qty
+            assert server.process is not None
+            server.process.kill()  # the order event of this fill never reaches the feed
+            server.process.wait()
+            async with session_factory(engine)() as s, s.begin():
+                aapl = await s.scalar(select(Symbol.id).where(Symbol.ticker == "AAPL"))
+                s.add(Position(account_id=bob.account_id, symbol_id=aapl, quantity=50,
+                               avg_cost=Decimal("190.00")))  # fmt: skip
+            server.start()
+            await wait_until(
+                lambda: feed.monitor.accounts[bob.account_id].qty.get("AAPL") == 50, timeout=15
+            )
+    finally:
         await engine.dispose()
         server.stop()
