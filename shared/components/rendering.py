@@ -32,6 +32,7 @@ __all__ = [
     "compact",
     "environment_for",
     "money",
+    "price",
     "pct",
     "qty",
     "render",
@@ -80,6 +81,18 @@ def money(value: Any, places: int = 2) -> str:
     """``1234.5`` → ``"1,234.50"`` (half up)."""
     number = _decimal(value)
     return "" if number is None else f"{_round(number, places):,.{places}f}"
+
+
+def price(value: Any, places: int = 4) -> str:
+    """A unit price as precise as it is stored, never fewer than two places:
+    ``28.6774`` → ``"28.6774"``, ``28.6`` → ``"28.60"`` (an average cost the trader can
+    check the P&L against)."""
+    number = _decimal(value)
+    if number is None:
+        return ""
+    rounded = _round(number, places)
+    shown = max(2, -rounded.normalize().as_tuple().exponent) if rounded else 2
+    return f"{rounded:,.{min(shown, places)}f}"
 
 
 def pct(value: Any) -> str:
@@ -132,7 +145,7 @@ def environment_for(directory: Path) -> Environment:
         lstrip_blocks=True,
         auto_reload=False,  # templates ship with the code: no stat() per render
     )
-    env.filters.update(money=money, pct=pct, qty=qty, signed=signed)
+    env.filters.update(money=money, pct=pct, price=price, qty=qty, signed=signed)
     return env
 
 

@@ -22,14 +22,12 @@ from tests.e2e.conftest import CHROMIUM_ARGS, Stack, _chromium, launch, shut_dow
 class FaultStack:
     stack: Stack
     nats: devservers.NatsServer
+    pg_data: str
+    database_url: str
 
     @property
     def base_url(self) -> str:
         return self.stack.base_url
-
-    @property
-    def database_url(self) -> str:
-        return self.stack.env["DATABASE_URL"]
 
     def port(self, service: str) -> int:
         return self.stack.port(service)
@@ -53,19 +51,18 @@ class FaultStack:
 
 
 @pytest.fixture(scope="session")
-def fault_stack(
-    pg_server_uri: str, db_templates: dict[str, str], tmp_path_factory: Any
-) -> Iterator[FaultStack]:
-    name = f"faults_{os.getpid()}"
-    url = devservers.run_async(devservers.create_database(pg_server_uri, name))
+def fault_stack(tmp_path_factory: Any) -> Iterator[FaultStack]:
+    """The launcher with its own PostgreSQL (which it supervises) and the test's nats-server."""
     nats = devservers.NatsServer(Path(tmp_path_factory.mktemp("fault-nats"))).start()
-    env = {k: v for k, v in os.environ.items()}
-    env.update(DATABASE_URL=url, NATS_URL=nats.url, DEMO_PASSWORD=TEST_PASSWORD)
-    stack = launch(env, tmp_path_factory.mktemp("fault-stack"))
-    yield FaultStack(stack, nats)
+    data_dir = Path(tmp_path_factory.mktemp("fault-stack"))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(NATS_URL=nats.url, DEMO_PASSWORD=TEST_PASSWORD)
+    stack = launch(env, data_dir)
+    pg = devservers.start_postgres(data_dir / "postgres")  # the launcher's, already running
+    url = devservers.database_url(pg.get_uri(), "postgres")
+    yield FaultStack(stack, nats, str(data_dir / "postgres"), url)
     shut_down(stack)
     nats.stop()
-    devservers.run_async(devservers.drop_database(pg_server_uri, name))
 
 
 @pytest.fixture(scope="package")
