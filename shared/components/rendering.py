@@ -91,7 +91,8 @@ def price(value: Any, places: int = 4) -> str:
     if number is None:
         return ""
     rounded = _round(number, places)
-    shown = max(2, -rounded.normalize().as_tuple().exponent) if rounded else 2
+    exponent = rounded.normalize().as_tuple().exponent
+    shown = max(2, -exponent) if isinstance(exponent, int) and rounded else 2
     return f"{rounded:,.{min(shown, places)}f}"
 
 
