@@ -29,7 +29,7 @@ from services.orders.execution import (
 )
 from services.orders.queries import order_rows
 from services.orders.schema import OrderSchema, new_client_order_id
-from shared import wire
+from shared import failpoints, wire
 from shared.components import (
     FieldError,
     FormComponent,
@@ -194,6 +194,8 @@ class OrderComponent(FormComponent):
         else:
             message = rules.describe_open(order.id, side, qty, symbol.ticker, limit)
         self._publish_after_commit(order, symbol.ticker)
+        client_order_id = data["client_order_id"]
+        self.on_commit(lambda: failpoints.hit("orders.after_commit", client_order_id))
         await self._load_orders()
         self._answer(order, message)
 

@@ -17,6 +17,9 @@ from shared import devservers
 from tests.conftest import TEST_PASSWORD
 from tests.e2e.conftest import CHROMIUM_ARGS, Stack, _chromium, launch, shut_down
 
+DIE_AFTER_COMMIT = "die-after-commit-"
+AFTER_COMMIT = f"orders.after_commit={DIE_AFTER_COMMIT}"
+
 
 @dataclass
 class FaultStack:
@@ -56,7 +59,8 @@ def fault_stack(tmp_path_factory: Any) -> Iterator[FaultStack]:
     nats = devservers.NatsServer(Path(tmp_path_factory.mktemp("fault-nats"))).start()
     data_dir = Path(tmp_path_factory.mktemp("fault-stack"))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(NATS_URL=nats.url, DEMO_PASSWORD=TEST_PASSWORD)
+    # an order whose client order id starts so kills the orders process after its commit
+    env.update(NATS_URL=nats.url, DEMO_PASSWORD=TEST_PASSWORD, FAILPOINTS=f"{AFTER_COMMIT}*")
     stack = launch(env, data_dir)
     pg = devservers.start_postgres(data_dir / "postgres")  # the launcher's, already running
     url = devservers.database_url(pg.get_uri(), "postgres")

@@ -4,6 +4,7 @@ nothing accepted is lost, nothing applied twice, nothing stale shown as live."""
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from shared.db.engine import create_engine, session_factory
 from shared.db.models import Account, Order, OutboxMessage, Position, Symbol
 from tests.e2e.conftest import login
 from tests.e2e.test_live_dashboard import assert_arithmetic, snapshot
-from tests.faults.conftest import FaultStack
+from tests.faults.conftest import DIE_AFTER_COMMIT, FaultStack
 from tests.support import identity_of
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -178,3 +179,45 @@ def test_an_order_sent_while_the_orders_service_is_down_says_so_and_a_retry_plac
     after = book(fault_stack.database_url, "alice", "PFE")
     assert after["orders"] == before["orders"] + 1
     assert after["qty"] == before["qty"] + 4
+
+
+def test_the_orders_process_dying_after_commit_and_a_retry_returns_the_original_order(
+    new_page: Any, fault_stack: FaultStack
+) -> None:
+    """Row 4: the orders process commits the order and dies before answering (a failpoint
+    right after the commit). The ticket says the service did not answer; the trader's retry,
+    with the same client order id, gets the original order back, and there is one order."""
+    page = new_page()
+    login(page, "bob")
+    page.wait_for_selector("#order-root form.order-form")
+    before = book(fault_stack.database_url, "bob", "BAC")
+    client_order_id = f"{DIE_AFTER_COMMIT}{uuid.uuid4().hex[:12]}"
+    page.evaluate(
+        "cid => { document.querySelector('#order-root input[name=client_order_id]').value = cid; }",
+        client_order_id,
+    )
+    page.fill("#order-root input[name=symbol]", "BAC")
+    page.fill("#order-root input[name=quantity]", "6")
+    page.click("#order-root button[value=buy]")
+    failed = page.wait_for_selector("#order-root [data-status=failed] [data-optimistic-message]")
+    message = failed.text_content() or ""
+    assert "did not answer" in message and "cannot be placed twice" in message, message
+    stored = book(fault_stack.database_url, "bob", "BAC")
+    assert stored["orders"] == before["orders"] + 1  # committed before the process died
+
+    deadline = time.monotonic() + 30
+    while True:  # retry (same form, same client order id) until the service is back
+        page.click("#order-root button[value=buy]")
+        page.wait_for_function(
+            "() => { const m = document.querySelector('#order-root [data-optimistic-message]');"
+            " return m && !m.textContent.includes('Sending'); }"
+        )
+        text = page.text_content("#order-root [data-optimistic-message]") or ""
+        if "already received" in text:
+            break
+        assert time.monotonic() < deadline, f"no answer from the orders service: {text}"
+        time.sleep(1)
+    assert "filled" in text
+    after = book(fault_stack.database_url, "bob", "BAC")
+    assert after["orders"] == before["orders"] + 1
+    assert after["qty"] == before["qty"] + 6
