@@ -12,6 +12,7 @@ import pytest
 
 from shared import devservers, wire
 from shared.bus import NatsBus
+from shared.domain import cents  # money as the server shows it: to the cent, half up
 from tests.e2e.conftest import Stack, artifact, login
 from tests.support import identity_of
 
@@ -44,9 +45,9 @@ def assert_arithmetic(snap: dict[str, Any]) -> None:
     total = Decimal(0)
     for row in snap["rows"]:
         qty, avg, last = num(row["qty"]), num(row["avg"]), num(row["last"])
-        assert num(row["pnl"]) == ((last - avg) * qty).quantize(Decimal("0.01")), row
+        assert num(row["pnl"]) == cents((last - avg) * qty), row
         total += last * qty
-    assert num(snap["total"]) == total.quantize(Decimal("0.01"))
+    assert num(snap["total"]) == cents(total)
 
 
 def wait_for_change(page: Any, before: dict[str, Any], timeout: float = 15) -> dict[str, Any]:
