@@ -48,7 +48,9 @@ def create_base_app(
         engine = create_engine(settings.async_database_url, pool_size=settings.db_pool_size)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
-        app.state.bus = bus or await NatsBus.connect(settings.nats_url, name=service)
+        app.state.bus = bus or await NatsBus.connect(
+            settings.nats_url, name=service, **settings.nats_options()
+        )
         try:
             if on_start:
                 await on_start(app)

@@ -98,7 +98,9 @@ class NatsBus:
         self._on_reconnect: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
-    async def connect(cls, url: str, name: str = "") -> NatsBus:
+    async def connect(cls, url: str, name: str = "", **options: Any) -> NatsBus:
+        """Connect (and keep reconnecting forever); ``options`` carry the identity and
+        TLS (:meth:`ServiceSettings.nats_options`)."""
         import nats
 
         bus = cls(None)
@@ -108,8 +110,14 @@ class NatsBus:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             reconnected_cb=bus._reconnected,
+            error_cb=bus._error,
+            **options,
         )
         return bus
+
+    async def _error(self, exc: Exception) -> None:
+        # e.g. "Permissions Violation for Publish to ...": the server refused a subject
+        log.error("NATS: %s", exc)
 
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Call ``callback`` after each reconnection: messages published while the

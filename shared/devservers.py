@@ -101,9 +101,10 @@ def nats_executable() -> str:
 class NatsServer:
     """A nats-server child process with JetStream, listening on 127.0.0.1."""
 
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, config: Path | None = None):
         self.store_dir = store_dir
         self.port = port or free_port()
+        self.config = config  # e.g. the identities and permissions (shared.natsauth)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,6 +124,7 @@ class NatsServer:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                *(["-c", str(self.config)] if self.config else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

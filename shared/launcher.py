@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from shared import devservers
+from shared import devservers, natsauth
 from shared.balancer import Balancer
 from shared.db.demo import DEMO_USERS, demo_password, load_demo_data
 from shared.db.engine import create_engine, session_factory
@@ -197,6 +199,39 @@ def nats_server(nats: devservers.NatsServer, log_file: Path) -> Server:
     return Server("nats-server", alive, restart)
 
 
+def private_file(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` readable by this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def nats_identities(data_dir: Path) -> tuple[dict[str, dict[str, str]], Path]:
+    """Each process's NATS identity (made once, kept in ``.data/``) and the server's
+    configuration enforcing what each may publish and subscribe."""
+    passwords = natsauth.ensure_credentials(data_dir / "nats-users.json")
+    config = private_file(data_dir / "nats-auth.conf", natsauth.server_config(passwords))
+    identities = {
+        s.name: {"NATS_USER": s.name, "NATS_PASSWORD": passwords[natsauth.identity_of(s.name)]}
+        for s in SERVICES
+    }
+    return identities, config
+
+
+def local_secrets(data_dir: Path) -> dict[str, str]:
+    """The secrets of this development stack: random, made on first start, kept in
+    ``.data/secrets.json`` (an environment variable of the same name wins)."""
+    path = data_dir / "secrets.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted = ("IDENTITY_SECRET", "GATEWAY_SESSION_SECRET")
+    if any(name not in known for name in wanted):
+        known.update({n: secrets.token_urlsafe(48) for n in wanted if n not in known})
+        private_file(path, json.dumps(known, indent=2))
+    return {n: known[n] for n in wanted}
+
+
 def restart_servers(servers: list[Server]) -> None:
     """Bring back a dead PostgreSQL or nats-server on its data directory and port; the
     services reconnect by themselves (NATS clients retry, the pools reconnect)."""
@@ -266,12 +301,17 @@ def main(argv: list[str] | None = None) -> int:
             env["DATABASE_URL"] = devservers.database_url(pg.get_uri(), "postgres")
             servers.append(postgres_server(pg))
             say(f"PostgreSQL running in {data_dir / 'postgres'}")
+        identities: dict[str, dict[str, str]] = {}
         if not env.get("NATS_URL"):
             port = int(env.get("NATS_PORT", "4222"))
-            nats = devservers.NatsServer(data_dir / "nats", port).start(data_dir / "nats.log")
+            identities, config = nats_identities(data_dir)
+            nats = devservers.NatsServer(data_dir / "nats", port, config)
+            nats.start(data_dir / "nats.log")
             env["NATS_URL"] = nats.url
             servers.append(nats_server(nats, data_dir / "nats.log"))
-            say(f"nats-server running on {nats.url}")
+            say(f"nats-server running on {nats.url}, one identity per process")
+        for name, value in local_secrets(data_dir).items():
+            env.setdefault(name, value)
         fresh = asyncio.run(prepare_database(env["DATABASE_URL"]))
         say("database migrated; " + ("demo data loaded" if fresh else "existing data kept"))
 
@@ -282,12 +322,13 @@ def main(argv: list[str] | None = None) -> int:
                 env.setdefault(f"GATEWAY_{s.name.upper()}_URL", f"http://127.0.0.1:{ports[s.name]}")
         for s in SERVICES:
             count = replicas(s.name, env)
+            service_env = {**env, **identities.get(s.name, {})}
             if count == 1:
-                children.append(Child(s, ports[s.name], env))
+                children.append(Child(s, ports[s.name], service_env))
                 continue
             backends = [devservers.free_port() for _ in range(count)]
             for i, port in enumerate(backends, start=1):
-                own = {**env, s.port_env: str(port), "REPLICA_ID": f"{s.name}-{i}"}
+                own = {**service_env, s.port_env: str(port), "REPLICA_ID": f"{s.name}-{i}"}
                 children.append(Child(s, port, own, label=f"{s.name}-{i}"))
             balancers.append(Balancer(ports[s.name], backends).start())
             say(

@@ -8,7 +8,8 @@ variables, so one ``DATABASE_URL`` configures the whole stack.
 
 from __future__ import annotations
 
-from typing import Literal
+import ssl
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,14 @@ class ServiceSettings(BaseSettings):
     identity_secret: SecretStr = Field(
         SecretStr(DEV_PLACEHOLDER_SECRET), validation_alias="IDENTITY_SECRET"
     )
+    # NATS identity (DESIGN.md §3.2; the server enforces each identity's subjects): a
+    # credentials file (NKey/JWT) or a user and password; TLS when a CA is given
+    nats_creds: str = Field("", validation_alias="NATS_CREDS")
+    nats_user: str = Field("", validation_alias="NATS_USER")
+    nats_password: SecretStr | None = Field(None, validation_alias="NATS_PASSWORD")
+    nats_tls_ca: str = Field("", validation_alias="NATS_TLS_CA")
+    nats_tls_cert: str = Field("", validation_alias="NATS_TLS_CERT")
+    nats_tls_key: str = Field("", validation_alias="NATS_TLS_KEY")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     host: str = "127.0.0.1"
     port: int = 8000
@@ -72,6 +81,22 @@ class ServiceSettings(BaseSettings):
     @property
     def async_database_url(self) -> str:
         return async_database_url(self.database_url)
+
+    def nats_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect``: this process's identity and TLS."""
+        options: dict[str, Any] = {}
+        if self.nats_creds:
+            options["user_credentials"] = self.nats_creds
+        elif self.nats_user:
+            options["user"] = self.nats_user
+            if self.nats_password is not None:
+                options["password"] = self.nats_password.get_secret_value()
+        if self.nats_tls_ca:
+            context = ssl.create_default_context(cafile=self.nats_tls_ca)
+            if self.nats_tls_cert:
+                context.load_cert_chain(self.nats_tls_cert, self.nats_tls_key or None)
+            options["tls"] = context
+        return options
 
     def secret_fields(self) -> dict[str, SecretStr]:
         """Every secret of this process, by field name (subclasses add theirs)."""

@@ -174,7 +174,11 @@ def create_component_app(
         app.state.engine = create_engine(settings.async_database_url) if own_engine else engine
         app.state.db = session_factory(app.state.engine) if app.state.engine else None
         own_bus = bus is None
-        app.state.bus = await NatsBus.connect(settings.nats_url, service_name) if own_bus else bus
+        app.state.bus = (
+            await NatsBus.connect(settings.nats_url, service_name, **settings.nats_options())
+            if own_bus
+            else bus
+        )
         subs: list[Subscription] = []
         try:
             if prices is not None and follows_ticks and app.state.db is not None:
