@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,9 +69,41 @@ class _Part:
     ts_ms: float | None
 
 
-def prepare_parts(component: str, raw_parts: Any) -> list[tuple[str, str]]:
+# What no part may carry, whoever sent it: scripts and other active elements, inline event
+# handlers, javascript: URLs, htmx's inline handlers and evaluated values.
+_FORBIDDEN = re.compile(
+    r"<\s*/?\s*(?:script|iframe|object|embed|base|meta|link|frame|style)\b"
+    r"|[\s\"'/]on[a-z]+\s*="
+    r"|javascript\s*:"
+    r"|\bhx-on\b|\bhx-on[:-]"
+    r"|\b(?:hx-vals|hx-headers|hx-vars)\s*=\s*[\"']?\s*(?:js|javascript)\s*:",
+    re.IGNORECASE,
+)
+# Requests a part may make: only to its own component's event URLs (and its fragment)
+_REQUEST = re.compile(
+    r"\b(?:data-)?hx-(?:get|post|put|patch|delete)\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>]+))",
+    re.IGNORECASE,
+)
+
+
+def _unsafe(component: str, html: str) -> str | None:
+    """Why ``html`` may not reach a page, or ``None``."""
+    if _FORBIDDEN.search(html):
+        return "active content"
+    for match in _REQUEST.finditer(html):
+        url = next(g for g in match.groups() if g is not None)
+        if not url.startswith((f"/c/{component}/", f"/fragments/{component}")):
+            return "request to a foreign URL"
+    return None
+
+
+def prepare_parts(
+    component: str, raw_parts: Any, dropped: Callable[[str], None] | None = None
+) -> list[tuple[str, str]]:
     """A message's parts as ``(id, html with hx-swap-oob)``, dropping what a component may
-    not send: anything that is not one element with an id of that component's prefix."""
+    not send: anything that is not one element with an id of that component's prefix, and
+    anything active (scripts, event handlers, requests to URLs not the component's own).
+    ``dropped`` hears why each dropped part was dropped (the gateway counts them)."""
     prefix = wire.ID_PREFIX.get(component)
     prepared: list[tuple[str, str]] = []
     if prefix is None:
@@ -81,13 +114,18 @@ def prepare_parts(component: str, raw_parts: Any) -> list[tuple[str, str]]:
         html = raw.get("html") if isinstance(raw, dict) else None
         oob = with_oob(html) if isinstance(html, str) else None
         if not isinstance(part_id, str) or not part_id or oob is None:
-            log.warning("dropping a %s part that is not an element with an id", component)
-            continue
-        if not part_id.startswith(prefix + "-"):
+            reason = "not an element"
+        elif not part_id.startswith(prefix + "-"):
             # services swap their own component's elements only, never the gateway's page
-            log.warning("dropping a %s part with foreign id %r", component, part_id[:64])
+            reason = "foreign id"
+        else:
+            reason = _unsafe(component, oob) or ""
+        if reason:
+            log.warning("dropping a %s part (%s): %r", component, reason, str(part_id)[:64])
+            if dropped is not None:
+                dropped(reason)
             continue
-        prepared.append((part_id, oob))
+        prepared.append((part_id, oob))  # type: ignore[arg-type]
     return prepared
 
 

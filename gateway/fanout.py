@@ -137,6 +137,10 @@ class Fanout:
                 if isinstance(update, dict):
                     self._update(component, update, ts, tick)
 
+    def _dropped(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.parts_dropped.labels(reason).inc()
+
     def owner(self, component: str, partition: int) -> str | None:
         """The producer of the newest accepted per-user message of the partition."""
         return self._owners.get((component, partition))
@@ -252,7 +256,7 @@ class Fanout:
         topics = update.get("topics")
         if full and isinstance(topics, list):
             self._set_topics(user_id, component, frozenset(str(t) for t in topics))
-        parts = prepare_parts(component, update.get("parts"))
+        parts = prepare_parts(component, update.get("parts"), self._dropped)
         for socket in targets:
             self._put(socket, component, parts, ts, full=full, tick=tick)
 
@@ -277,6 +281,6 @@ class Fanout:
                 if not mine:
                     continue
                 if parts is None:
-                    parts = prepare_parts(component, raw_parts)
+                    parts = prepare_parts(component, raw_parts, self._dropped)
                 for socket in self._sockets.get(user_id, ()):
                     self._put(socket, component, parts, ts, tick=tick)

@@ -48,6 +48,12 @@ class GatewayMetrics:
             "ui.* messages (or shared topics) dropped: published under an older epoch.",
             registry=r,
         )
+        self.parts_dropped = Counter(
+            "gateway_parts_dropped",
+            "Parts a service sent that the gateway refused to forward, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.gaps = Counter(
             "gateway_ui_seq_gaps", "Sequence gaps in a producer's ui.* messages.", registry=r
         )

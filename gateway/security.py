@@ -29,6 +29,11 @@ SECURITY_HEADERS: dict[str, str] = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
+    # the page needs none of the browser's powerful features
+    "Permissions-Policy": (
+        "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), "
+        "bluetooth=(), hid=(), midi=(), display-capture=(), clipboard-read=()"
+    ),
 }
 _HSTS = (b"strict-transport-security", b"max-age=31536000")
 

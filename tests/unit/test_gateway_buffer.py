@@ -112,3 +112,38 @@ def test_parts_for_the_gateways_own_elements_are_dropped() -> None:
     drained = buf.drain()
     assert drained.parts == 1
     assert drained.frames == ['<div hx-swap-oob="true" id="portfolio-row-A" role="row">1</div>']
+
+
+def test_active_content_and_foreign_requests_never_reach_a_page() -> None:
+    reasons: list[str] = []
+    bad = [
+        '<div id="portfolio-x"><script>alert(1)</script></div>',
+        '<div id="portfolio-x" onclick="steal()">x</div>',
+        '<div id="portfolio-x"><img src=x onerror=steal()></div>',
+        '<div id="portfolio-x" hx-post="/c/order/submit" hx-trigger="load">x</div>',
+        '<div id="portfolio-x"><button hx-get=https://evil.example/x>go</button></div>',
+        '<div id="portfolio-x"><a href="javascript:steal()">x</a></div>',
+        '<div id="portfolio-x" hx-on:click="steal()">x</div>',
+        '<div id="portfolio-x" hx-vals="js:{a: steal()}">x</div>',
+        '<div id="portfolio-x"><iframe src="/"></iframe></div>',
+    ]
+    parts = [{"id": "portfolio-x", "html": html} for html in bad]
+    assert prepare_parts("portfolio", parts, reasons.append) == []
+    assert len(reasons) == len(bad)
+    assert set(reasons) == {"active content", "request to a foreign URL"}
+    # what the components really send passes: requests to their own event URLs
+    good = [
+        {
+            "id": "watchlist-row-KO",
+            "html": '<div id="watchlist-row-KO"><button hx-post="/c/watchlist/remove_symbol" '
+            'hx-vals=\'{"ticker": "KO"}\'>✕</button></div>',
+        },
+        {
+            "id": "watchlist-root",
+            "html": '<section id="watchlist-root" hx-get="/fragments/watchlist">x</section>',
+        },
+        {"id": "watchlist-note", "html": '<p id="watchlist-note">Ongoing: one online</p>'},
+    ]
+    assert [p[0] for p in prepare_parts("watchlist", good, reasons.append)] == [
+        "watchlist-row-KO", "watchlist-root", "watchlist-note"
+    ]  # fmt: skip
