@@ -129,9 +129,10 @@ async def logout(request: Request) -> Response:
     await revoke_session(request.app.state.sessions, user.session_id)
     g.hub.close_session(user.session_id, 1008, "logged out")
     try:
-        await request.app.state.bus.publish(
-            wire.GATEWAY_SESSION_REVOKED, {"web_session_id": user.session_id}
-        )
+        bus = request.app.state.bus
+        await bus.publish(wire.GATEWAY_SESSION_REVOKED, {"web_session_id": user.session_id})
+        # services refuse identity tokens of this session signed before the logout
+        await bus.publish(wire.SESSION_REVOKED, {"public_id": user.public_id})
     except Exception:  # the sockets also re-check their session at every heartbeat
         log.exception("could not announce the logout to other gateway replicas")
     return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -12,12 +14,13 @@ __all__ = [
     "AnonymousUser",
     "Identity",
     "InvalidIdentity",
+    "Revocations",
     "sign_identity",
     "verify_identity",
 ]
 
 PERM_TRADE = "trade"
-IDENTITY_MAX_AGE_S = 60
+IDENTITY_MAX_AGE_S = 15  # the gateway signs one per request; a captured one soon expires
 _SALT = "x-identity"
 
 
@@ -101,3 +104,23 @@ def verify_identity(token: str | None, secret: str, max_age: int = IDENTITY_MAX_
         return Identity.from_wire(data)
     except (KeyError, ValueError, AssertionError, TypeError) as exc:
         raise InvalidIdentity("identity malformed") from exc
+
+
+class Revocations:
+    """Web sessions that ended (logout), by public id, remembered as long as a token
+    signed before the logout could still be valid: such a token is refused."""
+
+    def __init__(
+        self, max_age: float = IDENTITY_MAX_AGE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._max_age, self._clock = max_age, clock
+        self._until: dict[str, float] = {}
+
+    def revoke(self, public_id: str) -> None:
+        now = self._clock()
+        self._until = {k: t for k, t in self._until.items() if t > now}
+        self._until[public_id] = now + self._max_age + 1
+
+    def __contains__(self, public_id: object) -> bool:
+        until = self._until.get(str(public_id))
+        return until is not None and until > self._clock()

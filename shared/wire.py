@@ -39,6 +39,8 @@ PRICES_TICKS = "prices.ticks"
 SESSION_OPENED = "session.opened"
 SESSION_CLOSED = "session.closed"
 SESSION_HEARTBEAT = "session.heartbeat"
+# gateway → services: a web session logged out {public_id}: refuse X-Identity tokens of it
+SESSION_REVOKED = "session.revoked"
 SESSION_ALL = "session.*"  # one subscription, so a session's open/close stay in order
 # gateway → component services: these sockets are open, send them full renders (after a
 # takeover, a sequence gap or an overflow) {components: [...], sessions: [...]}

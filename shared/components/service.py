@@ -36,7 +36,7 @@ from shared.components.rendering import render
 from shared.components.runtime import dispatch, mount
 from shared.db.engine import create_engine, database_unavailable, ping, session_factory
 from shared.db.models import Symbol
-from shared.identity import Identity, InvalidIdentity, verify_identity
+from shared.identity import Identity, InvalidIdentity, Revocations, verify_identity
 from shared.leases import LeaseStore, NatsLeaseStore, PartitionLeases
 from shared.observability import RequestIdMiddleware, install_ops_routes, request_id_var
 from shared.settings import ServiceSettings
@@ -207,6 +207,7 @@ def create_component_app(
                     leases.on_lost = app.state.live.partitions_lost
                     await leases.start()
                     app.state.leases.append(leases)
+            subs.append(await app.state.bus.subscribe(wire.SESSION_REVOKED, on_revoked))
             for subject, handler in (handlers or {}).items():
                 subs.append(await app.state.bus.subscribe(subject, handler))
             await app.state.bus.flush()
@@ -269,12 +270,19 @@ def create_component_app(
     def text(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
         return PlainTextResponse(message, status_code=status, headers=headers)
 
+    revoked = Revocations()
+
+    async def on_revoked(_subject: str, payload: dict[str, Any]) -> None:
+        revoked.revoke(str(payload.get("public_id", "")))
+
     async def run(request: Request, name: str, event: str | None) -> Response:
         rid = request_id_var.get()
         try:
             user = verify_identity(request.headers.get(wire.HEADER_IDENTITY), secret)
         except InvalidIdentity as exc:
             return text(401, exc.reason)
+        if user.session_id in revoked:
+            return text(401, "session ended")
         cls = registry.get(name)
         context = context_for(request.app, user, rid)
         if event is None:
