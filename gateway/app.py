@@ -78,6 +78,7 @@ def create_app(
         )
         app.state.pace = asyncio.create_task(g.pace.run())
         app.state.status = asyncio.create_task(ws.status_forever(g))
+        app.state.services = asyncio.create_task(ws.services_forever(g))
 
         async def resync() -> None:  # parts published while NATS was away are lost
             for conn in g.hub.connections():
@@ -88,7 +89,7 @@ def create_app(
     async def on_stop(app: FastAPI) -> None:
         g: Gateway = app.state.gw
         g.hub.close_all(CLOSE_RESTART, "server restart")
-        for task in (app.state.heartbeat, app.state.pace, app.state.status):
+        for task in (app.state.heartbeat, app.state.pace, app.state.status, app.state.services):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -25,7 +25,12 @@ __all__ = ["FEED_STATUS_ID", "KEEPALIVE_S", "Freshness", "panel_status_id"]
 FEED_STATUS_ID = "feed-status"
 KEEPALIVE_S = 2.0
 STALE_AFTER_S = 2.0  # eight ticks without news from a component: its panel is delayed
-_LABELS = {"portfolio": "portfolio", "watchlist": "watchlist", "risk_metrics": "risk"}
+_LABELS = {
+    "portfolio": "portfolio",
+    "watchlist": "watchlist",
+    "risk_metrics": "risk",
+    "order": "orders",
+}
 
 
 def panel_status_id(component: str) -> str:
@@ -53,6 +58,8 @@ class Freshness:
         self._clock = clock
         self.connected = connected
         self._last: dict[str, tuple[float, float | None]] = {}  # component → (when, tick ts)
+        self.unreachable: set[str] = set()  # components whose service did not answer
+        self.watched: set[str] = set()  # components whose service the gateway checks
 
     def tick_done(self, component: str, ts_ms: float | None) -> None:
         """A component finished a tick whose timestamp is ``ts_ms``."""
@@ -61,9 +68,10 @@ class Freshness:
     def delayed(self) -> list[str]:
         """The components that stopped following ticks (all of them without NATS)."""
         if not self.connected():
-            return sorted(self._last)
+            return sorted(set(self._last) | self.unreachable)
         now = self._clock()
-        return sorted(c for c, (at, _ts) in self._last.items() if now - at > self._stale_after_s)
+        late = {c for c, (at, _ts) in self._last.items() if now - at > self._stale_after_s}
+        return sorted(late | self.unreachable)
 
     def element(self) -> str:
         """``#feed-status`` as an out-of-band element."""
@@ -76,7 +84,7 @@ class Freshness:
         else:
             late = self.delayed()
             if late:
-                stamps = [ts for c in late if (ts := self._last[c][1]) is not None]
+                stamps = [ts for c in late if c in self._last and (ts := self._last[c][1])]
                 text = "delayed (" + ", ".join(_LABELS.get(c, c) for c in late) + ")"
                 text += _moment(min(stamps, default=None))
                 state = "delayed"
@@ -91,14 +99,20 @@ class Freshness:
 
     def panel(self, component: str) -> str:
         """A panel's freshness line: hidden while its numbers follow the feed, "delayed —
-        last update hh:mm:ss UTC" once its service stopped finishing ticks."""
+        last update hh:mm:ss UTC" once its service stopped finishing ticks, "service
+        unreachable" while its service does not answer the gateway."""
         pid = panel_status_id(component)
-        if component not in self.delayed():
+        if component in self.unreachable:
+            text = "delayed — service unreachable"
+            if component in self._last:
+                text += _moment(self._last[component][1]).replace(" — ", ", ", 1)
+        elif component not in self.delayed():
             return (
                 f'<p id="{pid}" hx-swap-oob="true" class="panel-freshness" '
                 f'data-state="live" hidden></p>'
             )
-        text = "delayed" + _moment(self._last[component][1])
+        else:
+            text = "delayed" + _moment(self._last[component][1])
         return (
             f'<p id="{pid}" hx-swap-oob="true" class="panel-freshness panel-freshness--delayed" '
             f'role="status" data-state="delayed">{escape(text)}</p>'
@@ -106,5 +120,6 @@ class Freshness:
 
     def parts(self) -> list[tuple[str, str]]:
         """The header's status and every tick-driven panel's line, as (id, element)."""
-        panels = [(panel_status_id(c), self.panel(c)) for c in sorted(self._last)]
+        shown = sorted(set(self._last) | self.unreachable | self.watched)
+        panels = [(panel_status_id(c), self.panel(c)) for c in shown]
         return [(FEED_STATUS_ID, self.element()), *panels]

@@ -91,6 +91,10 @@ class StandIn:
     def app(self) -> FastAPI:
         app = FastAPI()
 
+        @app.get("/healthz")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.name}
+
         @app.get("/components/{name}")
         async def get_fragment(request: Request, name: str) -> Response:
             identity = self._identity(request)

@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, WebSocket
 
 from gateway.buffer import PartBuffer, now_ms
@@ -42,6 +43,7 @@ __all__ = [
     "heartbeat_once",
     "reannounce",
     "router",
+    "services_forever",
     "status_forever",
 ]
 
@@ -181,6 +183,32 @@ async def status_forever(g: Gateway) -> None:
         for conn in g.hub.connections():
             if isinstance(conn, Connection) and (changed or conn.last_sent < quiet_before):
                 conn.show_status(parts if changed else parts[:1])  # keep-alive: the header
+
+
+SERVICE_CHECK_S = 2.0
+
+
+async def services_forever(g: Gateway) -> None:
+    """Every ``SERVICE_CHECK_S``: is each component's service answering (``/healthz``)?
+    A panel whose service does not answer says so, whether or not it follows ticks."""
+    g.freshness.watched = set(wire.COMPONENTS)
+    while True:
+        results = await asyncio.gather(*(_answers(g, c) for c in wire.COMPONENTS))
+        g.freshness.unreachable = {
+            c for c, ok in zip(wire.COMPONENTS, results, strict=True) if not ok
+        }
+        await asyncio.sleep(SERVICE_CHECK_S)
+
+
+async def _answers(g: Gateway, component: str) -> bool:
+    base = g.service_url(component)
+    if base is None or g.http is None:
+        return True
+    try:
+        r = await g.http.get(f"{base.rstrip('/')}/healthz", timeout=SERVICE_CHECK_S)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200
 
 
 async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.testing import Served, csrf_of_page, login
+from gateway.testing import Served, StandIn, csrf_of_page, login
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
@@ -374,8 +374,18 @@ async def test_shared_parts_reach_the_tabs_whose_page_shows_their_topic(
 async def test_the_page_is_told_how_fresh_its_numbers_are(
     settings: GatewaySettings, bus: NatsBus
 ) -> None:
-    settings = settings.model_copy(update={"feed_stale_after_s": 1.5})
     events = await opened(bus)
+    async with Served(StandIn("portfolio").app()) as services:  # they answer /healthz
+        urls = {
+            f"{name}_url": services.url for name in ("portfolio", "watchlist", "orders", "risk")
+        }
+        settings = settings.model_copy(update={"feed_stale_after_s": 1.5, **urls})
+        await _told_how_fresh(settings, bus, events)
+
+
+async def _told_how_fresh(
+    settings: GatewaySettings, bus: NatsBus, events: list[tuple[str, dict[str, Any]]]
+) -> None:
     async with gateway(settings) as served, browser(served, "alice") as a, a.socket() as ws:
         await wait_until(lambda: of(events, wire.SESSION_OPENED))
 

@@ -71,3 +71,16 @@ def test_without_nats_every_panel_and_the_header_say_delayed() -> None:
     up = False  # the gateway lost NATS: nothing it shows can be current
     assert "no connection to the price feed — last update 22:13:20 UTC" in fresh.element()
     assert all('data-state="delayed"' in html for _id, html in fresh.parts())
+
+
+def test_a_panel_whose_service_does_not_answer_says_so_even_without_ticks() -> None:
+    clock, pace = Clock(), Pace(0.1, 0.5)
+    fresh = Freshness(pace, clock=clock)
+    fresh.watched = {"order", "portfolio"}
+    fresh.tick_done("portfolio", 1_700_000_000_000.0)
+    assert all('data-state="live"' in html for _id, html in fresh.parts()[1:])
+    fresh.unreachable = {"order"}
+    parts = dict(fresh.parts())
+    assert "delayed — service unreachable" in parts["freshness-order"]
+    assert 'data-state="live"' in parts["freshness-portfolio"]
+    assert "delayed (orders)" in parts["feed-status"]
