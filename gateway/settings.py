@@ -30,8 +30,7 @@ class GatewaySettings(ServiceSettings):
     # Failed logins: this many per username or per client address in the window → 429
     login_max_failures: int = 5
     login_window_s: int = 300
-    # Browser WebSocket
-    heartbeat_interval_s: float = 10.0
+    # Browser WebSocket (the heartbeat interval is HEARTBEAT_INTERVAL_S, shared with services)
     ws_send_timeout_s: float = 5.0
     ws_buffer_max_parts: int = 5000
     # Frames per socket: a tick's parts go out once every component is done with the tick

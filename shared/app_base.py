@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from shared.bus import MessageBus, NatsBus
 from shared.db.engine import create_engine, ping, session_factory
@@ -17,6 +16,7 @@ from shared.observability import (
     RequestIdMiddleware,
     configure_logging,
     install_ops_routes,
+    process_registry,
 )
 from shared.settings import ServiceSettings
 
@@ -65,7 +65,7 @@ def create_base_app(
     configure_logging(service, settings.log_level)
     app = FastAPI(title=service, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
-    app.state.metrics = CollectorRegistry()
+    app.state.metrics = process_registry()
     app.add_middleware(RequestIdMiddleware)
     install_ops_routes(
         app,

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import wire
@@ -20,6 +30,7 @@ __all__ = [
     "RequestIdMiddleware",
     "configure_logging",
     "install_ops_routes",
+    "process_registry",
     "request_id_var",
 ]
 
@@ -34,6 +45,22 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
+
+
+def process_registry() -> CollectorRegistry:
+    """A metrics registry with the process's own series: CPU, memory, open files (process),
+    garbage collection, the Python build, and ``build_info`` (version, revision)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    info = Info("build", "The running build.", registry=registry)
+    try:
+        version = importlib.metadata.version("trading-dashboard")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    info.info({"version": version, "revision": os.environ.get("GIT_REVISION", "unknown")})
+    return registry
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -84,10 +111,16 @@ def install_ops_routes(
     registry: CollectorRegistry,
     ready_checks: Mapping[str, ReadyCheck],
     release: Callable[[FastAPI], Awaitable[object]] | None = None,
+    degraded_only: frozenset[str] = frozenset({"nats"}),
 ) -> None:
     """Add ``/healthz`` (alive), ``/readyz`` (dependencies reachable) and ``/metrics``;
     with ``release``, ``POST /ops/release`` (from the pod itself only: a preStop hook)
-    gives the process's leases back before it is stopped."""
+    gives the process's leases back before it is stopped.
+
+    A failing check in ``degraded_only`` (NATS: pages, fragments and events need only
+    PostgreSQL, and the live path says "delayed" by itself) is reported but keeps the
+    process ready, so a NATS blip does not take every pod out of its Service at once.
+    """
 
     if release is not None:
 
@@ -112,9 +145,11 @@ def install_ops_routes(
                 results[name] = "ok"
             except Exception as exc:  # any failure means not ready; say which
                 results[name] = f"error: {type(exc).__name__}: {exc}"[:200]
-        ready = all(v == "ok" for v in results.values())
+        ready = all(v == "ok" for k, v in results.items() if k not in degraded_only)
+        whole = all(v == "ok" for v in results.values())
+        state = "ready" if whole else ("degraded" if ready else "not ready")
         return JSONResponse(
-            {"status": "ready" if ready else "not ready", "service": service, "checks": results},
+            {"status": state, "service": service, "checks": results},
             status_code=200 if ready else 503,
         )
 

@@ -73,6 +73,9 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_size: int = 5
+    # how often gateways announce their sockets; services forget a session after three
+    # missed announcements (one setting for both sides: they must agree)
+    heartbeat_interval_s: float = Field(10.0, gt=0, validation_alias="HEARTBEAT_INTERVAL_S")
     # leases in JetStream KV (DESIGN.md §8): how long one lives without renewal, and the
     # name this replica writes into them (a pod's name; default host and process id)
     lease_ttl_s: float = Field(5.0, gt=0.5, validation_alias="LEASE_TTL_S")
@@ -118,4 +121,10 @@ class ServiceSettings(BaseSettings):
                 raise PlaceholderSecretError(
                     name, self.environment, f"is shorter than {MIN_SECRET_LENGTH} characters"
                 )
+        if self.environment == "production":  # never localhost by default in production
+            for name in ("database_url", "nats_url"):
+                if name not in self.model_fields_set:
+                    raise PlaceholderSecretError(
+                        name.upper(), self.environment, "is not set (the default is localhost)"
+                    )
         return self

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.observability import process_registry
+
 __all__ = ["ComponentMetrics"]
 
 
 class ComponentMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry = registry if registry is not None else process_registry()
         self.requests = Counter(
             "component_requests",
             "Component HTTP requests by component, event and status.",

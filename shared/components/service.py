@@ -143,7 +143,7 @@ def create_component_app(
     handlers: Mapping[str, Handler] | None = None,
     extras: Mapping[str, Any] | None = None,
     live: bool = True,
-    heartbeat_interval: float = 10.0,
+    heartbeat_interval: float | None = None,
     price_book: bool = False,
     on_start: Callable[[FastAPI], Awaitable[None]] | None = None,
     on_stop: Callable[[FastAPI], Awaitable[None]] | None = None,
@@ -171,7 +171,11 @@ def create_component_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None and database
-        app.state.engine = create_engine(settings.async_database_url) if own_engine else engine
+        app.state.engine = (
+            create_engine(settings.async_database_url, pool_size=settings.db_pool_size)
+            if own_engine
+            else engine
+        )
         app.state.db = session_factory(app.state.engine) if app.state.engine else None
         own_bus = bus is None
         app.state.bus = (
@@ -195,7 +199,7 @@ def create_component_app(
                     app.state.bus,
                     context=lambda identity: context_for(app, identity, "live"),
                     prices=prices,
-                    heartbeat_interval=heartbeat_interval,
+                    heartbeat_interval=heartbeat_interval or settings.heartbeat_interval_s,
                     metrics=metrics,
                     leases=None if store is None else PartitionLeases(store, settings.replica_id),
                 )

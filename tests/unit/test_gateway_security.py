@@ -62,6 +62,8 @@ def test_placeholder_session_secret_refused_outside_development(
 ) -> None:
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("IDENTITY_SECRET", "from-the-vault-" + "x" * 32)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.internal/trading")
+    monkeypatch.setenv("NATS_URL", "nats://nats.internal:4222")
     monkeypatch.delenv("GATEWAY_SESSION_SECRET", raising=False)
     with pytest.raises(ValidationError, match="session_secret"):
         GatewaySettings()

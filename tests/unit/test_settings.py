@@ -35,7 +35,22 @@ def test_empty_or_short_secret_refused_outside_development(
 def test_real_secret_accepted_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("IDENTITY_SECRET", "s3cr3t-from-the-vault-0123456789abcdef")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.internal/trading")
+    monkeypatch.setenv("NATS_URL", "nats://nats.internal:4222")
     assert ServiceSettings().environment == "production"
+
+
+@pytest.mark.parametrize("missing", ["DATABASE_URL", "NATS_URL"])
+def test_production_never_falls_back_to_localhost(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("IDENTITY_SECRET", "s3cr3t-from-the-vault-0123456789abcdef")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.internal/trading")
+    monkeypatch.setenv("NATS_URL", "nats://nats.internal:4222")
+    monkeypatch.delenv(missing)
+    with pytest.raises(ValidationError, match=f"{missing} is not set"):
+        ServiceSettings()
 
 
 def test_plain_postgres_uri_gets_the_async_driver() -> None:
