@@ -16,11 +16,13 @@ part is in.
 Fencing (DESIGN.md §8): every per-user message names the epoch of the partition lease it
 was published under. The newest epoch seen per (component, partition) wins and anything
 older is dropped, so a deposed owner that comes back late cannot overwrite its successor;
-the producer of the newest accepted message is the partition's owner. Each replica
-publishes the shared parts its own users show, and a page gets a shared part only from
-its user's owner: a page's numbers come from one price book, also while a partition
+the producer of the newest accepted message is the partition's owner. By default each
+replica publishes the shared parts its own users show, and a page gets a shared part only
+from its user's owner: a page's numbers come from one price book, also while a partition
 changes hands (a dead owner's pages freeze whole, then the new owner's full render
-replaces them). A gap in the owner's ``seq`` on a partition means lost updates:
+replaces them). Shared parts that stand alone (a message with ``epochs``: the watchlist's
+quote cells) come once per topic from the owner of the topic's partition, for every page,
+fenced by that partition's epoch. A gap in the owner's ``seq`` on a partition means lost updates:
 ``on_resync`` asks for full renders of that partition.
 """
 
@@ -127,7 +129,11 @@ class Fanout:
             tick = None  # not tick-driven: urgent
         src = str(message.get("src", ""))
         if tokens[1] == wire.UI_SHARED:
-            self._shared(component, src, message.get("topics"), ts, tick)
+            epochs = message.get("epochs")
+            if isinstance(epochs, dict):  # parts for every page, one producer per topic
+                self._shared_by_topic(component, epochs, message.get("topics"), ts, tick)
+            else:
+                self._shared(component, src, message.get("topics"), ts, tick)
             if isinstance(tick, int):
                 self._tick_done(component, src, tick)
                 if self.on_tick_done is not None:
@@ -282,5 +288,24 @@ class Fanout:
                     continue
                 if parts is None:
                     parts = prepare_parts(component, raw_parts, self._dropped)
+                for socket in self._sockets.get(user_id, ()):
+                    self._put(socket, component, parts, ts, tick=tick)
+
+    def _shared_by_topic(
+        self, component: str, epochs: dict[str, Any], topics: Any, ts: float | None, tick: Any
+    ) -> None:
+        """Parts that stand alone: each topic from the owner of its partition, for every
+        page that shows it, unless a newer epoch of that partition was seen."""
+        if not isinstance(topics, dict):
+            return
+        for topic, raw_parts in topics.items():
+            users = self._watchers.get((component, topic))
+            if not users:
+                continue
+            partition = wire.topic_partition(topic)
+            if self._fenced(component, partition, epochs.get(str(partition))):
+                continue
+            parts = prepare_parts(component, raw_parts, self._dropped)
+            for user_id in users:
                 for socket in self._sockets.get(user_id, ()):
                     self._put(socket, component, parts, ts, tick=tick)

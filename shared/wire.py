@@ -28,6 +28,7 @@ __all__ = [
     "partition_of",
     "risk_breach",
     "session_announcement",
+    "topic_partition",
     "ui_partition_subject",
     "ui_shared_subject",
     "ui_subject",
@@ -90,6 +91,12 @@ def orders_events(account_id: int) -> str:
 def partition_of(user_id: int) -> int:
     """The live partition of a user: ``crc32(user_id) % LIVE_PARTITIONS``."""
     return zlib.crc32(str(user_id).encode()) % LIVE_PARTITIONS
+
+
+def topic_partition(topic: str) -> int:
+    """The live partition whose owner renders a shared topic of a component whose shared
+    parts stand alone (``Component.shared_by_topic``)."""
+    return zlib.crc32(topic.encode()) % LIVE_PARTITIONS
 
 
 def live_refresh(component: str) -> str:

@@ -75,6 +75,7 @@ class WatchlistComponent(Component):
     subscriptions = {wire.PRICES_TICKS: wire.EVENT_PRICE_TICK}
     page_only_events = frozenset({"suggest"})
     stencils = {"quote": QUOTE_FIELDS}
+    shared_by_topic = True  # a row's quote cells depend on nothing of the trader's
 
     async def mount(self) -> None:
         rows = await self.session.scalars(

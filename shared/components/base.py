@@ -70,6 +70,12 @@ class Component:
     live_root: ClassVar[bool] = True
     """Whether a live full render replaces the whole root element. A component holding a
     form the trader may be typing into sets False: its full render is all its live parts."""
+    shared_by_topic: ClassVar[bool] = False
+    """How replicas share the work of :meth:`topic_parts`. False (the default): each
+    replica renders the topics its own users show, and a page takes them only from its
+    user's replica, so they agree with the page's per-user numbers (a portfolio's last
+    price and its P&L). True, for parts that stand alone (a watchlist's quote cells): each
+    topic is rendered once, by the owner of the topic's partition, for every page."""
     live_interval: ClassVar[float] = 0.0
     """The least time (seconds) between two tick-driven updates of one live instance:
     ticks in between are merged, so a slow-moving panel (a gauge) repaints less often."""

@@ -67,14 +67,32 @@ class UiPublisher:
         return UiBatch(self, component, ts, tick)
 
     async def shared(
-        self, component: str, ts: Any, topics: dict[str, list[Any]], *, tick: Any = None
+        self,
+        component: str,
+        ts: Any,
+        topics: dict[str, list[Any]],
+        *,
+        tick: Any = None,
+        by_topic: bool = False,
     ) -> None:
         """One message with the shared parts of every topic that changed. With ``tick``
-        it is sent even with no topics: it says the component is done with that tick."""
+        it is sent even with no topics: it says the component is done with that tick.
+        ``by_topic``: the parts are for every page, each topic under the epoch of its
+        partition (``epochs``), so a deposed owner's late parts are dropped."""
         if not topics and tick is None:
             return
-        wire_topics = {k: [p.to_wire() for p in parts] for k, parts in topics.items()}
-        payload = {"component": component, "ts": ts, "topics": wire_topics}
+        wire_topics: dict[str, list[dict[str, str]]] = {}
+        epochs: dict[str, int] = {}
+        for topic, parts in topics.items():
+            if by_topic:
+                partition = wire.topic_partition(topic)
+                if not self.owns(partition):
+                    continue
+                epochs[str(partition)] = self.epoch(partition)
+            wire_topics[topic] = [p.to_wire() for p in parts]
+        payload: dict[str, Any] = {"component": component, "ts": ts, "topics": wire_topics}
+        if by_topic:
+            payload["epochs"] = epochs
         if tick is not None:
             payload["tick"] = tick
         await self._send(wire.ui_shared_subject(component), payload)

@@ -111,7 +111,9 @@ class TickDriver:
                 shared = await self._tick_component(cls, tickers, ts, seq)
             else:
                 shared = {}
-            await self._live.publisher.shared(cls.name, ts, shared, tick=seq)
+            await self._live.publisher.shared(
+                cls.name, ts, shared, tick=seq, by_topic=cls.shared_by_topic
+            )
 
     def _wake(self, name: str) -> None:
         self._wakeups.discard(name)
@@ -144,10 +146,20 @@ class TickDriver:
         return shared
 
     def _shown(self, cls: type[Component], tickers: set[str]) -> list[str]:
-        """The changed topics some page of this replica's users shows. Each replica
-        publishes its own users' shared parts: the gateway gives a page only the shared
-        parts of the replica that owns its user, so a page's numbers always come from one
-        price book, even while a partition changes hands."""
+        """The changed topics whose shared parts this replica publishes.
+
+        By default those some page of this replica's users shows: the gateway gives a page
+        only the shared parts of the replica that owns its user, so a page's numbers
+        always come from one price book, even while a partition changes hands. A component
+        whose shared parts stand alone (``shared_by_topic``) has each topic rendered once,
+        by the owner of the topic's partition: for the pages it knows of when it owns
+        every partition, else for every topic it owns (it cannot know the others' pages).
+        """
+        live = self._live
+        if cls.shared_by_topic and live.leases is not None:
+            owned = live.leases.owned
+            if len(owned) < wire.LIVE_PARTITIONS:
+                return [t for t in tickers if wire.topic_partition(t) in owned]
         watched = self._watched_topics(cls)
         return [t for t in tickers if t in watched]
 

@@ -25,7 +25,7 @@ from tests.support import identity_of
 
 pytestmark = pytest.mark.e2e
 
-LIVE_AGAIN_S = 15.0  # takeover (lease TTL 3 s here) plus a mount, with room for a busy CI
+LIVE_AGAIN_S = 25.0  # takeover (lease TTL 3 s here) plus a mount, with room for a busy CI
 REPLICA_LINE = re.compile(r"2 (\w+) replicas on :(\d+), :(\d+) behind")
 COMPONENT_SERVICES = ("portfolio", "watchlist", "risk", "orders")
 

@@ -233,3 +233,21 @@ async def test_a_frame_waits_for_the_slowest_producer_to_reach_its_newest_tick()
     assert not alice.buffer.go.is_set()
     await fan.on_ui(*marker("r2", 5))
     assert alice.buffer.go.is_set()
+
+
+async def test_standalone_shared_parts_come_from_the_topics_owner_for_every_page() -> None:
+    fan = Fanout()
+    alice, bob = Socket(1, "a"), Socket(2, "b")
+    for s in (alice, bob):
+        fan.add(s)
+    full = {"full": True, "parts": [part("watchlist-root")], "topics": ["KO"]}
+    for user, src in ((1, "r1"), (2, "r2")):  # two replicas own alice and bob
+        subject, message = updates("watchlist", {"user": user, **full})
+        await fan.on_ui(subject, {**message, "src": src, "epoch": 1})
+    alice.ids(), bob.ids()
+    ko = str(wire.topic_partition("KO"))
+    subject, message = shared("watchlist", {"KO": [part("watchlist-quote-KO")]})
+    await fan.on_ui(subject, {**message, "src": "r3", "epochs": {ko: 5}})  # KO's owner
+    assert alice.ids() == bob.ids() == ["watchlist-quote-KO"]
+    await fan.on_ui(subject, {**message, "src": "r1", "epochs": {ko: 4}})  # deposed: late
+    assert alice.ids() == bob.ids() == []
