@@ -25,6 +25,7 @@ __all__ = ["router", "secure"]
 log = logging.getLogger(__name__)
 router = APIRouter()
 _hasher = PasswordHasher()
+MAX_USERNAME = 150  # usernames are short; a longer one is no one's
 _MAX_FIELD = 256
 
 
@@ -79,6 +80,12 @@ async def login(request: Request) -> Response:
     if not g.login_csrf.verify(request, str(form.get("csrf_token") or "")):
         g.metrics.logins.labels("csrf").inc()
         return _login_page(request, 403, "Your form expired; please sign in again.", username)
+
+    if len(username) > MAX_USERNAME or not username.isprintable():
+        # no such user can exist (nor be stored as a throttle key): the same answer as any
+        # wrong password, and nothing touches the database
+        g.metrics.logins.labels("failed").inc()
+        return _login_page(request, 401, "Invalid username or password.", "")
 
     address = request.client.host if request.client else "-"
     slots = await g.throttle(request.app.state.sessions).attempt(username, address)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -223,3 +224,21 @@ async def test_a_successful_sign_in_gives_its_slot_back(client: httpx.AsyncClien
     client.cookies.clear()
     assert (await login(client, "alice", "nope")).status_code == 401  # the fifth failure
     assert (await login(client, "alice", TEST_PASSWORD)).status_code == 429
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"username": "ali\x00ce", "password": "x"},
+        {"username": "alice", "password": "pa\x00ss"},
+        {"username": "a" * 10_000, "password": "x"},
+    ],
+)
+async def test_a_malformed_login_is_a_4xx_never_a_5xx(
+    client: httpx.AsyncClient, form: dict[str, str]
+) -> None:
+    page = await client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    r = await client.post("/login", data={**form, "csrf_token": token.group(1)})
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])

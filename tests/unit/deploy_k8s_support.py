@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -183,3 +184,123 @@ def autoscalers_of(workload: dict[str, Any]) -> list[dict[str, Any]]:
 def env_item(container: dict[str, Any], name: str) -> dict[str, Any] | None:
     """The container's ``env`` entry for ``name``, if any."""
     return next((item for item in container.get("env") or [] if item["name"] == name), None)
+
+
+# -- NetworkPolicies -----------------------------------------------------------------------------
+
+# Kubernetes labels every namespace with its name (1.21+); policies select namespaces by it.
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One end of a connection: a pod (its namespace and labels), or, with no namespace, an
+    address outside the cluster."""
+
+    namespace: str | None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def pod(cls, namespace: str, labels: dict[str, str]) -> Peer:
+        return cls(namespace, tuple(sorted(labels.items())))
+
+
+def namespace() -> str:
+    (name,) = k8s("Namespace")
+    return name
+
+
+def policy_types(policy: dict[str, Any]) -> set[str]:
+    """A NetworkPolicy's directions; without ``policyTypes``, Ingress, and Egress if it has
+    egress rules (the API's defaulting)."""
+    spec = policy["spec"]
+    if "policyTypes" in spec:
+        return set(spec["policyTypes"])
+    return {"Ingress"} | ({"Egress"} if "egress" in spec else set())
+
+
+def isolating(labels: dict[str, str], direction: str) -> list[dict[str, Any]]:
+    """The policies that select pods with ``labels`` (in our namespace) for ``direction``."""
+    return [
+        policy
+        for policy in k8s("NetworkPolicy").values()
+        if direction in policy_types(policy) and selects(policy["spec"]["podSelector"], labels)
+    ]
+
+
+def peer_matches(peer_spec: dict[str, Any], peer: Peer) -> bool:
+    if "ipBlock" in peer_spec:  # used here only for addresses outside the cluster
+        return peer.namespace is None
+    if peer.namespace is None:
+        return False
+    if "namespaceSelector" in peer_spec:
+        if not selects(peer_spec["namespaceSelector"], {NAMESPACE_LABEL: peer.namespace}):
+            return False
+    elif peer.namespace != namespace():
+        return False  # a bare podSelector means pods of the policy's own namespace
+    return selects(peer_spec.get("podSelector") or {}, dict(peer.labels))
+
+
+def port_matches(ports: list[dict[str, Any]] | None, port: int, protocol: str) -> bool:
+    if not ports:
+        return True  # no ports: every port
+    for item in ports:
+        if item.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in item:
+            return True
+        assert isinstance(item["port"], int), f"use port numbers in policies: {item['port']!r}"
+        if item["port"] <= port <= item.get("endPort", item["port"]):
+            return True
+    return False
+
+
+def allowed(
+    direction: str, labels: dict[str, str], peer: Peer, port: int, protocol: str = "TCP"
+) -> bool:
+    """Whether the NetworkPolicies let a pod with ``labels`` accept a connection from ``peer``
+    (Ingress) or open one to ``peer`` (Egress), on ``port``. Only this side's policies: a
+    connection between two pods here needs the source's Egress and the target's Ingress."""
+    policies = isolating(labels, direction)
+    if not policies:
+        return True  # a pod no policy isolates accepts (or opens) everything
+    rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    for policy in policies:
+        for rule in policy["spec"].get(rules_key) or []:
+            peers = rule.get(peers_key)
+            if (not peers or any(peer_matches(p, peer) for p in peers)) and port_matches(
+                rule.get("ports"), port, protocol
+            ):
+                return True
+    return False
+
+
+# -- Ingress -------------------------------------------------------------------------------------
+
+
+def ingress_paths() -> list[dict[str, Any]]:
+    return [
+        path
+        for ingress in k8s("Ingress").values()
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+
+
+def _elements(path: str) -> list[str]:
+    return [e for e in path.split("/") if e]
+
+
+def routed(url_path: str) -> bool:
+    """Whether an Ingress path matches ``url_path``, as the Ingress API defines it: Exact is
+    equality; Prefix matches whole path elements (``/c`` matches ``/c/x``, not ``/cx``), a
+    trailing slash ignored."""
+    for path in ingress_paths():
+        kind, value = path["pathType"], path["path"]
+        if kind == "Exact" and url_path == value:
+            return True
+        if kind == "Prefix":
+            wanted = _elements(value)
+            if _elements(url_path)[: len(wanted)] == wanted:
+                return True
+    return False

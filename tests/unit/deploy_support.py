@@ -8,6 +8,7 @@ pydantic-settings class (env prefix + field name, or the field's validation alia
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 import typing
 from collections.abc import Iterator
@@ -61,6 +62,11 @@ REPLICA_ID = "REPLICA_ID"
 # The settings field of a lease holder's TTL. Its variable differs: LEASE_TTL_S for the component
 # services, PRICEFEED_LEASE_TTL_S (shorter, under the orders' feed-silence limit) for the pricefeed.
 LEASE_TTL_FIELD = "lease_ttl_s"
+
+# Read by uvicorn itself, not by a settings class: the addresses whose X-Forwarded-For/-Proto
+# it believes (the client address keys the login throttle, the scheme makes cookies Secure).
+FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
+FORWARDED_FLAG = "--forwarded-allow-ips"
 
 MIGRATE_COMMAND = ["python", "-m", "shared.db.migrate", "upgrade"]
 # Names that hold credentials whatever reads them.
@@ -278,3 +284,12 @@ def cpu_cores(quantity: str | int | float) -> float:
     """A Kubernetes CPU quantity (``500m``, ``"2"``, ``1.5``) in cores."""
     text = str(quantity)
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def trusted_proxies(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A ``FORWARDED_ALLOW_IPS`` value as networks; ``*`` (trust anyone) or a name is refused."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    assert "*" not in items, f"{FORWARDED_ALLOW_IPS}={value!r}: '*' trusts any client"
+    networks = [ipaddress.ip_network(item) for item in items]  # ValueError on anything else
+    assert all(n.prefixlen > 0 for n in networks), f"{FORWARDED_ALLOW_IPS}={value!r}: everyone"
+    return networks

@@ -6,10 +6,14 @@ import shlex
 from functools import cache
 from typing import Any
 
+from shared import natsauth
 from shared.launcher import SERVICES, ServiceSpec
+from tests.unit.deploy_nats_support import NATS_AUTH, password_variable
 from tests.unit.deploy_support import (
     COMPOSE,
     DOCKERFILE,
+    FORWARDED_ALLOW_IPS,
+    FORWARDED_FLAG,
     GATEWAY,
     INTERPOLATION,
     LEADER_STANDBY,
@@ -123,8 +127,8 @@ def test_compose_healthcheck_is_readyz_on_its_port(spec: ServiceSpec) -> None:
 
 @by_process
 def test_compose_env_names_are_settings_fields(spec: ServiceSpec) -> None:
-    accepted = env_names(SETTINGS[spec.name])
-    unknown = set(compose_env(compose_services()[spec.name])) - set(accepted)
+    accepted = {*env_names(SETTINGS[spec.name]), FORWARDED_ALLOW_IPS}  # the last: uvicorn's
+    unknown = set(compose_env(compose_services()[spec.name])) - accepted
     assert not unknown, f"{spec.name} is given variables its settings do not read: {unknown}"
 
 
@@ -293,3 +297,50 @@ def test_compose_builds_one_image_from_the_repo_root() -> None:
         assert (COMPOSE.parent / build["context"]).resolve() == ROOT
         assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
     assert len({svc["image"] for svc in app_services}) == 1
+
+
+# -- NATS identities (deploy/nats/auth.conf; test_deploy_nats.py checks it against the code) -----
+
+
+def required_variable(value: str) -> str:
+    """The variable of a ``${VAR:?message}`` value (anything else fails)."""
+    match = INTERPOLATION.fullmatch(value)
+    assert match and REQUIRED.match(value), f"{value!r} is not ${{VAR:?…}}"
+    return match.group(1)
+
+
+@by_process
+def test_compose_gives_each_process_its_own_nats_identity(spec: ServiceSpec) -> None:
+    env = compose_env(compose_services()[spec.name])
+    identity = natsauth.identity_of(spec.name)
+    assert env.get("NATS_USER") == identity, spec.name
+    assert required_variable(env["NATS_PASSWORD"]) == password_variable(identity), spec.name
+
+
+def test_compose_nats_enforces_the_identities() -> None:
+    nats = compose_services()["nats"]
+    command = compose_command(nats)
+    flags = [i for i, arg in enumerate(command) if arg in ("-c", "--config")]
+    assert len(flags) == 1, "nats-server must load the identities' configuration"
+    config = command[flags[0] + 1]
+    mounts = {}
+    for volume in nats.get("volumes") or []:
+        source, target, *_ = str(volume).split(":")
+        mounts[target] = source
+    assert config in mounts, f"{config} is not mounted into the nats container"
+    assert (COMPOSE.parent / mounts[config]).resolve() == NATS_AUTH
+    env = compose_env(nats)
+    for identity in natsauth.IDENTITIES:
+        name = password_variable(identity)
+        assert required_variable(env.get(name, "")) == name, f"nats: {name}"
+
+
+# -- forwarded headers ----------------------------------------------------------------------------
+
+
+def test_compose_gateway_trusts_no_forwarded_headers() -> None:
+    # Browsers reach the published port directly: X-Forwarded-* from them would be their own
+    # choice of client address. Empty = nobody's (a TLS proxy in front sets its address).
+    for name, service in compose_services().items():
+        assert FORWARDED_FLAG not in compose_command(service), name
+    assert env_as_seen(GATEWAY.name).get(FORWARDED_ALLOW_IPS, None) == ""

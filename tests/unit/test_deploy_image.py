@@ -19,6 +19,8 @@ from tests.unit.deploy_k8s_support import k8s, run_as_user
 from tests.unit.deploy_support import (
     DOCKERFILE,
     DOCKERIGNORE,
+    FORWARDED_ALLOW_IPS,
+    FORWARDED_FLAG,
     GATEWAY,
     ROOT,
     SECRET_LIKE,
@@ -77,6 +79,17 @@ def test_dockerfile_healthcheck_and_default_command() -> None:
     assert healthcheck_in_image() in check and "/healthz" in check
     (cmd,) = args_of("CMD", final_stage())
     assert json.loads(cmd)[:7] == uvicorn_command(GATEWAY)
+
+
+def test_dockerfile_trusts_forwarded_headers_only_from_itself() -> None:
+    # uvicorn reads FORWARDED_ALLOW_IPS when no --forwarded-allow-ips is given: the image says
+    # "this container only", Kubernetes and compose set their own for the gateway.
+    env: dict[str, str] = {}
+    for args in args_of("ENV", final_stage()):
+        env |= dict(re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=(\S*)", args))
+    assert env.get(FORWARDED_ALLOW_IPS) == "127.0.0.1"
+    (cmd,) = args_of("CMD", final_stage())
+    assert FORWARDED_FLAG not in json.loads(cmd)
 
 
 def test_dockerfile_bakes_in_no_secrets() -> None:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
 
+from gateway import auth, compose, proxy, ws
+from shared import natsauth
 from shared.db.demo import DEMO_PASSWORD_DEFAULT
-from shared.launcher import ServiceSpec
+from shared.launcher import SERVICES, ServiceSpec
 from shared.settings import DEV_PLACEHOLDER_SECRET
 from tests.unit.deploy_k8s_support import (
+    Peer,
+    allowed,
     applied_docs,
     assert_hardened,
     autoscalers_of,
@@ -16,19 +23,29 @@ from tests.unit.deploy_k8s_support import (
     deployment,
     env_item,
     env_values,
+    ingress_paths,
+    isolating,
     k8s,
     k8s_docs,
     kustomization,
+    namespace,
     only_container,
+    pod_labels,
     pod_spec,
+    policy_types,
     probe_port,
+    routed,
+    selects,
     selects_only,
     template_secret_keys,
 )
+from tests.unit.deploy_nats_support import NATS_SECRET, password_variable
 from tests.unit.deploy_support import (
     AUTOSCALED,
     COMPOSE,
     DOCKERFILE,
+    FORWARDED_ALLOW_IPS,
+    FORWARDED_FLAG,
     GATEWAY,
     K8S,
     LEADER_STANDBY,
@@ -54,6 +71,7 @@ from tests.unit.deploy_support import (
     prestop_in_image,
     secret_env,
     strings,
+    trusted_proxies,
     uvicorn_command,
 )
 
@@ -118,7 +136,11 @@ def test_k8s_service_selects_the_deployment(spec: ServiceSpec) -> None:
 @by_process
 def test_k8s_env_names_are_settings_fields(spec: ServiceSpec) -> None:
     # ... or the preStop hook's own (it runs in the same container, with the same env).
-    accepted = {*env_names(SETTINGS[spec.name]), load_script("prestop").SLEEP_ENV}
+    accepted = {
+        *env_names(SETTINGS[spec.name]),
+        load_script("prestop").SLEEP_ENV,
+        FORWARDED_ALLOW_IPS,  # uvicorn's own
+    }
     unknown = set(container_env(only_container(deployment(spec)))) - set(accepted)
     assert not unknown, f"{spec.name} is given variables its settings do not read: {unknown}"
 
@@ -354,5 +376,185 @@ def test_k8s_applies_nothing_unexpected() -> None:
         "Ingress",
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
     }
     assert kinds == expected
+
+
+# -- NATS identities (deploy/nats/auth.conf; test_deploy_nats.py checks the server's side) -------
+
+
+@by_process
+def test_k8s_gives_each_process_its_own_nats_identity(spec: ServiceSpec) -> None:
+    container = only_container(deployment(spec))
+    identity = natsauth.identity_of(spec.name)
+    assert env_values(container).get("NATS_USER") == identity, spec.name
+    item = env_item(container, "NATS_PASSWORD") or {}
+    ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+    # its own key only: a Secret mounted whole (envFrom) would hand it every identity's password
+    assert ref == {"name": NATS_SECRET, "key": password_variable(identity)}, spec.name
+    assert not any("secretRef" in source for source in container.get("envFrom") or [])
+
+
+def test_k8s_nats_secret_template_has_every_identity() -> None:
+    wanted = {password_variable(identity) for identity in natsauth.IDENTITIES}
+    assert template_secret_keys().get(NATS_SECRET) == wanted
+
+
+# -- NetworkPolicies (deploy/README.md, "Network policies") --------------------------------------
+
+# The ingress controller's namespace (ingress-nginx's default; ingress.yaml is written for it).
+INGRESS_NAMESPACE = "ingress-nginx"
+POSTGRES_PORT = 5432
+DNS_PORT = 53
+PROBE_PORTS = sorted({spec.default_port for spec in SERVICES} | {4222, 5432, 8080, 8222, 9090})
+
+
+def nats_endpoint() -> tuple[str, int]:
+    """The namespace and port of ``NATS_URL`` (``nats://<service>.<namespace>.svc…:<port>``)."""
+    url = urlsplit(k8s("ConfigMap")["dashboard-common"]["data"]["NATS_URL"])
+    assert url.hostname and url.hostname.count(".") >= 1, f"NATS_URL names no namespace: {url}"
+    return url.hostname.split(".")[1], url.port or 4222
+
+
+def workloads() -> dict[str, dict[str, Any]]:
+    return {**k8s("Deployment"), **k8s("Job")}
+
+
+def callers() -> dict[str, Peer]:
+    """Every kind of client a pod here could see: each Deployment's pods, the ingress
+    controller, a pod of another namespace, an address outside the cluster."""
+    ours = {name: Peer.pod(namespace(), pod_labels(w)) for name, w in k8s("Deployment").items()}
+    return ours | {
+        "ingress controller": Peer.pod(INGRESS_NAMESPACE, {"app.kubernetes.io/name": "x"}),
+        "another namespace": Peer.pod("default", {"app.kubernetes.io/name": "gateway"}),
+        "outside the cluster": Peer(None),
+    }
+
+
+def test_k8s_network_policies_deny_by_default() -> None:
+    defaults = [
+        policy
+        for policy in k8s("NetworkPolicy").values()
+        if policy["spec"]["podSelector"] in ({}, {"matchLabels": {}})
+        and policy_types(policy) == {"Ingress", "Egress"}
+        and not policy["spec"].get("ingress")
+        and not policy["spec"].get("egress")
+    ]
+    assert defaults, "no default-deny NetworkPolicy (every pod, Ingress and Egress, no rules)"
+
+
+def test_k8s_every_pod_is_isolated() -> None:
+    for name, workload in workloads().items():
+        labels = pod_labels(workload)
+        assert isolating(labels, "Ingress"), f"{name}: no NetworkPolicy selects it for Ingress"
+        assert isolating(labels, "Egress"), f"{name}: no NetworkPolicy selects it for Egress"
+
+
+def test_k8s_only_the_gateway_is_reachable_from_outside_the_namespace() -> None:
+    gateway = deployment(GATEWAY)
+    for name, policy in k8s("NetworkPolicy").items():
+        for rule in policy["spec"].get("ingress") or []:
+            peers = rule.get("from") or [{"ipBlock": {"cidr": "0.0.0.0/0"}}]  # none: anyone
+            if any("namespaceSelector" in p or "ipBlock" in p for p in peers):
+                assert selects_only(policy["spec"]["podSelector"], gateway), (
+                    f"{name} admits traffic from outside the namespace to pods but the gateway"
+                )
+
+
+@by_process
+def test_k8s_who_may_connect_to_each_process(spec: ServiceSpec) -> None:
+    labels = pod_labels(deployment(spec))
+    admitted = {
+        (caller, port)
+        for caller, peer in callers().items()
+        for port in PROBE_PORTS
+        if allowed("Ingress", labels, peer, port)
+    }
+    if spec is GATEWAY:
+        expected = {("ingress controller", GATEWAY.default_port)}
+    elif spec in gateway_service_urls().values():
+        expected = {(GATEWAY.name, spec.default_port)}
+    else:  # the pricefeed: nothing calls it (probes come from the kubelet, unaffected)
+        expected = set()
+    assert admitted == expected, spec.name
+
+
+def test_k8s_every_pod_reaches_nats_postgres_and_dns() -> None:
+    nats_namespace, nats_port = nats_endpoint()
+    nats = Peer.pod(nats_namespace, {"app.kubernetes.io/name": "nats"})
+    dns = Peer.pod("kube-system", {"k8s-app": "kube-dns"})
+    for name, workload in workloads().items():
+        labels = pod_labels(workload)
+        assert allowed("Egress", labels, nats, nats_port), f"{name} cannot reach NATS"
+        # PostgreSQL's address is the operator's (a managed database, an operator): the port.
+        assert any(
+            allowed("Egress", labels, peer, POSTGRES_PORT)
+            for peer in (Peer(None), Peer.pod("postgres", {}))
+        ), f"{name} cannot reach PostgreSQL"
+        for protocol in ("UDP", "TCP"):
+            assert allowed("Egress", labels, dns, DNS_PORT, protocol), f"{name}: DNS/{protocol}"
+        assert not allowed("Egress", labels, Peer(None), 443), f"{name}: egress is not denied"
+
+
+def test_k8s_only_the_gateway_calls_other_pods_here() -> None:
+    targets = {name: Peer.pod(namespace(), pod_labels(w)) for name, w in k8s("Deployment").items()}
+    listening = sorted({spec.default_port for spec in SERVICES})  # all a pod here listens on
+    for name, workload in workloads().items():
+        labels = pod_labels(workload)
+        reached = {
+            (target, port)
+            for target, peer in targets.items()
+            for port in listening
+            if allowed("Egress", labels, peer, port)
+        }
+        expected = (
+            {(s.name, s.default_port) for s in gateway_service_urls().values()}
+            if name == GATEWAY.name
+            else set()
+        )
+        assert reached == expected, name
+
+
+def test_k8s_network_policies_select_pods_that_exist() -> None:
+    labels = [pod_labels(w) for w in workloads().values()]
+    for name, policy in k8s("NetworkPolicy").items():
+        assert any(selects(policy["spec"]["podSelector"], lab) for lab in labels), name
+
+
+# -- the Ingress routes only what the browser needs -----------------------------------------------
+
+
+def browser_paths() -> list[str]:
+    """A URL of every route of the gateway's browser-facing routers, and a static file."""
+    paths = ["/static/app.css"]
+    for module in (auth, compose, proxy, ws):
+        for route in module.router.routes:
+            paths.append(re.sub(r"\{[^}]+\}", "x", route.path))
+    return paths
+
+
+def test_k8s_ingress_routes_the_browser_paths() -> None:
+    for path in ingress_paths():
+        # ImplementationSpecific means whatever the controller makes of it: not checkable
+        assert path["pathType"] in ("Exact", "Prefix"), path
+    for url in browser_paths():
+        assert routed(url), f"the Ingress does not route {url}"
+
+
+def test_k8s_ingress_does_not_route_internal_endpoints() -> None:
+    for url in ("/metrics", "/readyz", "/healthz", "/ops/release", "/docs", "/openapi.json"):
+        assert not routed(url), f"the Ingress routes {url}"
+    assert routed("/") and not routed("/anything"), "/ must be Exact"
+
+
+# -- forwarded headers ----------------------------------------------------------------------------
+
+
+def test_k8s_gateway_trusts_forwarded_headers_only_from_the_ingress_controller() -> None:
+    for name, workload in workloads().items():
+        command = [str(c) for c in only_container(workload).get("command") or []]
+        assert FORWARDED_FLAG not in command and "*" not in command, name
+    value = env_values(only_container(deployment(GATEWAY))).get(FORWARDED_ALLOW_IPS)
+    assert value, f"the gateway has no {FORWARDED_ALLOW_IPS} (uvicorn would trust 127.0.0.1)"
+    assert trusted_proxies(value)
