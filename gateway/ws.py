@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from gateway.buffer import PartBuffer, now_ms
 from gateway.csrf import tokens_match
@@ -100,7 +100,9 @@ class Connection:
                 for task in tasks:
                     task.cancel()
                 for result in await asyncio.gather(*tasks, return_exceptions=True):
-                    if isinstance(result, Exception):  # why a socket dropped, for operators
+                    if isinstance(result, WebSocketDisconnect | OSError):  # the peer left
+                        log.debug("socket %s: peer gone (%s)", self.session_id, result)
+                    elif isinstance(result, Exception):  # why a socket dropped, for operators
                         log.warning("socket %s task failed", self.session_id, exc_info=result)
             if self._close is not None:
                 code, reason = self._close
@@ -221,7 +223,10 @@ async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
         log.warning("could not re-check the sockets' sessions")
         valid = None  # a database blip does not log everyone out
     alive = []
-    for conn in conns:
+    still_open = set(g.hub.connections())  # a socket closed during the query said goodbye:
+    for conn in conns:  # announcing it now would bring its session back to life
+        if conn not in still_open:
+            continue
         if valid is not None and conn.web_session_id not in valid:
             conn.request_close(CLOSE_POLICY, "session ended")
         else:

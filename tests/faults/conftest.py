@@ -4,6 +4,7 @@ servers here belong to the tests, so an outage lasts as long as a test wants).""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ class FaultStack:
         """SIGKILL a service (the launcher restarts it)."""
         port = str(self.port(service))
         for proc in psutil.Process(self.stack.process.pid).children(recursive=True):
-            if f"--port {port}" in " ".join(proc.cmdline()):
+            args = proc.cmdline()
+            if any(a == "--port" and b == port for a, b in itertools.pairwise(args)):
                 proc.kill()
                 return
         raise AssertionError(f"no {service} process on :{port}")
