@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             pg = devservers.start_postgres(data_dir / "postgres")
             env["DATABASE_URL"] = devservers.database_url(pg.get_uri(), "postgres")
             servers.append(postgres_server(pg))
-            say(f"PostgreSQL running in {data_dir / 'postgres'}")
+            say(f"PostgreSQL running in {data_dir / 'postgres'}: {env['DATABASE_URL']}")
         identities: dict[str, dict[str, str]] = {}
         if not env.get("NATS_URL"):
             port = int(env.get("NATS_PORT", "4222"))

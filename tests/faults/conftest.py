@@ -64,8 +64,8 @@ def fault_stack(tmp_path_factory: Any) -> Iterator[FaultStack]:
     # an order whose client order id starts so kills the orders process after its commit
     env.update(NATS_URL=nats.url, DEMO_PASSWORD=TEST_PASSWORD, FAILPOINTS=f"{AFTER_COMMIT}*")
     stack = launch(env, data_dir)
-    pg = devservers.start_postgres(data_dir / "postgres")  # the launcher's, already running
-    url = devservers.database_url(pg.get_uri(), "postgres")
+    said = next(line for line in stack.lines if "PostgreSQL running in" in line)
+    url = said.rsplit(": ", 1)[1].strip()  # the launcher's own database
     yield FaultStack(stack, nats, str(data_dir / "postgres"), url)
     shut_down(stack)
     nats.stop()
