@@ -105,8 +105,8 @@ def stack(
     devservers.run_async(devservers.drop_database(pg_server_uri, name))
 
 
-@pytest.fixture(scope="package")  # closed before anything else needs the event loop
-def browser() -> Iterator[Any]:
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (for a package-scoped ``browser`` fixture)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -115,23 +115,31 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
-@pytest.fixture
-def new_page(browser: Any, stack: Stack) -> Iterator[Any]:
-    """``new_page()`` → a page in a fresh browser context (its own cookies)."""
+def page_factory(browser: Any, base_url: str, timeout_ms: int = 10_000) -> Iterator[Any]:
+    """``make()`` → a page in a fresh browser context (its own cookies) on ``base_url``."""
     contexts: list[Any] = []
 
     def make() -> Any:
-        context = browser.new_context(
-            base_url=stack.base_url, viewport={"width": 1280, "height": 900}
-        )
+        context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
         contexts.append(context)
         page = context.new_page()
-        page.set_default_timeout(10_000)
+        page.set_default_timeout(timeout_ms)
         return page
 
     yield make
     for context in contexts:
         context.close()
+
+
+@pytest.fixture(scope="package")  # closed before anything else needs the event loop
+def browser() -> Iterator[Any]:
+    yield from chromium()
+
+
+@pytest.fixture
+def new_page(browser: Any, stack: Stack) -> Iterator[Any]:
+    """``new_page()`` → a page in a fresh browser context (its own cookies)."""
+    yield from page_factory(browser, stack.base_url)
 
 
 def login(page: Any, username: str, password: str = TEST_PASSWORD) -> None:

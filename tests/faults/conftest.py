@@ -16,7 +16,7 @@ import pytest
 
 from shared import devservers
 from tests.conftest import TEST_PASSWORD
-from tests.e2e.conftest import CHROMIUM_ARGS, Stack, _chromium, launch, shut_down
+from tests.e2e.conftest import Stack, chromium, launch, page_factory, shut_down
 
 DIE_AFTER_COMMIT = "die-after-commit-"
 AFTER_COMMIT = f"orders.after_commit={DIE_AFTER_COMMIT}"
@@ -73,27 +73,9 @@ def fault_stack(tmp_path_factory: Any) -> Iterator[FaultStack]:
 
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
+    yield from chromium()
 
 
 @pytest.fixture
 def new_page(browser: Any, fault_stack: FaultStack) -> Iterator[Any]:
-    contexts: list[Any] = []
-
-    def make() -> Any:
-        context = browser.new_context(
-            base_url=fault_stack.base_url, viewport={"width": 1280, "height": 900}
-        )
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
+    yield from page_factory(browser, fault_stack.base_url, timeout_ms=15_000)
