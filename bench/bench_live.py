@@ -44,13 +44,13 @@ from bench.live_report import (
     table,
 )
 from bench.live_seed import Trader
-from bench.live_stack import STACK, TICK_DRIVEN, Stack, cores
+from bench.live_stack import STACK, TICK_DRIVEN, Stack, cores, fold
 from bench.live_support import GenConfig, loadgen_main
 from bench.relay_support import slow_consumers
 from shared import wire
 from shared.devservers import run_async
 
-__all__ = ["main"]
+__all__ = ["main", "run_level"]
 
 
 async def _recv(conns: list[Any], kind: str, within_s: float) -> list[Any]:
@@ -118,7 +118,8 @@ async def _order_task(
     return results
 
 
-async def _run_level(stack: Stack, level: Level, warmup_s: float) -> None:
+async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
+    """One load level on a running stack: connect, warm up, measure, close, wait for quiet."""
     n = level.n
     traders = stack.traders[:n]
     k = 2 if n >= 500 else 1
@@ -159,7 +160,9 @@ async def _run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         orders = asyncio.create_task(_order_task(port, traders[:ORDER_TRADERS], start, end))
         await asyncio.sleep(max(0.0, end - time.time()))
         c1 = stack.cpu(extra)
-        used = cores(c0, c1, level.window_s)
+        per_process = cores(c0, c1, level.window_s)
+        level.per_process = per_process
+        used = fold(per_process)
         used["loadgen"] = sum(v for key, v in used.items() if key.startswith("loadgen"))
         for i in range(k):
             used.pop(f"loadgen{i}", None)
@@ -177,7 +180,7 @@ async def _run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         p0 = stack.cpu({})
         await asyncio.sleep(POST_CLOSE_S)
         p1 = stack.cpu({})
-        level.after_close = cores(p0, p1, POST_CLOSE_S)
+        level.after_close = fold(cores(p0, p1, POST_CLOSE_S))
         level.quiet_after_s = None
         busy = sum(level.after_close.get(name, 0.0) for name in TICK_DRIVEN)
         waited = POST_CLOSE_S
@@ -188,7 +191,7 @@ async def _run_level(stack: Stack, level: Level, warmup_s: float) -> None:
             await asyncio.sleep(1.0)
             waited += 1.0
             q1 = stack.cpu({})
-            busy = sum(cores(q0, q1, 1.0).get(name, 0.0) for name in TICK_DRIVEN)
+            busy = sum(fold(cores(q0, q1, 1.0)).get(name, 0.0) for name in TICK_DRIVEN)
             if busy < stack.idle + QUIET_CORES:
                 level.quiet_after_s = waited
         if stack.deaths() > deaths0:
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> str:
                 levels.append(level)
                 print(f"live: N={n:,} …", file=sys.stderr, flush=True)
                 try:
-                    run_async(_run_level(stack, level, warmup))
+                    run_async(run_level(stack, level, warmup))
                 except Exception as exc:
                     level.failed = f"{type(exc).__name__}: {str(exc)[:300]}"
                     print(f"live: N={n:,} failed: {exc}", file=sys.stderr)

@@ -39,7 +39,8 @@ class Level:
     n: int
     window_s: float
     result: dict[str, Any] = field(default_factory=dict)
-    cpu: dict[str, float] = field(default_factory=dict)  # cores over the window
+    cpu: dict[str, float] = field(default_factory=dict)  # cores over the window, per service
+    per_process: dict[str, float] = field(default_factory=dict)  # the same, per replica
     after_close: dict[str, float] = field(default_factory=dict)
     quiet_after_s: float | None = None
     orders: list[tuple[str, float]] = field(default_factory=list)

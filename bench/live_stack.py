@@ -1,5 +1,9 @@
 """The whole stack for the live benchmark: PostgreSQL, nats-server, the market and traders,
 the launcher on free ports; started, restarted and stopped as a unit (:mod:`bench.bench_live`).
+
+Processes are named as in :mod:`bench.replica_support`: ``portfolio`` alone, or
+``portfolio-1`` … with replicas (:meth:`Stack.set_replicas`); :func:`fold` sums a service's
+replicas.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import psutil
 
 from bench.live_seed import Trader, seed_market
 from bench.relay_support import cpu_seconds
+from bench.replica_support import replica_ports, service_of
 from shared.devservers import NatsServer, create_database, free_port, run_async, start_postgres
 from shared.launcher import SERVICES
 
-__all__ = ["STACK", "TICK_DRIVEN", "Stack", "cores"]
+__all__ = ["STACK", "TICK_DRIVEN", "Stack", "cores", "fold"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-only-session-secret-0123456789abcdef"
@@ -41,10 +46,12 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     launcher: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
-    procs: dict[str, psutil.Process] = field(default_factory=dict)
+    procs: dict[str, psutil.Process] = field(default_factory=dict)  # by process name
+    ports: dict[str, int] = field(default_factory=dict)  # process name → HTTP port
     seen: list[psutil.Process] = field(default_factory=list)  # every child ever, for cleanup
     starts: int = 0
     idle: float = 0.0  # cores of portfolio + watchlist + risk with no socket open
+    idle_cores: dict[str, float] = field(default_factory=dict)  # per process, no socket open
 
     @property
     def gateway_port(self) -> int:
@@ -84,6 +91,13 @@ class Stack:
         for spec in SERVICES:  # the launcher derives the gateway's service URLs from the ports
             self.env.pop(f"GATEWAY_{spec.name.upper()}_URL", None)
 
+    def set_replicas(self, counts: dict[str, int]) -> None:
+        """Processes per service for the next :meth:`start` (``<SERVICE>_REPLICAS``)."""
+        for key in [k for k in self.env if k.endswith("REPLICAS")]:
+            del self.env[key]
+        for service, count in counts.items():
+            self.env[f"{service.upper()}_REPLICAS"] = str(count)
+
     def start(self) -> None:
         self.starts += 1
         self.log_path = self.tmp / f"launcher-{self.starts}.log"
@@ -105,10 +119,13 @@ class Stack:
                 tail = self.log_path.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the stack did not come up:\n{tail}")
             time.sleep(0.2)
+        self.ports = replica_ports(self.log_path.read_text(errors="replace"), self.env)
         self.resolve()
         c0 = self.cpu({})
         time.sleep(3.0)
-        self.idle = sum(cores(c0, self.cpu({}), 3.0).get(name, 0.0) for name in TICK_DRIVEN)
+        self.idle_cores = cores(c0, self.cpu({}), 3.0)
+        idle = fold(self.idle_cores)
+        self.idle = sum(idle.get(name, 0.0) for name in TICK_DRIVEN)
 
     def _remember_children(self) -> list[psutil.Process]:
         if self.launcher is None:
@@ -132,13 +149,20 @@ class Stack:
             "postgres": psutil.Process(self.pg.get_pid()),
             "nats": psutil.Process(self.nats.process.pid),
         }
+        by_port = {str(port): name for name, port in self.ports.items()}
         for child in self._remember_children():
             with contextlib.suppress(psutil.Error):
-                cmdline = " ".join(child.cmdline())
-                for spec in SERVICES:
-                    if spec.factory in cmdline:
-                        procs[spec.name] = child
+                cmdline = child.cmdline()
+                if not any(spec.factory in cmdline for spec in SERVICES):
+                    continue
+                port = cmdline[cmdline.index("--port") + 1] if "--port" in cmdline else ""
+                if port in by_port:
+                    procs[by_port[port]] = child
         self.procs = procs
+
+    def names(self, service: str) -> list[str]:
+        """The processes of ``service``: ``[service]`` or its replicas' names."""
+        return sorted(name for name in self.ports if service_of(name) == service)
 
     def cpu(self, extra: dict[str, int]) -> dict[str, float]:
         """CPU seconds so far per process (PostgreSQL: postmaster, live and exited backends)."""
@@ -196,3 +220,11 @@ class Stack:
 def cores(c0: dict[str, float], c1: dict[str, float], seconds: float) -> dict[str, float]:
     """CPU cores used between two :func:`cpu_seconds` readings ``seconds`` apart."""
     return {k: (c1[k] - c0[k]) / seconds for k in c0 if k in c1}
+
+
+def fold(used: dict[str, float]) -> dict[str, float]:
+    """Per process → per service: a service's replicas (``portfolio-2``) summed."""
+    out: dict[str, float] = {}
+    for name, value in used.items():
+        out[service_of(name)] = out.get(service_of(name), 0.0) + value
+    return out
