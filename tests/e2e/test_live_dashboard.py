@@ -216,7 +216,7 @@ def test_watchlist_add_shows_live_row_and_unknown_ticker_error(new_page: Any) ->
     assert page.locator("#watchlist-row-GOOGL").count() == 0
     page.fill("#watchlist-root input[name=ticker]", "googl")
     page.press("#watchlist-root input[name=ticker]", "Enter")
-    row = page.wait_for_selector("#watchlist-row-GOOGL")
+    row = page.wait_for_selector("#watchlist-row-GOOGL", timeout=30_000)  # a busy CI box
     assert row.query_selector(".last-price").text_content().strip()
     first = row.query_selector(".last-price").text_content()
     page.wait_for_function(
