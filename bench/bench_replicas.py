@@ -73,13 +73,15 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--wait", type=float, default=300.0, help="most s to wait for quiet")
     parser.add_argument("--max-other", type=float, default=0.25, help="noisy above (cores)")
     parser.add_argument("--retries", type=int, default=2, help="repeats of a noisy run (2)")
-    parser.add_argument("--quick", action="store_true", help="50 traders, 1 and 2, 1 round, 8 s")
+    parser.add_argument(
+        "--quick", action="store_true", help="50 traders, 1 and 2, 1 round, 8 s, all counted"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.users, args.rounds = min(args.users, 50), 1
         args.replicas = "1,2" if args.replicas == "1,2,3" else args.replicas
         args.window = 8.0 if args.window == 20.0 else args.window
-        args.wait = 0.0
+        args.wait, args.max_other, args.retries = 0.0, float("inf"), 0  # a smoke run
     counts = _ints(args.replicas)
     services = tuple(s for s in args.services.split(",") if s)
     warmup = 3.0 if args.quick else 5.0
