@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -212,7 +213,7 @@ class Lease:
         return now - self.renewed_at < ttl - margin
 
 
-class _Holder:
+class _Holder(ABC):
     """Shared by both kinds of lease: take, renew, release keys; stop acting in time."""
 
     def __init__(
@@ -265,8 +266,9 @@ class _Holder:
             with contextlib.suppress(Exception):
                 await self.store.release(key, lease.revision)
 
-    async def round(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    async def round(self) -> None:
+        """One renewal round: take, renew and release what this holder should."""
 
     async def _forever(self) -> None:
         while True:
@@ -281,6 +283,7 @@ class _Holder:
                 log.warning("lease round failed: %s", exc)
                 await self._expire()
 
+    @abstractmethod
     async def _expire(self) -> None:
         """Forget leases that are no longer safe to act on."""
 
@@ -317,6 +320,7 @@ class _Holder:
             await self._release(key)
         await self._left()
 
+    @abstractmethod
     async def _left(self) -> None:
         """Called once everything was released."""
 
@@ -457,6 +461,10 @@ class LeaderLease(_Holder):
         if self.role in self.held and not self.is_leader:
             self.held.pop(self.role, None)
             await self._lost()
+
+    async def _left(self) -> None:
+        """A leader keeps no membership key: nothing more to give back."""
+        return
 
     async def drain(self) -> None:
         was = self.role in self.held
