@@ -14,6 +14,8 @@
  *    server") in the element's message slot, marked data-status="failed". A swapped response
  *    (2xx, 422 with field errors) replaces the patched DOM itself; whatever patch is left on
  *    elements it did not replace is undone. Elements without a patch show failures alike.
+ * 4. Live renders keep what the trader is doing: typed values and focus move onto the
+ *    equivalent element of a part that replaces them.
  */
 (function () {
   'use strict';
@@ -113,21 +115,28 @@
     return path ? n : null;
   }
 
+  function controlsIn(node) {
+    return (node.matches(CONTROLS) ? [node] : []).concat(Array.from(node.querySelectorAll(CONTROLS)));
+  }
+
+  // What the user typed, ticked or selected in ``control``, onto ``twin`` (same kind).
+  function copyState(control, twin) {
+    if (control.type === 'checkbox' || control.type === 'radio') {
+      twin.checked = control.checked;
+    } else if (control.tagName === 'SELECT') {
+      const values = Array.from(control.options).filter(function (o) { return o.selected; })
+        .map(function (o) { return o.value; });
+      Array.from(twin.options).forEach(function (o) { o.selected = values.indexOf(o.value) >= 0; });
+    } else if (NO_LIVE_VALUE.indexOf(control.type) < 0) {
+      twin.value = control.value;
+    }
+  }
+
   // cloneNode copies attributes, not what the user typed into selects; copy live state across.
   function cloneWithState(node) {
     const copy = node.cloneNode(true);
-    const live = (node.matches(CONTROLS) ? [node] : []).concat(Array.from(node.querySelectorAll(CONTROLS)));
-    const copies = (copy.matches(CONTROLS) ? [copy] : []).concat(Array.from(copy.querySelectorAll(CONTROLS)));
-    live.forEach(function (control, i) {
-      const twin = copies[i];
-      if (control.type === 'checkbox' || control.type === 'radio') {
-        twin.checked = control.checked;
-      } else if (control.tagName === 'SELECT') {
-        Array.from(control.options).forEach(function (opt, j) { twin.options[j].selected = opt.selected; });
-      } else if (NO_LIVE_VALUE.indexOf(control.type) < 0) {
-        twin.value = control.value;
-      }
-    });
+    const copies = controlsIn(copy);
+    controlsIn(node).forEach(function (control, i) { copyState(control, copies[i]); });
     return copy;
   }
 
@@ -334,4 +343,84 @@
   // onLoadError replaces it when response handling threw.
   document.addEventListener('htmx:afterRequest', finish);
   document.addEventListener('htmx:onLoadError', finish);
+
+  // A response whose target a live render replaced while the request was out lands on the
+  // element now holding that id: the trader's outcome (a field error, a fill) is never lost.
+  document.addEventListener('htmx:beforeSwap', function (evt) {
+    const target = evt.detail.target;
+    if (target && !target.isConnected && target.id) {
+      const current = document.getElementById(target.id);
+      if (current) evt.detail.target = current;
+    }
+  });
+
+  // ---- 4. Live renders keep what the trader is doing
+  // A part from the socket replaces elements wholesale. What the trader typed, ticked or
+  // selected there (a control whose value differs from the one the server rendered, or the
+  // one being typed in) and the focus move onto the equivalent element of the new part: the
+  // same id, else the same form, name and position, else the same aria-label. HTTP responses
+  // are the server's answer to the trader and are swapped as they come.
+  let liveMessage = false;
+  document.addEventListener('htmx:wsBeforeMessage', function () {
+    liveMessage = true;
+    queueMicrotask(function () { liveMessage = false; }); // the message is swapped synchronously
+  });
+
+  function dirty(control) {
+    if (control.type === 'checkbox' || control.type === 'radio') return control.checked !== control.defaultChecked;
+    if (control.tagName === 'SELECT') {
+      return Array.from(control.options).some(function (o) { return o.selected !== o.defaultSelected; });
+    }
+    return NO_LIVE_VALUE.indexOf(control.type) < 0 && control.value !== control.defaultValue;
+  }
+
+  // A key naming ``node`` within ``root`` that the same element of a re-render shares.
+  function keyOf(root, node) {
+    if (node.id) return '#' + node.id;
+    const name = node.getAttribute('name');
+    if (name) {
+      const form = node.closest('form');
+      const forms = Array.from(root.querySelectorAll('form'));
+      const scope = form && root.contains(form) ? form : root;
+      const same = controlsIn(scope).filter(function (c) { return c.getAttribute('name') === name; });
+      return 'name:' + forms.indexOf(form) + ':' + name + ':' + same.indexOf(node);
+    }
+    const label = node.getAttribute('aria-label');
+    return label ? 'label:' + label : null;
+  }
+
+  function findByKey(root, key) {
+    const candidates = (root.matches('*') ? [root] : []).concat(Array.from(root.querySelectorAll('*')));
+    if (key.charAt(0) === '#') {
+      const id = key.slice(1);
+      return candidates.find(function (n) { return n.id === id; }) || null;
+    }
+    return candidates.find(function (n) { return keyOf(root, n) === key; }) || null;
+  }
+
+  document.addEventListener('htmx:oobBeforeSwap', function (evt) {
+    const target = evt.detail.target;
+    const incoming = evt.detail.fragment && evt.detail.fragment.firstElementChild;
+    if (!liveMessage || !target || !incoming) return;
+    const active = document.activeElement;
+    controlsIn(target).forEach(function (control) {
+      if (control !== active && !dirty(control)) return;
+      const key = keyOf(target, control);
+      const twin = key && findByKey(incoming, key);
+      if (twin && twin.tagName === control.tagName && twin.type === control.type) copyState(control, twin);
+    });
+    if (!active || active === document.body || !target.contains(active)) return;
+    const key = keyOf(target, active);
+    const twin = key && findByKey(incoming, key);
+    if (!twin) return;
+    const range = typeof active.selectionStart === 'number'
+      ? [active.selectionStart, active.selectionEnd, active.selectionDirection] : null;
+    queueMicrotask(function () { // after this message's swaps
+      if (!twin.isConnected || typeof twin.focus !== 'function') return;
+      twin.focus({ preventScroll: true });
+      if (range && typeof twin.setSelectionRange === 'function') {
+        try { twin.setSelectionRange(range[0], range[1], range[2]); } catch (err) { /* type without selection */ }
+      }
+    });
+  });
 })();

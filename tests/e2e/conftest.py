@@ -116,7 +116,9 @@ def chromium() -> Iterator[Any]:
 
 
 def page_factory(browser: Any, base_url: str, timeout_ms: int = 10_000) -> Iterator[Any]:
-    """``make()`` → a page in a fresh browser context (its own cookies) on ``base_url``."""
+    """``make()`` → a page in a fresh browser context (its own cookies) on ``base_url``.
+
+    Each page's console and failed requests are recorded, for :func:`dump_pages`."""
     contexts: list[Any] = []
 
     def make() -> Any:
@@ -124,11 +126,55 @@ def page_factory(browser: Any, base_url: str, timeout_ms: int = 10_000) -> Itera
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(timeout_ms)
+        journal: list[str] = []
+        page.on("console", lambda m: journal.append(f"console {m.type}: {m.text}"))
+        page.on(
+            "response",
+            lambda r: (
+                journal.append(f"{r.status} {r.request.method} {r.url}")
+                if r.request.method != "GET" or r.status >= 400
+                else None
+            ),
+        )
+        page.on("requestfailed", lambda r: journal.append(f"failed {r.method} {r.url}"))
+        page.on("websocket", lambda ws: journal.append(f"websocket {ws.url}"))
+        _journals[page] = journal
         return page
 
     yield make
     for context in contexts:
         context.close()
+
+
+_journals: dict[Any, list[str]] = {}
+
+
+def dump_pages(name: str, stack: Stack | None) -> None:
+    """After a failed test: each open page's DOM and journal, and the stack's last log
+    lines, under test-artifacts/ (what CI keeps to diagnose a failure)."""
+    lines: list[str] = []
+    for index, (page, journal) in enumerate(list(_journals.items())):
+        try:
+            html = page.content()
+        except Exception as exc:  # the page may be closed already
+            html = f"(page unavailable: {exc})"
+        artifact(f"{name}-page{index}.html").write_text(html)
+        lines += [f"--- page {index} ({page.url if not page.is_closed() else 'closed'})", *journal]
+    if stack is not None:
+        lines += ["--- stack log (last 300 lines)", *(x.rstrip() for x in stack.lines[-300:])]
+    artifact(f"{name}.log").write_text("\n".join(lines) + "\n")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    report = yield
+    if report.when == "call" and report.failed and _journals:
+        stack = item.funcargs.get("stack") or item.funcargs.get("fault_stack")
+        stack = getattr(stack, "stack", stack)  # a fault stack holds its Stack
+        dump_pages(item.name, stack if isinstance(stack, Stack) else None)
+    if report.when == "teardown":
+        _journals.clear()
+    return report
 
 
 @pytest.fixture(scope="package")  # closed before anything else needs the event loop

@@ -232,6 +232,39 @@ def test_watchlist_add_shows_live_row_and_unknown_ticker_error(new_page: Any) ->
     assert page.locator("#watchlist-row-ZZZZ").count() == 0
 
 
+def _resync(stack: Stack, user_id: int, component: str) -> None:
+    """Ask the gateways to re-announce ``user_id``'s sockets, as a replica taking over its
+    partition does: the owner answers with a live full render of ``component``."""
+
+    async def publish() -> None:
+        bus = await NatsBus.connect(stack.env["NATS_URL"])
+        request = {"components": [component], "partitions": [wire.partition_of(user_id)]}
+        await bus.publish(wire.GATEWAY_RESYNC, request)
+        await bus.flush()
+        await bus.close()
+
+    devservers.run_async(publish())
+
+
+def test_a_live_full_render_keeps_what_the_trader_is_typing(new_page: Any, stack: Stack) -> None:
+    bob = devservers.run_async(identity_of(stack.env["DATABASE_URL"], "bob"))
+    page = new_page()
+    login(page, "bob")
+    ticker = page.locator("#watchlist-root input[name=ticker]")
+    ticker.click()
+    ticker.press_sequentially("orc")
+    page.evaluate("() => { window.__root = document.getElementById('watchlist-root'); }")
+    _resync(stack, bob.user_id, "watchlist")
+    page.wait_for_function("() => document.getElementById('watchlist-root') !== window.__root")
+    # the panel was replaced by the server's render; what bob typed and his focus stayed
+    assert ticker.input_value() == "orc"
+    assert page.evaluate("() => document.activeElement.getAttribute('name')") == "ticker"
+    ticker.press_sequentially("l")
+    ticker.press("Enter")
+    page.wait_for_selector("#watchlist-row-ORCL")
+    assert ticker.input_value() == ""  # the add's own answer clears the field
+
+
 def test_bob_never_sees_alices_data(new_page: Any) -> None:
     alice_page, bob_page = new_page(), new_page()
     login(alice_page, "alice")

@@ -16,7 +16,14 @@ import pytest
 
 from shared import devservers
 from tests.conftest import TEST_PASSWORD
-from tests.e2e.conftest import Stack, chromium, launch, page_factory, shut_down
+from tests.e2e.conftest import (  # the hook: a failure leaves its pages and logs
+    Stack,
+    chromium,
+    launch,
+    page_factory,
+    pytest_runtest_makereport,  # noqa: F401
+    shut_down,
+)
 
 DIE_AFTER_COMMIT = "die-after-commit-"
 AFTER_COMMIT = f"orders.after_commit={DIE_AFTER_COMMIT}"
