@@ -425,12 +425,20 @@ class LeaderLease(_Holder):
         on_lost: Callable[[], Awaitable[None]] | None = None,
         renew_every: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        patience: Callable[[], float] | None = None,
     ) -> None:
+        """``patience()``: how long the role must be seen free, once this replica saw it
+        held, before it takes it (0: at once). A replica not ready to lead well (just
+        started: it has not caught up with the leader) waits, so that a standby that has
+        takes the role first."""
         super().__init__(
             store, _key_token(replica or default_replica_id()), renew_every=renew_every, clock=clock
         )
         self.role = role
         self.on_gained, self.on_lost = on_gained, on_lost
+        self.patience = patience
+        self._free_since: float | None = None
+        self._seen_held = False
 
     @property
     def is_leader(self) -> bool:
@@ -449,9 +457,27 @@ class LeaderLease(_Holder):
             if not await self._renew(lease):
                 await self._lost()
             return
+        if not await self._waited():
+            return
         taken = await self._take(self.role)
         if taken is not None and self.on_gained is not None:
             await self.on_gained(taken.epoch)
+
+    async def _waited(self) -> bool:
+        """Whether the role has been free for ``patience()`` seconds (seen each round).
+        Free since this replica first looked, nobody held it lately: nobody to wait for."""
+        wait = self.patience() if self.patience is not None else 0.0
+        if wait <= 0:
+            return True
+        if await self.store.keys(self.role):  # held by another replica
+            self._free_since, self._seen_held = None, True
+            return False
+        if not self._seen_held:
+            return True
+        now = self._clock()
+        if self._free_since is None:
+            self._free_since = now
+        return now - self._free_since >= wait
 
     async def _lost(self) -> None:
         if self.on_lost is not None:

@@ -26,10 +26,17 @@ log = logging.getLogger(__name__)
 
 LEASE_KEY = "leader"  # in the bucket wire.lease_bucket("pricefeed")
 FENCE_ROLE = "pricefeed"  # its row in leader_epochs
+# A cold replica (no tick of a leader seen: just started) lets the key be free this many
+# renewal rounds before it takes it, so a warm standby (which takes it in its first round)
+# wins: it continues the leader's prices and seq exactly.
+COLD_ROUNDS = 2
 
 
 class Leadership:
     """This replica's part: leader (``leading``, under ``epoch``) or standby.
+
+    ``warm()`` says whether this replica has the leader's last state (it followed its
+    ticks); a cold one competes only after the key stayed free for ``COLD_ROUNDS`` rounds.
 
     ``on_lead(epoch)`` runs when the lease is gained, before the first tick;
     ``on_follow()`` when it is lost or given back, once ticking stopped and while the
@@ -44,17 +51,31 @@ class Leadership:
         *,
         on_lead: Callable[[int], Awaitable[None]],
         on_follow: Callable[[], Awaitable[None]],
+        warm: Callable[[], bool] = lambda: True,
     ) -> None:
         self.lease = (
             None
             if store is None
-            else LeaderLease(store, LEASE_KEY, replica, on_gained=self._gained, on_lost=self._lost)
+            else LeaderLease(
+                store,
+                LEASE_KEY,
+                replica,
+                on_gained=self._gained,
+                on_lost=self._lost,
+                patience=self._patience,
+            )
         )
+        self._warm = warm
         self.replica = self.lease.replica if self.lease is not None else replica
         self.epoch: int | None = None
         self._on_lead, self._on_follow = on_lead, on_follow
         self._acting = False
         self._resigning: asyncio.Task[None] | None = None
+
+    def _patience(self) -> float:
+        if self._warm() or self.lease is None:
+            return 0.0
+        return COLD_ROUNDS * self.lease.renew_every
 
     @property
     def leading(self) -> bool:

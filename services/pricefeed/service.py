@@ -74,6 +74,7 @@ class Pricefeed:
             settings.replica_id or default_replica_id(),
             on_lead=self._lead,
             on_follow=self._follow,
+            warm=lambda: self.loop.seq > 0 or self.follower.last_seq > 0,
         )
         self.book = PriceBook(snapshot.symbols)
         self.monitor = RiskMonitor(
@@ -154,8 +155,13 @@ class Pricefeed:
         self.follower.on_alert(subject, payload)
 
     async def _lead(self, epoch: int) -> None:
-        """Become the leader: continue the standby's view of the leader's last tick."""
+        """Become the leader: continue the standby's view of the leader's last tick. A
+        cold replica (nothing followed: the first leader, or every warm one died) starts
+        its ``seq`` at the tick clock (ticks since 1970), which no earlier leader on a
+        synchronised clock can have passed: consumers never see a ``seq`` go back."""
         self.loop.seq = max(self.loop.seq, self.follower.last_seq)
+        if self.loop.seq == 0:
+            self.loop.seq = int(self.clock.wall_ms() // self.settings.tick_interval_ms)
         if isinstance(self.provider, SimulationProvider):
             self.provider.simulation.rebase(self.book.quotes)
         now = self.clock.wall_ms()

@@ -149,3 +149,41 @@ async def test_one_leader_at_a_time_and_a_new_epoch_when_it_changes() -> None:
     await a.round()  # a comes back: its renewal fails, it knows it lost
     assert not a.is_leader and ("a", "lost") in events
     assert events[0] == ("a", first) and ("b", b.epoch) in events
+
+
+async def test_a_cold_replica_yields_the_role_to_a_warm_one_but_not_to_nobody() -> None:
+    clock = Clock()
+    store = MemoryLeaseStore(ttl=3.0, clock=clock)
+    cold_wait = 1.5  # a just-started replica: it has not caught up with the leader
+
+    def replica(name: str, patience: float) -> LeaderLease:
+        return LeaderLease(
+            store, "leader", name, renew_every=0.75, clock=clock, patience=lambda: patience
+        )
+
+    leader, warm, cold = replica("leader", 0), replica("warm", 0), replica("cold", cold_wait)
+    await leader.round()
+    await cold.round()  # it sees the role held
+    clock.now += 3.5  # the leader dies; its key expires
+    await cold.round()
+    assert not cold.is_leader  # the role is free, but not for long enough
+    await warm.round()
+    assert warm.is_leader  # the warm standby takes it in its first round
+    clock.now += cold_wait
+    await cold.round()
+    assert not cold.is_leader and warm.is_leader
+
+    # nobody warm left: a cold replica takes the role once it stayed free long enough
+    clock.now += 3.5
+    await cold.round()
+    assert not cold.is_leader
+    clock.now += cold_wait
+    await cold.round()
+    assert cold.is_leader
+
+    # at a clean start (the role free the first time it looks) nobody is warmer: at once
+    alone = LeaderLease(
+        MemoryLeaseStore(ttl=3.0, clock=clock), "leader", "alone", clock=clock, patience=lambda: 9
+    )
+    await alone.round()
+    assert alone.is_leader

@@ -153,6 +153,11 @@ class TestClock:
         return Clock(lambda: self.now, lambda: self.now * 1000, never)
 
 
+def cold_seq(clock: TestClock, tick_ms: int = 250) -> int:
+    """The ``seq`` a cold leader starts after: ticks since 1970 on its wall clock."""
+    return int(clock.now * 1000 // tick_ms)
+
+
 class ScriptedProvider:
     name = "scripted"
 
@@ -298,7 +303,8 @@ async def test_the_standby_follows_then_takes_over_where_the_leader_left(epochs)
     await a.loop.cycle()
     await kill(a)
     assert [t["src"] for t in ticks(bus)] == ["feed-a"] * 3
-    assert b.book.quotes == a.book.quotes and b.follower.last_seq == 3
+    first = cold_seq(clock)  # the first leader started cold: its seq is the tick clock's
+    assert b.book.quotes == a.book.quotes and b.follower.last_seq == first + 3
     assert b.metrics.registry.get_sample_value("pricefeed_ticks_total") == 0
 
     await lease(b).round()
@@ -316,7 +322,8 @@ async def test_the_standby_follows_then_takes_over_where_the_leader_left(epochs)
     while len(ticks(bus)) < 6:
         await b.loop.cycle()
     after = ticks(bus)[3:]
-    assert [t["seq"] for t in after] == [4, 5, 6] and {t["src"] for t in after} == {"feed-b"}
+    assert [t["seq"] for t in after] == [first + 4, first + 5, first + 6]  # continued
+    assert {t["src"] for t in after} == {"feed-b"}
     for ticker, p in after[0]["prices"].items():  # one step from the leader's last price
         assert abs(D(p["last"]) - last[ticker].last) / last[ticker].last < D("0.01")
     await b.stop()
@@ -339,7 +346,11 @@ async def test_a_released_lease_is_taken_within_one_round(epochs) -> None:
     assert b.leadership.leading
     b.provider.next = quotes("121")  # type: ignore[attr-defined]
     await b.loop.cycle()
-    assert [(t["seq"], t["src"]) for t in ticks(bus)] == [(1, "feed-a"), (2, "feed-b")]
+    first = cold_seq(clock)
+    assert [(t["seq"], t["src"]) for t in ticks(bus)] == [
+        (first + 1, "feed-a"),
+        (first + 2, "feed-b"),
+    ]
     assert a.book.quotes == b.book.quotes  # the released one follows as a standby
     await lease(a).round()
     assert not a.leadership.leading  # it no longer competes
@@ -364,3 +375,38 @@ async def test_a_deposed_leader_is_fenced_off_and_resigns(epochs) -> None:
     await settle(lambda: lease(a).epoch not in (0, old))  # resigned: given back, taken anew
     assert lease(a).epoch > old
     await a.stop()
+
+
+async def test_a_restarted_replica_does_not_take_over_from_the_warm_standby(epochs) -> None:
+    """SIGKILL the leader and restart it at once (what a supervisor does): the restarted
+    process has seen no tick, so it lets the warm standby lead; the seq never goes back."""
+    bus, clock = InMemoryBus(), TestClock()
+    store = MemoryLeaseStore(TTL, clock=lambda: clock.now)
+    a = feed("feed-a", bus, store, clock, ScriptedProvider())
+    b = feed("feed-b", bus, store, clock, ScriptedProvider())
+    await a.start()
+    await b.start()
+    for price in ("120", "121"):
+        a.provider.next = quotes(price)  # type: ignore[attr-defined]
+        await a.loop.cycle()
+    await settle(lambda: b.follower.last_seq == a.loop.seq)
+    await kill(a)
+    restarted = feed("feed-a2", bus, store, clock, ScriptedProvider())
+    await restarted.start()  # the dead leader's key is still there
+    assert not restarted.leadership.leading
+    clock.now += TTL  # the key expires
+    await lease(restarted).round()  # free, but it is cold: it waits
+    await lease(b).round()
+    assert b.leadership.leading and not restarted.leadership.leading
+    for _ in range(leadership.COLD_ROUNDS + 1):
+        clock.now += lease(restarted).renew_every
+        await lease(b).round()
+        await lease(restarted).round()
+    assert b.leadership.leading and not restarted.leadership.leading
+    b.provider.next = quotes("122")  # type: ignore[attr-defined]
+    await b.loop.cycle()
+    seqs = [t["seq"] for t in ticks(bus)]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2] and ticks(bus)[-1]["src"] == "feed-b"
+    await settle(lambda: restarted.follower.last_seq == seqs[-1])  # now it is warm
+    await b.stop()
+    await restarted.stop()
