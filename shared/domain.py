@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Literal
 
 __all__ = [
@@ -18,15 +18,17 @@ __all__ = [
     "AlertLevel",
     "Holding",
     "SectorShare",
-    "apply_buy",
-    "apply_sell",
+    "Trade",
+    "apply_fill",
     "cents",
     "change_pct",
+    "cost_basis",
     "day_change",
     "dec",
     "gauge_level",
     "margin_used",
     "market_value",
+    "money",
     "next_alert_level",
     "position_pnl",
     "price_move",
@@ -58,7 +60,13 @@ def dec(value: Decimal | float | int | str) -> Decimal:
 
 
 def cents(value: Decimal) -> Decimal:
+    """A computed figure shown to the cent (P&L, totals): half up."""
     return value.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def money(value: Decimal) -> Decimal:
+    """Cash that moves, to the cent, half-even: each fill's value and cost, once."""
+    return value.quantize(_CENT, rounding=ROUND_HALF_EVEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +92,8 @@ def market_value(last: Decimal, qty: int) -> Decimal:
 
 
 def trade_value(qty: int, price: Decimal) -> Decimal:
-    """Cash a fill moves: ``qty × price`` to the cent."""
-    return cents(price * qty)
+    """Cash a fill moves: ``qty × price`` to the cent (half-even)."""
+    return money(price * qty)
 
 
 def total_value(holdings: Iterable[Holding]) -> Decimal:
@@ -191,18 +199,47 @@ def sector_exposure(holdings: Iterable[Holding]) -> list[SectorShare]:
     )
 
 
-def apply_buy(qty: int, avg_cost: Decimal, fill_qty: int, price: Decimal) -> tuple[int, Decimal]:
-    """Position after a buy fill: new quantity and volume-weighted average cost."""
-    new_qty = qty + fill_qty
-    return new_qty, (avg_cost * qty + price * fill_qty) / new_qty
+# positions.avg_cost is NUMERIC(28, 12): exact enough that ``money(avg_cost × qty)`` gives
+# the cost basis back to the cent for any quantity under 10^9 (the error is qty × 5e-13).
+AVG_COST_QUANTUM = Decimal("1e-12")
 
 
-def apply_sell(
-    qty: int, avg_cost: Decimal, fill_qty: int, price: Decimal
-) -> tuple[int, Decimal, Decimal]:
-    """Position after a sell fill: new quantity, average cost, realised P&L of the fill."""
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A position after one fill, and what the fill moved."""
+
+    qty: int
+    avg_cost: Decimal  # the cost basis over the quantity (12 places; 0 when flat)
+    cash: Decimal  # − what a buy cost, + what a sell brought in
+    realised: Decimal  # realised P&L of the fill (0 for a buy)
+
+
+def cost_basis(qty: int, avg_cost: Decimal) -> Decimal:
+    """What a position's shares cost, to the cent."""
+    return money(avg_cost * qty)
+
+
+def _average(basis: Decimal, qty: int) -> Decimal:
+    return (basis / qty).quantize(AVG_COST_QUANTUM, rounding=ROUND_HALF_EVEN) if qty else Decimal(0)
+
+
+def apply_fill(qty: int, avg_cost: Decimal, side: str, fill_qty: int, price: Decimal) -> Trade:
+    """The position ``qty`` @ ``avg_cost`` after a ``side`` fill of ``fill_qty`` @ ``price``.
+
+    Rounding policy: money is rounded to the cent once, half-even, where it moves. A fill
+    moves ``trade_value(fill_qty, price)`` in cash. The position keeps its cost basis (the
+    buys' trade values less what sells took out) exactly, in cents, through ``avg_cost``
+    (:data:`AVG_COST_QUANTUM`). A sell of q of Q shares takes ``basis × q / Q`` to the cent,
+    or all that is left when it closes the position, and realises its proceeds less that.
+    So, for any sequence of fills, Σ realised − basis left = the cash the fills moved: once
+    a position is closed its realised P&L is exactly the cash it made or lost.
+    """
+    basis = cost_basis(qty, avg_cost)
+    value = trade_value(fill_qty, price)
+    if side == "buy":
+        return Trade(qty + fill_qty, _average(basis + value, qty + fill_qty), -value, Decimal(0))
     if fill_qty > qty:
         raise ValueError(f"cannot sell {fill_qty}, position holds {qty}")
-    new_qty = qty - fill_qty
-    realised = (price - avg_cost) * fill_qty
-    return new_qty, (avg_cost if new_qty else Decimal(0)), realised
+    left = qty - fill_qty
+    taken = basis if left == 0 else money(basis * fill_qty / qty)
+    return Trade(left, _average(basis - taken, left), value, value - taken)

@@ -122,10 +122,11 @@ class OrderComponent(FormComponent):
         """Bid and ask to trade at: the latest tick the service has seen, else the table's.
 
         The symbols table trails the feed by up to a write interval; a feed that has gone
-        silent means no price can be trusted, so nothing is executed against it.
+        silent (or never ticked since this service started) means no price can be
+        trusted, so nothing is executed against it.
         """
         book = self.request.prices
-        if book is None or not book.seen_feed:
+        if book is None:  # no live price book (a service without a bus): the table
             return symbol.bid, symbol.ask
         limit = float(self.request.extras.get("max_feed_silence_s", 5.0))
         if book.silent_for() > limit:

@@ -9,10 +9,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
+from shared.domain import utilisation_pct
+
 __all__ = [
     "MAX_UTILISATION_PCT",
     "Rejected",
     "Side",
+    "check_margin_after",
     "crosses",
     "describe_fill",
     "describe_open",
@@ -31,6 +34,22 @@ class Rejected(Exception):
         self.field = field
         self.reason = reason
         super().__init__(reason)
+
+
+def check_margin_after(used: Decimal, limit: Decimal) -> None:
+    """Pre-trade: the margin an account would use after the order must fit its limit
+    (utilisation at most 100 %); a limit of 0 fits no margin at all."""
+    if used <= 0:
+        return
+    if limit <= 0:
+        raise Rejected("quantity", "No margin available: this account's margin limit is 0.00")
+    after = utilisation_pct(used, limit)
+    if after > MAX_UTILISATION_PCT:
+        raise Rejected(
+            "quantity",
+            f"Margin limit exceeded: this order would take utilisation to {after:.1f}% "
+            f"(maximum {MAX_UTILISATION_PCT}%)",
+        )
 
 
 def touch_price(side: str, bid: Decimal, ask: Decimal) -> Decimal:

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.orders.domain import MAX_UTILISATION_PCT, Rejected
+from services.orders import domain as rules
+from services.orders.domain import Rejected
 from shared import domain, wire
 from shared.db.models import Account, Fill, Order, Position, Symbol
 from shared.outbox import stage
@@ -101,13 +102,7 @@ async def check_margin(session: AsyncSession, account: Account, symbol: Symbol, 
         holdings.append(
             domain.Holding(symbol.ticker, qty, symbol.last, margin_rate=symbol.margin_rate)
         )
-    after = domain.utilisation_pct(domain.margin_used(holdings), account.margin_limit)
-    if after > MAX_UTILISATION_PCT:
-        raise Rejected(
-            "quantity",
-            f"Margin limit exceeded: this order would take utilisation to {after:.1f}% "
-            f"(maximum {MAX_UTILISATION_PCT}%)",
-        )
+    rules.check_margin_after(domain.margin_used(holdings), account.margin_limit)
 
 
 async def check_sell(
@@ -167,21 +162,15 @@ async def execute_fill(
             realised_pnl=Decimal(0),
         )
     if order.side == "buy":
-        cost = check_cash(account, qty, price)
-        position.quantity, position.avg_cost = domain.apply_buy(
-            position.quantity, position.avg_cost, qty, price
+        check_cash(account, qty, price)
+    elif qty > position.quantity:
+        raise Rejected(
+            "quantity", f"You hold {position.quantity:,} {symbol.ticker}; cannot sell {qty:,}"
         )
-        account.cash -= cost
-    else:
-        if qty > position.quantity:
-            raise Rejected(
-                "quantity", f"You hold {position.quantity:,} {symbol.ticker}; cannot sell {qty:,}"
-            )
-        position.quantity, position.avg_cost, realised = domain.apply_sell(
-            position.quantity, position.avg_cost, qty, price
-        )
-        position.realised_pnl += domain.cents(realised)
-        account.cash += domain.trade_value(qty, price)
+    trade = domain.apply_fill(position.quantity, position.avg_cost, order.side, qty, price)
+    position.quantity, position.avg_cost = trade.qty, trade.avg_cost
+    position.realised_pnl += trade.realised
+    account.cash += trade.cash
     session.add(position)
     position.updated_at = account.updated_at = now
     order.status, order.filled_qty, order.avg_fill_price = "filled", qty, price

@@ -32,6 +32,7 @@ class PriceBook:
         self._history: dict[str, deque[Decimal]] = {}
         self._clock = clock
         self._last_tick: float | None = None
+        self._since = clock()  # silent since the book was made, until a first tick
 
     def __len__(self) -> int:
         return len(self._quotes)
@@ -99,8 +100,8 @@ class PriceBook:
         return self._last_tick is not None
 
     def silent_for(self) -> float:
-        """Seconds since the last tick (0 before the first one)."""
-        return 0.0 if self._last_tick is None else self._clock() - self._last_tick
+        """Seconds since the last tick, or since the book was made if none came yet."""
+        return self._clock() - (self._since if self._last_tick is None else self._last_tick)
 
     def as_tick(self) -> dict[str, Any]:
         """The book as a ``price_tick`` message (a copy: components may keep what they get)."""

@@ -177,6 +177,7 @@ def create_component_app(
             else engine
         )
         app.state.db = session_factory(app.state.engine) if app.state.engine else None
+        app.state.prices = prices  # the latest quotes this service has seen (None: no book)
         own_bus = bus is None
         app.state.bus = (
             await NatsBus.connect(settings.nats_url, service_name, **settings.nats_options())

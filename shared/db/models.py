@@ -53,6 +53,7 @@ ALERT_LEVELS = ("warn", "critical")
 
 Money = Numeric(18, 2)
 Price = Numeric(18, 4)
+AvgCost = Numeric(28, 12)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -141,7 +142,9 @@ class Position(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     symbol_id: Mapped[int] = mapped_column(ForeignKey("symbols.id"), index=True)
     quantity: Mapped[int] = mapped_column(Integer, default=0)
-    avg_cost: Mapped[Decimal] = mapped_column(Price, default=Decimal(0))
+    # the cost basis over the quantity, exact enough to give the basis back to the cent
+    # (shared.domain.apply_fill)
+    avg_cost: Mapped[Decimal] = mapped_column(AvgCost, default=Decimal(0))
     realised_pnl: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     updated_at: Mapped[datetime] = _now()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
@@ -33,7 +33,6 @@ from tests.support import (
 
 pytestmark = pytest.mark.service
 
-FOUR = Decimal("0.0001")
 CENT = Decimal("0.01")
 
 
@@ -101,8 +100,8 @@ async def test_market_buy_fills_at_ask_and_publishes_after_commit(
     assert order.client_order_id == cid and order.reject_reason is None
     assert after["fills"] == before["fills"] + 1
     old_qty, old_avg, old_realised = before["position"]
-    qty, avg = domain.apply_buy(old_qty, old_avg, 10, aapl.ask)
-    assert after["position"] == (qty, avg.quantize(FOUR, ROUND_HALF_UP), old_realised)
+    trade = domain.apply_fill(old_qty, old_avg, "buy", 10, aapl.ask)
+    assert after["position"] == (trade.qty, trade.avg_cost, old_realised)
     assert after["cash"] == before["cash"] - aapl.ask * 10
 
     await wait_until(lambda: events)
@@ -129,8 +128,9 @@ async def test_market_sell_fills_at_bid_and_books_realised_pnl(
     assert r.status_code == 200, r.text
     assert f"sold 100 AAPL @ {aapl.bid:,.2f}" in r.text
     after = await book(db, alice.account_id, "AAPL")
-    qty, avg, realised = domain.apply_sell(old_qty, old_avg, 100, aapl.bid)
-    assert after["position"] == (qty, avg, (old_realised + realised).quantize(CENT))
+    trade = domain.apply_fill(old_qty, old_avg, "sell", 100, aapl.bid)
+    qty, realised = trade.qty, trade.realised
+    assert after["position"] == (qty, trade.avg_cost, old_realised + realised)
     assert realised == (aapl.bid - old_avg) * 100 and realised > 0
     assert after["cash"] == before["cash"] + aapl.bid * 100
     assert after["orders"][-1].avg_fill_price == aapl.bid

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.orders.domain import Rejected, check_margin_after
 from shared import domain
 from shared.domain import Holding
 
@@ -74,13 +75,53 @@ def test_sector_exposure_shares_sum_to_100() -> None:
 
 
 def test_average_cost_and_realised_pnl() -> None:
-    qty, avg = domain.apply_buy(10, D("100"), 10, D("110"))
-    assert (qty, avg) == (20, D("105"))
-    qty, avg, realised = domain.apply_sell(qty, avg, 5, D("120"))
-    assert (qty, avg, realised) == (15, D("105"), D("75"))
-    assert domain.apply_sell(15, avg, 15, D("100"))[:2] == (0, D(0))
+    bought = domain.apply_fill(10, D("100"), "buy", 10, D("110"))
+    assert (bought.qty, bought.avg_cost, bought.cash) == (20, D("105"), D("-1100.00"))
+    sold = domain.apply_fill(bought.qty, bought.avg_cost, "sell", 5, D("120"))
+    assert (sold.qty, sold.avg_cost, sold.cash, sold.realised) == (15, D("105"), D("600"), D("75"))
+    assert domain.apply_fill(15, sold.avg_cost, "sell", 15, D("100")).avg_cost == 0
     with pytest.raises(ValueError, match="cannot sell 16"):
-        domain.apply_sell(15, avg, 16, D("100"))
+        domain.apply_fill(15, sold.avg_cost, "sell", 16, D("100"))
+
+
+cent_prices = st.decimals(min_value=D("0.01"), max_value=D("5000"), places=2)
+fills = st.lists(
+    st.tuples(st.sampled_from(["buy", "sell"]), st.integers(1, 5_000), cent_prices), max_size=30
+)
+
+
+@given(fills, cent_prices)
+def test_any_fills_conserve_money_to_the_cent(
+    steps: list[tuple[str, int, Decimal]], mark: Decimal
+) -> None:
+    qty, avg, cash, realised, value_in = 0, D(0), D(0), D(0), D(0)
+    for side, want, price in steps:
+        fill_qty = want if side == "buy" else min(want, qty)
+        if fill_qty == 0:
+            continue
+        trade = domain.apply_fill(qty, avg, side, fill_qty, price)
+        assert trade.qty >= 0 and trade.cash == trade.cash.quantize(D("0.01"))
+        qty, avg = trade.qty, trade.avg_cost
+        cash, realised = cash + trade.cash, realised + trade.realised
+        value_in += price * fill_qty * (1 if side == "buy" else -1)
+        # the books balance after every fill: realised less the basis still held is the
+        # cash moved, and cash plus holdings at the fill prices is what came in
+        assert realised - domain.cost_basis(qty, avg) == cash
+        assert cash + value_in == 0
+    if qty == 0:
+        assert realised == cash  # a closed position made exactly the cash it moved
+    # marked to any price, value + cash = unrealised + realised
+    unrealised = mark * qty - domain.cost_basis(qty, avg)
+    assert cash + mark * qty == realised + unrealised
+
+
+@given(st.decimals(min_value=D("0.01"), max_value=D("1e9"), places=2))
+def test_a_zero_margin_limit_fits_no_margin(used: Decimal) -> None:
+    with pytest.raises(Rejected, match="No margin available"):
+        check_margin_after(used, D(0))
+    check_margin_after(used, used)  # exactly 100 % fits
+    with pytest.raises(Rejected, match="Margin limit exceeded"):
+        check_margin_after(used + D("0.01"), used)
 
 
 prices = st.decimals(min_value=D("0.01"), max_value=D("100000"), places=2)
