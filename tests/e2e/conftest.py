@@ -93,15 +93,19 @@ def shut_down(stack: Stack) -> None:
 
 @pytest.fixture(scope="session")
 def stack(
-    pg_server_uri: str, db_templates: dict[str, str], nats_url: str, tmp_path_factory: Any
+    pg_server_uri: str, db_templates: dict[str, str], tmp_path_factory: Any
 ) -> Iterator[Stack]:
+    """The stack on a nats-server of its own: the leases of service tests' replicas, dead
+    seconds ago, must not own partitions (and change their epochs) under these pages."""
     name = f"e2e_{os.getpid()}"
     url = devservers.run_async(devservers.create_database(pg_server_uri, name))
+    nats = devservers.NatsServer(Path(tmp_path_factory.mktemp("stack-nats"))).start()
     env = {k: v for k, v in os.environ.items()}
-    env.update(DATABASE_URL=url, NATS_URL=nats_url, DEMO_PASSWORD=TEST_PASSWORD)
+    env.update(DATABASE_URL=url, NATS_URL=nats.url, DEMO_PASSWORD=TEST_PASSWORD)
     running = launch(env, tmp_path_factory.mktemp("stack"))
     yield running
     shut_down(running)
+    nats.stop()
     devservers.run_async(devservers.drop_database(pg_server_uri, name))
 
 
