@@ -1,11 +1,14 @@
-"""The schema: migrations both ways, and every constraint rejecting its bad row."""
+"""The schema: migrations both ways, the migrated schema equal to the models (columns,
+types, keys, indexes), and every constraint rejecting its bad row."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import inspect, select, text
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from shared.db.engine import create_engine
@@ -31,6 +34,29 @@ async def test_migrations_upgrade_and_downgrade(database_url: str) -> None:
     assert await _tables(database_url) == set()
     await asyncio.to_thread(upgrade, database_url, "head")
     assert await _tables(database_url) == set(Base.metadata.tables)
+
+
+def _drift(conn: Connection) -> list[object]:
+    """What Alembic's autogenerate would change to make the database the models: tables,
+    columns, types, nullability, indexes, unique and foreign keys."""
+    context = MigrationContext.configure(
+        conn,
+        opts={
+            "compare_type": True,
+            "include_name": lambda name, kind, _parent: not (
+                kind == "table" and name == "alembic_version"
+            ),
+        },
+    )
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_the_migrated_schema_is_the_models(database_url: str) -> None:
+    engine = create_engine(database_url, null_pool=True)
+    async with engine.connect() as conn:
+        drift = await conn.run_sync(_drift)
+    await engine.dispose()
+    assert drift == [], "a model and the migrations disagree (write a migration)"
 
 
 SETUP = """
