@@ -16,6 +16,7 @@
  *    elements it did not replace is undone. Elements without a patch show failures alike.
  * 4. Live renders keep what the trader is doing: typed values and focus move onto the
  *    equivalent element of a part that replaces them.
+ * 5. Notices (data-notice) are announced once and flag the tab title while it is away.
  */
 (function () {
   'use strict';
@@ -326,6 +327,7 @@
       root.appendChild(slot);
     }
     slot.textContent = failureText(xhr);
+    slot.className = 'event-failure'; // never styled as the outcome an earlier answer had
     slot.setAttribute('role', 'alert');
     elt.setAttribute('data-status', 'failed');
   }
@@ -423,4 +425,50 @@
       }
     });
   });
+
+  // ---- 5. Notices: announced once, in the tab title while the trader is away
+  // Elements with data-notice="<key>" (a resting order filled or cancelled, a risk alert)
+  // arrive in live parts. Each new key is read out once through the page's static
+  // #announcer region and, while the tab is hidden or unfocused, shown in its title; a
+  // re-render with the same keys (a reconnect, a reload) announces nothing. Order toasts
+  // are hidden 10 s after they arrived.
+  const NOTICE_SHOWN_MS = 10000;
+  const noticed = new Map(); // key -> when it was first seen here
+  const baseTitle = document.title;
+
+  function announce(text) {
+    const region = document.getElementById('announcer');
+    if (!region) return;
+    const line = document.createElement('p');
+    line.textContent = text;
+    region.appendChild(line);
+    while (region.childElementCount > 3) region.firstElementChild.remove();
+  }
+
+  function away() { return document.visibilityState !== 'visible' || !document.hasFocus(); }
+
+  function noteNotices(initial) {
+    const now = Date.now();
+    document.querySelectorAll('[data-notice]').forEach(function (el) {
+      const key = el.getAttribute('data-notice');
+      if (!noticed.has(key)) {
+        noticed.set(key, initial ? 0 : now);
+        if (!initial) {
+          const text = el.textContent.replace(/\s+/g, ' ').trim();
+          announce(text);
+          if (away()) document.title = '● ' + text + ' — ' + baseTitle;
+        }
+      }
+      if (el.classList.contains('toast') && now - noticed.get(key) > NOTICE_SHOWN_MS) {
+        el.setAttribute('data-notice-old', '');
+      }
+    });
+  }
+
+  function back() { if (!away()) document.title = baseTitle; }
+  document.addEventListener('visibilitychange', back);
+  window.addEventListener('focus', back);
+  document.addEventListener('htmx:wsAfterMessage', function () { noteNotices(false); });
+  setInterval(function () { noteNotices(false); }, 1000);
+  noteNotices(true);
 })();

@@ -8,6 +8,7 @@ message ("Order #12 filled: bought 10 AAPL @ 229.88").
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -41,14 +42,46 @@ from shared.components import (
 from shared.db.models import Order, Symbol
 from shared.ticks import tick_field
 
-__all__ = ["OPEN_ID", "RECENT_ID", "RECENT_LIMIT", "OrderComponent", "OrderSchema", "registry"]
+__all__ = [
+    "NOTICES_ID",
+    "OPEN_ID",
+    "RECENT_ID",
+    "RECENT_LIMIT",
+    "OrderComponent",
+    "OrderSchema",
+    "notice_of",
+    "registry",
+]
 
 registry = Registry()
 
 RECENT_LIMIT = 10
 OPEN_LIMIT = 50
+NOTICE_LIMIT = 3
 OPEN_ID = wire.element_id("order", "open")
 RECENT_ID = wire.element_id("order", "recent")
+NOTICES_ID = wire.element_id("order", "notices")
+
+
+def notice_of(resting: dict[str, Any], status: Any, price: Any, ts: Any) -> dict[str, str] | None:
+    """What to tell the trader when a resting order (``resting``, as listed while open)
+    changed away from the ticket: filled by the venue (at ``price``, epoch ms ``ts``),
+    cancelled or rejected."""
+    oid = resting["id"]
+    if status == "filled" and price is not None:
+        when = (
+            datetime.fromtimestamp(float(ts) / 1000, UTC) if isinstance(ts, int | float) else None
+        )
+        text = rules.describe_fill(
+            oid, resting["side"], resting["qty"], resting["symbol"], Decimal(str(price)), when
+        )
+    elif status == "cancelled":
+        text = f"Order #{oid} cancelled: {resting['side']} {resting['qty']:,} {resting['symbol']}"
+    elif status == "rejected":
+        text = f"Order #{oid} rejected"
+    else:
+        return None
+    return {"key": f"{oid}-{status}", "kind": str(status), "text": text}
 
 
 def _same_intent(existing: Order, ticker: str, data: dict[str, Any]) -> bool:
@@ -84,6 +117,7 @@ class OrderComponent(FormComponent):
             message="",
             client_order_id=new_client_order_id(),
         )
+        self.state.setdefault("notices", [])
         tickers = await self.session.scalars(select(Symbol.ticker).order_by(Symbol.ticker))
         self.state["symbols"] = list(tickers)
         await self._load_orders()
@@ -96,18 +130,42 @@ class OrderComponent(FormComponent):
         )
 
     def get_context(self) -> dict[str, Any]:
-        return {"open_id": OPEN_ID, "recent_id": RECENT_ID}
+        return {"open_id": OPEN_ID, "recent_id": RECENT_ID, "notices_id": NOTICES_ID}
+
+    def adopt(self, state: dict[str, Any]) -> None:
+        # the notices are the live instance's own (an event's fresh mount has none), and an
+        # event may have ended a resting order (a cancel from another tab)
+        resting = {o["id"]: o for o in self.state.get("open_orders", [])}
+        notices = self.state.get("notices", [])
+        self.state = state
+        self.state["notices"] = notices
+        still = {o["id"] for o in state.get("open_orders", [])}
+        for row in state.get("recent_orders", []):
+            if row["id"] in resting and row["id"] not in still:
+                self._notice(notice_of(resting[row["id"]], row["status"], row["price"], None))
+
+    def _notice(self, notice: dict[str, str] | None) -> None:
+        if notice is None:
+            return
+        notices = [n for n in self.state.get("notices", []) if n["key"] != notice["key"]]
+        self.state["notices"] = [notice, *notices][:NOTICE_LIMIT]
 
     def live_parts(self) -> dict[str, PartSpec]:
         # Only the order lists update live; the form is never replaced under the trader.
         return {
             OPEN_ID: ("open_orders", {"orders": self.state.get("open_orders", [])}),
             RECENT_ID: ("recent_orders", {"orders": self.state.get("recent_orders", [])}),
+            NOTICES_ID: ("notices", {"notices": self.state.get("notices", [])}),
         }
 
     async def on_ws_message(self, message: dict[str, Any]) -> None:
         if message.get("event") == wire.EVENT_ORDER:
+            resting = {o["id"]: o for o in self.state.get("open_orders", [])}
             await self._load_orders()
+            was = resting.get(message.get("order_id"))
+            if was is not None:
+                status, price = message.get("status"), message.get("price")
+                self._notice(notice_of(was, status, price, message.get("ts")))
 
     def _answer(self, order: Order, message: str) -> None:
         self.state.update(
@@ -191,7 +249,9 @@ class OrderComponent(FormComponent):
         order = await session.get_one(Order, order_id)
         if price is not None:
             await execute_fill(session, account, order, symbol, position, price)
-            message = rules.describe_fill(order.id, side, qty, symbol.ticker, price)
+            message = rules.describe_fill(
+                order.id, side, qty, symbol.ticker, price, order.updated_at
+            )
         else:
             message = rules.describe_open(order.id, side, qty, symbol.ticker, limit)
         self._publish_after_commit(order, symbol.ticker)

@@ -6,6 +6,7 @@ The financial formulas themselves (average cost, realised P&L, margin) live in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -62,10 +63,13 @@ def crosses(side: str, limit_price: Decimal, bid: Decimal, ask: Decimal) -> bool
     return limit_price >= ask if side == "buy" else limit_price <= bid
 
 
-def describe_fill(order_id: int, side: str, qty: int, ticker: str, price: Decimal) -> str:
-    """``Order #12 filled: bought 10 AAPL @ 229.88``."""
+def describe_fill(
+    order_id: int, side: str, qty: int, ticker: str, price: Decimal, at: datetime | None = None
+) -> str:
+    """``Order #12 filled: bought 10 AAPL @ 229.88 at 14:03:22 UTC``."""
     verb = "bought" if side == "buy" else "sold"
-    return f"Order #{order_id} filled: {verb} {qty:,} {ticker} @ {price:,.2f}"
+    when = f" at {at.astimezone(UTC):%H:%M:%S} UTC" if at is not None else ""
+    return f"Order #{order_id} filled: {verb} {qty:,} {ticker} @ {price:,.2f}{when}"
 
 
 def describe_open(order_id: int, side: str, qty: int, ticker: str, limit: Decimal) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -94,6 +95,10 @@ def test_marketability_and_touch_price() -> None:
     assert describe_fill(12, "buy", 10, "AAPL", Decimal("229.88")) == (
         "Order #12 filled: bought 10 AAPL @ 229.88"
     )
+    at = datetime(2026, 11, 30, 14, 3, 22, tzinfo=UTC)
+    assert describe_fill(13, "sell", 1_500, "KO", Decimal("60.1"), at) == (
+        "Order #13 filled: sold 1,500 KO @ 60.10 at 14:03:22 UTC"
+    )
 
 
 def test_tick_quotes_skip_malformed_entries() -> None:
@@ -176,5 +181,5 @@ def test_a_component_without_a_live_root_publishes_its_parts_as_full() -> None:
     component.state = {"open_orders": [], "recent_orders": [], "client_order_id": "abc"}
     changes = PartsTracker().full(component)
     assert changes.full
-    assert [p.id for p in changes.parts] == ["order-open", "order-recent"]
+    assert [p.id for p in changes.parts] == ["order-open", "order-recent", "order-notices"]
     assert all("client_order_id" not in p.html for p in changes.parts)

@@ -1,0 +1,99 @@
+"""The trader's desk in a real browser: every submit ends in its own outcome (filled,
+resting, refused, failed), never an earlier order's; what the trader typed survives a
+failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import login
+
+pytestmark = pytest.mark.e2e
+
+OUTCOME = "#order-root [data-optimistic-message]"
+SUBMIT_URL = "**/c/order/submit"
+
+
+def order(page: Any, symbol: str, quantity: int, side: str, limit: str = "") -> None:
+    page.fill("#order-root input[name=symbol]", symbol)
+    page.fill("#order-root input[name=quantity]", str(quantity))
+    page.select_option("#order-root select[name=order_type]", "limit" if limit else "market")
+    page.fill("#order-root input[name=limit_price]", limit)
+    page.click(f"#order-root button[value={side}]")
+
+
+def outcome(page: Any, contains: str) -> dict[str, str]:
+    page.wait_for_function(
+        "([sel, text]) => document.querySelector(sel)?.textContent.includes(text)",
+        arg=[OUTCOME, contains],
+    )
+    return page.evaluate(
+        """(sel) => { const el = document.querySelector(sel);
+            return {text: el.textContent.trim(), cls: el.className,
+                    status: el.closest('form').getAttribute('data-status') || ''}; }""",
+        OUTCOME,
+    )
+
+
+def test_every_submit_ends_in_its_own_outcome(new_page: Any) -> None:
+    page = new_page()
+    login(page, "alice")
+    page.wait_for_selector("#order-root form.order-form")
+
+    order(page, "MSFT", 1, "buy")
+    filled = outcome(page, "filled")
+    assert "bought 1 MSFT @" in filled["text"] and "UTC" in filled["text"]
+    assert "order-status--filled" in filled["cls"]
+
+    # a 500: the form keeps what was typed, the outcome says it failed, not "filled"
+    page.route(SUBMIT_URL, lambda route: route.fulfill(status=500, body="Internal Server Error"))
+    order(page, "AAPL", 7, "buy")
+    failed = outcome(page, "Internal Server Error")
+    assert "filled" not in failed["text"] and "order-status--filled" not in failed["cls"]
+    assert failed["status"] == "failed"
+    assert page.input_value("#order-root input[name=symbol]") == "AAPL"
+    assert page.input_value("#order-root input[name=quantity]") == "7"
+
+    # no answer at all (the network dropped): nothing was submitted, says the ticket
+    page.unroute(SUBMIT_URL)
+    page.route(SUBMIT_URL, lambda route: route.abort())
+    page.click("#order-root button[value=buy]")
+    aborted = outcome(page, "Could not reach the server")
+    assert "Nothing was submitted" in aborted["text"] and "filled" not in aborted["text"]
+    page.unroute(SUBMIT_URL)
+
+    # refused by the pre-trade check: the reason, as the outcome
+    order(page, "AAPL", 5000, "sell")
+    refused = outcome(page, "Not placed")
+    assert "cannot sell 5,000" in refused["text"] and "filled" not in refused["text"]
+    assert "order-status--refused" in refused["cls"]
+
+    # resting: its id, and the ticket says it is open
+    order(page, "KO", 1, "buy", limit="1.00")
+    resting = outcome(page, "open")
+    assert resting["text"].startswith("Order #") and "limit 1.00" in resting["text"]
+    assert "order-status--open" in resting["cls"]
+
+
+def test_a_resting_order_cancelled_elsewhere_is_announced_once(new_page: Any) -> None:
+    desk, other = new_page(), new_page()
+    login(desk, "alice")
+    login(other, "alice")  # a second tab of alice's
+    desk.evaluate(
+        """() => { window.__frames = 0;
+            document.addEventListener('htmx:wsAfterMessage', () => window.__frames++); }"""
+    )
+    order(desk, "KO", 2, "buy", limit="1.00")
+    resting = outcome(desk, "open")
+    order_id = resting["text"].split()[1].lstrip("#")
+    other.click(f"#order-open-{order_id} button")  # cancelled from the other tab
+    toast = desk.wait_for_selector(f"[data-notice='{order_id}-cancelled']")
+    assert f"Order #{order_id} cancelled: buy 2 KO" in toast.text_content()
+    frames = desk.evaluate("() => window.__frames")
+    desk.wait_for_function("(n) => window.__frames >= n + 8", arg=frames)  # more frames came
+    spoken = desk.evaluate("() => [...document.querySelectorAll('#announcer p')].map(p => p.textContent)")
+    assert [t for t in spoken if f"Order #{order_id} cancelled" in t] == [toast.text_content().strip()]
+    # the ticket did not change under the trader: it still shows its own last outcome
+    assert "open" in desk.text_content(OUTCOME)
