@@ -41,6 +41,14 @@ class OrderSchema(BaseModel):
     def _normalise_symbol(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("side", mode="before")
+    @classmethod
+    def _side_is_chosen(cls, value: Any) -> Any:
+        # Enter in the form submits its first button, which names no side: ask, never guess
+        if value in (None, ""):
+            raise PydanticCustomError("side", "Choose Buy or Sell: press one of the two buttons")
+        return value
+
     @field_validator("client_order_id", mode="before")
     @classmethod
     def _strip_id(cls, value: Any) -> Any:

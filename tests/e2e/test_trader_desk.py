@@ -97,3 +97,17 @@ def test_a_resting_order_cancelled_elsewhere_is_announced_once(new_page: Any) ->
     assert [t for t in spoken if f"Order #{order_id} cancelled" in t] == [toast.text_content().strip()]
     # the ticket did not change under the trader: it still shows its own last outcome
     assert "open" in desk.text_content(OUTCOME)
+
+
+def test_enter_asks_for_a_side_instead_of_buying(new_page: Any) -> None:
+    page = new_page()
+    login(page, "alice")
+    page.wait_for_selector("#order-root form.order-form")
+    recent = page.locator("#order-recent [role=row].row").count()
+    page.fill("#order-root input[name=symbol]", "AAPL")
+    page.fill("#order-root input[name=quantity]", "247")
+    page.press("#order-root input[name=quantity]", "Enter")
+    asked = outcome(page, "Choose Buy or Sell")
+    assert asked["text"].startswith("Not placed:")
+    assert page.input_value("#order-root input[name=quantity]") == "247"  # kept
+    assert page.locator("#order-recent [role=row].row").count() == recent  # nothing placed

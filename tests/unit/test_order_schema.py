@@ -57,6 +57,10 @@ def test_side_and_type_must_be_known() -> None:
     assert "side" in errors({**MARKET, "side": "hold"})
     assert "order_type" in errors({**MARKET, "order_type": "stop"})
     assert set(errors({})) >= {"symbol", "side", "quantity"}
+    # Enter presses the form's default button, which names no side: the trader is asked
+    assert (
+        errors({**MARKET, "side": ""})["side"] == "Choose Buy or Sell: press one of the two buttons"
+    )
 
 
 def test_limit_order_needs_a_positive_price() -> None:
