@@ -417,14 +417,23 @@
     if (!twin) return;
     const range = typeof active.selectionStart === 'number'
       ? [active.selectionStart, active.selectionEnd, active.selectionDirection] : null;
-    queueMicrotask(function () { // after this message's swaps
-      if (!twin.isConnected || typeof twin.focus !== 'function') return;
-      twin.focus({ preventScroll: true });
-      if (range && typeof twin.setSelectionRange === 'function') {
-        try { twin.setSelectionRange(range[0], range[1], range[2]); } catch (err) { /* type without selection */ }
-      }
-    });
+    refocus = { twin: twin, range: range };
+    queueMicrotask(restoreFocus); // in case the message's end is never signalled
   });
+
+  // Once this message's swaps are done (before anyone else hears of the message).
+  let refocus = null;
+  function restoreFocus() {
+    const pending = refocus;
+    refocus = null;
+    if (!pending || !pending.twin.isConnected || typeof pending.twin.focus !== 'function') return;
+    pending.twin.focus({ preventScroll: true });
+    const range = pending.range;
+    if (range && typeof pending.twin.setSelectionRange === 'function') {
+      try { pending.twin.setSelectionRange(range[0], range[1], range[2]); } catch (err) { /* no selection */ }
+    }
+  }
+  document.addEventListener('htmx:wsAfterMessage', restoreFocus);
 
   // ---- 5. Notices: announced once, in the tab title while the trader is away
   // Elements with data-notice="<key>" (a resting order filled or cancelled, a risk alert)

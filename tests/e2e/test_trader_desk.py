@@ -111,3 +111,21 @@ def test_enter_asks_for_a_side_instead_of_buying(new_page: Any) -> None:
     assert asked["text"].startswith("Not placed:")
     assert page.input_value("#order-root input[name=quantity]") == "247"  # kept
     assert page.locator("#order-recent [role=row].row").count() == recent  # nothing placed
+
+
+def test_focus_stays_on_a_watchlist_button_across_ticks(new_page: Any) -> None:
+    page = new_page()
+    login(page, "bob")
+    button = page.locator("#watchlist-row-NFLX button[aria-label='Remove NFLX']")
+    button.focus()
+    page.evaluate(
+        """() => { window.__frames = 0; window.__lost = [];
+            document.addEventListener('htmx:wsAfterMessage', () => {
+                window.__frames++;
+                const label = document.activeElement?.getAttribute('aria-label');
+                if (label !== 'Remove NFLX') window.__lost.push(label || document.activeElement?.tagName);
+            }); }"""
+    )
+    page.wait_for_function("() => window.__frames >= 20", timeout=30_000)  # 20 live frames
+    assert page.evaluate("() => window.__lost") == []
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "Remove NFLX"
