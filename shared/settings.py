@@ -8,8 +8,11 @@ variables, so one ``DATABASE_URL`` configures the whole stack.
 
 from __future__ import annotations
 
+import os
 import ssl
+from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,7 +22,9 @@ __all__ = [
     "Environment",
     "PlaceholderSecretError",
     "ServiceSettings",
+    "WeakDatabasePasswordError",
     "async_database_url",
+    "database_password_problem",
 ]
 
 Environment = Literal["development", "test", "production"]
@@ -40,6 +45,38 @@ class PlaceholderSecretError(ValueError):
         super().__init__(f"{field} {self.problem} but APP_ENV={environment}; set a real secret")
 
 
+class WeakDatabasePasswordError(PlaceholderSecretError):
+    """In production, the database password is empty, too short or the placeholder."""
+
+
+def database_password_problem(url: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """What is wrong with the password a process would log in to PostgreSQL with, or None.
+
+    The password is the one in ``url``, else ``PGPASSWORD`` (asyncpg reads it). Over a unix
+    socket nothing is judged (the server authenticates the socket's peer, e.g. ``peer``); with
+    a client certificate (``sslcert=``) a password is optional; a password the process cannot
+    see (a passfile) cannot be judged here. Never returns the password itself.
+    """
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    hosts = [*query.get("host", []), *([parts.hostname] if parts.hostname else [])]
+    if query.get("host") and all(host.startswith("/") for host in hosts):
+        return None
+    if parts.password is not None:
+        password: str | None = unquote(parts.password)
+    else:
+        password = environ.get("PGPASSWORD")
+    if password is None:
+        return None
+    if password == "":
+        return None if "sslcert" in query else "has an empty database password"
+    if password == DEV_PLACEHOLDER_SECRET:
+        return "has the development placeholder as its database password"
+    if len(password) < MIN_SECRET_LENGTH:
+        return f"has a database password shorter than {MIN_SECRET_LENGTH} characters"
+    return None
+
+
 def async_database_url(url: str) -> str:
     """Return ``url`` with the asyncpg driver, accepting plain ``postgresql://`` URIs."""
     for prefix in ("postgresql://", "postgres://"):
@@ -51,7 +88,9 @@ def async_database_url(url: str) -> str:
 class ServiceSettings(BaseSettings):
     """Settings every process has. Subclasses set ``env_prefix`` and a default port."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_prefix="")
+    # hide_input_in_errors: a refused setting's error must not echo the environment (secrets,
+    # the database URL and its password) into the log
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="", hide_input_in_errors=True)
 
     environment: Environment = Field(
         "development", validation_alias=AliasChoices("APP_ENV", "ENVIRONMENT")
@@ -127,4 +166,6 @@ class ServiceSettings(BaseSettings):
                     raise PlaceholderSecretError(
                         name.upper(), self.environment, "is not set (the default is localhost)"
                     )
+            if problem := database_password_problem(self.database_url):
+                raise WeakDatabasePasswordError("DATABASE_URL", self.environment, problem)
         return self

@@ -43,8 +43,8 @@ def _drift(conn: Connection) -> list[object]:
         conn,
         opts={
             "compare_type": True,
-            "include_name": lambda name, kind, _parent: not (
-                kind == "table" and name == "alembic_version"
+            "include_name": lambda name, kind, _parent: (
+                not (kind == "table" and name == "alembic_version")
             ),
         },
     )

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
+
+import pytest
 
 from gateway import auth, compose, proxy, ws
 from shared import natsauth
@@ -16,7 +21,6 @@ from tests.unit.deploy_k8s_support import (
     Peer,
     allowed,
     applied_docs,
-    assert_hardened,
     autoscalers_of,
     budgets_of,
     container_env,
@@ -35,6 +39,7 @@ from tests.unit.deploy_k8s_support import (
     policy_types,
     probe_port,
     routed,
+    run_as_user,
     selects,
     selects_only,
     template_secret_keys,
@@ -66,6 +71,8 @@ from tests.unit.deploy_support import (
     env_names,
     field_env,
     gateway_service_urls,
+    image_uid,
+    load_all,
     load_script,
     module_env_reads,
     prestop_in_image,
@@ -74,6 +81,48 @@ from tests.unit.deploy_support import (
     trusted_proxies,
     uvicorn_command,
 )
+
+# The init container every Deployment runs before its process: it waits until the schema is at
+# this release's head (python -m shared.db.migrate wait-head), failing after a timeout.
+WAIT_HEAD_COMMAND = ["python", "-m", "shared.db.migrate", "wait-head", "--timeout"]
+# A DNS-1123 label and subdomain: what Kubernetes accepts as a hostname and as a Job's name.
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def containers_of(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = pod_spec(workload)
+    return [*(pod.get("initContainers") or []), *pod["containers"]]
+
+
+def assert_hardened(workload: dict[str, Any], *, cpu_limit: bool) -> None:
+    """Every container, init containers too, as the restricted Pod Security Standard and the
+    image want; ``cpu_limit`` is whether the process itself has a CPU limit (the
+    latency-sensitive processes must not: CFS throttling shows up as tick latency)."""
+    name = workload["metadata"]["name"]
+    pod = pod_spec(workload)
+    pod_ctx = pod.get("securityContext") or {}
+    assert run_as_user(workload) == image_uid(), f"{name}: runAsUser differs from the image's USER"
+    # Service links would inject e.g. PORTFOLIO_PORT=tcp://10.0.0.1:8001, which
+    # PortfolioSettings reads as its port (an int) and refuses.
+    assert pod.get("enableServiceLinks") is False, f"{name}: enableServiceLinks must be false"
+    for container in containers_of(workload):
+        where = f"{name}/{container['name']}"
+        ctx = container.get("securityContext") or {}
+        assert ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True, where
+        assert ctx.get("runAsUser", pod_ctx.get("runAsUser")) == image_uid(), where
+        assert ctx.get("readOnlyRootFilesystem") is True, where
+        assert ctx.get("allowPrivilegeEscalation") is False, where
+        assert "ALL" in (ctx.get("capabilities") or {}).get("drop", []), where
+        resources = container.get("resources") or {}
+        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+        assert {"cpu", "memory"} <= set(requests), f"{where}: requests"
+        assert "memory" in limits, f"{where}: no memory limit"
+        process = container in pod["containers"]
+        if process and not cpu_limit:
+            assert "cpu" not in limits, f"{where}: a CPU limit throttles the hot path"
+        else:
+            assert "cpu" in limits, f"{where}: no CPU limit"
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -116,7 +165,15 @@ def test_k8s_probes_hit_the_process_port(spec: ServiceSpec) -> None:
 
 @by_process
 def test_k8s_deployment_is_hardened(spec: ServiceSpec) -> None:
-    assert_hardened(deployment(spec))
+    # Every process here is latency-sensitive: CPU requests, no CPU limits.
+    assert_hardened(deployment(spec), cpu_limit=False)
+
+
+@by_process
+def test_k8s_process_has_a_cpu_request_and_no_cpu_limit(spec: ServiceSpec) -> None:
+    resources = only_container(deployment(spec)).get("resources") or {}
+    assert cpu_cores(resources["requests"]["cpu"]) > 0, spec.name
+    assert "cpu" not in (resources.get("limits") or {}), f"{spec.name}: CPU limit"
 
 
 @by_process
@@ -193,10 +250,67 @@ def test_k8s_migration_job() -> None:
     assert len(jobs) == 1, "one Job running the migrations"
     (job,) = jobs
     assert pod_spec(job)["restartPolicy"] in ("Never", "OnFailure")
-    assert_hardened(job)
+    assert_hardened(job, cpu_limit=True)
     env = container_env(only_container(job))
     assert set(env) <= module_env_reads("shared.db.migrate")
     assert env.get("DATABASE_URL") == "secret"
+    # Its pod's name carries the release (dots included): its hostname is set to a DNS label.
+    assert DNS_LABEL.match(pod_spec(job).get("hostname", "")), "the Job's pod needs a hostname"
+
+
+def migration_job() -> dict[str, Any]:
+    (job,) = [j for j in k8s("Job").values() if only_container(j)["command"] == MIGRATE_COMMAND]
+    return job
+
+
+def test_k8s_migration_job_is_named_per_release() -> None:
+    # A Job's pod template is immutable: a new release must be a new Job, so kustomize writes
+    # the image tag into its name (the replacement below), and GitOps tools can run it.
+    job = migration_job()
+    name = job["metadata"]["name"]
+    stem, _, placeholder = name.rpartition("-")
+    assert stem and placeholder, f"{name}: '<stem>-<placeholder for the tag>'"
+    replacements = [
+        r
+        for r in kustomization().get("replacements") or []
+        if r["source"].get("kind") == "Job" and r["source"].get("name") == name
+    ]
+    assert len(replacements) == 1, "no kustomize replacement names the Job after the release"
+    (replacement,) = replacements
+    container = only_container(job)["name"]
+    assert replacement["source"]["fieldPath"] == (
+        f"spec.template.spec.containers.[name={container}].image"
+    )
+    assert replacement["source"]["options"] == {"delimiter": ":", "index": 1}, "the tag"
+    (target,) = replacement["targets"]
+    assert target["select"] == {"kind": "Job", "name": name}
+    assert target["fieldPaths"] == ["metadata.name"]
+    assert target["options"] == {"delimiter": "-", "index": stem.count("-") + 1}
+
+
+def test_k8s_migration_job_runs_before_the_pods_under_gitops() -> None:
+    annotations = migration_job()["metadata"].get("annotations") or {}
+    # Argo CD: a PreSync hook runs (and must succeed) before the Deployments change.
+    assert annotations.get("argocd.argoproj.io/hook") == "PreSync"
+    assert annotations.get("argocd.argoproj.io/hook-delete-policy") == "BeforeHookCreation"
+    # Flux: recreate rather than fail on an immutable field.
+    assert annotations.get("kustomize.toolkit.fluxcd.io/force") == "Enabled"
+
+
+@by_process
+def test_k8s_pods_wait_for_the_schema_before_starting(spec: ServiceSpec) -> None:
+    workload = deployment(spec)
+    inits = pod_spec(workload).get("initContainers") or []
+    assert len(inits) == 1, f"{spec.name}: one init container waiting for the schema"
+    (init,) = inits
+    command = [str(c) for c in init["command"]]
+    assert command[:-1] == WAIT_HEAD_COMMAND, f"{spec.name}: {command}"
+    assert 0 < float(command[-1]) <= 600, f"{spec.name}: a timeout, so a stuck wait is visible"
+    assert init["image"] == only_container(workload)["image"], "the same release's migrations"
+    env = container_env(init)
+    assert set(env) <= module_env_reads("shared.db.migrate"), f"{spec.name}: {set(env)}"
+    assert env.get("DATABASE_URL") == "secret"
+    assert not init.get("envFrom"), f"{spec.name}: the init container needs DATABASE_URL only"
 
 
 def test_k8s_ingress_serves_the_gateway_and_its_websocket() -> None:
@@ -293,14 +407,23 @@ def test_k8s_autoscaler_on_cpu(spec: ServiceSpec) -> None:
     for container in pod_spec(workload)["containers"]:
         resources = container.get("resources") or {}
         assert "cpu" in (resources.get("requests") or {}), f"{spec.name}: no CPU request"
-        limit = (resources.get("limits") or {}).get("cpu")
-        assert limit is None or cpu_cores(limit) >= 1, f"{spec.name}: CPU limit {limit}"
 
 
 def test_k8s_pricefeed_is_one_leader_and_one_standby() -> None:
     workload = deployment(LEADER_STANDBY)
     assert workload["spec"]["replicas"] == MIN_REPLICAS, "a leader and one hot standby"
     assert not autoscalers_of(workload), "more pricefeeds would only be more standbys"
+
+
+def test_k8s_pricefeed_rolls_without_a_feed_gap() -> None:
+    # Recreate would stop both replicas first: a feed gap on every rollout. One surge pod
+    # becomes the new standby (it follows the leader's ticks) before an old pod goes through its
+    # preStop, which hands the lease over within one renewal round.
+    strategy = deployment(LEADER_STANDBY)["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
 
 
 @by_process
@@ -374,6 +497,7 @@ def test_k8s_applies_nothing_unexpected() -> None:
         "Service",
         "Job",
         "Ingress",
+        "HTTPRoute",
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
@@ -403,8 +527,10 @@ def test_k8s_nats_secret_template_has_every_identity() -> None:
 
 # -- NetworkPolicies (deploy/README.md, "Network policies") --------------------------------------
 
-# The ingress controller's namespace (ingress-nginx's default; ingress.yaml is written for it).
+# The ingress controller's namespace (ingress-nginx's default; ingress.yaml is written for it),
+# and the Gateway API proxies' (a placeholder: httproute.yaml, networkpolicy.yaml).
 INGRESS_NAMESPACE = "ingress-nginx"
+GATEWAY_API_NAMESPACE = "gateway-system"
 POSTGRES_PORT = 5432
 DNS_PORT = 53
 PROBE_PORTS = sorted({spec.default_port for spec in SERVICES} | {4222, 5432, 8080, 8222, 9090})
@@ -427,6 +553,7 @@ def callers() -> dict[str, Peer]:
     ours = {name: Peer.pod(namespace(), pod_labels(w)) for name, w in k8s("Deployment").items()}
     return ours | {
         "ingress controller": Peer.pod(INGRESS_NAMESPACE, {"app.kubernetes.io/name": "x"}),
+        "gateway api proxy": Peer.pod(GATEWAY_API_NAMESPACE, {"app.kubernetes.io/name": "y"}),
         "another namespace": Peer.pod("default", {"app.kubernetes.io/name": "gateway"}),
         "outside the cluster": Peer(None),
     }
@@ -472,7 +599,10 @@ def test_k8s_who_may_connect_to_each_process(spec: ServiceSpec) -> None:
         if allowed("Ingress", labels, peer, port)
     }
     if spec is GATEWAY:
-        expected = {("ingress controller", GATEWAY.default_port)}
+        expected = {
+            ("ingress controller", GATEWAY.default_port),
+            ("gateway api proxy", GATEWAY.default_port),
+        }
     elif spec in gateway_service_urls().values():
         expected = {(GATEWAY.name, spec.default_port)}
     else:  # the pricefeed: nothing calls it (probes come from the kubelet, unaffected)
@@ -558,3 +688,121 @@ def test_k8s_gateway_trusts_forwarded_headers_only_from_the_ingress_controller()
     value = env_values(only_container(deployment(GATEWAY))).get(FORWARDED_ALLOW_IPS)
     assert value, f"the gateway has no {FORWARDED_ALLOW_IPS} (uvicorn would trust 127.0.0.1)"
     assert trusted_proxies(value)
+
+
+# -- the Gateway API route (httproute.yaml): the same paths, WebSocket-friendly timeouts ----------
+
+
+def http_route() -> dict[str, Any]:
+    (route,) = k8s("HTTPRoute").values()
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    return route
+
+
+def route_matches() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(rule, path match)`` for every path match of the HTTPRoute."""
+    return [
+        (rule, match["path"])
+        for rule in http_route()["spec"]["rules"]
+        for match in rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
+    ]
+
+
+def route_rule_for(url_path: str) -> dict[str, Any] | None:
+    """The rule serving ``url_path`` as the Gateway API defines matching: Exact is equality;
+    PathPrefix matches whole path elements, a trailing slash ignored; the longest prefix wins,
+    Exact before any prefix."""
+    for rule, path in route_matches():
+        if path["type"] == "Exact" and path["value"] == url_path:
+            return rule
+    prefixes = [
+        (len(_path_elements(path["value"])), rule)
+        for rule, path in route_matches()
+        if path["type"] == "PathPrefix"
+        and _path_elements(url_path)[: len(_path_elements(path["value"]))]
+        == _path_elements(path["value"])
+    ]
+    return max(prefixes, key=lambda item: item[0])[1] if prefixes else None
+
+
+def _path_elements(path: str) -> list[str]:
+    return [e for e in path.split("/") if e]
+
+
+def test_k8s_httproute_serves_the_gateway_service() -> None:
+    route = http_route()
+    gateway_service = k8s("Service")[GATEWAY.name]
+    for rule in route["spec"]["rules"]:
+        for backend in rule["backendRefs"]:
+            assert backend.get("kind", "Service") == "Service"
+            assert backend["name"] == gateway_service["metadata"]["name"]
+            assert backend["port"] in [p["port"] for p in gateway_service["spec"]["ports"]]
+    for parent in route["spec"]["parentRefs"]:
+        assert parent.get("kind", "Gateway") == "Gateway" and parent["name"], parent
+    origins = json.loads(env_values(only_container(deployment(GATEWAY)))["GATEWAY_ALLOWED_ORIGINS"])
+    ingress_hosts = {rule["host"] for i in k8s("Ingress").values() for rule in i["spec"]["rules"]}
+    assert set(route["spec"]["hostnames"]) == ingress_hosts, "the same host as the Ingress"
+    for host in route["spec"]["hostnames"]:
+        if origins:
+            assert f"https://{host}" in origins, "GATEWAY_ALLOWED_ORIGINS lacks the host"
+
+
+def test_k8s_httproute_routes_the_browser_paths_and_nothing_internal() -> None:
+    for _, path in route_matches():
+        assert path["type"] in ("Exact", "PathPrefix"), path  # RegularExpression: not checkable
+    for url in browser_paths():
+        assert route_rule_for(url), f"the HTTPRoute does not route {url}"
+    for url in ("/metrics", "/readyz", "/healthz", "/ops/release", "/docs", "/openapi.json"):
+        assert not route_rule_for(url), f"the HTTPRoute routes {url}"
+    assert route_rule_for("/") and not route_rule_for("/anything"), "/ must be Exact"
+
+
+def test_k8s_httproute_keeps_websockets_open() -> None:
+    # A request timeout covers the whole exchange, i.e. a WebSocket's whole life: "0s" (none)
+    # on the rule serving /ws, a finite one everywhere else.
+    ws_rule = route_rule_for("/ws")
+    assert ws_rule is not None
+    assert (ws_rule.get("timeouts") or {}).get("request") == "0s", "/ws needs request: 0s"
+    assert (ws_rule.get("timeouts") or {}).get("backendRequest", "0s") == "0s"
+    for rule in http_route()["spec"]["rules"]:
+        if rule is not ws_rule:
+            timeout = (rule.get("timeouts") or {}).get("request")
+            assert timeout and timeout != "0s", f"a bound for the other paths: {rule['matches']}"
+
+
+# -- what `kubectl kustomize deploy/k8s` renders (kubectl is optional on a development machine) --
+
+
+@cache
+def rendered() -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (the other tests read the files themselves)")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in load_all(out.stdout) if doc]
+
+
+def test_k8s_kustomize_renders_every_applied_document() -> None:
+    docs = rendered()
+    assert sorted(d["kind"] for d in docs) == sorted(d["kind"] for d in applied_docs())
+    for doc in docs:
+        assert doc["metadata"].get("namespace", namespace()) == namespace(), doc["kind"]
+    image = {i["name"]: i for i in kustomization()["images"]}["trading-dashboard"]
+    wanted = f"{image['newName']}:{image['newTag']}"
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in containers_of(doc):
+                assert container["image"] == wanted, doc["metadata"]["name"]
+
+
+def test_k8s_kustomize_names_the_migration_job_after_the_image_tag() -> None:
+    (job,) = [d for d in rendered() if d["kind"] == "Job"]
+    tag = {i["name"]: i for i in kustomization()["images"]}["trading-dashboard"]["newTag"]
+    name = job["metadata"]["name"]
+    stem = migration_job()["metadata"]["name"].rpartition("-")[0]
+    assert name == f"{stem}-{tag}", name
+    # A Job's name is a DNS subdomain; its pods' job-name label holds at most 63 characters.
+    assert DNS_SUBDOMAIN.match(name) and len(name) <= 63, name
