@@ -9,11 +9,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 __all__ = [
+    "BusStats",
     "Handler",
     "InMemoryBus",
     "MessageBus",
@@ -28,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DURABLE_TIMEOUT_S = 2.0  # a JetStream publish not acknowledged by then failed
 DEDUP_WINDOW_S = 120.0  # a resend with the same Nats-Msg-Id within this is stored once
+SLOW_CONSUMER_LOG_S = 10.0  # nats-py reports every dropped message: log at most this often
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -90,12 +96,31 @@ async def _call(handler: Handler, subject: str, payload: dict[str, Any]) -> None
         log.exception("handler for %s failed", subject)
 
 
+@dataclass
+class BusStats:
+    """What a NATS connection went through since it was opened."""
+
+    disconnects: int = 0
+    reconnects: int = 0
+    errors: int = 0  # reported by the client, slow consumers not included
+    slow_consumer_drops: int = 0  # messages the client dropped: a subscriber fell behind
+
+
 class NatsBus:
-    """A :class:`MessageBus` over a nats.py connection."""
+    """A :class:`MessageBus` over a nats.py connection.
+
+    It counts disconnects, reconnects, errors and slow-consumer drops in :attr:`stats`
+    and is a Prometheus collector of them and of the connection state (``nats_*``): an
+    app's ``/metrics`` reads its bus (:func:`shared.observability.install_ops_routes`);
+    a bus outside an app is exported with ``registry.register(bus)``.
+    """
 
     def __init__(self, nc: Any) -> None:
         self._nc = nc
         self._on_reconnect: list[Callable[[], Awaitable[None]]] = []
+        self.stats = BusStats()
+        self._closing = False
+        self._slow_logged_at = -SLOW_CONSUMER_LOG_S
 
     @classmethod
     async def connect(cls, url: str, name: str = "", **options: Any) -> NatsBus:
@@ -109,6 +134,7 @@ class NatsBus:
             name=name or None,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            disconnected_cb=bus._disconnected,
             reconnected_cb=bus._reconnected,
             error_cb=bus._error,
             **options,
@@ -116,8 +142,40 @@ class NatsBus:
         return bus
 
     async def _error(self, exc: Exception) -> None:
+        from nats.errors import SlowConsumerError
+
+        if isinstance(exc, SlowConsumerError):
+            self.stats.slow_consumer_drops += 1
+            now = time.monotonic()
+            if now - self._slow_logged_at >= SLOW_CONSUMER_LOG_S:
+                self._slow_logged_at = now
+                log.warning("NATS: slow consumer on %s, messages dropped", exc.subject)
+            return
+        self.stats.errors += 1
         # e.g. "Permissions Violation for Publish to ...": the server refused a subject
         log.error("NATS: %s", exc)
+
+    async def _disconnected(self) -> None:
+        if not self._closing:
+            self.stats.disconnects += 1
+            log.warning("NATS connection lost; reconnecting")
+
+    def collect(self) -> Iterator[Metric]:
+        """The connection's series (the Prometheus collector protocol)."""
+        yield GaugeMetricFamily(
+            "nats_connected", "1 while the NATS connection is up.", value=int(self.is_connected)
+        )
+        for name, doc, value in (
+            ("nats_disconnects", "NATS connections lost.", self.stats.disconnects),
+            ("nats_reconnects", "NATS connections re-established.", self.stats.reconnects),
+            ("nats_errors", "Errors the NATS client reported.", self.stats.errors),
+            (
+                "nats_slow_consumer_drops",
+                "Messages the NATS client dropped because a subscriber fell behind.",
+                self.stats.slow_consumer_drops,
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
 
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Call ``callback`` after each reconnection: messages published while the
@@ -125,6 +183,7 @@ class NatsBus:
         self._on_reconnect.append(callback)
 
     async def _reconnected(self) -> None:
+        self.stats.reconnects += 1
         log.warning("NATS connection re-established; re-synchronising")
         for callback in list(self._on_reconnect):
             try:
@@ -138,7 +197,7 @@ class NatsBus:
 
     @property
     def is_connected(self) -> bool:
-        return bool(self._nc.is_connected)
+        return self._nc is not None and bool(self._nc.is_connected)
 
     async def publish(self, subject: str, payload: dict[str, Any]) -> None:
         await self._nc.publish(subject, encode(payload))
@@ -180,6 +239,7 @@ class NatsBus:
         await self._nc.flush()
 
     async def close(self) -> None:
+        self._closing = True  # closing is not a lost connection
         if not self._nc.is_closed:
             await self._nc.drain()
 

@@ -6,39 +6,65 @@ import asyncio
 import importlib.metadata
 import logging
 import os
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     GCCollector,
+    Histogram,
     Info,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import Metric
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import wire
 
 __all__ = [
+    "AnswerHook",
+    "AppStateCollector",
+    "HttpMetrics",
+    "HttpMetricsMiddleware",
     "ReadyCheck",
     "RequestIdMiddleware",
     "configure_logging",
     "install_ops_routes",
     "process_registry",
     "request_id_var",
+    "when_answered",
 ]
 
 ReadyCheck = Callable[[], Awaitable[object]]
 READY_TIMEOUT_S = 2.0
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/ops/release"})
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+AnswerHook = Callable[[float, int], None]
+"""Called with the seconds since the request arrived and the answer's status code."""
+
+
+@dataclass
+class _Request:
+    started: float
+    hooks: list[AnswerHook] = field(default_factory=list)
+
+
+_request_var: ContextVar[_Request | None] = ContextVar("http_request", default=None)
 
 
 class _RequestIdFilter(logging.Filter):
@@ -61,6 +87,98 @@ def process_registry() -> CollectorRegistry:
         version = "unknown"
     info.info({"version": version, "revision": os.environ.get("GIT_REVISION", "unknown")})
     return registry
+
+
+class AppStateCollector:
+    """The series of the parts an app's lifespan builds, read at scrape time from its
+    ``state``: the database engine's pool (``db_pool_*``), the NATS bus (``nats_*``), the
+    outbox relay (``outbox_*``) and the orders venue (``orders_*``), each of which is a
+    Prometheus collector itself; a part that is absent or not one (an in-memory bus, a
+    pool without metrics) exports nothing."""
+
+    PARTS = ("bus", "outbox", "venue")
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        engine = getattr(self._state, "engine", None)
+        parts = [
+            getattr(engine, "pool", None),
+            *(getattr(self._state, n, None) for n in self.PARTS),
+        ]
+        for part in parts:
+            collect = getattr(part, "collect", None)
+            if callable(collect):
+                yield from collect()
+
+
+class HttpMetrics:
+    """Every process's HTTP traffic, errors and latency (ops endpoints left out)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "http_requests", "HTTP requests answered, by status code.", ["code"], registry=registry
+        )
+        self.seconds = Histogram(
+            "http_request_seconds",
+            "Time from a request's arrival to the start of its answer.",
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
+
+    def answered(self, request: _Request, status: int) -> None:
+        seconds = time.perf_counter() - request.started
+        self.requests.labels(str(status)).inc()
+        self.seconds.observe(seconds)
+        for hook in request.hooks:
+            try:
+                hook(seconds, status)
+            except Exception:
+                logging.getLogger(__name__).exception("answer hook failed")
+
+
+class HttpMetricsMiddleware:
+    """Counts and times every HTTP answer; lets the handler ask to hear when its answer
+    starts (:func:`when_answered`)."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in OPS_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request = _Request(time.perf_counter())
+        token = _request_var.set(request)
+        answered = False
+
+        async def send_timed(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start" and not answered:
+                answered = True
+                self.metrics.answered(request, int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_timed)
+        except BaseException:
+            if not answered:  # the server answers 500 for us
+                answered = True
+                self.metrics.answered(request, 500)
+            raise
+        finally:
+            _request_var.reset(token)
+
+
+def when_answered(hook: AnswerHook) -> bool:
+    """Call ``hook(seconds, status)`` once the current HTTP request's answer starts
+    (``seconds`` since the request reached this process); False outside a request."""
+    request = _request_var.get()
+    if request is None:
+        return False
+    request.hooks.append(hook)
+    return True
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -115,12 +233,17 @@ def install_ops_routes(
 ) -> None:
     """Add ``/healthz`` (alive), ``/readyz`` (dependencies reachable) and ``/metrics``;
     with ``release``, ``POST /ops/release`` (from the pod itself only: a preStop hook)
-    gives the process's leases back before it is stopped.
+    gives the process's leases back before it is stopped. ``registry`` gains the HTTP
+    series of every request (:class:`HttpMetrics`) and those of the app's database pool,
+    NATS connection and outbox (:class:`AppStateCollector`).
 
     A failing check in ``degraded_only`` (NATS: pages, fragments and events need only
     PostgreSQL, and the live path says "delayed" by itself) is reported but keeps the
     process ready, so a NATS blip does not take every pod out of its Service at once.
     """
+
+    registry.register(AppStateCollector(app.state))
+    app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(registry))
 
     if release is not None:
 

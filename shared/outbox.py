@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import wire
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 KEEP_PUBLISHED = timedelta(hours=1)
 STREAM_MAX_AGE_S = 24 * 3600.0  # the order events stream keeps a day
 STOP_TIMEOUT_S = 5.0
+BACKLOG_INTERVAL_S = 1.0  # the backlog is counted at most this often
 
 
 def stage(session: AsyncSession, subject: str, payload: dict[str, Any]) -> None:
@@ -41,7 +44,11 @@ def stage(session: AsyncSession, subject: str, payload: dict[str, Any]) -> None:
 
 class OutboxRelay:
     """Publishes committed outbox messages in id order; several relays may run at once
-    (each message is taken by one of them: ``FOR UPDATE SKIP LOCKED``)."""
+    (each message is taken by one of them: ``FOR UPDATE SKIP LOCKED``).
+
+    The loop also counts what is still unsent (:meth:`measure`), also while NATS is
+    away; the relay is a Prometheus collector of that (``outbox_*``).
+    """
 
     def __init__(
         self,
@@ -59,6 +66,10 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.backlog = 0  # unsent messages when last measured
+        self.oldest_unsent_at: datetime | None = None
+        self.published = self.failures = 0
+        self._measured_at = -BACKLOG_INTERVAL_S
 
     def wake(self) -> None:
         """Publish soon (called after a commit that staged messages)."""
@@ -101,9 +112,46 @@ class OutboxRelay:
                     .where(OutboxMessage.id.in_(acked))
                     .values(published_at=datetime.now(UTC))
                 )
+        self.published += len(acked)
         if failure is not None:
             raise failure
         return len(acked)
+
+    async def measure(self) -> None:
+        """Count the unsent messages and note when the oldest was staged."""
+        sessions = self._sessions()
+        if sessions is None:
+            return
+        pending = OutboxMessage.published_at.is_(None)
+        async with sessions() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(OutboxMessage.id), func.min(OutboxMessage.created_at)).where(
+                        pending
+                    )
+                )
+            ).one()
+        self.backlog, self.oldest_unsent_at = int(count), oldest
+
+    def collect(self) -> Iterator[Metric]:
+        """The relay's series (the Prometheus collector protocol)."""
+        age = 0.0
+        if self.backlog and self.oldest_unsent_at is not None:
+            age = max((datetime.now(UTC) - self.oldest_unsent_at).total_seconds(), 0.0)
+        yield GaugeMetricFamily(
+            "outbox_backlog", "Outbox messages committed but not yet sent.", value=self.backlog
+        )
+        yield GaugeMetricFamily(
+            "outbox_oldest_unsent_age_seconds",
+            "Age of the oldest unsent outbox message (0 when none).",
+            value=age,
+        )
+        yield CounterMetricFamily(
+            "outbox_published", "Outbox messages stored by JetStream.", value=self.published
+        )
+        yield CounterMetricFamily(
+            "outbox_relay_failures", "Relay rounds that failed (retried).", value=self.failures
+        )
 
     async def prune(self) -> None:
         sessions = self._sessions()
@@ -130,7 +178,19 @@ class OutboxRelay:
                 if rounds % 600 == 0:
                     await self.prune()
             except Exception:  # the bus or the database is away: keep the rows, retry
+                self.failures += 1
                 log.exception("outbox relay failed; retrying in %.1fs", self.interval_s)
+            await self._measure_now_and_then()
+
+    async def _measure_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._measured_at < BACKLOG_INTERVAL_S:
+            return
+        self._measured_at = now
+        try:
+            await self.measure()
+        except Exception as exc:  # the database is away: the last count stands
+            log.debug("outbox backlog not measured: %s", exc)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run())

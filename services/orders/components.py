@@ -30,6 +30,7 @@ from services.orders.execution import (
 )
 from services.orders.queries import order_rows
 from services.orders.schema import OrderSchema, new_client_order_id
+from services.orders.venue import ORDER_METRICS
 from shared import failpoints, wire
 from shared.components import (
     FieldError,
@@ -40,6 +41,7 @@ from shared.components import (
     Registry,
 )
 from shared.db.models import Order, Symbol
+from shared.observability import when_answered
 from shared.ticks import tick_field
 
 __all__ = [
@@ -202,6 +204,7 @@ class OrderComponent(FormComponent):
 
     # -- events ----------------------------------------------------------------------
     async def on_submit(self) -> None:
+        when_answered(ORDER_METRICS.answered)  # submit → ack, whatever the answer
         data = self.validated_data
         session, account_id = self.session, int(self.request.user.account_id or 0)
         try:

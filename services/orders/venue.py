@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import Histogram
+from prometheus_client.core import Metric
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,13 +40,55 @@ from shared.db.models import Order, Symbol
 from shared.leases import LeaderLease, LeaseStore
 from shared.ticks import tick_field
 
-__all__ = ["VENUE_ROLE", "Quote", "Venue", "quotes_of"]
+__all__ = ["ORDER_METRICS", "VENUE_ROLE", "OrderMetrics", "Quote", "Venue", "quotes_of"]
 
 VENUE_ROLE = "venue"  # the lease key, in the bucket wire.lease_bucket("orders")
 
 log = logging.getLogger(__name__)
 
 Quote = tuple[Decimal, Decimal]  # bid, ask
+
+_ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+_FILL_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+
+
+class OrderMetrics:
+    """How long a trader waits: for the answer to a submit, and for a resting order's fill.
+
+    Exported by the orders app through its venue (:meth:`Venue.collect`).
+    """
+
+    def __init__(self) -> None:
+        self.submit_ack = Histogram(
+            "orders_submit_ack_seconds",
+            "From a submit reaching the orders service to the start of its answer, by "
+            "outcome (ok, refused: 4xx, error: 5xx).",
+            ["outcome"],
+            buckets=_ACK_BUCKETS,
+            registry=None,
+        )
+        self.submit_to_fill = Histogram(
+            "orders_submit_to_fill_seconds",
+            "From a resting limit order's creation to its fill by the venue.",
+            buckets=_FILL_BUCKETS,
+            registry=None,
+        )
+
+    def answered(self, seconds: float, status: int) -> None:
+        """An answer hook (:func:`shared.observability.when_answered`) for a submit."""
+        outcome = "ok" if status < 400 else ("refused" if status < 500 else "error")
+        self.submit_ack.labels(outcome).observe(seconds)
+
+    def filled(self, created_at: datetime | None, filled_at: datetime | None) -> None:
+        if created_at is not None and filled_at is not None:
+            self.submit_to_fill.observe(max((filled_at - created_at).total_seconds(), 0.0))
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.submit_ack.collect()
+        yield from self.submit_to_fill.collect()
+
+
+ORDER_METRICS = OrderMetrics()  # the process's: the order component and the venue share it
 
 
 def quotes_of(prices: Any) -> dict[str, Quote]:
@@ -68,20 +113,26 @@ class Venue:
     announced through the outbox, which ``wake_outbox`` nudges after each commit. Without
     a lease (:meth:`hold_lease` not called: an in-memory bus) the venue always matches.
     ``queries`` counts the open-order queries run, ``skipped`` the ticks left to the
-    lease holder.
+    lease holder. The venue is the collector of the orders latency series (``metrics``).
     """
 
     def __init__(
         self,
         db: Callable[[], async_sessionmaker[AsyncSession] | None],
         wake_outbox: Callable[[], None] = lambda: None,
+        metrics: OrderMetrics = ORDER_METRICS,
     ) -> None:
         self._db, self._wake_outbox = db, wake_outbox
+        self.metrics = metrics
         self.lease: LeaderLease | None = None
         self.queries = self.skipped = 0
         self._latest: dict[str, Quote] = {}
         self._latest_ts: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def collect(self) -> Iterator[Metric]:
+        """The orders latency series (the Prometheus collector protocol)."""
+        return self.metrics.collect()
 
     @property
     def matching(self) -> bool:
@@ -184,5 +235,8 @@ class Venue:
                 reject(order, exc.reason)
             event = order_event(order, symbol.ticker, ts)
             announce(session, account.id, event)
+            created_at, filled_at = order.created_at, order.updated_at
         self._wake_outbox()
+        if event["status"] == "filled":
+            self.metrics.filled(created_at, filled_at)
         return str(event["status"])

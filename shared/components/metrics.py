@@ -60,6 +60,13 @@ class ComponentMetrics:
             "Time to bring every live instance up to one (merged) tick and publish.",
             registry=self.registry,
         )
+        self.tick_gaps = Counter(
+            "component_tick_seq_gaps",
+            "prices.ticks whose seq did not follow the previous one: skipped (ticks were "
+            "lost, or a cold pricefeed leader took over) or backwards (repeated, reordered).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.mounts_skipped = Counter(
             "component_live_mounts_skipped",
             "Queued session mounts skipped because the session closed first.",

@@ -38,6 +38,7 @@ class TickDriver:
         self._pending: dict[str, set[str]] = {}
         self._pending_ts: Any = None
         self._pending_seq: Any = None
+        self._last_seq: int | None = None  # the seq of the last tick received
         self._last_run: dict[str, float] = {}
         self._wakeups: set[str] = set()
         # topics any live instance shows, per component (recomputed after a full render)
@@ -64,9 +65,21 @@ class TickDriver:
             self._pending.setdefault(cls.name, set()).update(prices)
         self._pending_ts = payload.get("ts")
         self._pending_seq = payload.get("seq")
+        self._count_gap(self._pending_seq)
         self._ticks_waiting += 1
         self._tick_idle.clear()
         self._tick_ready.set()
+
+    def _count_gap(self, seq: Any) -> None:
+        """Count a tick whose ``seq`` is not the previous one's plus one. A cold pricefeed
+        leader starts at the tick clock, so such a takeover counts one (large) skip."""
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return
+        last, self._last_seq = self._last_seq, seq
+        metrics = self._live._metrics
+        if last is None or seq == last + 1 or metrics is None:
+            return
+        metrics.tick_gaps.labels("skipped" if seq > last else "backwards").inc()
 
     async def run(self) -> None:
         while True:

@@ -2,23 +2,87 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 
 from shared.settings import async_database_url
 
-__all__ = ["create_engine", "database_unavailable", "ping", "session_factory"]
+__all__ = ["MeteredPool", "create_engine", "database_unavailable", "ping", "session_factory"]
+
+
+class MeteredPool(AsyncAdaptedQueuePool):
+    """The asyncio queue pool, counting the checkouts that had to wait for a connection
+    (every one in use, no overflow left) and how long they waited; a Prometheus
+    collector of that and of the connections in use (``db_pool_*``)."""
+
+    def __init__(self, creator: Any, *, max_overflow: int = 10, **kwargs: Any) -> None:
+        super().__init__(creator, max_overflow=max_overflow, **kwargs)
+        self.max_connections = self.size() + max(max_overflow, 0)
+        self.unbounded = max_overflow < 0
+        self.waits = self.timeouts = 0
+        self.wait_seconds = 0.0
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if self.unbounded or self.checkedin() > 0 or self.checkedout() < self.max_connections:
+            return super()._do_get()
+        self.waits += 1
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        except sa_exc.TimeoutError:
+            self.timeouts += 1
+            raise
+        finally:
+            self.wait_seconds += time.perf_counter() - started
+
+    def collect(self) -> Iterator[Metric]:
+        """The pool's series (the Prometheus collector protocol)."""
+        yield GaugeMetricFamily(
+            "db_pool_in_use", "Database connections checked out.", value=self.checkedout()
+        )
+        yield GaugeMetricFamily(
+            "db_pool_max_connections",
+            "Most connections the pool opens (size plus overflow).",
+            value=self.max_connections,
+        )
+        yield CounterMetricFamily(
+            "db_pool_waits", "Checkouts that waited for a free connection.", value=self.waits
+        )
+        yield CounterMetricFamily(
+            "db_pool_wait_seconds",
+            "Time checkouts spent waiting for a free connection.",
+            value=self.wait_seconds,
+        )
+        yield CounterMetricFamily(
+            "db_pool_timeouts", "Checkouts that gave up waiting.", value=self.timeouts
+        )
+
+
+# SQLAlchemy logs a pool under its class's name, and keeps sqlalchemy.* at WARNING; so ours
+logging.getLogger(f"{__name__}.{MeteredPool.__name__}").setLevel(logging.WARNING)
 
 
 def create_engine(url: str, *, pool_size: int = 5, null_pool: bool = False) -> AsyncEngine:
+    """An engine on ``url``; its pool (a :class:`MeteredPool`, unless ``null_pool``) holds
+    ``pool_size`` connections plus as many overflow ones."""
     url = async_database_url(url)
     if null_pool:
         return _create_async_engine(url, poolclass=NullPool)
     return _create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url,
+        poolclass=MeteredPool,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
     )
 
 
