@@ -10,22 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from decimal import Decimal
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup, escape
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.sessions import SessionUser, current_user
 from gateway.state import Gateway, gw
 from gateway.upstream import component_url, upstream_headers
-from shared import domain, wire
-from shared.db.models import Account, Position, Symbol
+from shared import wire
 
-__all__ = ["account_value", "fetch_fragment", "router", "unavailable"]
+__all__ = ["fetch_fragment", "router", "unavailable"]
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -83,34 +79,15 @@ async def fetch_fragment(g: Gateway, user: SessionUser, component: str) -> Marku
     return unavailable(component)
 
 
-async def account_value(sessions: async_sessionmaker[AsyncSession], account_id: int) -> Decimal:
-    """Cash plus the market value of every position (``shared.domain``), in cents."""
-    async with sessions() as db:
-        cash = (
-            await db.execute(select(Account.cash).where(Account.id == account_id))
-        ).scalar_one_or_none()
-        rows = await db.execute(
-            select(Symbol.ticker, Position.quantity, Symbol.last)
-            .join(Symbol, Symbol.id == Position.symbol_id)
-            .where(Position.account_id == account_id, Position.quantity > 0)
-        )
-        holdings = [domain.Holding(ticker, qty, last) for ticker, qty, last in rows]
-    return domain.cents((cash or Decimal(0)) + domain.total_value(holdings))
-
-
 @router.get("/", include_in_schema=False)
 async def page(request: Request) -> Response:
     user = await current_user(request)
     if user is None:
         return RedirectResponse("/login", status_code=303)
     g = gw(request)
-    value, *fragments = await asyncio.gather(
-        account_value(request.app.state.sessions, user.account_id),
-        *(fetch_fragment(g, user, c) for c in wire.COMPONENTS),
-    )
+    fragments = await asyncio.gather(*(fetch_fragment(g, user, c) for c in wire.COMPONENTS))
     context = {
         "user": user,
-        "account_value": value,
         "csrf_token": g.csrf_token(user.session_id),
         "fragments": dict(zip(wire.COMPONENTS, fragments, strict=True)),
         "root_ids": {c: wire.element_id(c, "root") for c in wire.COMPONENTS},

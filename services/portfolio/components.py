@@ -17,10 +17,10 @@ from shared import domain, wire
 from shared.components import Component, IsAuthenticated, PriceBook, Registry
 from shared.components.base import LiveResult
 from shared.components.rendering import Part, money, signed, stencil_parts
-from shared.db.models import Position, Symbol
+from shared.db.models import Account, Position, Symbol
 from shared.ticks import tick_last
 
-__all__ = ["PortfolioComponent", "registry"]
+__all__ = ["SUMMARY_ID", "TOTALS_ID", "PortfolioComponent", "registry"]
 
 registry = Registry()
 
@@ -28,6 +28,8 @@ TOTALS_ID = wire.element_id("portfolio", "totals")
 LAST_FIELDS = ("id", "symbol", "last", "flash")
 PL_FIELDS = ("id", "pnl", "pnl_cls", "day", "day_cls")
 TOTALS_FIELDS = ("id", "value", "pnl", "pnl_cls", "day", "day_cls")
+SUMMARY_ID = wire.element_id("portfolio", "summary")  # in the page's header
+SUMMARY_FIELDS = ("id", "value", "cash")
 
 
 def _row(ticker: str, qty: int, avg_cost: Any, last: Any, prev_close: Any) -> dict[str, Any]:
@@ -110,6 +112,16 @@ def _totals_view(state: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _summary_view(state: dict[str, Any]) -> dict[str, str]:
+    """The header's account value (cash plus the positions' market value) and cash."""
+    cash = domain.dec(state.get("cash") or 0)
+    return {
+        "id": SUMMARY_ID,
+        "value": money(cash + domain.dec(state.get("total_value") or 0)),
+        "cash": money(cash),
+    }
+
+
 def _holding(pos: dict[str, Any]) -> domain.Holding:
     prev = pos.get("prev_close")
     return domain.Holding(
@@ -131,7 +143,13 @@ class PortfolioComponent(Component):
         wire.PRICES_TICKS: wire.EVENT_PRICE_TICK,
         wire.ORDERS_EVENTS_TEMPLATE: wire.EVENT_ORDER,
     }
-    stencils = {"last": LAST_FIELDS, "pl": PL_FIELDS, "totals": TOTALS_FIELDS}
+    stencils = {
+        "last": LAST_FIELDS,
+        "pl": PL_FIELDS,
+        "totals": TOTALS_FIELDS,
+        "summary": SUMMARY_FIELDS,
+    }
+    outside_root = frozenset({SUMMARY_ID})
 
     async def mount(self) -> None:
         rows = await self.session.execute(
@@ -146,6 +164,9 @@ class PortfolioComponent(Component):
             _row(ticker, qty, avg_cost, last, prev_close)
             for qty, avg_cost, ticker, last, prev_close in rows
         ]
+        self.state["cash"] = await self.session.scalar(
+            select(Account.cash).where(Account.id == self.request.user.account_id)
+        )
         self._totals()
 
     def _totals(self) -> None:
@@ -154,6 +175,7 @@ class PortfolioComponent(Component):
         self.state["total_pnl"] = domain.total_pnl(holdings)
         self.state["day_change"] = domain.total_day_change(holdings)
         _keep_view(self.state, "totals_view", _totals_view(self.state))
+        _keep_view(self.state, "summary_view", _summary_view(self.state))
 
     def _move_totals(self, moved: list[tuple[Decimal, Decimal, dict[str, Any]]]) -> None:
         """Totals after a tick moved these rows' prices: exact, without a full re-sum."""
@@ -170,6 +192,7 @@ class PortfolioComponent(Component):
                 day += move
         state["total_value"], state["total_pnl"], state["day_change"] = value, pnl, day
         _keep_view(state, "totals_view", _totals_view(state))
+        _keep_view(state, "summary_view", _summary_view(state))
 
     async def on_ws_message(self, message: dict[str, Any]) -> LiveResult:
         event = message.get("event")
@@ -192,6 +215,7 @@ class PortfolioComponent(Component):
                 return False
             self._move_totals(moved)
             changed[TOTALS_ID] = None
+            changed[SUMMARY_ID] = None
             return changed
         if event == wire.EVENT_ORDER:
             await self.remount()
@@ -232,5 +256,8 @@ class PortfolioComponent(Component):
         if self.state.get("totals_view") is None:
             self.state["totals_view"] = _totals_view(self.state)
         parts[TOTALS_ID] = ("totals", {"v": self.state["totals_view"]})
+        if self.state.get("summary_view") is None:
+            self.state["summary_view"] = _summary_view(self.state)
+        parts[SUMMARY_ID] = ("summary", {"v": self.state["summary_view"]})
         self._live_parts = (positions, len(positions), parts)
         return parts

@@ -21,6 +21,7 @@ __all__ = [
     "EXPOSURE_ID",
     "GAUGE_ID",
     "MAX_ALERTS",
+    "SUMMARY_ID",
     "RiskMetricsComponent",
     "registry",
 ]
@@ -31,6 +32,7 @@ MAX_ALERTS = 10
 GAUGE_ID = wire.element_id("risk_metrics", "gauge")
 EXPOSURE_ID = wire.element_id("risk_metrics", "exposure")
 ALERTS_ID = wire.element_id("risk_metrics", "alerts")
+SUMMARY_ID = wire.element_id("risk_metrics", "summary")  # in the page's header
 _LEVELS = frozenset({"warn", "critical"})
 _TENTH = Decimal("0.1")
 
@@ -92,6 +94,14 @@ def _gauge_view(state: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _summary_view(gauge: dict[str, str], state: dict[str, Any]) -> dict[str, str]:
+    """The header's margin figure: utilisation as the gauge shows it, its level (a critical
+    one is a banner wherever the risk panel is scrolled), and the margin still available."""
+    level = gauge["level_cls"].replace(" gauge--", "")
+    free = domain.dec(state.get("margin_limit", 0)) - domain.dec(state.get("margin_used", 0))
+    return {"id": SUMMARY_ID, "pct": gauge["pct"], "level": level, "free": money(free, 0)}
+
+
 @cache
 def _sector_ids(sector: str) -> tuple[str, str]:
     """The element ids of a sector's figures and bar."""
@@ -145,7 +155,9 @@ class RiskMetricsComponent(Component):
         "gauge": ("id", "used", "limit", "pct", "level_cls", "width"),
         "sector_fig": ("id", "value", "share"),
         "sector_bar": ("id", "sector", "share", "width"),
+        "summary": ("id", "pct", "level", "free"),
     }
+    outside_root = frozenset({SUMMARY_ID})
     subscriptions = {
         wire.PRICES_TICKS: wire.EVENT_PRICE_TICK,
         wire.RISK_BREACH_TEMPLATE: wire.EVENT_RISK_BREACH,
@@ -227,8 +239,10 @@ class RiskMetricsComponent(Component):
             old_alerts = getattr(self, "_alerts_view", None)
             if old_alerts is None or old_alerts[0] != alerts_key:
                 old_alerts = self._alerts_view = (alerts_key, _alerts_view(self.state))
+            gauge = _gauge_view(self.state)
             views = {
-                "gauge": _gauge_view(self.state),
+                "gauge": gauge,
+                "summary": _summary_view(gauge, self.state),
                 "exposure": _exposure_view(self.state),
                 "alerts": old_alerts[1],
             }
@@ -246,4 +260,5 @@ class RiskMetricsComponent(Component):
             parts[sector["fig"]["id"]] = ("sector_fig", {"v": sector["fig"]})
             parts[sector["bar"]["id"]] = ("sector_bar", {"v": sector["bar"]})
         parts[ALERTS_ID] = ("alerts", {"alerts": views["alerts"]})
+        parts[SUMMARY_ID] = ("summary", {"v": views["summary"]})
         return parts

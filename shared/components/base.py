@@ -70,6 +70,9 @@ class Component:
     live_root: ClassVar[bool] = True
     """Whether a live full render replaces the whole root element. A component holding a
     form the trader may be typing into sets False: its full render is all its live parts."""
+    outside_root: ClassVar[frozenset[str]] = frozenset()
+    """Ids of live parts that live elsewhere on the page (the header's account value):
+    a full render sends them beside the root, and the root's template does not hold them."""
     shared_by_topic: ClassVar[bool] = False
     """How replicas share the work of :meth:`topic_parts`. False (the default): each
     replica renders the topics its own users show, and a page takes them only from its

@@ -284,9 +284,15 @@ class PartsTracker:
     def full(self, component: Component) -> Changes:
         """A full render; the snapshot becomes the current parts."""
         self._snapshot = {pid: _copy(ctx) for pid, ctx in self._current(component).items()}
-        if not type(component).live_root and component.live_parts():
+        cls = type(component)
+        if not cls.live_root and component.live_parts():
             return Changes(True, render_parts(component))
-        return Changes(True, [Part(component.root_id, render(component).html)])
+        root = Part(component.root_id, render(component).html)
+        if not cls.outside_root:
+            return Changes(True, [root])
+        specs = component.live_parts()
+        outside = [pid for pid in specs if pid in cls.outside_root]
+        return Changes(True, [root, *render_parts(component, outside, specs)])
 
     def changed(self, component: Component, ids: Collection[str]) -> Changes:
         """The parts ``ids`` the component says changed (it vouches: nothing is compared).

@@ -93,8 +93,12 @@ def test_a_resting_order_cancelled_elsewhere_is_announced_once(new_page: Any) ->
     assert f"Order #{order_id} cancelled: buy 2 KO" in toast.text_content()
     frames = desk.evaluate("() => window.__frames")
     desk.wait_for_function("(n) => window.__frames >= n + 8", arg=frames)  # more frames came
-    spoken = desk.evaluate("() => [...document.querySelectorAll('#announcer p')].map(p => p.textContent)")
-    assert [t for t in spoken if f"Order #{order_id} cancelled" in t] == [toast.text_content().strip()]
+    spoken = desk.evaluate(
+        "() => [...document.querySelectorAll('#announcer p')].map(p => p.textContent)"
+    )
+    assert [t for t in spoken if f"Order #{order_id} cancelled" in t] == [
+        toast.text_content().strip()
+    ]
     # the ticket did not change under the trader: it still shows its own last outcome
     assert "open" in desk.text_content(OUTCOME)
 
@@ -123,9 +127,90 @@ def test_focus_stays_on_a_watchlist_button_across_ticks(new_page: Any) -> None:
             document.addEventListener('htmx:wsAfterMessage', () => {
                 window.__frames++;
                 const label = document.activeElement?.getAttribute('aria-label');
-                if (label !== 'Remove NFLX') window.__lost.push(label || document.activeElement?.tagName);
+                const where = label || document.activeElement?.tagName;
+                if (label !== 'Remove NFLX') window.__lost.push(where);
             }); }"""
     )
     page.wait_for_function("() => window.__frames >= 20", timeout=30_000)  # 20 live frames
     assert page.evaluate("() => window.__lost") == []
     assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "Remove NFLX"
+
+
+HEADER_JS = """() => {
+    const text = (sel) => document.querySelector(sel)?.textContent.trim();
+    return {value: text('#portfolio-summary .account-value'),
+            cash: text('#portfolio-summary .account-cash'),
+            total: text('#portfolio-totals .total-value'),
+            margin: text('#risk-summary .header-margin__pct'),
+            gauge: text('#risk-gauge .utilisation-pct')};
+}"""
+
+
+def test_the_header_is_live_and_adds_up(new_page: Any) -> None:
+    from decimal import Decimal
+
+    def num(text: str) -> Decimal:
+        return Decimal(text.replace(",", ""))
+
+    page = new_page()
+    login(page, "alice")
+    page.wait_for_function("() => document.querySelector('#portfolio-summary .account-cash')")
+    first = page.evaluate(HEADER_JS)  # one JS turn: the totals and the header of one frame
+    assert num(first["value"]) == num(first["total"]) + num(first["cash"])
+    page.wait_for_function(
+        "(before) => document.querySelector('#portfolio-summary .account-value')"
+        "?.textContent.trim() !== before",
+        arg=first["value"],
+        timeout=30_000,
+    )
+    later = page.evaluate(HEADER_JS)
+    assert num(later["value"]) == num(later["total"]) + num(later["cash"])  # moved, still adds up
+    page.wait_for_function("() => document.querySelector('#risk-summary .header-margin__pct')")
+    header = page.evaluate(HEADER_JS)
+    assert header["margin"] == header["gauge"]  # the same figure as the risk panel's gauge
+
+
+def test_a_phone_reaches_every_control_without_scrolling_sideways(browser: Any, stack: Any) -> None:
+    context = browser.new_context(base_url=stack.base_url, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        login(page, "bob")
+        page.wait_for_selector("#watchlist-row-NFLX")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        small = page.evaluate(
+            """() => [...document.querySelectorAll(
+                    '#dashboard button:not(.sr-only), #app-header button')]
+                .filter(b => b.offsetParent !== null)
+                .map(b => { const r = b.getBoundingClientRect();
+                            return {label: b.getAttribute('aria-label') || b.textContent.trim(),
+                                    w: r.width, h: r.height, left: r.left, right: r.right}; })
+                .filter(b => b.w < 44 || b.h < 44 || b.left < 0 || b.right > 390)"""
+        )
+        assert small == []
+    finally:
+        context.close()
+
+
+def _serious(page: Any) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_axe_finds_nothing_serious_on_login_and_dashboard(new_page: Any) -> None:
+    page = new_page()
+    page.goto("/login")
+    assert _serious(page) == []
+    login(page, "alice")
+    page.wait_for_selector("#portfolio-summary .account-cash")
+    assert page.locator("h1").count() == 1
+    assert _serious(page) == []
+    order(page, "AAPL", 5000, "sell")  # a refused order: the ticket with its field errors
+    outcome(page, "Not placed")
+    assert _serious(page) == []

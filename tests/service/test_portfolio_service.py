@@ -60,7 +60,8 @@ async def test_live_session_full_render_then_changed_rows_only(
         await wait_until(lambda: len(ui) >= 1)
         first = ui[0][1]
         assert first["full"] is True and first["component"] == "portfolio"
-        assert [p["id"] for p in first["parts"]] == ["portfolio-root"]
+        # the panel, and the header's account value beside it
+        assert [p["id"] for p in first["parts"]] == ["portfolio-root", "portfolio-summary"]
         assert 'id="portfolio-row-AAPL"' in first["parts"][0]["html"]
 
         tick = {
@@ -75,7 +76,11 @@ async def test_live_session_full_render_then_changed_rows_only(
         second = ui[1][1]
         assert second["full"] is False
         # her own cells (P&L, day change, totals); the last price is a shared part
-        assert [p["id"] for p in second["parts"]] == ["portfolio-pl-AAPL", "portfolio-totals"]
+        assert [p["id"] for p in second["parts"]] == [
+            "portfolio-pl-AAPL",
+            "portfolio-totals",
+            "portfolio-summary",
+        ]
         assert second["ts"] == tick["ts"]
         await wait_until(lambda: shared)
         [last] = shared[0][1]["topics"]["AAPL"]

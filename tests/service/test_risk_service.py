@@ -110,7 +110,8 @@ async def test_live_gauge_and_alerts_per_account(settings: RiskSettings, bus: Na
         await wait_until(lambda: len(ui) >= 1 and len(ui_bob) >= 1)
         first = ui[0][1]
         assert first["full"] is True and first["component"] == "risk_metrics"
-        assert [p["id"] for p in first["parts"]] == ["risk-root"]
+        # the panel, and the header's margin figure beside it
+        assert [p["id"] for p in first["parts"]] == ["risk-root", "risk-summary"]
         assert f'id="{GAUGE_ID}"' in first["parts"][0]["html"]
 
         # alice's prices up 10 %: ≈ 85.8 % utilisation
@@ -123,8 +124,9 @@ async def test_live_gauge_and_alerts_per_account(settings: RiskSettings, bus: Na
         await wait_until(lambda: len(ui) >= 2)
         second = ui[1][1]
         assert second["full"] is False and second["ts"] == tick["ts"]
-        ids = [p["id"] for p in second["parts"]]  # the gauge, then each sector's figures
-        assert ids[0] == GAUGE_ID and ids[1:] and all(i.startswith("risk-sector-") for i in ids[1:])
+        ids = [p["id"] for p in second["parts"]]  # the gauge, each sector's figures, header
+        assert ids[0] == GAUGE_ID and ids[-1] == "risk-summary"
+        assert ids[1:-1] and all(i.startswith("risk-sector-") for i in ids[1:-1])
         gauge = second["parts"][0]["html"]
         assert 'class="gauge__fill gauge--warn"' in gauge
         shown = _SHOWN.search(gauge)

@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from services.portfolio.components import TOTALS_ID, PortfolioComponent
+from services.portfolio.components import SUMMARY_ID, TOTALS_ID, PortfolioComponent
 from shared.components import PartsTracker, PriceBook, render
-from shared.components.rendering import compact, render_parts, stencil_for
+from shared.components.rendering import (
+    compact,
+    environment_for,
+    render_block,
+    render_parts,
+    stencil_for,
+    template_dir,
+)
 
 
 def test_price_tick_updates_portfolio_pnl() -> None:
@@ -61,6 +68,7 @@ def _component() -> PortfolioComponent:
         "total_value": Decimal("3850.00"),
         "total_pnl": Decimal("50.00"),
         "day_change": Decimal(0),
+        "cash": Decimal("1000.00"),
     }
     return component
 
@@ -85,12 +93,15 @@ def test_wire_tick_updates_only_the_traders_own_cells_and_totals() -> None:
     changes = tracker.changes(component)
     assert not changes.full
     # the row itself and its last-price cell (a shared part) are not the trader's to send
-    assert [p.id for p in changes.parts] == ["portfolio-pl-MSFT", TOTALS_ID]
+    # ... and the header's account value, which moved with the total
+    assert [p.id for p in changes.parts] == ["portfolio-pl-MSFT", TOTALS_ID, SUMMARY_ID]
     pl = changes.parts[0].html
     assert pl.startswith('<div class="cells" id="portfolio-pl-MSFT">')
     assert "+62.50" in pl  # (412.50 − 400) × 5
     assert "+37.50" in pl  # day change (412.50 − 405) × 5
     assert 'class="num total-value">3,862.50<' in changes.parts[1].html
+    assert 'class="account-value">4,862.50<' in changes.parts[2].html  # + 1,000.00 cash
+    assert 'class="account-cash">1,000.00<' in changes.parts[2].html
     assert component.state["total_pnl"] == Decimal("62.50")
 
 
@@ -112,6 +123,15 @@ def test_stencils_render_exactly_what_the_template_renders() -> None:
     asyncio.run(component.on_ws_message({"event": "price_tick", "prices": {"AAPL": "170"}}))
     full = render(component).html
     for part in render_parts(component):  # stencils for pl and totals, Jinja for rows
+        if part.id == SUMMARY_ID:  # in the page's header, not the panel: its own block
+            block = render_block(
+                environment_for(template_dir(PortfolioComponent)),
+                PortfolioComponent.template_name,
+                "summary",
+                v=component.state["summary_view"],
+            )
+            assert compact(part.html) == compact(block) and SUMMARY_ID not in full
+            continue
         assert compact(part.html) in compact(full)
     last = PortfolioComponent.topic_parts(["AAPL"], _book("AAPL", "180", "170"))["AAPL"][0]
     assert compact(last.html) in compact(full)
@@ -165,7 +185,7 @@ def test_named_parts_are_rendered_without_comparing_and_never_missed_later() -> 
     tracker.full(component)
     tick = {"event": "price_tick", "prices": {"AAPL": "181"}}
     named = asyncio.run(component.on_ws_message(tick))
-    assert list(named or ()) == ["portfolio-pl-AAPL", TOTALS_ID]
+    assert list(named or ()) == ["portfolio-pl-AAPL", TOTALS_ID, SUMMARY_ID]
     assert [p.id for p in tracker.changed(component, named).parts] == list(named)
     # a later full comparison cannot take what was sent for what it last copied: it sends
     # those parts again rather than risk missing a change

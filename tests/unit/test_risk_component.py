@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from services.risk.components import ALERTS_ID, EXPOSURE_ID, GAUGE_ID, RiskMetricsComponent
+from services.risk.components import (
+    ALERTS_ID,
+    EXPOSURE_ID,
+    GAUGE_ID,
+    SUMMARY_ID,
+    RiskMetricsComponent,
+)
 from shared import wire
 from shared.components import PartsTracker, render
 
@@ -69,7 +75,11 @@ def test_tick_raises_utilisation_and_gauge_class() -> None:
         for s in ("Energy", "Technology")
         for part in "fb"
     ]
-    assert [p.id for p in changes.parts] == [GAUGE_ID, *sectors]
+    # ... and the header's margin figure (a warn level, 1,750 of margin left)
+    assert [p.id for p in changes.parts] == [GAUGE_ID, *sectors, SUMMARY_ID]
+    header = changes.parts[-1].html
+    assert 'class="header-margin header-margin--warn"' in header and ">82.5%<" in header
+    assert ">1,750<" in header
     assert "4,000 · 24.2%" in changes.parts[1].html and 'width="24.2"' in changes.parts[2].html
     assert "75.8%" in changes.parts[3].html
     gauge = changes.parts[0].html
