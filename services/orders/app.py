@@ -35,6 +35,7 @@ def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> Fast
     handlers = {wire.PRICES_TICKS: venue.on_tick, **overrides.pop("handlers", {})}
     extras = {
         "max_feed_silence_s": settings.max_feed_silence_s,
+        "confirm_share": settings.confirm_share,
         "outbox": relay,
         **overrides.pop("extras", {}),
     }

@@ -18,10 +18,8 @@ from sqlalchemy.dialects.postgresql import insert
 from services.orders import domain as rules
 from services.orders.execution import (
     announce,
+    assess_order,
     cancel,
-    check_cash,
-    check_margin,
-    check_sell,
     execute_fill,
     find_symbol,
     lock_account,
@@ -40,7 +38,7 @@ from shared.components import (
     PartSpec,
     Registry,
 )
-from shared.db.models import Order, Symbol
+from shared.db.models import Account, Order, Position, Symbol
 from shared.observability import when_answered
 from shared.ticks import tick_field
 
@@ -103,6 +101,7 @@ class OrderComponent(FormComponent):
     rate_limit = "60/minute"  # comply with exchange rules
     subscriptions = {wire.ORDERS_EVENTS_TEMPLATE: wire.EVENT_ORDER}
     live_root = False  # a live full render is the order lists, never the form being typed in
+    page_only_events = frozenset({"whatif"})
 
     def get_optimistic_patch(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         # Instant UI feedback before the server round-trip completes
@@ -120,6 +119,7 @@ class OrderComponent(FormComponent):
             client_order_id=new_client_order_id(),
         )
         self.state.setdefault("notices", [])
+        self.state.setdefault("whatif", None)
         tickers = await self.session.scalars(select(Symbol.ticker).order_by(Symbol.ticker))
         self.state["symbols"] = list(tickers)
         await self._load_orders()
@@ -221,14 +221,13 @@ class OrderComponent(FormComponent):
         marketable = data["order_type"] == "market" or rules.crosses(side, limit, bid, ask)
         price = rules.touch_price(side, bid, ask) if marketable else None
         position = await lock_position(session, account_id, symbol.id)
-        try:
-            if side == "sell":
-                await check_sell(session, account_id, symbol, position, qty)
-            else:
-                await check_margin(session, account, symbol, qty)
-                check_cash(account, qty, price if price is not None else limit)
-        except rules.Rejected as exc:
-            raise FieldError(exc.field, exc.reason) from None
+        assessment = await assess_order(
+            session, account, symbol, position, side, qty, price if price is not None else limit
+        )
+        if assessment.refusal is not None:
+            raise FieldError(assessment.refusal.field, assessment.refusal.reason)
+        if self._needs_confirmation(assessment, data):
+            return
 
         order_id = await session.scalar(
             insert(Order)
@@ -262,6 +261,72 @@ class OrderComponent(FormComponent):
         self.on_commit(lambda: failpoints.hit("orders.after_commit", client_order_id))
         await self._load_orders()
         self._answer(order, message)
+
+    def _needs_confirmation(self, assessment: rules.Assessment, data: dict[str, Any]) -> bool:
+        """A buy spending more than ``ORDERS_CONFIRM_SHARE`` of the buying power is placed
+        only with the confirmation of exactly this order (the ticket asks; nothing is
+        written meanwhile)."""
+        share = Decimal(str(self.request.extras.get("confirm_share", 0.25)))
+        if assessment.side != "buy" or assessment.cost <= share * assessment.buying_power:
+            return False
+        intent = rules.intent_of(data)
+        if data.get("confirm") == intent:
+            return False
+        pct = assessment.cost / assessment.buying_power * 100 if assessment.buying_power else 100
+        self.state.update(
+            status="confirm",
+            confirm={"intent": intent, "text": rules.describe_confirmation(assessment)},
+            message=f"Not placed yet: this buy would spend {pct:.0f}% of your buying power. "
+            "Confirm it, or change it.",
+            order_status="confirm",
+            values={
+                "symbol": data["symbol"],
+                "quantity": str(data["quantity"]),
+                "order_type": data["order_type"],
+                "limit_price": "" if data["limit_price"] is None else str(data["limit_price"]),
+            },
+        )
+        return True
+
+    async def on_whatif(
+        self,
+        symbol: str = "",
+        quantity: str = "",
+        order_type: str = "market",
+        limit_price: str = "",
+        **_: Any,
+    ) -> None:
+        """While the trader types: what a buy and a sell of this quantity would do, by the
+        same check that accepts or refuses the order (page-only: nothing is written)."""
+        self.state["whatif"] = None
+        found = await find_symbol(self.session, symbol) if symbol.strip() else None
+        try:
+            qty = int(quantity)
+            limit = Decimal(limit_price) if order_type == "limit" and limit_price else None
+        except (ValueError, ArithmeticError):
+            return
+        if found is None or not 0 < qty <= 10_000 or (order_type == "limit" and not limit):
+            return
+        account = await self.session.get(Account, int(self.request.user.account_id or 0))
+        if account is None:
+            return
+        position = await self.session.scalar(
+            select(Position).where(
+                Position.account_id == account.id, Position.symbol_id == found.id
+            )
+        )
+        try:
+            bid, ask = self._quote(found)
+        except FieldError as exc:  # the feed is silent: say so instead of guessing
+            self.state["whatif"] = {"note": exc.message}
+            return
+        views = {}
+        for side in ("buy", "sell"):
+            price = limit if limit is not None else rules.touch_price(side, bid, ask)
+            views[side] = await assess_order(
+                self.session, account, found, position, side, qty, price
+            )
+        self.state["whatif"] = rules.whatif_view(views["buy"], views["sell"])
 
     async def _answer_existing(self, data: dict[str, Any]) -> bool:
         """Idempotency: an already used client order id answers with its order."""

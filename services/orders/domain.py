@@ -6,21 +6,27 @@ The financial formulas themselves (average cost, realised P&L, margin) live in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from shared.domain import utilisation_pct
+from shared.domain import gauge_level, trade_value, utilisation_pct
 
 __all__ = [
     "MAX_UTILISATION_PCT",
+    "Assessment",
     "Rejected",
     "Side",
+    "assess",
     "check_margin_after",
     "crosses",
+    "describe_confirmation",
     "describe_fill",
     "describe_open",
+    "intent_of",
     "touch_price",
+    "whatif_view",
 ]
 
 Side = Literal["buy", "sell"]
@@ -53,6 +59,69 @@ def check_margin_after(used: Decimal, limit: Decimal) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """What an order would do to the account, and whether it may go: the one pre-trade
+    check, shown while the trader types (the ticket's what-if) and applied on submit."""
+
+    side: str
+    qty: int
+    ticker: str
+    price: Decimal  # the touch for a market order, the limit for a limit order
+    cost: Decimal  # qty × price, to the cent: what a buy pays, what a sell brings in
+    buying_power: Decimal  # the cash a buy may spend now
+    buying_power_after: Decimal
+    utilisation_after: Decimal | None  # margin utilisation after a buy (%)
+    level: str  # "", "warn" or "critical": the gauge's class for utilisation_after
+    refusal: Rejected | None
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
+
+
+def assess(
+    side: str,
+    qty: int,
+    ticker: str,
+    price: Decimal,
+    *,
+    cash: Decimal,
+    margin_limit: Decimal,
+    margin_after: Decimal,
+    held: int,
+    reserved: int,
+) -> Assessment:
+    """The pre-trade check of ``side`` ``qty`` ``ticker`` @ ``price``. ``margin_after``: the
+    margin the account would use with this buy; ``held`` / ``reserved``: the position and
+    what open sells already reserve of it. A sell may not exceed what is held and not yet
+    reserved (no shorting); a buy must keep utilisation at most 100 % (a limit of 0 allows
+    none) and be covered by cash."""
+    cost = trade_value(qty, price)
+    refusal: Rejected | None = None
+    utilisation: Decimal | None = None
+    if side == "sell":
+        after = cash + cost
+        if qty > held - reserved:
+            also = f" ({reserved:,} already in open sell orders)" if reserved else ""
+            refusal = Rejected("quantity", f"You hold {held:,} {ticker}{also}; cannot sell {qty:,}")
+    else:
+        after = cash - cost
+        if margin_limit > 0:
+            utilisation = utilisation_pct(margin_after, margin_limit)
+        try:
+            check_margin_after(margin_after, margin_limit)
+        except Rejected as exc:
+            refusal = exc
+        if refusal is None and cost > cash:
+            refusal = Rejected(
+                "quantity",
+                f"Insufficient cash: {qty:,} × {price:,.2f} = {cost:,.2f}, available {cash:,.2f}",
+            )
+    level = (gauge_level(utilisation) or "") if utilisation is not None else ""
+    return Assessment(side, qty, ticker, price, cost, cash, after, utilisation, level, refusal)
+
+
 def touch_price(side: str, bid: Decimal, ask: Decimal) -> Decimal:
     """Where a marketable order trades: buys lift the ask, sells hit the bid."""
     return ask if side == "buy" else bid
@@ -75,3 +144,32 @@ def describe_fill(
 def describe_open(order_id: int, side: str, qty: int, ticker: str, limit: Decimal) -> str:
     """``Order #13 open: buy 10 AAPL limit 200.00``."""
     return f"Order #{order_id} open: {side} {qty:,} {ticker} limit {limit:,.2f}"
+
+
+def intent_of(data: dict[str, Any]) -> str:
+    """One order's identity for its confirmation: side, quantity, symbol, type, limit."""
+    limit = data.get("limit_price")
+    return f"{data['side']} {data['quantity']} {data['symbol']} {data['order_type']} {limit or ''}"
+
+
+def describe_confirmation(a: Assessment) -> str:
+    """``Confirm buy 247 AAPL ≈ $56,400``."""
+    return f"Confirm {a.side} {a.qty:,} {a.ticker} ≈ ${a.cost:,.0f}"
+
+
+def whatif_view(buy: Assessment, sell: Assessment) -> dict[str, Any]:
+    """The ticket's what-if lines, formatted (the template holds no arithmetic)."""
+
+    def line(a: Assessment) -> dict[str, str]:
+        view = {
+            "side": a.side,
+            "cost": f"{a.cost:,.2f}",
+            "price": f"{a.price:,.2f}",
+            "after": f"{a.buying_power_after:,.2f}",
+            "utilisation": "" if a.utilisation_after is None else f"{a.utilisation_after:.1f}",
+            "level": a.level,
+            "refusal": a.refusal.reason if a.refusal is not None else "",
+        }
+        return view
+
+    return {"buy": line(buy), "sell": line(sell), "buying_power": f"{buy.buying_power:,.2f}"}

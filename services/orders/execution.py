@@ -24,17 +24,19 @@ from shared.outbox import stage
 
 __all__ = [
     "announce",
+    "assess_order",
     "cancel",
     "check_cash",
     "check_margin",
-    "check_sell",
     "execute_fill",
     "find_symbol",
     "lock_account",
     "lock_position",
+    "margin_after",
     "now_ms",
     "order_event",
     "reject",
+    "reserved_for_sale",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,10 @@ async def _holdings(session: AsyncSession, account_id: int) -> list[tuple[int, d
     ]
 
 
-async def check_margin(session: AsyncSession, account: Account, symbol: Symbol, qty: int) -> None:
-    """Pre-trade check: buying ``qty`` must not take utilisation over 100 %."""
+async def margin_after(
+    session: AsyncSession, account: Account, symbol: Symbol, qty: int
+) -> Decimal:
+    """The margin ``account`` would use after buying ``qty`` of ``symbol`` (table prices)."""
     holdings, held = [], False
     for symbol_id, holding in await _holdings(session, account.id):
         if symbol_id == symbol.id:
@@ -102,25 +106,56 @@ async def check_margin(session: AsyncSession, account: Account, symbol: Symbol, 
         holdings.append(
             domain.Holding(symbol.ticker, qty, symbol.last, margin_rate=symbol.margin_rate)
         )
-    rules.check_margin_after(domain.margin_used(holdings), account.margin_limit)
+    return domain.margin_used(holdings)
 
 
-async def check_sell(
-    session: AsyncSession, account_id: int, symbol: Symbol, position: Position | None, qty: int
-) -> None:
-    """No shorting: ``qty`` plus what open sell orders already reserve must be held."""
-    held = position.quantity if position is not None else 0
+async def check_margin(session: AsyncSession, account: Account, symbol: Symbol, qty: int) -> None:
+    """Pre-trade check: buying ``qty`` must not take utilisation over 100 %."""
+    rules.check_margin_after(
+        await margin_after(session, account, symbol, qty), account.margin_limit
+    )
+
+
+async def reserved_for_sale(session: AsyncSession, account_id: int, symbol_id: int) -> int:
+    """What the account's open sell orders of ``symbol_id`` still reserve."""
     reserved = await session.scalar(
         select(func.coalesce(func.sum(Order.quantity - Order.filled_qty), 0)).where(
             Order.account_id == account_id,
-            Order.symbol_id == symbol.id,
+            Order.symbol_id == symbol_id,
             Order.side == "sell",
             Order.status == "open",
         )
     )
-    if qty > held - int(reserved or 0):
-        also = f" ({reserved:,} already in open sell orders)" if reserved else ""
-        raise Rejected("quantity", f"You hold {held:,} {symbol.ticker}{also}; cannot sell {qty:,}")
+    return int(reserved or 0)
+
+
+async def assess_order(
+    session: AsyncSession,
+    account: Account,
+    symbol: Symbol,
+    position: Position | None,
+    side: str,
+    qty: int,
+    price: Decimal,
+) -> rules.Assessment:
+    """The pre-trade check (:func:`services.orders.domain.assess`) with what it needs read
+    from the database: the margin after a buy, the position and what open sells reserve."""
+    held = position.quantity if position is not None else 0
+    if side == "sell":
+        used, reserved = Decimal(0), await reserved_for_sale(session, account.id, symbol.id)
+    else:
+        used, reserved = await margin_after(session, account, symbol, qty), 0
+    return rules.assess(
+        side,
+        qty,
+        symbol.ticker,
+        price,
+        cash=account.cash,
+        margin_limit=account.margin_limit,
+        margin_after=used,
+        held=held,
+        reserved=reserved,
+    )
 
 
 def check_cash(account: Account, qty: int, price: Decimal) -> Decimal:

@@ -35,6 +35,8 @@ class OrderSchema(BaseModel):
     client_order_id: Annotated[
         str, Field(default_factory=new_client_order_id, min_length=1, max_length=64)
     ]
+    # the ticket's confirmation of a large buy: the order's intent, as the ticket showed it
+    confirm: Annotated[str, Field(default="", max_length=80)]
 
     @field_validator("symbol", mode="before")
     @classmethod

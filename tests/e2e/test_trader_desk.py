@@ -214,3 +214,57 @@ def test_axe_finds_nothing_serious_on_login_and_dashboard(new_page: Any) -> None
     order(page, "AAPL", 5000, "sell")  # a refused order: the ticket with its field errors
     outcome(page, "Not placed")
     assert _serious(page) == []
+
+
+WHATIF_JS = """() => {
+    const box = document.querySelector('#order-root-whatif');
+    const text = (sel) => box.querySelector(sel)?.textContent.trim() || '';
+    const buy = box.querySelector('[data-side=buy]'), sell = box.querySelector('[data-side=sell]');
+    return {power: text('.whatif-power'),
+            cost: buy?.querySelector('.whatif-cost')?.textContent.trim(),
+            after: buy?.querySelector('.whatif-after')?.textContent.trim(),
+            buyRefusal: buy?.querySelector('.whatif__refusal')?.textContent.trim() || '',
+            sellRefusal: sell?.querySelector('.whatif__refusal')?.textContent.trim() || ''};
+}"""
+
+
+def test_the_ticket_shows_what_if_and_a_large_buy_asks_to_confirm(new_page: Any) -> None:
+    from decimal import Decimal
+
+    def num(text: str) -> Decimal:
+        return Decimal(text.replace(",", ""))
+
+    page = new_page()
+    login(page, "alice")
+    page.fill("#order-root input[name=symbol]", "AAPL")
+    page.fill("#order-root input[name=quantity]", "1")
+    page.wait_for_selector("#order-root-whatif .whatif-cost")
+    one = page.evaluate(WHATIF_JS)
+    qty = int(num(one["power"]) * Decimal("0.3") / num(one["cost"]))
+    page.fill("#order-root input[name=quantity]", str(qty))
+    page.wait_for_function(
+        "(q) => document.querySelector('#order-root-whatif .whatif-cost') && "
+        "document.querySelector('#order-root-whatif .whatif-cost').textContent.trim() !== q",
+        arg=one["cost"],
+    )
+    big = page.evaluate(WHATIF_JS)
+    assert big["buyRefusal"] == ""
+    assert num(big["after"]) == num(big["power"]) - num(big["cost"])  # the check's own figures
+
+    page.click("#order-root button.btn-buy:not(.btn-confirm)")
+    asked = outcome(page, "Not placed yet")
+    assert "buying power" in asked["text"]
+    confirm = page.locator("#order-root button.btn-confirm")
+    assert confirm.text_content().startswith(f"Confirm buy {qty:,} AAPL ≈ $")
+    confirm.click()
+    filled = outcome(page, "filled")
+    assert f"bought {qty:,} AAPL @" in filled["text"]
+
+    # the what-if refuses what the check refuses, in the same words
+    page.fill("#order-root input[name=symbol]", "AAPL")
+    page.fill("#order-root input[name=quantity]", "9999")
+    page.wait_for_function("() => document.querySelector('#order-root-whatif .whatif__refusal')")
+    said = page.evaluate(WHATIF_JS)["sellRefusal"]
+    page.click("#order-root button[value=sell]")
+    refused = outcome(page, "Not placed")
+    assert said and said in refused["text"]

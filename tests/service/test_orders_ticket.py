@@ -1,0 +1,90 @@
+"""The ticket's what-if and a large buy's confirmation, through the real orders service:
+the what-if shows the figures and refusals of the very check that accepts orders."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.orders.app import create_app
+from services.orders.settings import OrdersSettings
+from shared.db.models import Account
+from shared.identity import Identity
+from tests.service.orders_support import book, order_form, submit
+from tests.support import identity_headers, running
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+def settings(service_env: None) -> OrdersSettings:
+    return OrdersSettings()
+
+
+@pytest.fixture
+async def client(settings: OrdersSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(settings)) as c:
+        yield c
+
+
+async def whatif(client: httpx.AsyncClient, who: Identity, **fields: str) -> str:
+    r = await client.post(
+        "/components/order/events/whatif", data=fields, headers=identity_headers(who)
+    )
+    assert r.status_code == 200, r.text
+    start = r.text.index('id="order-root-whatif"')
+    return r.text[start : r.text.index("</div>", start)]
+
+
+async def test_the_what_if_is_the_pre_trade_check(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    async with db.begin() as s:
+        await s.execute(update(Account).where(Account.id == alice.account_id).values(cash=1000))
+    box = await whatif(client, alice, symbol="aapl", quantity="3", order_type="market")
+    assert 'class="num whatif-power">1,000.00<' in box
+    assert "whatif-cost" in box and "whatif-after" in box
+    # 30 AAPL cost more than 1,000.00: the what-if says so in the words a submit gets
+    box = await whatif(client, alice, symbol="AAPL", quantity="30")
+    refusal = box[box.index('class="whatif__refusal">') :].split(">", 1)[1].split("<", 1)[0]
+    assert refusal.startswith("Insufficient cash: 30 × ")
+    r = await submit(client, alice, symbol="AAPL", side="buy", quantity=30)
+    assert r.status_code == 422 and refusal in r.text
+    # nothing to say about an incomplete ticket
+    assert "whatif-cost" not in await whatif(client, alice, symbol="AAPL", quantity="")
+
+
+async def test_a_large_buy_waits_for_its_confirmation(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    async with db.begin() as s:
+        await s.execute(update(Account).where(Account.id == alice.account_id).values(cash=10_000))
+    before = await book(db, alice.account_id, "KO")
+    form = order_form(symbol="KO", side="buy", quantity=50)  # ≈ 3,000: 30 % of the cash
+    r = await client.post(
+        "/components/order/events/submit", data=form, headers=identity_headers(alice)
+    )
+    assert r.status_code == 200 and "Not placed yet" in r.text
+    assert "Confirm buy 50 KO ≈ $" in r.text
+    assert await book(db, alice.account_id, "KO") == before  # nothing written
+    intent = r.text.split('name="confirm" value="', 1)[1].split('"', 1)[0]
+    changed = {**form, "quantity": "60", "confirm": intent}  # not what was confirmed
+    r = await client.post(
+        "/components/order/events/submit", data=changed, headers=identity_headers(alice)
+    )
+    assert "Confirm buy 60 KO" in r.text and await book(db, alice.account_id, "KO") == before
+    r = await client.post(
+        "/components/order/events/submit",
+        data={**form, "confirm": intent},
+        headers=identity_headers(alice),
+    )
+    assert r.status_code == 200 and "filled: bought 50 KO" in r.text
+    assert (await book(db, alice.account_id, "KO"))["position"][0] == 50
+    small = await submit(client, alice, symbol="KO", side="buy", quantity=1)
+    assert "filled: bought 1 KO" in small.text  # under the share: no question asked
+    assert Decimal(0) < (await book(db, alice.account_id, "KO"))["cash"] < 10_000
