@@ -17,6 +17,7 @@
  * 4. Live renders keep what the trader is doing: typed values and focus move onto the
  *    equivalent element of a part that replaces them.
  * 5. Notices (data-notice) are announced once and flag the tab title while it is away.
+ * 6. Rows fill the ticket (data-ticket): symbol, or a whole position to close.
  */
 (function () {
   'use strict';
@@ -480,4 +481,25 @@
   document.addEventListener('htmx:wsAfterMessage', function () { noteNotices(false); });
   setInterval(function () { noteNotices(false); }, 1000);
   noteNotices(true);
+
+  // ---- 6. Rows fill the ticket
+  // A button with data-ticket='{"symbol": "AAPL", ...}' (a watchlist or portfolio row)
+  // writes those values into the order form's fields of the same names, as if typed (so
+  // the what-if follows), and moves focus to data-ticket-focus (a selector inside the
+  // form, e.g. the Sell button of a "Close") or else to the quantity. Nothing is submitted.
+  document.addEventListener('click', function (evt) {
+    const source = evt.target.closest && evt.target.closest('[data-ticket]');
+    const form = document.querySelector('#order-root form');
+    if (!source || !form) return;
+    let values;
+    try { values = JSON.parse(source.getAttribute('data-ticket')); } catch (err) { return; }
+    Object.keys(values || {}).forEach(function (name) {
+      const field = form.querySelector('[name="' + CSS.escape(name) + '"]:not([type=hidden]):not(button)');
+      if (!field) return;
+      field.value = String(values[name]);
+      field.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    const focus = form.querySelector(source.getAttribute('data-ticket-focus') || '[name=quantity]');
+    if (focus) focus.focus();
+  });
 })();

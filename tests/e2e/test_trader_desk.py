@@ -268,3 +268,22 @@ def test_the_ticket_shows_what_if_and_a_large_buy_asks_to_confirm(new_page: Any)
     page.click("#order-root button[value=sell]")
     refused = outcome(page, "Not placed")
     assert said and said in refused["text"]
+
+
+def test_rows_fill_the_ticket_and_close_sells_the_whole_position(new_page: Any) -> None:
+    page = new_page()
+    login(page, "bob")
+    page.click("#watchlist-row-NFLX button.ticker-link")
+    assert page.input_value("#order-root input[name=symbol]") == "NFLX"
+    assert page.evaluate("() => document.activeElement.name") == "quantity"
+
+    held = page.text_content("#portfolio-row-LIN .qty").strip()
+    page.click("#portfolio-row-LIN button.btn-close")
+    assert page.input_value("#order-root input[name=symbol]") == "LIN"
+    assert page.input_value("#order-root input[name=quantity]") == held
+    assert page.evaluate("() => document.activeElement.value") == "sell"  # nothing sent yet
+    page.wait_for_selector("#order-root-whatif [data-side=sell] .whatif-cost")
+    page.keyboard.press("Enter")  # the trader presses the focused Sell
+    sold = outcome(page, "filled")
+    assert f"sold {held} LIN @" in sold["text"]
+    page.wait_for_selector("#portfolio-row-LIN", state="detached")  # closed, live
