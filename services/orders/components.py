@@ -55,7 +55,7 @@ __all__ = [
 
 registry = Registry()
 
-RECENT_LIMIT = 10
+RECENT_LIMIT = 50  # the order history
 OPEN_LIMIT = 50
 NOTICE_LIMIT = 3
 OPEN_ID = wire.element_id("order", "open")

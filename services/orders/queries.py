@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
@@ -21,11 +22,12 @@ _COLUMNS = (
     Order.limit_price,
     Order.avg_fill_price,
     Order.reject_reason,
+    Order.created_at,
 )
 
 
 def _row(row: Any) -> dict[str, Any]:
-    oid, status, side, order_type, qty, ticker, limit_price, fill_price, reason = row
+    oid, status, side, order_type, qty, ticker, limit_price, fill_price, reason, created = row
     return {
         "id": oid,
         "status": status,
@@ -34,7 +36,11 @@ def _row(row: Any) -> dict[str, Any]:
         "qty": qty,
         "symbol": ticker,
         "price": fill_price if fill_price is not None else limit_price,
+        "limit": limit_price,
+        "fill": fill_price,
         "reason": reason,
+        # placed at, as the trader reads it: UTC, to the second
+        "time": created.astimezone(UTC).strftime("%H:%M:%S") if created is not None else "",
     }
 
 

@@ -287,3 +287,23 @@ def test_rows_fill_the_ticket_and_close_sells_the_whole_position(new_page: Any) 
     sold = outcome(page, "filled")
     assert f"sold {held} LIN @" in sold["text"]
     page.wait_for_selector("#portfolio-row-LIN", state="detached")  # closed, live
+
+
+def test_the_order_history_says_what_happened_and_cancels_open_orders(new_page: Any) -> None:
+    page = new_page()
+    login(page, "alice")
+    order(page, "KO", 3, "buy", limit="1.50")
+    resting = outcome(page, "open")
+    order_id = resting["text"].split()[1].lstrip("#")
+    row = page.locator(f"#order-recent-{order_id}")
+    cells = [c.strip() for c in row.locator("[role=cell]").all_text_contents()]
+    assert cells[0] == order_id and cells[2:7] == ["buy", "KO", "limit", "3", "1.50"]
+    assert len(cells[1]) == 8 and cells[1].count(":") == 2  # placed at, HH:MM:SS UTC
+    assert cells[7].startswith("open") and cells[8] == "–"
+    row.locator("button", has_text="Cancel").click()
+    page.wait_for_function(
+        "(id) => document.querySelector(`#order-recent-${id} .order-status`)"
+        "?.textContent.trim() === 'cancelled'",
+        arg=order_id,
+    )
+    assert page.locator(f"#order-open-{order_id}").count() == 0
