@@ -31,6 +31,10 @@
   const CONTROLS = 'input, select, textarea';
   const NO_LIVE_VALUE = ['file', 'hidden', 'submit', 'button', 'reset', 'image'];
 
+  // Swapped content is live at once: htmx wires new elements up when it settles, 20 ms after
+  // a swap by default, and a key pressed in that window (a second Enter on ▲) did nothing.
+  htmx.config.defaultSettleDelay = 0;
+
   // ---- 2. WebSocket reconnect backoff ("full jitter": uniform in [0, min(cap, base * 2^n)))
   htmx.config.wsReconnectDelay = function (retryCount) {
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, retryCount));

@@ -307,3 +307,20 @@ def test_the_order_history_says_what_happened_and_cancels_open_orders(new_page: 
         arg=order_id,
     )
     assert page.locator(f"#order-open-{order_id}").count() == 0
+
+
+def test_focus_stays_on_the_button_a_keyboard_user_pressed(new_page: Any) -> None:
+    page = new_page()
+    login(page, "bob")
+    rows = (
+        "() => [...document.querySelectorAll('#watchlist-root [role=row].row')]"
+        ".map(r => r.dataset.symbol)"
+    )
+    before = page.evaluate(rows)
+    page.focus("#watchlist-row-PFE-up")
+    page.keyboard.press("Enter")  # PFE moves up one place
+    page.wait_for_function(f"() => ({rows})().indexOf('PFE') === {before.index('PFE') - 1}")
+    assert page.evaluate("() => document.activeElement.id") == "watchlist-row-PFE-up"
+    page.keyboard.press("Enter")  # and again, without reaching for the mouse
+    # pressed the moment the answer landed: htmx wires new content up at once (no settle delay)
+    page.wait_for_function(f"() => ({rows})().indexOf('PFE') === {before.index('PFE') - 2}")
