@@ -40,10 +40,12 @@ def unavailable(component: str, *, retry: bool = True) -> Markup:
     root = escape(wire.element_id(component, "root"))
     name = escape(component)
     label = escape(LABELS.get(component, component))
-    if not retry:
+    if not retry:  # not an outage: this login may not use the panel (a view-only trader)
         return Markup(
-            f'<div id="{root}" class="fragment-unavailable" data-component="{name}">'
-            f"{label} is not available for this account.</div>"
+            f'<section id="{root}" class="panel panel--read-only" data-component="{name}">'
+            f'<h2 class="panel__title">{label}</h2>'
+            f'<p class="read-only-note">{label} is not available for this account: it is '
+            "view-only. Prices, positions and risk stay live.</p></section>"
         )
     return Markup(
         f'<div id="{root}" class="fragment-unavailable" data-component="{name}" role="status" '

@@ -121,11 +121,14 @@ class WatchlistComponent(Component):
         next_rank = select(func.coalesce(func.max(WatchlistItem.rank) + 1, 0)).where(
             WatchlistItem.user_id == user_id
         )
-        await self.session.execute(
+        added = await self.session.scalar(
             insert(WatchlistItem)
             .values(user_id=user_id, symbol_id=symbol.id, rank=next_rank.scalar_subquery())
             .on_conflict_do_nothing(index_elements=["user_id", "symbol_id"])
+            .returning(WatchlistItem.id)
         )
+        if added is None:
+            raise FieldError("ticker", f"{symbol.ticker} is already on your watchlist")
         self.state["suggestions"] = []
         await self.remount()
 

@@ -70,8 +70,9 @@ async def test_add_unknown_duplicate_remove_and_reorder(settings: WatchlistSetti
         assert "Unknown symbol: ZZZZ" in r.text
         assert await tickers(url, alice.user_id) == [*before, "KO"]
 
-        r = await post(client, alice, "add_symbol", ticker="KO")
-        assert r.status_code == 200
+        r = await post(client, alice, "add_symbol", ticker="KO")  # already there: said so
+        assert r.status_code == 422
+        assert "KO is already on your watchlist" in r.text
         assert await tickers(url, alice.user_id) == [*before, "KO"]
 
         r = await post(client, alice, "move", ticker="KO", direction="up")
@@ -96,7 +97,8 @@ async def test_concurrent_adds_of_one_symbol_leave_one_row(settings: WatchlistSe
         results = await asyncio.gather(
             *(post(client, bob, "add_symbol", ticker="MSFT") for _ in range(6))
         )
-    assert all(r.status_code == 200 for r in results)
+    # one add wins; the others are told MSFT is already there
+    assert sorted(r.status_code for r in results) == [200, 422, 422, 422, 422, 422]
     assert (await tickers(url, bob.user_id)).count("MSFT") == 1
 
 

@@ -147,8 +147,8 @@ def test_rendered_form_follows_the_page_conventions() -> None:
     assert "data-optimistic=" in html and "Sending order…" in html
     assert "<p data-optimistic-message" in html
     assert 'name="client_order_id" value="cid-1"' in html
-    assert 'class="btn btn-buy" name="side" value="buy"' in html
-    assert 'class="btn btn-sell" name="side" value="sell"' in html
+    assert 'class="btn btn-buy" id="order-root-buy" name="side" value="buy"' in html
+    assert 'class="btn btn-sell" id="order-root-sell" name="side" value="sell"' in html
     assert '<option value="MSFT">' in html
     assert 'hx-post="/c/order/cancel"' in html and "hx-vals='{\"order_id\": 7}'" in html
     assert "order-status--rejected" in html and "cannot sell 5" in html
