@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.orders.app import create_app
 from services.orders.settings import OrdersSettings
+from shared import wire
+from shared.bus import NatsBus
 from shared.db.models import Account
 from shared.identity import Identity
 from tests.service.orders_support import book, order_form, submit
-from tests.support import identity_headers, running
+from tests.support import collect_ui, identity_headers, running, session_payload, wait_until
 
 pytestmark = pytest.mark.service
 
@@ -88,3 +90,49 @@ async def test_a_large_buy_waits_for_its_confirmation(
     small = await submit(client, alice, symbol="KO", side="buy", quantity=1)
     assert "filled: bought 1 KO" in small.text  # under the share: no question asked
     assert Decimal(0) < (await book(db, alice.account_id, "KO"))["cash"] < 10_000
+
+
+def _tick(seq: int, bid: str, ask: str) -> dict[str, object]:
+    quote = {"last": bid, "bid": bid, "ask": ask, "chg_pct": "0"}
+    return {"seq": seq, "ts": 1_700_000_000_000.0 + seq, "prices": {"KO": quote}}
+
+
+async def test_a_resting_fill_raises_one_notice(
+    settings: OrdersSettings,
+    db: async_sessionmaker[AsyncSession],
+    alice: Identity,
+    bus: NatsBus,
+) -> None:
+    ui = await collect_ui(bus, alice.user_id, "order")
+    async with running(create_app(settings)) as client:
+        await bus.publish(wire.PRICES_TICKS, _tick(1, "60.00", "60.02"))
+        await bus.publish(wire.SESSION_OPENED, session_payload(alice))
+        await wait_until(lambda: len(ui) >= 1)  # the live instance is mounted
+        r = await submit(
+            client, alice, symbol="KO", side="buy", quantity=4, order_type="limit",
+            limit_price="59.00",
+        )  # fmt: skip
+        order = (await book(db, alice.account_id, "KO"))["orders"][-1]
+        assert r.status_code == 200 and order.status == "open"
+        await bus.publish(wire.PRICES_TICKS, _tick(2, "58.48", "58.50"))  # crosses: the venue fills
+        key = f'data-notice="{order.id}-filled"'
+
+        def notices() -> list[str]:
+            return [
+                p["html"]
+                for _, m in ui
+                for u in m.get("updates", [m])
+                for p in u.get("parts", [])
+                if key in p.get("html", "")
+            ]
+
+        await wait_until(lambda: notices())
+        await bus.publish(wire.PRICES_TICKS, _tick(3, "58.00", "58.02"))  # crosses again
+        r = await submit(client, alice, symbol="KO", side="buy", quantity=1)  # more updates
+        later = (await book(db, alice.account_id, "KO"))["orders"][-1]
+        await wait_until(
+            lambda: any(f"order-recent-{later.id}" in p.get("html", "") for _, u in ui
+                        for p in u.get("parts", []))
+        )  # fmt: skip
+        [html] = notices()  # one notice, sent once
+        assert f"Order #{order.id} filled: bought 4 KO @ 58.50 at " in html
