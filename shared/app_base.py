@@ -62,7 +62,7 @@ def create_base_app(
                 await app.state.bus.close()
             await engine.dispose()
 
-    configure_logging(service, settings.log_level)
+    configure_logging(service, settings.log_level, settings.log_format)
     app = FastAPI(title=service, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.metrics = process_registry()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 import logging
 import os
 import time
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -36,6 +38,7 @@ __all__ = [
     "AppStateCollector",
     "HttpMetrics",
     "HttpMetricsMiddleware",
+    "JsonFormatter",
     "ReadyCheck",
     "RequestIdMiddleware",
     "configure_logging",
@@ -181,15 +184,41 @@ def when_answered(hook: AnswerHook) -> bool:
     return True
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """One line per record, tagged with the service and the current request id."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (``LOG_FORMAT=json``), for a log pipeline to index:
+    time (UTC, ISO 8601), level, service, request id, logger, message and any traceback."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": self.service,
+            "request_id": getattr(record, "request_id", "-"),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(service: str, level: str = "INFO", fmt: str = "text") -> None:
+    """One line per record, tagged with the service and the current request id: plain
+    text, or (``fmt="json"``) one JSON object."""
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter(
-            f"%(asctime)s %(levelname)s {service} [%(request_id)s] %(name)s: %(message)s"
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                f"%(asctime)s %(levelname)s {service} [%(request_id)s] %(name)s: %(message)s"
+            )
         )
-    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

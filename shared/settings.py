@@ -109,6 +109,7 @@ class ServiceSettings(BaseSettings):
     nats_tls_cert: str = Field("", validation_alias="NATS_TLS_CERT")
     nats_tls_key: str = Field("", validation_alias="NATS_TLS_KEY")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_size: int = 5

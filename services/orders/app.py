@@ -26,7 +26,7 @@ def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> Fast
     """
     if settings is None:
         settings = OrdersSettings()
-        configure_logging("orders", settings.log_level)
+        configure_logging("orders", settings.log_level, settings.log_format)
     app: FastAPI | None = None
     relay = OutboxRelay(
         lambda: app.state.db if app else None, lambda: app.state.bus if app else None

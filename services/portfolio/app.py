@@ -18,5 +18,5 @@ def create_app(settings: PortfolioSettings | None = None, **overrides: Any) -> F
     """The ASGI app; without ``settings`` they come from the environment (a real process)."""
     if settings is None:
         settings = PortfolioSettings()
-        configure_logging("portfolio", settings.log_level)
+        configure_logging("portfolio", settings.log_level, settings.log_format)
     return create_component_app("portfolio", registry, settings, **overrides)

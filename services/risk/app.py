@@ -18,5 +18,5 @@ def create_app(settings: RiskSettings | None = None, **overrides: Any) -> FastAP
     """The ASGI app; without ``settings`` they come from the environment (a real process)."""
     if settings is None:
         settings = RiskSettings()
-        configure_logging("risk", settings.log_level)
+        configure_logging("risk", settings.log_level, settings.log_format)
     return create_component_app("risk", registry, settings, **overrides)

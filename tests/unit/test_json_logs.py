@@ -1,0 +1,50 @@
+"""LOG_FORMAT=json: one JSON object per record, with the service and the request id."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from shared.observability import configure_logging, request_id_var
+from shared.settings import ServiceSettings
+
+
+def test_a_record_is_one_json_object_with_the_request_id() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("orders", "INFO", "json")
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        token = request_id_var.set("req-42")
+        try:
+            logging.getLogger("services.orders").info("filled %s", "order #7")
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logging.getLogger("services.orders").exception("failed")
+        finally:
+            request_id_var.reset(token)
+        first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert first["message"] == "filled order #7" and first["level"] == "INFO"
+    assert (first["service"], first["request_id"], first["logger"]) == (
+        "orders",
+        "req-42",
+        "services.orders",
+    )
+    assert first["ts"].endswith("+00:00")
+    assert "ValueError: boom" in second["exc"]
+
+
+def test_log_format_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    assert ServiceSettings().log_format == "json"
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    with pytest.raises(ValueError, match=r"log_format|LOG_FORMAT"):
+        ServiceSettings()
