@@ -17,6 +17,9 @@ from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from shared import wire
+from shared.observability import request_id_var
+
 __all__ = [
     "BusStats",
     "Handler",
@@ -200,11 +203,20 @@ class NatsBus:
         return self._nc is not None and bool(self._nc.is_connected)
 
     async def publish(self, subject: str, payload: dict[str, Any]) -> None:
-        await self._nc.publish(subject, encode(payload))
+        # the request being served travels with what it causes (a tick carries none)
+        rid = request_id_var.get()
+        if rid == "-":
+            await self._nc.publish(subject, encode(payload))
+        else:
+            await self._nc.publish(subject, encode(payload), headers={wire.HEADER_REQUEST_ID: rid})
 
     async def publish_durable(self, subject: str, payload: dict[str, Any], msg_id: str) -> None:
         js = self._nc.jetstream(timeout=DURABLE_TIMEOUT_S)
-        await js.publish(subject, encode(payload), headers={"Nats-Msg-Id": msg_id})
+        headers = {"Nats-Msg-Id": msg_id}
+        rid = request_id_var.get()
+        if rid != "-":
+            headers[wire.HEADER_REQUEST_ID] = rid
+        await js.publish(subject, encode(payload), headers=headers)
 
     async def ensure_stream(self, name: str, subjects: list[str], max_age_s: float) -> None:
         """Create the stream unless it exists (every replica may try; the first wins)."""
@@ -230,7 +242,15 @@ class NatsBus:
             except ValueError:
                 log.warning("dropping undecodable message on %s", msg.subject)
                 return
-            await _call(handler, msg.subject, payload)
+            rid = msg.headers.get(wire.HEADER_REQUEST_ID) if msg.headers else None
+            if not rid:
+                await _call(handler, msg.subject, payload)
+                return
+            token = request_id_var.set(str(rid)[:64])  # its logs and what it publishes
+            try:
+                await _call(handler, msg.subject, payload)
+            finally:
+                request_id_var.reset(token)
 
         sub: Subscription = await self._nc.subscribe(subject, cb=on_msg)
         return sub
@@ -254,7 +274,15 @@ class _MemorySubscription:
 
 
 class InMemoryBus:
-    """A :class:`MessageBus` in one process; messages round-trip through JSON like NATS."""
+    """A :class:`MessageBus` in one process; messages round-trip through JSON like NATS.
+
+    It keeps the contract both adapters share (``tests/service/test_bus_contract.py``):
+    per-subject order, ``*`` / ``>`` matching, no delivery after unsubscribe, publishing
+    from a handler, JSON payloads. Unlike NATS it delivers synchronously: every matching
+    handler has run (a failing one logged) when ``publish()`` returns, and a handler that
+    publishes runs the next handlers before its own ``publish()`` returns. Code must not
+    rely on either timing; unit tests may, as they assert right after publishing.
+    """
 
     def __init__(self) -> None:
         self._subs: list[_MemorySubscription] = []
