@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import wire
 from shared.bus import MessageBus, decode, encode
 from shared.db.models import OutboxMessage
+from shared.observability import request_id_var
 
 __all__ = ["OutboxRelay", "stage"]
 
@@ -38,8 +39,17 @@ BACKLOG_INTERVAL_S = 1.0  # the backlog is counted at most this often
 
 
 def stage(session: AsyncSession, subject: str, payload: dict[str, Any]) -> None:
-    """Add ``payload`` for ``subject`` to the current transaction's outbox."""
-    session.add(OutboxMessage(subject=subject, payload=decode(encode(payload))))
+    """Add ``payload`` for ``subject`` to the current transaction's outbox, with the id of
+    the request being served (published with it, so one order can be followed from the
+    click to the fill to the socket)."""
+    rid = request_id_var.get()
+    session.add(
+        OutboxMessage(
+            subject=subject,
+            payload=decode(encode(payload)),
+            request_id=None if rid == "-" else rid[:64],
+        )
+    )
 
 
 class OutboxRelay:
@@ -98,6 +108,7 @@ class OutboxRelay:
             acked: list[int] = []
             failure: Exception | None = None
             for message in pending:
+                token = request_id_var.set(message.request_id or "-")
                 try:
                     await bus.publish_durable(
                         message.subject, message.payload, f"outbox-{message.id}"
@@ -105,6 +116,8 @@ class OutboxRelay:
                 except Exception as exc:  # not stored: this and the rest stay pending
                     failure = exc
                     break
+                finally:
+                    request_id_var.reset(token)
                 acked.append(message.id)
             if acked:
                 await session.execute(

@@ -260,6 +260,8 @@ class OutboxMessage(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the request that staged it: published in the message's X-Request-ID header
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class WebSession(Base):

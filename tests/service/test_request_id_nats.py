@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from shared.bus import NatsBus
+from shared.db.engine import create_engine, session_factory
 from shared.observability import request_id_var
+from shared.outbox import OutboxRelay, stage
 from tests.support import wait_until
 
 pytestmark = pytest.mark.service
@@ -43,3 +45,32 @@ async def test_the_request_id_travels_with_the_message(nats_url: str) -> None:
     assert request_id_var.get() == "-"  # nothing leaks into what runs next
     await sender.close()
     await receiver.close()
+
+
+async def test_an_outbox_message_is_published_under_the_request_that_staged_it(
+    nats_url: str, database_url: str
+) -> None:
+    engine = create_engine(database_url, null_pool=True)
+    db = session_factory(engine)
+    bus = await NatsBus.connect(nats_url, name="relay")
+    await bus.ensure_stream("RID_TEST", ["test.rid.outbox.>"], 3600)
+    seen: list[tuple[int, str]] = []
+
+    async def on_event(_subject: str, payload: dict[str, Any]) -> None:
+        seen.append((payload["order_id"], request_id_var.get()))
+
+    await bus.subscribe("test.rid.outbox.>", on_event)
+    await bus.flush()
+    token = request_id_var.set("click-42")  # the submit's request
+    try:
+        async with db() as s, s.begin():
+            stage(s, "test.rid.outbox.1", {"order_id": 1})
+    finally:
+        request_id_var.reset(token)
+    async with db() as s, s.begin():  # the venue's fill: no request
+        stage(s, "test.rid.outbox.1", {"order_id": 2})
+    assert await OutboxRelay(lambda: db, lambda: bus).relay_once() == 2  # later, elsewhere
+    await wait_until(lambda: len(seen) == 2)
+    assert seen == [(1, "click-42"), (2, "-")]
+    await bus.close()
+    await engine.dispose()
