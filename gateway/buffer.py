@@ -20,8 +20,10 @@ from typing import Any
 from shared import wire
 
 __all__ = [
+    "COUNTS",
     "Drained",
     "PartBuffer",
+    "PartCounts",
     "build_frames",
     "message_ts_ms",
     "now_ms",
@@ -155,6 +157,18 @@ class Drained:
 
 
 @dataclass
+class PartCounts:
+    """Parts this process's sockets took in, and those a newer one replaced before they
+    were sent (coalesced): what the newest-wins buffers saved (``/metrics``)."""
+
+    received: int = 0
+    coalesced: int = 0
+
+
+COUNTS = PartCounts()
+
+
+@dataclass
 class PartBuffer:
     """What is waiting to be sent to one socket. Writers never block; one sender drains."""
 
@@ -192,13 +206,18 @@ class PartBuffer:
     ) -> int:
         """Add parts checked by :func:`prepare_parts` (shared by every socket they go to);
         ``urgent=False`` for tick-driven parts, sent with the rest of their tick."""
+        replaced = 0
         if full:  # a full render supersedes every pending part of its component
             for key in [k for k, p in self._parts.items() if p.component == component]:
                 del self._parts[key]
+                replaced += 1
         pending = self._parts
         for part_id, html in parts:
-            pending.pop(part_id, None)  # re-insert: the newest part goes last
+            if pending.pop(part_id, None) is not None:  # re-insert: the newest part goes last
+                replaced += 1
             pending[part_id] = _Part(component, html, ts_ms)
+        COUNTS.received += len(parts)
+        COUNTS.coalesced += replaced
         if len(pending) > self.max_parts:
             pending.clear()
             self.overflowed = True

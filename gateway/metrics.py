@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from gateway.buffer import COUNTS
 
 __all__ = ["GatewayMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class _PartCountsCollector:
+    """The sockets' buffers count plainly on the hot path; read at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "gateway_parts_received", "Parts taken into sockets' buffers.", COUNTS.received
+        )
+        yield CounterMetricFamily(
+            "gateway_parts_coalesced",
+            "Pending parts replaced by a newer version before they were sent.",
+            COUNTS.coalesced,
+        )
+
+
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        r.register(_PartCountsCollector())
         self.ui_latency = Histogram(
             "gateway_ui_latency_seconds",
             "Now minus a ui message's ts: when it reached the gateway (received) and when the "
