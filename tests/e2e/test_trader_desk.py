@@ -90,6 +90,7 @@ def test_a_resting_order_cancelled_elsewhere_is_announced_once(new_page: Any) ->
     order_id = resting["text"].split()[1].lstrip("#")
     other.click(f"#order-open-{order_id} button")  # cancelled from the other tab
     toast = desk.wait_for_selector(f"[data-notice='{order_id}-cancelled']")
+    assert _serious(desk) == []  # with a toast on screen
     assert f"Order #{order_id} cancelled: buy 2 KO" in toast.text_content()
     frames = desk.evaluate("() => window.__frames")
     desk.wait_for_function("(n) => window.__frames >= n + 8", arg=frames)  # more frames came
@@ -188,6 +189,7 @@ def test_a_phone_reaches_every_control_without_scrolling_sideways(browser: Any, 
                 .filter(b => b.w < 44 || b.h < 44 || b.left < 0 || b.right > 390)"""
         )
         assert small == []
+        assert _serious(page) == []
     finally:
         context.close()
 
@@ -256,6 +258,7 @@ def test_the_ticket_shows_what_if_and_a_large_buy_asks_to_confirm(new_page: Any)
     assert "buying power" in asked["text"]
     confirm = page.locator("#order-root button.btn-confirm")
     assert confirm.text_content().startswith(f"Confirm buy {qty:,} AAPL ≈ $")
+    assert _serious(page) == []  # the ticket with its what-if and the confirmation
     confirm.click()
     filled = outcome(page, "filled")
     assert f"bought {qty:,} AAPL @" in filled["text"]
