@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +19,19 @@ from shared.db.models import Account, User
 from shared.identity import PERM_TRADE, Identity, sign_identity
 from shared.settings import DEV_PLACEHOLDER_SECRET
 
-__all__ = ["collect", "identity_headers", "identity_of", "running", "session_payload", "wait_until"]
+__all__ = [
+    "ManualClock",
+    "Received",
+    "collect",
+    "collect_ui",
+    "identity_headers",
+    "identity_of",
+    "running",
+    "session_payload",
+    "wait_until",
+]
+
+MARKER = "_test_marker"
 
 
 async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
@@ -46,18 +59,68 @@ async def running(
             yield client
 
 
-async def collect(bus: MessageBus, subject: str) -> list[tuple[str, dict[str, Any]]]:
-    """Everything published on ``subject`` from now on, in arrival order."""
-    received: list[tuple[str, dict[str, Any]]] = []
+class ManualClock:
+    """A monotonic clock that moves only when a test sets ``now`` (time as a signal)."""
 
-    async def on_msg(subj: str, payload: dict[str, Any]) -> None:
-        received.append((subj, payload))
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
-    await bus.subscribe(subject, on_msg)
+    def __call__(self) -> float:
+        return self.now
+
+
+class Received(list[tuple[str, dict[str, Any]]]):
+    """Messages from one subscription, in arrival order (a list), that can be caught up.
+
+    :meth:`settled` publishes a marker on the subscribed subject and waits until the
+    subscription has handled it: NATS delivers one subscription's messages in order, so
+    every message its connection had received before then has been handled too. Use it
+    after an event that proves the message under test would already have been sent (a
+    later message from the same service, say), to check that it was not.
+    """
+
+    def __init__(self, bus: MessageBus, subject: str) -> None:
+        super().__init__()
+        self._bus, self._subject = bus, subject
+        self._markers: dict[str, asyncio.Event] = {}
+
+    def _marked(self, payload: dict[str, Any]) -> bool:
+        token = payload.get(MARKER)
+        if token is None:
+            return False
+        event = self._markers.get(str(token))
+        if event is not None:
+            event.set()
+        return True
+
+    async def settled(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        token = secrets.token_hex(8)
+        event = self._markers[token] = asyncio.Event()
+        subject = ".".join(MARKER if t in ("*", ">") else t for t in self._subject.split("."))
+        await self._bus.publish(subject, {MARKER: token})
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            del self._markers[token]
+
+
+async def _subscribed(bus: MessageBus, received: Received, handler: Any) -> Received:
+    await bus.subscribe(received._subject, handler)
     flush = getattr(bus, "flush", None)
     if flush is not None:
         await flush()
     return received
+
+
+async def collect(bus: MessageBus, subject: str) -> Received:
+    """Everything published on ``subject`` from now on, in arrival order."""
+    received = Received(bus, subject)
+
+    async def on_msg(subj: str, payload: dict[str, Any]) -> None:
+        if not received._marked(payload):
+            received.append((subj, payload))
+
+    return await _subscribed(bus, received, on_msg)
 
 
 async def identity_of(database_url: str, username: str, session_id: str = "s1") -> Identity:
@@ -87,22 +150,18 @@ def session_payload(identity: Identity) -> dict[str, Any]:
     )
 
 
-async def collect_ui(
-    bus: MessageBus, user_id: int, component: str
-) -> list[tuple[str, dict[str, Any]]]:
+async def collect_ui(bus: MessageBus, user_id: int, component: str) -> Received:
     """Every update of ``component`` for ``user_id`` from now on, one entry per update
     (they are published batched per partition), each with its message's component and ts."""
-    received: list[tuple[str, dict[str, Any]]] = []
+    received = Received(bus, wire.ui_subject(user_id, component))
 
     async def on_msg(subj: str, payload: dict[str, Any]) -> None:
+        if received._marked(payload):
+            return
         for update in payload.get("updates", ()):
             if update.get("user") == user_id:
                 received.append(
                     (subj, {"component": payload["component"], "ts": payload.get("ts"), **update})
                 )
 
-    await bus.subscribe(wire.ui_subject(user_id, component), on_msg)
-    flush = getattr(bus, "flush", None)
-    if flush is not None:
-        await flush()
-    return received
+    return await _subscribed(bus, received, on_msg)

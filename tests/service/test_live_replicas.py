@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
@@ -174,6 +175,19 @@ class FakeGateway:
         await self.bus.publish(wire.SESSION_OPENED, session_payload(who))
         return socket
 
+    def done_with(self, seq: int, replicas: int, component: str = "portfolio") -> bool:
+        """Whether ``replicas`` producers have said they are done with tick ``seq``."""
+        return (
+            len(
+                {
+                    message["src"]
+                    for subject, message in self.messages
+                    if subject == wire.ui_shared_subject(component) and message.get("tick") == seq
+                }
+            )
+            >= replicas
+        )
+
     def updates(self, user_id: int, *, since: int = 0) -> list[tuple[dict[str, Any], dict]]:
         """(message, update) for ``user_id`` in messages from index ``since`` on."""
         found = []
@@ -221,9 +235,9 @@ async def test_each_users_updates_come_from_exactly_one_replica(
                 await gw.open(who)
             await wait_until(lambda: all(gw.updates(w.user_id) for w in people), timeout=10)
             start = len(gw.messages)
-            for seq in range(1, 16):
+            for seq in range(1, 16):  # one at a time: each replica done before the next
                 await bus.publish(wire.PRICES_TICKS, tick(seq, Decimal(seq) / 10))
-                await asyncio.sleep(0.1)
+                await wait_until(partial(gw.done_with, seq, count), timeout=10)
             await wait_until(lambda: all(len(gw.updates(w.user_id, since=start)) >= 10
                                          for w in people), timeout=10)  # fmt: skip
             instances = [r.metric("component_live_instances") for r in group]
@@ -259,9 +273,9 @@ async def test_a_killed_owners_users_are_taken_over_and_its_late_messages_droppe
             socket = await gw.open(alice)
             await gw.open(bob)
             await wait_until(lambda: gw.updates(alice.user_id), timeout=10)
-            for seq in range(1, 4):
+            for seq in range(1, 4):  # one at a time: both replicas done before the next
                 await bus.publish(wire.PRICES_TICKS, tick(seq, Decimal(seq) / 10))
-                await asyncio.sleep(0.1)
+                await wait_until(partial(gw.done_with, seq, 2), timeout=10)
             await wait_until(lambda: len(gw.updates(alice.user_id)) >= 3)
             old_message, _ = gw.updates(alice.user_id)[-1]
             victim = owner_of(alice.user_id, group)

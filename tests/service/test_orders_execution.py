@@ -22,6 +22,7 @@ from shared.db.models import Order, Position
 from shared.identity import Identity
 from tests.service.orders_support import book, submit, symbol
 from tests.support import (
+    ManualClock,
     collect,
     collect_ui,
     identity_headers,
@@ -165,6 +166,7 @@ async def test_limit_order_marketable_on_arrival_fills_at_the_touch(
 async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
     settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
 ) -> None:
+    bob = await identity_of(settings.database_url, "bob")
     aapl = await symbol(db, "AAPL")
     limit = (aapl.ask - 5).quantize(CENT)
     events = await collect(bus, wire.orders_events(alice.account_id))
@@ -184,23 +186,31 @@ async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
         assert f'id="order-open-{order.id}"' in r.text
         before = await book(db, alice.account_id, "AAPL")
 
-        # not crossing: still open
+        # not crossing (ask a cent above the limit): still open, so the order fills at the
+        # next tick's ask, which crosses; ticks reach the venue in order
         await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(str(limit), str(limit + CENT))))
-        await bus.flush()
-        await asyncio.sleep(0.3)
-        assert (await book(db, alice.account_id, "AAPL"))["orders"][-1].status == "open"
 
         # crossing: both processes' venues see it; the order fills once, at the tick's ask
         fill_ask = limit - 1
         await bus.publish(wire.PRICES_TICKS, tick(2, AAPL=(str(fill_ask - CENT), str(fill_ask))))
 
-        async def filled() -> bool:
-            return (await book(db, alice.account_id, "AAPL"))["orders"][-1].status == "filled"
+        async def filled(who: Identity, order_id: int) -> bool:
+            orders = (await book(db, who.account_id, "AAPL"))["orders"]
+            return any(o.id == order_id and o.status == "filled" for o in orders)
 
-        await wait_until(filled)
+        await wait_until(lambda: filled(alice, order.id))
+        # crossing again: nothing more for the filled order. Bob's later order, crossed
+        # only by this tick, is matched after it (orders by id): once bob's has filled,
+        # the venue is done with the tick.
+        r = await submit(
+            client, bob, symbol="AAPL", side="buy", quantity=1, order_type="limit",
+            limit_price=fill_ask - CENT,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        bobs = (await book(db, bob.account_id, "AAPL"))["orders"][-1]
+        assert bobs.status == "open"
         await bus.publish(wire.PRICES_TICKS, tick(3, AAPL=(str(fill_ask - 2), str(fill_ask - 1))))
-        await bus.flush()
-        await asyncio.sleep(0.4)
+        await wait_until(lambda: filled(bob, bobs.id))
         after = await book(db, alice.account_id, "AAPL")
         assert after["fills"] == before["fills"] + 1
         assert after["orders"][-1].avg_fill_price == fill_ask
@@ -320,14 +330,16 @@ async def test_limit_sell_beyond_the_position_at_fill_time_is_rejected(
 
 
 async def test_market_orders_fill_at_the_latest_tick_not_the_lagging_table(
-    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
+    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
 ) -> None:
     aapl = await symbol(db, "AAPL")
     live_ask = (aapl.ask + Decimal("3.21")).quantize(CENT)
-    await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(str(live_ask - CENT), str(live_ask))))
-    await bus.flush()
-    await asyncio.sleep(0.2)  # the service has seen the tick
-    r = await submit(client, alice, symbol="AAPL", side="buy", quantity=2)
+    app = create_app(settings)
+    async with running(app) as client:
+        book_ = app.state.prices
+        await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(str(live_ask - CENT), str(live_ask))))
+        await wait_until(lambda: (book_.quote("AAPL") or {}).get("ask") == str(live_ask))
+        r = await submit(client, alice, symbol="AAPL", side="buy", quantity=2)
     assert r.status_code == 200, r.text
     order = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
     assert order.status == "filled" and order.avg_fill_price == live_ask
@@ -338,16 +350,18 @@ async def test_market_orders_are_refused_while_the_feed_is_silent(
     settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
 ) -> None:
     settings.max_feed_silence_s = 0.3
-    async with running(create_app(settings)) as client:
+    app = create_app(settings)
+    async with running(app) as client:
+        prices = app.state.prices
+        clock = prices._clock = ManualClock()  # the feed's silence on the test's clock
         await bus.publish(wire.PRICES_TICKS, tick(1, KO=("60.00", "60.02")))
-        await bus.flush()
-        await asyncio.sleep(0.6)  # the feed went quiet
+        await wait_until(lambda: prices.seen_feed and prices.silent_for() == 0)  # tick 1, now
+        clock.now += 0.6  # the feed went quiet
         before = await book(db, alice.account_id, "KO")
         r = await submit(client, alice, symbol="KO", side="buy", quantity=1)
         assert r.status_code == 422
         assert "Market data is delayed" in r.text
         assert await book(db, alice.account_id, "KO") == before
         await bus.publish(wire.PRICES_TICKS, tick(2, KO=("60.00", "60.02")))
-        await bus.flush()
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: prices.silent_for() == 0)
         assert (await submit(client, alice, symbol="KO", side="buy", quantity=1)).status_code == 200

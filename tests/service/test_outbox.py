@@ -116,10 +116,7 @@ async def test_the_running_relay_publishes_on_wake_and_drains_on_stop(
     async with db() as s, s.begin():
         stage(s, "orders.events.1", {"order_id": 1})
     relay.wake()
-    for _ in range(100):
-        if bus.published:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: bus.published)
     assert len(bus.published) == 1
     async with db() as s, s.begin():
         stage(s, "orders.events.1", {"order_id": 2})

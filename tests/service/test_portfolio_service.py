@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import pytest
@@ -55,7 +54,8 @@ async def test_live_session_full_render_then_changed_rows_only(
     alice = await identity_of(settings.database_url, "alice", "alice-tab-1")
     ui = await collect_ui(bus, alice.user_id, "portfolio")
     shared = await collect(bus, wire.ui_shared_subject("portfolio"))
-    async with running(create_app(settings)):
+    app = create_app(settings)
+    async with running(app):
         await bus.publish(wire.SESSION_OPENED, session_payload(alice))
         await wait_until(lambda: len(ui) >= 1)
         first = ui[0][1]
@@ -125,22 +125,22 @@ async def test_live_session_full_render_then_changed_rows_only(
         assert fourth["full"] is True and 'id="portfolio-row-KO"' in fourth["parts"][0]["html"]
         assert "KO" in fourth["topics"]
 
-        # session closed: no more messages
+        # session closed: no more messages. The service's "done with tick 4" comes after
+        # anything it would have sent alice for that tick, and the marker after both.
         await bus.publish(wire.SESSION_CLOSED, session_payload(alice))
-        await bus.flush()
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: alice.session_id not in app.state.live.sessions)
         await bus.publish(
             wire.PRICES_TICKS,
             {
-                "seq": 3,
-                "ts": 3.0,
+                "seq": 4,
+                "ts": 4.0,
                 "prices": {
                     "AAPL": {"last": "310.00", "bid": "309.99", "ask": "310.01", "chg_pct": "1"}
                 },
             },
         )
-        await bus.flush()
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: any(p.get("tick") == 4 for _, p in shared))
+        await ui.settled()
         assert len(ui) == 4
 
 

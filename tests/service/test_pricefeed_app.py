@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -124,12 +123,16 @@ async def test_breaches_alerts_margin_and_order_events(
             assert used is not None
             return used
 
+    ticks = await collect(bus, wire.PRICES_TICKS)
     provider = ManualProvider()
-    async with running(create_app(settings, provider=provider)):
-        await asyncio.sleep(0.2)
-        assert breaches == [] and await alerts() == []  # alice starts at 78 %
+    app = create_app(settings, provider=provider)
+    async with running(app):
+        # Alice starts at 78 %: nothing fires. The alerts leave in the order they were
+        # raised (one queue), so a breach at start would come before the one below.
+        await wait_until(lambda: app.state.pricefeed.leadership.leading)
         provider.pending = quotes = _scaled(holdings, "1.05")  # ≈ 81.9 %
         await wait_until(lambda: breaches)
+        assert len(breaches) == 1
         subject, payload = breaches[0]
         assert subject == wire.risk_breach(alice)
         assert payload["level"] == "warn" and 80 < float(payload["utilisation_pct"]) < 85
@@ -143,9 +146,12 @@ async def test_breaches_alerts_margin_and_order_events(
         [alert] = await wait_until(alerts)
         assert (alert.account_id, alert.level) == (alice, "warn")
 
-        provider.pending = _scaled(holdings, "1.06")  # still warn: no repeat
-        await asyncio.sleep(0.3)
-        assert len(breaches) == 1
+        # still warn: no repeat. A breach is queued in the cycle that publishes the tick (the
+        # first one after these quotes are set), so once that tick is seen a repeat would be
+        # queued before the critical one below.
+        seen = len(ticks)
+        provider.pending = _scaled(holdings, "1.06")
+        await wait_until(lambda: len(ticks) > seen)
 
         # The orders service fills a big buy and announces it after commit.
         async with sessions.begin() as s:
@@ -161,11 +167,27 @@ async def test_breaches_alerts_margin_and_order_events(
         assert await stored_margin(bob) == bob_used
 
     # A restart finds alice at critical with a stored critical alert: nothing fires again.
-    async with running(create_app(settings, provider=ManualProvider())) as client:
-        await asyncio.sleep(0.3)
+    # Bob's breach, raised by the restarted leader's first tick, comes after anything it
+    # would have alerted at start (one queue).
+    provider = ManualProvider()
+    app = create_app(settings, provider=provider)
+    async with running(app) as client:
+        await wait_until(lambda: app.state.pricefeed.leadership.leading)
         assert (await client.get("/readyz")).status_code == 200
-    assert len(breaches) == 2
-    assert [a.level for a in await alerts()] == ["warn", "critical"]
+        async with sessions() as s:
+            bob_limit = await s.scalar(select(Account.margin_limit).where(Account.id == bob))
+        _, bob_holdings = await _account(sessions, "bob")
+        bob_margin = margin_used(
+            Holding(t, qty, sym.last, margin_rate=sym.margin_rate)
+            for t, (qty, sym) in bob_holdings.items()
+        )
+        assert bob_limit and bob_margin  # scaled to ≈ 90 %: a warning for bob
+        provider.pending = _scaled(bob_holdings, str(bob_limit * D("0.9") / bob_margin))
+        await wait_until(lambda: len(breaches) >= 3)
+    assert [(subject, p["level"]) for subject, p in breaches[2:]] == [
+        (wire.risk_breach(bob), "warn")
+    ]
+    assert [a.level for a in await alerts()] == ["warn", "critical", "warn"]
     await engine.dispose()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from decimal import Decimal
 
@@ -146,7 +145,18 @@ async def test_live_gauge_and_alerts_per_account(settings: RiskSettings, bus: Na
         r = await client.get("/components/risk_metrics", headers=identity_headers(alice))
         assert text in r.text
 
-        await bus.flush()
-        await asyncio.sleep(0.3)
-        assert len(ui_bob) == 1  # bob saw his full render only: not alice's tick nor breach
+        # bob's own breach, handled after alice's by the same subscription and published
+        # after everything above on the same connection: his next update is this one, so
+        # nothing of alice's tick or breach reached him before it
+        bob_text = "Margin utilisation 80.10% crossed the warning level (80%)"
+        await _store_alert(settings.database_url, bob.account_id, bob_text)
+        bob_breach = {**breach, "text": bob_text, "utilisation_pct": "80.10"}
+        await bus.publish(wire.risk_breach(bob.account_id), bob_breach)
+        await wait_until(lambda: len(ui_bob) >= 2)
+        await ui.settled()
+        await ui_bob.settled()
+        assert len(ui_bob) == 2
+        assert [p["id"] for p in ui_bob[1][1]["parts"]] == [ALERTS_ID]
+        assert bob_text in ui_bob[1][1]["parts"][0]["html"]
+        assert text not in ui_bob[1][1]["parts"][0]["html"]
         assert len(ui) == 3

@@ -3,13 +3,13 @@ against the latest quotes seen while another replica held it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from services.orders.venue import Quote, Venue
 from shared.leases import MemoryLeaseStore
+from tests.support import wait_until
 
 D = Decimal
 
@@ -53,8 +53,7 @@ async def test_only_the_holder_matches_and_a_takeover_catches_up_once() -> None:
     now[0] += 100.0
     await second.round()
     assert standby.matching
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await wait_until(lambda: standby.matched)  # the takeover's catch-up runs as a task
     assert standby.matched == [
         ({"KO": (D("59.00"), D("59.02")), "PEP": (D("150"), D("150.10"))}, 2.0)
     ]
