@@ -7,7 +7,6 @@ import contextlib
 import logging
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError
@@ -20,47 +19,38 @@ from gateway.settings import GatewaySettings
 from gateway.state import STATIC_DIR, Gateway
 from gateway.upstream import open_client
 from shared import wire
-from shared.app_base import create_base_app
-from shared.bus import MessageBus
+from shared.bus import MessageBus, Subscription
 from shared.db.engine import database_unavailable
+from shared.process import Connections, Part, create_process_app
 
-__all__ = ["create_app"]
+__all__ = ["GatewayPart", "create_app"]
 
 log = logging.getLogger(__name__)
 
 
-def create_app(
-    settings: GatewaySettings | None = None,
-    *,
-    bus: MessageBus | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> FastAPI:
-    """The gateway app; with no arguments its settings come from the environment.
+class GatewayPart(Part):
+    """The gateway's live half: one ``ui.>`` subscription fanned out to every socket in
+    process, session revocations, resync requests from services that took partitions
+    over, and the heartbeat, pace, status and service-watch loops."""
 
-    ``bus`` and ``transport`` replace the NATS connection and the services' HTTP transport
-    (tests).
-    """
-    settings = settings or GatewaySettings()
-    static = CachedStaticFiles(STATIC_DIR)
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._resyncs: set[asyncio.Task[None]] = set()
 
-    async def on_start(app: FastAPI) -> None:
+    async def start(self, app: FastAPI) -> None:
         g: Gateway = app.state.gw
-        g.http = open_client(transport)
-        g.freshness.connected = lambda: bool(app.state.bus.is_connected)
+        bus: MessageBus = app.state.bus
+        g.http = open_client()
+        g.freshness.connected = lambda: bool(bus.is_connected)
 
         async def on_revoked(_subject: str, payload: dict[str, Any]) -> None:
             g.hub.close_session(str(payload.get("web_session_id")), CLOSE_POLICY, "logged out")
 
-        app.state.revoked_sub = await app.state.bus.subscribe(
-            wire.GATEWAY_SESSION_REVOKED, on_revoked
-        )
-        resyncs: set[asyncio.Task[None]] = set()
-        app.state.resync_tasks = resyncs
-
         def resync_later(components: list[str], partitions: list[int]) -> None:
-            task = asyncio.create_task(ws.reannounce(g, app.state.bus, components, partitions))
-            resyncs.add(task)
-            task.add_done_callback(resyncs.discard)
+            task = asyncio.create_task(ws.reannounce(g, bus, components, partitions))
+            self._resyncs.add(task)
+            task.add_done_callback(self._resyncs.discard)
 
         async def on_resync(_subject: str, payload: dict[str, Any]) -> None:
             components, partitions = payload.get("components"), payload.get("partitions")
@@ -70,39 +60,48 @@ def create_app(
                 )
 
         g.fanout.on_resync = lambda component, partition: resync_later([component], [partition])
-        app.state.resync_sub = await app.state.bus.subscribe(wire.GATEWAY_RESYNC, on_resync)
-        # one subscription for every socket of this process: the fan-out is in process
-        app.state.ui_sub = await app.state.bus.subscribe(wire.UI_ALL, g.fanout.on_ui)
-        app.state.heartbeat = asyncio.create_task(
-            ws.heartbeat_forever(g, app.state.sessions, app.state.bus)
-        )
-        app.state.pace = asyncio.create_task(g.pace.run())
-        app.state.status = asyncio.create_task(ws.status_forever(g))
-        app.state.services = asyncio.create_task(ws.services_forever(g))
+        self._subs = [
+            await bus.subscribe(wire.GATEWAY_SESSION_REVOKED, on_revoked),
+            await bus.subscribe(wire.GATEWAY_RESYNC, on_resync),
+            # one subscription for every socket of this process: the fan-out is in process
+            await bus.subscribe(wire.UI_ALL, g.fanout.on_ui),
+        ]
+        self._tasks = [
+            asyncio.create_task(ws.heartbeat_forever(g, app.state.db, bus)),
+            asyncio.create_task(g.pace.run()),
+            asyncio.create_task(ws.status_forever(g)),
+            asyncio.create_task(ws.services_forever(g)),
+        ]
 
         async def resync() -> None:  # parts published while NATS was away are lost
             for conn in g.hub.connections():
                 await conn.announce()
 
-        app.state.bus.on_reconnect(resync)
+        bus.on_reconnect(resync)
 
-    async def on_stop(app: FastAPI) -> None:
+    async def stop(self, app: FastAPI) -> None:
         g: Gateway = app.state.gw
         g.hub.close_all(CLOSE_RESTART, "server restart")
-        for task in (app.state.heartbeat, app.state.pace, app.state.status, app.state.services):
+        for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for task in list(app.state.resync_tasks):
+        for task in list(self._resyncs):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await app.state.revoked_sub.unsubscribe()
-            await app.state.resync_sub.unsubscribe()
-            await app.state.ui_sub.unsubscribe()
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         if g.http is not None:
             await g.http.aclose()
 
-    app = create_base_app("gateway", settings, on_start=on_start, on_stop=on_stop, bus=bus)
+
+def create_app(
+    settings: GatewaySettings | None = None, *, connections: Connections | None = None
+) -> FastAPI:
+    """The gateway app; with no arguments its settings come from the environment."""
+    settings = settings or GatewaySettings()
+    static = CachedStaticFiles(STATIC_DIR)
+    app = create_process_app("gateway", settings, [GatewayPart()], connections=connections)
 
     async def database_away(request: Request, exc: Exception) -> Response:
         """PostgreSQL restarting: the page gets a clear 503, not a bare 500."""

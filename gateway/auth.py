@@ -88,7 +88,7 @@ async def login(request: Request) -> Response:
         return _login_page(request, 401, "Invalid username or password.", "")
 
     address = request.client.host if request.client else "-"
-    slots = await g.throttle(request.app.state.sessions).attempt(username, address)
+    slots = await g.throttle(request.app.state.db).attempt(username, address)
     if isinstance(slots, Throttled):
         g.metrics.logins.labels("throttled").inc()
         wait = slots.retry_after
@@ -98,7 +98,7 @@ async def login(request: Request) -> Response:
         response.headers[wire.HEADER_RETRY_AFTER] = str(wait)
         return response
 
-    async with request.app.state.sessions() as db:
+    async with request.app.state.db() as db:
         query = select(User).where(User.username == username)
         user = (await db.execute(query)).scalar_one_or_none()
     ok = await asyncio.to_thread(_verify, user.password_hash if user else None, password)
@@ -107,9 +107,9 @@ async def login(request: Request) -> Response:
         log.info("failed login for %r", username)
         return _login_page(request, 401, "Invalid username or password.", username)
 
-    await g.throttle(request.app.state.sessions).succeeded(slots)
+    await g.throttle(request.app.state.db).succeeded(slots)
     session_id = await create_session(
-        request.app.state.sessions,
+        request.app.state.db,
         user.id,
         g.settings.session_max_age_s,
         replaces=g.cookie.session_id(request),
@@ -133,7 +133,7 @@ async def logout(request: Request) -> Response:
     given = request.headers.get(wire.HEADER_CSRF) or str(form.get("csrf_token") or "")
     if not tokens_match(g.csrf_token(user.session_id), given):
         return Response("CSRF token missing or invalid", status_code=403)
-    await revoke_session(request.app.state.sessions, user.session_id)
+    await revoke_session(request.app.state.db, user.session_id)
     g.hub.close_session(user.session_id, 1008, "logged out")
     try:
         bus = request.app.state.bus

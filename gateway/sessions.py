@@ -193,5 +193,5 @@ async def current_user(conn: HTTPConnection) -> SessionUser | None:
     session_id = gw.cookie.session_id(conn)
     if session_id is None:
         return None
-    user: SessionUser | None = await load_session(conn.app.state.sessions, session_id)
+    user: SessionUser | None = await load_session(conn.app.state.db, session_id)
     return user

@@ -273,7 +273,7 @@ async def _authorise(websocket: WebSocket, g: Gateway) -> tuple[SessionUser | No
         return None, "no_session"
     if not tokens_match(g.csrf_token(session_id), websocket.query_params.get("csrf")):
         return None, "csrf"
-    user = await load_session(websocket.app.state.sessions, session_id)
+    user = await load_session(websocket.app.state.db, session_id)
     return (user, "ok") if user is not None else (None, "session_invalid")
 
 

@@ -35,6 +35,7 @@ from shared import wire
 __all__ = [
     "LeaderLease",
     "Lease",
+    "LeaseHolder",
     "LeaseStore",
     "LeaseTaken",
     "MemoryLeaseStore",
@@ -213,7 +214,7 @@ class Lease:
         return now - self.renewed_at < ttl - margin
 
 
-class _Holder(ABC):
+class LeaseHolder(ABC):
     """Shared by both kinds of lease: take, renew, release keys; stop acting in time."""
 
     def __init__(
@@ -325,7 +326,7 @@ class _Holder(ABC):
         """Called once everything was released."""
 
 
-class PartitionLeases(_Holder):
+class PartitionLeases(LeaseHolder):
     """This replica's share of one service's live partitions.
 
     ``on_gained`` / ``on_lost`` are called with the partitions that changed hands (lost
@@ -412,7 +413,7 @@ class PartitionLeases(_Holder):
             await self.store.delete(f"m.{self.replica}")
 
 
-class LeaderLease(_Holder):
+class LeaderLease(LeaseHolder):
     """One role held by one replica at a time (the pricefeed's leader, the venue)."""
 
     def __init__(

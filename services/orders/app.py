@@ -2,65 +2,67 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.orders.components import registry
-from services.orders.settings import OrdersSettings
+from services.orders.settings import OrdersDeps, OrdersSettings
 from services.orders.venue import Venue
 from shared import wire
-from shared.components import create_component_app
-from shared.observability import configure_logging
+from shared.bus import MessageBus, Subscription
+from shared.components import ComponentOptions, create_component_app
 from shared.outbox import OutboxRelay
+from shared.process import Connections, Part
 
-__all__ = ["create_app"]
+__all__ = ["OrderFlow", "create_app"]
 
 
-def create_app(settings: OrdersSettings | None = None, **overrides: Any) -> FastAPI:
-    """The ASGI app; without ``settings`` they come from the environment (a real process).
+class OrderFlow(Part):
+    """The orders service's background work: the outbox relay publishes the order events
+    its transactions staged; the venue matches ticks against resting orders, only on the
+    replica holding its lease (every replica without NATS)."""
 
-    The venue subscribes ``prices.ticks`` through the app's bus once its lifespan starts
-    and matches only on the replica holding its lease (every replica without NATS); the
-    outbox relay publishes the order events its transactions staged.
-    """
-    if settings is None:
-        settings = OrdersSettings()
-        configure_logging("orders", settings.log_level, settings.log_format)
-    app: FastAPI | None = None
-    relay = OutboxRelay(
-        lambda: app.state.db if app else None, lambda: app.state.bus if app else None
-    )
-    venue = Venue(lambda: app.state.db if app else None, relay.wake)
-    handlers = {wire.PRICES_TICKS: venue.on_tick, **overrides.pop("handlers", {})}
-    extras = {
-        "max_feed_silence_s": settings.max_feed_silence_s,
-        "confirm_share": settings.confirm_share,
-        "outbox": relay,
-        **overrides.pop("extras", {}),
-    }
+    def __init__(self, settings: OrdersSettings) -> None:
+        self.settings = settings
+        self.relay = OutboxRelay(self._db, self._bus)
+        self.venue = Venue(self._db, self.relay.wake)
+        self._app: FastAPI | None = None
+        self._ticks: Subscription | None = None
 
-    async def start(service: FastAPI) -> None:
-        relay.start()
-        if service.state.lease_store is not None:
-            lease = await venue.hold_lease(service.state.lease_store, settings.replica_id or None)
-            service.state.leases.append(lease)  # released on shutdown and by /ops/release
+    def _db(self) -> async_sessionmaker[AsyncSession] | None:
+        return self._app.state.db if self._app is not None else None
 
-    async def stop(_app: FastAPI) -> None:
-        await venue.stop()
-        await relay.stop()
+    def _bus(self) -> MessageBus | None:
+        return self._app.state.bus if self._app is not None else None
 
+    async def start(self, app: FastAPI) -> None:
+        self._app = app
+        self.relay.start()
+        self._ticks = await app.state.bus.subscribe(wire.PRICES_TICKS, self.venue.on_tick)
+        if app.state.lease_store is not None:
+            replica = self.settings.replica_id or None
+            lease = await self.venue.hold_lease(app.state.lease_store, replica)
+            app.state.leases.append(lease)  # released on shutdown and by /ops/release
+
+    async def stop(self, app: FastAPI) -> None:
+        if self._ticks is not None:
+            with contextlib.suppress(Exception):
+                await self._ticks.unsubscribe()
+        await self.venue.stop()
+        await self.relay.stop()
+
+
+def create_app(
+    settings: OrdersSettings | None = None, *, connections: Connections | None = None
+) -> FastAPI:
+    """The ASGI app; without ``settings`` they come from the environment (a real process)."""
+    settings = settings or OrdersSettings()
+    flow = OrderFlow(settings)
+    options = ComponentOptions(price_book=True, deps=OrdersDeps.of(settings, flow.relay))
     app = create_component_app(
-        "orders",
-        registry,
-        settings,
-        handlers=handlers,
-        extras=extras,
-        price_book=True,
-        on_start=start,
-        on_stop=stop,
-        **overrides,
+        "orders", registry, settings, parts=[flow], connections=connections, options=options
     )
-    app.state.outbox = relay
-    app.state.venue = venue
+    app.state.outbox, app.state.venue = flow.relay, flow.venue
     return app

@@ -28,6 +28,7 @@ from services.orders.execution import (
 )
 from services.orders.queries import order_rows
 from services.orders.schema import OrderSchema, new_client_order_id
+from services.orders.settings import OrdersDeps
 from services.orders.venue import ORDER_METRICS
 from shared import failpoints, wire
 from shared.components import (
@@ -178,6 +179,11 @@ class OrderComponent(FormComponent):
             client_order_id=new_client_order_id(),  # a re-render cannot submit it twice
         )
 
+    @property
+    def deps(self) -> OrdersDeps:
+        deps = self.request.deps
+        return deps if isinstance(deps, OrdersDeps) else OrdersDeps()
+
     def _quote(self, symbol: Symbol) -> tuple[Decimal, Decimal]:
         """Bid and ask to trade at: the latest tick the service has seen, else the table's.
 
@@ -188,8 +194,7 @@ class OrderComponent(FormComponent):
         book = self.request.prices
         if book is None:  # no live price book (a service without a bus): the table
             return symbol.bid, symbol.ask
-        limit = float(self.request.extras.get("max_feed_silence_s", 5.0))
-        if book.silent_for() > limit:
+        if book.silent_for() > self.deps.max_feed_silence_s:
             raise FieldError("__all__", "Market data is delayed; no order was placed. Try again.")
         quote = book.quote(symbol.ticker)
         if quote is None:  # unchanged since this service started: the table is current
@@ -198,7 +203,7 @@ class OrderComponent(FormComponent):
 
     def _publish_after_commit(self, order: Order, ticker: str) -> None:
         announce(self.session, order.account_id, order_event(order, ticker))
-        relay = self.request.extras.get("outbox")
+        relay = self.deps.outbox
         if relay is not None:
             self.on_commit(relay.wake)
 
@@ -266,7 +271,7 @@ class OrderComponent(FormComponent):
         """A buy spending more than ``ORDERS_CONFIRM_SHARE`` of the buying power is placed
         only with the confirmation of exactly this order (the ticket asks; nothing is
         written meanwhile)."""
-        share = Decimal(str(self.request.extras.get("confirm_share", 0.25)))
+        share = Decimal(str(self.deps.confirm_share))
         if assessment.side != "buy" or assessment.cost <= share * assessment.buying_power:
             return False
         intent = rules.intent_of(data)

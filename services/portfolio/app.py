@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 
 from services.portfolio.components import registry
 from services.portfolio.settings import PortfolioSettings
 from shared.components import create_component_app
-from shared.observability import configure_logging
+from shared.process import Connections
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: PortfolioSettings | None = None, **overrides: Any) -> FastAPI:
+def create_app(
+    settings: PortfolioSettings | None = None, *, connections: Connections | None = None
+) -> FastAPI:
     """The ASGI app; without ``settings`` they come from the environment (a real process)."""
-    if settings is None:
-        settings = PortfolioSettings()
-        configure_logging("portfolio", settings.log_level, settings.log_format)
-    return create_component_app("portfolio", registry, settings, **overrides)
+    settings = settings or PortfolioSettings()
+    return create_component_app("portfolio", registry, settings, connections=connections)

@@ -15,51 +15,57 @@ from services.pricefeed.providers import QuoteProvider
 from services.pricefeed.service import Pricefeed
 from services.pricefeed.settings import PricefeedSettings
 from shared import wire
-from shared.app_base import create_base_app
 from shared.bus import MessageBus, NatsBus
 from shared.leases import LeaseStore, NatsLeaseStore
+from shared.process import Connections, Part, create_process_app
 
-__all__ = ["SERVICE", "create_app"]
+__all__ = ["SERVICE", "PricefeedPart", "create_app"]
 
 SERVICE = "pricefeed"
+
+
+class PricefeedPart(Part):
+    """The feed: loads the snapshot, runs the market data loop and the risk monitor, and
+    competes for the leader lease (one leader ticks, the others stand by)."""
+
+    def __init__(self, settings: PricefeedSettings, provider: QuoteProvider | None) -> None:
+        self.settings, self.provider = settings, provider
+        self.feed: Pricefeed | None = None
+
+    async def start(self, app: FastAPI) -> None:
+        self.feed = await Pricefeed.load(
+            self.settings,
+            bus=app.state.bus,
+            sessions=app.state.db,
+            metrics=app.state.pricefeed_metrics,
+            provider=self.provider,
+            leases=await lease_store(app.state.bus, self.settings),
+        )
+        app.state.pricefeed = self.feed
+        await self.feed.start()
+
+    async def stop(self, app: FastAPI) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
+
+    async def release(self, app: FastAPI) -> None:
+        if self.feed is not None:
+            await self.feed.release()
 
 
 def create_app(
     settings: PricefeedSettings | None = None,
     *,
+    connections: Connections | None = None,
     provider: QuoteProvider | None = None,
-    bus: MessageBus | None = None,
 ) -> FastAPI:
-    """The ASGI app; ``settings`` default to the environment. ``provider`` and ``bus``
-    replace the configured quote provider and the NATS connection (tests)."""
+    """The ASGI app; ``settings`` default to the environment. ``provider`` replaces the
+    configured quote provider (tests)."""
     settings = settings or PricefeedSettings()
-
-    async def on_start(app: FastAPI) -> None:
-        feed = await Pricefeed.load(
-            settings,
-            bus=app.state.bus,
-            sessions=app.state.sessions,
-            metrics=app.state.pricefeed_metrics,
-            provider=provider,
-            leases=await lease_store(app.state.bus, settings),
-        )
-        app.state.pricefeed = feed
-        await feed.start()
-
-    async def on_stop(app: FastAPI) -> None:
-        feed: Pricefeed | None = getattr(app.state, "pricefeed", None)
-        if feed is not None:
-            await feed.stop()
-
-    async def release(app: FastAPI) -> None:
-        feed: Pricefeed | None = getattr(app.state, "pricefeed", None)
-        if feed is not None:
-            await feed.release()
-
-    app = create_base_app(
-        SERVICE, settings, on_start=on_start, on_stop=on_stop, release=release, bus=bus
-    )
+    part = PricefeedPart(settings, provider)
+    app = create_process_app(SERVICE, settings, [part], connections=connections)
     app.state.pricefeed_metrics = PricefeedMetrics(app.state.metrics)
+    app.state.pricefeed = None
     return app
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 
 from services.watchlist.components import registry
 from services.watchlist.settings import WatchlistSettings
 from shared.components import create_component_app
-from shared.observability import configure_logging
+from shared.process import Connections
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: WatchlistSettings | None = None, **overrides: Any) -> FastAPI:
+def create_app(
+    settings: WatchlistSettings | None = None, *, connections: Connections | None = None
+) -> FastAPI:
     """The ASGI app; without ``settings`` they come from the environment (a real process)."""
-    if settings is None:
-        settings = WatchlistSettings()
-        configure_logging("watchlist", settings.log_level, settings.log_format)
-    return create_component_app("watchlist", registry, settings, **overrides)
+    settings = settings or WatchlistSettings()
+    return create_component_app("watchlist", registry, settings, connections=connections)

@@ -34,13 +34,14 @@ from shared.components.ratelimit import (
 from shared.components.registry import Registry, registry
 from shared.components.rendering import Part, PartsTracker, Rendered, render, render_parts
 from shared.components.runtime import Outcome, dispatch, mount
-from shared.components.service import create_component_app
+from shared.components.service import ComponentOptions, create_component_app
 
 __all__ = [
     "BasePermission",
     "Component",
     "ComponentContext",
     "ComponentError",
+    "ComponentOptions",
     "FieldError",
     "FormComponent",
     "HandlerError",

@@ -42,7 +42,8 @@ class ComponentContext:
     db: async_sessionmaker[AsyncSession] | None = None
     bus: MessageBus | None = None
     cache: MountCache | None = None
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    deps: object = None
+    """The service's own dependencies (``ComponentOptions.deps``), e.g. its outbox."""
     prices: PriceBook | None = None
 
 

@@ -7,18 +7,19 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from shared import wire
-from shared.bus import Handler, MessageBus, NatsBus, Subscription
+from shared.bus import MessageBus, NatsBus, Subscription
 from shared.components.base import Component, ComponentContext
 from shared.components.cache import MountCache
 from shared.components.errors import ComponentError, HandlerError, RateLimited
@@ -34,14 +35,22 @@ from shared.components.ratelimit import (
 from shared.components.registry import Registry
 from shared.components.rendering import render
 from shared.components.runtime import dispatch, mount
-from shared.db.engine import create_engine, database_unavailable, ping, session_factory
+from shared.db.engine import database_unavailable
 from shared.db.models import Symbol
 from shared.identity import Identity, InvalidIdentity, Revocations, verify_identity
 from shared.leases import LeaseStore, NatsLeaseStore, PartitionLeases
-from shared.observability import RequestIdMiddleware, install_ops_routes, request_id_var
+from shared.observability import request_id_var
+from shared.process import Connections, Part, create_process_app
 from shared.settings import ServiceSettings
 
-__all__ = ["create_component_app", "live_instance", "rate_limit_headers", "read_payload"]
+__all__ = [
+    "ComponentOptions",
+    "ComponentRuntime",
+    "create_component_app",
+    "live_instance",
+    "rate_limit_headers",
+    "read_payload",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,209 +139,187 @@ def unavailable_response() -> Response:
     )
 
 
-def create_component_app(
-    service_name: str,
-    registry: Registry,
-    settings: ServiceSettings,
-    *,
-    bus: MessageBus | None = None,
-    engine: AsyncEngine | None = None,
-    database: bool = True,
-    limiter: RateLimiter | None = None,
-    cache: MountCache | None = None,
-    handlers: Mapping[str, Handler] | None = None,
-    extras: Mapping[str, Any] | None = None,
-    live: bool = True,
-    heartbeat_interval: float | None = None,
-    price_book: bool = False,
-    on_start: Callable[[FastAPI], Awaitable[None]] | None = None,
-    on_stop: Callable[[FastAPI], Awaitable[None]] | None = None,
-) -> FastAPI:
-    """The FastAPI app of a component service; nothing connects until its lifespan starts.
+@dataclass(frozen=True)
+class ComponentOptions:
+    """How a component service runs beyond its settings (tests turn these)."""
 
-    The lifespan creates the engine and connects NATS unless ``engine`` / ``bus`` are
-    given (given ones are not closed), starts :class:`LiveSessions` and subscribes
-    ``handlers`` (extra subject → handler, e.g. the orders venue's tick handler).
-    ``database=False`` runs without PostgreSQL (unit tests). A service whose components
-    follow ticks (or that asks with ``price_book=True``) keeps a :class:`PriceBook` of the
-    latest quotes, given to components as ``self.request.prices``. ``on_start`` /
-    ``on_stop`` run once the database and bus are up / before they close (background
-    tasks such as an outbox relay).
+    limiter: RateLimiter | None = None
+    """Counts events against ``rate_limit``; PostgreSQL's (in memory without a database)."""
+    cache: MountCache | None = None
+    """Cached mounts (``cache_key_prefix``); a fresh one per app."""
+    heartbeat_interval_s: float | None = None
+    """How often live sessions are expected to beat; ``HEARTBEAT_INTERVAL_S``."""
+    price_book: bool = False
+    """Keep a book of the latest quotes even when no component follows ticks (orders)."""
+    deps: object = None
+    """What the components see as ``self.request.deps`` (the orders service's own)."""
+
+
+class ComponentRuntime(Part):
+    """The component half of a component service: the price book, the live sessions and
+    their partition leases, and the sessions revoked meanwhile.
+
+    A service whose components follow ticks (or that asks with ``price_book``) keeps a
+    :class:`PriceBook` of the latest quotes, given to components as
+    ``self.request.prices``; live components render every symbol from it, so it starts
+    from the stored prices.
     """
-    metrics = ComponentMetrics()
-    secret = settings.identity_secret.get_secret_value()
-    mount_cache = cache if cache is not None else MountCache()
-    follows_ticks = any(wire.PRICES_TICKS in cls.subscriptions for cls in registry)
-    prices = PriceBook() if (follows_ticks or price_book) else None
-    rate_limiter: RateLimiter = limiter or (
-        PostgresRateLimiter() if database else InMemoryRateLimiter()
-    )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own_engine = engine is None and database
-        app.state.engine = (
-            create_engine(settings.async_database_url, pool_size=settings.db_pool_size)
-            if own_engine
-            else engine
-        )
-        app.state.db = session_factory(app.state.engine) if app.state.engine else None
-        app.state.prices = prices  # the latest quotes this service has seen (None: no book)
-        own_bus = bus is None
-        app.state.bus = (
-            await NatsBus.connect(settings.nats_url, service_name, **settings.nats_options())
-            if own_bus
-            else bus
-        )
-        subs: list[Subscription] = []
-        try:
-            if prices is not None and follows_ticks and app.state.db is not None:
-                # live components render every symbol from the book (the orders service
-                # prices a symbol the book lacks from the table, read in its transaction)
-                await seed_prices(app.state.db, prices)
-            if prices is not None and not (live and follows_ticks):
-                subs.append(await app.state.bus.subscribe(wire.PRICES_TICKS, prices.on_tick))
-            store = await lease_store(app.state.bus, service_name, settings)
-            app.state.lease_store = store
-            if live:
-                app.state.live = LiveSessions(
-                    registry,
-                    app.state.bus,
-                    context=lambda identity: context_for(app, identity, "live"),
-                    prices=prices,
-                    heartbeat_interval=heartbeat_interval or settings.heartbeat_interval_s,
-                    metrics=metrics,
-                    leases=None if store is None else PartitionLeases(store, settings.replica_id),
-                )
-                await app.state.live.start()
-                watch_reconnects(app.state.bus, app.state.live)
-                if app.state.live.leases is not None:
-                    leases = app.state.live.leases
-                    leases.on_gained = app.state.live.partitions_gained
-                    leases.on_lost = app.state.live.partitions_lost
-                    await leases.start()
-                    app.state.leases.append(leases)
-            subs.append(await app.state.bus.subscribe(wire.SESSION_REVOKED, on_revoked))
-            for subject, handler in (handlers or {}).items():
-                subs.append(await app.state.bus.subscribe(subject, handler))
-            await app.state.bus.flush()
-            if on_start is not None:
-                await on_start(app)
-            try:
-                yield
-            finally:
-                await release_leases(app)
-                if on_stop is not None:
-                    await on_stop(app)
-        finally:
-            for sub in subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            if app.state.live is not None:
-                await app.state.live.stop()
-            if own_bus:
-                await app.state.bus.close()
-            if own_engine:
-                await app.state.engine.dispose()
+    def __init__(
+        self,
+        service: str,
+        registry: Registry,
+        settings: ServiceSettings,
+        options: ComponentOptions,
+        metrics: ComponentMetrics,
+    ) -> None:
+        self.service, self.registry, self.settings = service, registry, settings
+        self.options, self.metrics = options, metrics
+        self.cache = options.cache if options.cache is not None else MountCache()
+        self.follows_ticks = any(wire.PRICES_TICKS in cls.subscriptions for cls in registry)
+        wants_book = self.follows_ticks or options.price_book
+        self.prices = PriceBook() if wants_book else None
+        self.revoked = Revocations()
+        self.live: LiveSessions | None = None
+        self.db: async_sessionmaker[AsyncSession] | None = None
+        self.bus: MessageBus | None = None
+        self._subs: list[Subscription] = []
 
-    app = FastAPI(
-        title=service_name, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
-    )
-    app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
-    app.state.cache, app.state.limiter, app.state.live = mount_cache, rate_limiter, None
-    app.state.engine = app.state.db = app.state.bus = app.state.lease_store = None
-    app.state.leases = []  # every lease holder of this process, released on shutdown
-    app.add_middleware(RequestIdMiddleware)
+    def limiter(self, database: bool) -> RateLimiter:
+        if self.options.limiter is not None:
+            return self.options.limiter
+        return PostgresRateLimiter() if database else InMemoryRateLimiter()
 
-    async def db_ready() -> None:
-        if app.state.engine is not None:
-            await ping(app.state.engine)
-
-    async def nats_ready() -> None:
-        if app.state.bus is None or not app.state.bus.is_connected:
-            raise ConnectionError("NATS not connected")
-
-    checks = {"database": db_ready, "nats": nats_ready} if database else {"nats": nats_ready}
-    install_ops_routes(
-        app,
-        service=service_name,
-        registry=metrics.registry,
-        ready_checks=checks,
-        release=release_leases,
-    )
-
-    def context_for(app: FastAPI, user: Identity, request_id: str) -> ComponentContext:
+    def context(self, user: Identity, request_id: str) -> ComponentContext:
         return ComponentContext(
             user=user,
             request_id=request_id,
-            db=app.state.db,
-            bus=app.state.bus,
-            cache=mount_cache,
-            extras=extras or {},
-            prices=prices,
+            db=self.db,
+            bus=self.bus,
+            cache=self.cache,
+            deps=self.options.deps,
+            prices=self.prices,
         )
+
+    async def start(self, app: FastAPI) -> None:
+        self.db, self.bus = app.state.db, app.state.bus
+        bus = app.state.bus
+        app.state.prices = self.prices
+        if self.prices is not None and self.follows_ticks and self.db is not None:
+            await seed_prices(self.db, self.prices)
+        if self.prices is not None and not self.follows_ticks:
+            self._subs.append(await bus.subscribe(wire.PRICES_TICKS, self.prices.on_tick))
+        store = await lease_store(bus, self.service, self.settings)
+        app.state.lease_store = store
+        leases = None if store is None else PartitionLeases(store, self.settings.replica_id)
+        self.live = app.state.live = LiveSessions(
+            self.registry,
+            bus,
+            context=lambda identity: self.context(identity, "live"),
+            prices=self.prices,
+            heartbeat_interval=self.options.heartbeat_interval_s
+            or self.settings.heartbeat_interval_s,
+            metrics=self.metrics,
+            leases=leases,
+        )
+        await self.live.start()
+        watch_reconnects(bus, self.live)
+        if leases is not None:
+            leases.on_gained = self.live.partitions_gained
+            leases.on_lost = self.live.partitions_lost
+            await leases.start()
+            app.state.leases.append(leases)
+        self._subs.append(await bus.subscribe(wire.SESSION_REVOKED, self._on_revoked))
+        await bus.flush()
+
+    async def stop(self, app: FastAPI) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = []
+        if self.live is not None:
+            await self.live.stop()
+
+    async def _on_revoked(self, _subject: str, payload: dict[str, Any]) -> None:
+        self.revoked.revoke(str(payload.get("public_id", "")))
+
+
+def create_component_app(
+    service: str,
+    registry: Registry,
+    settings: ServiceSettings,
+    *,
+    parts: Sequence[Part] = (),
+    connections: Connections | None = None,
+    options: ComponentOptions | None = None,
+) -> FastAPI:
+    """The FastAPI app of a component service (a process, see :mod:`shared.process`):
+    ``GET /components/<name>`` and ``POST /components/<name>/events/<event>`` over its
+    ``registry``, the live sessions, then the service's own ``parts`` (the orders venue,
+    its outbox relay)."""
+    metrics = ComponentMetrics()
+    runtime = ComponentRuntime(service, registry, settings, options or ComponentOptions(), metrics)
+    app = create_process_app(
+        service, settings, [runtime, *parts], connections=connections, registry=metrics.registry
+    )
+    database = connections is None or connections.database
+    app.state.registry, app.state.component_metrics = registry, metrics
+    app.state.cache, app.state.limiter = runtime.cache, runtime.limiter(database)
+    app.state.live = app.state.prices = app.state.lease_store = None
+    install_component_routes(app, runtime)
+    return app
+
+
+def install_component_routes(app: FastAPI, runtime: ComponentRuntime) -> None:
+    """The two routes every component service serves, each answering errors plainly."""
+    registry, metrics, limiter = runtime.registry, runtime.metrics, app.state.limiter
+    secret = runtime.settings.identity_secret.get_secret_value()
 
     def text(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
         return PlainTextResponse(message, status_code=status, headers=headers)
 
-    revoked = Revocations()
-
-    async def on_revoked(_subject: str, payload: dict[str, Any]) -> None:
-        revoked.revoke(str(payload.get("public_id", "")))
-
     async def run(request: Request, name: str, event: str | None) -> Response:
-        rid = request_id_var.get()
         try:
             user = verify_identity(request.headers.get(wire.HEADER_IDENTITY), secret)
         except InvalidIdentity as exc:
             return text(401, exc.reason)
-        if user.session_id in revoked:
+        if user.session_id in runtime.revoked:
             return text(401, "session ended")
         cls = registry.get(name)
-        context = context_for(request.app, user, rid)
+        context = runtime.context(user, request_id_var.get())
         if event is None:
             return HTMLResponse(render(await mount(cls, context)).html)
         try:
             payload = await read_payload(request)
         except ValueError as exc:
             return text(400, f"Malformed request: {exc}. Nothing was changed.")
-        outcome = await dispatch(cls, context, event, payload, limiter=rate_limiter)
+        outcome = await dispatch(cls, context, event, payload, limiter=limiter)
         headers = rate_limit_headers(f"{name}.{event}", outcome.rate) if outcome.rate else {}
         html = render(outcome.component).html
-        if outcome.status == 200 and request.app.state.live is not None:
-            await request.app.state.live.adopt(outcome.component, event)
+        if outcome.status == 200 and runtime.live is not None:
+            await runtime.live.adopt(outcome.component, event)
         return HTMLResponse(html, status_code=outcome.status, headers=headers)
+
+    def failed(name: str, event: str | None, exc: BaseException) -> Response:
+        if database_unavailable(exc):
+            log.warning("component %s event %s: database unavailable", name, event)
+            return unavailable_response()
+        rid = request_id_var.get()
+        log.error("component %s event %s failed [request_id=%s]", name, event, rid, exc_info=exc)
+        return text(500, f"Internal error (request id {rid}). Nothing was changed.")
 
     async def guarded(request: Request, name: str, event: str | None) -> Response:
         started = time.perf_counter()
         try:
             response = await run(request, name, event)
         except HandlerError as exc:
-            rid = request_id_var.get()
-            if database_unavailable(exc.__cause__):
-                log.warning("component %s event %s: database unavailable", name, event)
-                response = unavailable_response()
-            else:
-                log.error(
-                    "component %s event %s failed [request_id=%s]",
-                    name,
-                    event,
-                    rid,
-                    exc_info=exc.__cause__ or exc,
-                )
-                response = text(500, f"Internal error (request id {rid}). Nothing was changed.")
+            response = failed(name, event, exc.__cause__ or exc)
         except RateLimited as exc:
             response = text(429, str(exc), rate_limit_headers(f"{name}.{event}", exc))
         except ComponentError as exc:
             response = text(exc.status, str(exc))
         except Exception as exc:
-            rid = request_id_var.get()
-            if database_unavailable(exc):
-                log.warning("component %s event %s: database unavailable", name, event)
-                response = unavailable_response()
-            else:
-                log.exception("component %s event %s failed [request_id=%s]", name, event, rid)
-                response = text(500, f"Internal error (request id {rid}). Nothing was changed.")
+            response = failed(name, event, exc)
         known = name if name in registry else "unknown"
         # labels only from names the service knows: a caller can't mint metric series
         known_event = event is not None and name in registry and registry.get(name).has_event(event)
@@ -349,8 +336,6 @@ def create_component_app(
     @app.post("/components/{name}/events/{event}")
     async def post_event(request: Request, name: str, event: str) -> Response:
         return await guarded(request, name, event)
-
-    return app
 
 
 async def seed_prices(db: async_sessionmaker[AsyncSession], book: PriceBook) -> None:
@@ -383,13 +368,6 @@ async def lease_store(
     if not isinstance(bus, NatsBus):
         return None
     return await NatsLeaseStore.open(bus.client, wire.lease_bucket(service), settings.lease_ttl_s)
-
-
-async def release_leases(app: FastAPI) -> None:
-    """Give back every lease this process holds (shutdown, or a preStop hook): a
-    survivor takes over within one renewal round instead of one lease TTL."""
-    for holder in app.state.leases:
-        await holder.stop(release=True)
 
 
 def live_instance(app: FastAPI, user_id: int, name: str) -> Component | None:

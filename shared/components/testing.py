@@ -62,7 +62,7 @@ class TestEnvironment:
     limiter: RateLimiter = field(default_factory=InMemoryRateLimiter)
     cache: MountCache = field(default_factory=MountCache)
     bus: MessageBus | None = None
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    deps: object = None
 
     def context(self, user: User | None = None) -> ComponentContext:
         return ComponentContext(
@@ -71,7 +71,7 @@ class TestEnvironment:
             db=self.db,
             bus=self.bus,
             cache=self.cache,
-            extras=self.extras,
+            deps=self.deps,
         )
 
 

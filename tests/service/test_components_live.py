@@ -18,8 +18,9 @@ from fastapi import FastAPI
 
 from shared import wire
 from shared.bus import NatsBus
-from shared.components import create_component_app
+from shared.components import ComponentOptions, create_component_app
 from shared.components.live import LiveSessions
+from shared.process import Connections
 from shared.settings import ServiceSettings
 from tests.example_service.components import registry
 from tests.support import ManualClock, wait_until
@@ -99,7 +100,11 @@ async def live_app(nats_url: str) -> AsyncIterator[FastAPI]:
         {"IDENTITY_SECRET": "unit-test-secret", "NATS_URL": nats_url}
     )
     app = create_component_app(
-        "example-live", registry, settings, database=False, heartbeat_interval=HEARTBEAT_S
+        "example-live",
+        registry,
+        settings,
+        connections=Connections(database=False),
+        options=ComponentOptions(heartbeat_interval_s=HEARTBEAT_S),
     )
     async with app.router.lifespan_context(app):
         await app.state.bus.flush()

@@ -19,6 +19,7 @@ from shared.components.ratelimit import Rate
 from shared.components.testing import ComponentTestCase, assert_state, dispatch_event, trader
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import RateLimitHit
+from shared.process import Connections
 from shared.settings import ServiceSettings
 from tests.example_service.components import Order, registry
 from tests.example_service.fakes import FakeClock, token
@@ -78,7 +79,12 @@ def _settings(database_url: str) -> ServiceSettings:
 @pytest.fixture
 async def two_apps(database_url: str) -> AsyncIterator[list[httpx.AsyncClient]]:
     apps: list[FastAPI] = [
-        create_component_app(f"example{i}", registry, _settings(database_url), bus=InMemoryBus())
+        create_component_app(
+            f"example{i}",
+            registry,
+            _settings(database_url),
+            connections=Connections(bus=InMemoryBus()),
+        )
         for i in range(2)
     ]
     clients = [

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.service
 
 
 def full_publishes(app: object) -> float:
-    counter = app.state.metrics.publishes  # type: ignore[attr-defined]
+    counter = app.state.component_metrics.publishes
     return float(counter.labels("portfolio", "true")._value.get())
 
 

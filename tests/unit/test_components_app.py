@@ -12,10 +12,11 @@ from fastapi import FastAPI
 
 from shared import wire
 from shared.bus import InMemoryBus
-from shared.components import InMemoryRateLimiter, create_component_app
+from shared.components import ComponentOptions, InMemoryRateLimiter, create_component_app
 from shared.components.service import live_instance
 from shared.components.testing import trader, ui_updates
 from shared.identity import Identity
+from shared.process import Connections
 from tests.example_service.components import registry
 from tests.example_service.fakes import FakeClock, settings, token
 
@@ -28,9 +29,8 @@ async def app() -> AsyncIterator[FastAPI]:
         "example",
         registry,
         settings(),
-        bus=InMemoryBus(),
-        database=False,
-        limiter=InMemoryRateLimiter(FakeClock()),
+        connections=Connections(bus=InMemoryBus(), database=False),
+        options=ComponentOptions(limiter=InMemoryRateLimiter(FakeClock())),
     )
     async with app.router.lifespan_context(app):
         yield app
@@ -145,8 +145,10 @@ async def test_ops_routes_and_per_app_metrics(app: FastAPI, client: httpx.AsyncC
     await client.get("/components/portfolio", headers=auth())
     metrics = (await client.get("/metrics")).text
     assert 'component_requests_total{component="portfolio",event="",status="200"} 1.0' in metrics
-    second = create_component_app("other", registry, settings(), bus=InMemoryBus(), database=False)
-    assert second.state.metrics.registry is not app.state.metrics.registry
+    second = create_component_app(
+        "other", registry, settings(), connections=Connections(bus=InMemoryBus(), database=False)
+    )
+    assert second.state.metrics is not app.state.metrics
 
 
 async def test_successful_event_updates_the_live_instance(

@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry
 from services.orders.venue import OrderMetrics, Venue
 from shared import wire
 from shared.bus import InMemoryBus, NatsBus
-from shared.components import InMemoryRateLimiter, create_component_app
+from shared.components import ComponentOptions, InMemoryRateLimiter, create_component_app
 from shared.components.testing import trader
 from shared.db.engine import MeteredPool, create_engine
 from shared.observability import install_ops_routes, process_registry, when_answered
+from shared.process import Connections
 from tests.example_service.components import registry
 from tests.example_service.fakes import FakeClock, settings, token
 
@@ -83,9 +84,8 @@ async def example() -> AsyncIterator[tuple[FastAPI, InMemoryBus]]:
         "example",
         registry,
         settings(),
-        bus=bus,
-        database=False,
-        limiter=InMemoryRateLimiter(FakeClock()),
+        connections=Connections(bus=bus, database=False),
+        options=ComponentOptions(limiter=InMemoryRateLimiter(FakeClock())),
     )
     async with app.router.lifespan_context(app):
         yield app, bus
@@ -98,7 +98,7 @@ def tick(seq: int) -> dict[str, object]:
 
 async def test_tick_sequence_gaps_are_counted(example: tuple[FastAPI, InMemoryBus]) -> None:
     app, bus = example
-    metrics = app.state.metrics.registry
+    metrics = app.state.metrics
     for seq in (10, 11, 12):
         await bus.publish(wire.PRICES_TICKS, tick(seq))
     assert value(metrics, "component_tick_seq_gaps_total", kind="skipped") == 0
