@@ -5,7 +5,11 @@ dropped with the last one. A connecting tab gets its own full render; the user's
 tabs get nothing. Sessions are mounted from a queue by a few workers, so a burst of
 connections neither floods the database nor mounts a session that closed meanwhile.
 
-Ticks are handled by :class:`~shared.components.ticking.TickDriver`.
+The pieces: :class:`~shared.components.sessions.SessionTable` tracks sessions,
+:mod:`~shared.components.routing` finds the instances a message reaches,
+:class:`~shared.components.publish.UiPublisher` publishes their parts and
+:class:`~shared.components.ticking.TickDriver` drives ticks. This class mounts,
+updates and reloads instances with them.
 
 With several replicas, each owns a share of the live partitions
 (:class:`~shared.leases.PartitionLeases`): a replica mounts, updates and publishes only
@@ -23,16 +27,12 @@ import contextlib
 import copy
 import logging
 import random
-import re
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from shared import wire
-from shared.bus import Handler, MessageBus, Subscription, subject_matches
+from shared.bus import Handler, MessageBus, Subscription
 from shared.components.base import Component, ComponentContext
 from shared.components.errors import PermissionDenied
 from shared.components.instance import LiveInstance, changes_after, stamp
@@ -41,8 +41,10 @@ from shared.components.pricebook import PriceBook
 from shared.components.publish import UiPublisher
 from shared.components.registry import Registry
 from shared.components.rendering import Changes
+from shared.components.routing import InstanceIndex, Route, Routes, subject_pattern
 from shared.components.runtime import mount
 from shared.components.scope import UnitOfWork
+from shared.components.sessions import SessionTable, identity_of
 from shared.components.ticking import TickDriver
 from shared.identity import Identity
 from shared.leases import PartitionLeases
@@ -51,40 +53,9 @@ __all__ = ["LiveInstance", "LiveSessions", "changes_after", "subject_pattern"]
 
 log = logging.getLogger(__name__)
 
-_PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
 MOUNT_WORKERS = 4
 RELOAD_BATCH = 50  # live instances reloaded back to back after a NATS outage...
 RELOAD_PAUSE_S = 0.1  # ...then a pause
-
-
-@cache
-def subject_pattern(template: str) -> str:
-    """``"orders.events.{account_id}"`` → ``"orders.events.*"``."""
-    return ".".join("*" if _PLACEHOLDER.match(t) else t for t in template.split("."))
-
-
-def _bindings(template: str, subject: str) -> dict[str, str]:
-    return {
-        m.group(1): token
-        for t, token in zip(template.split("."), subject.split("."), strict=False)
-        if (m := _PLACEHOLDER.match(t))
-    }
-
-
-@dataclass
-class _Session:
-    identity: Identity
-    last_seen: float
-
-
-def _identity(payload: Mapping[str, Any]) -> Identity:
-    return Identity(
-        user_id=int(payload["user_id"]),
-        account_id=int(payload["account_id"]),
-        username=str(payload.get("username", "")),
-        permissions=frozenset(payload.get("permissions") or ()),
-        session_id=str(payload["session_id"]),
-    )
 
 
 class LiveSessions:
@@ -110,22 +81,24 @@ class LiveSessions:
         self._context = context or (lambda identity: ComponentContext(user=identity))
         self.heartbeat_interval = heartbeat_interval
         self.missed_heartbeats = missed_heartbeats
-        self._clock = clock
-        self._metrics = metrics
+        self.metrics = metrics
         self.leases = leases
         self.publisher = UiPublisher(bus, metrics, leases)
-        self.sessions: dict[str, _Session] = {}
-        self.instances: dict[tuple[int, str], LiveInstance] = {}
-        self._by_class: dict[str, dict[int, LiveInstance]] = defaultdict(dict)
-        self._account_users: dict[int, set[int]] = defaultdict(set)
-        self._user_sessions: dict[int, set[str]] = defaultdict(set)
+        self.sessions = SessionTable(clock)
+        self.ticks = TickDriver(self)
+        self.instances = InstanceIndex(on_change=self.ticks.forget_topics)
+        self.routes = Routes(self.live_components)
         self._subs: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._user_locks: dict[int, asyncio.Lock] = {}
         self._failed: set[tuple[int, str]] = set()
         self._mount_queue: asyncio.Queue[str] = asyncio.Queue()
         self._mount_workers = mount_workers
-        self.ticks = TickDriver(self)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock of session ages and of components' update rates."""
+        return self.sessions.clock
 
     @property
     def live_components(self) -> list[type[Component]]:
@@ -140,14 +113,8 @@ class LiveSessions:
             wire.SESSION_ALL: self._on_session,
             wire.LIVE_REFRESH_ALL: self._on_refresh,
         }
-        patterns = {
-            subject_pattern(t)
-            for c in self.live_components
-            for t in c.subscriptions
-            if t != wire.PRICES_TICKS
-        }
-        for pattern in sorted(patterns):
-            handlers[pattern] = self.deliver
+        for pattern, routes in sorted(self.routes.by_pattern.items()):
+            handlers[pattern] = self._deliverer(routes)
         if self.tick_components:
             handlers[wire.PRICES_TICKS] = self.ticks.on_tick
         for subject, handler in handlers.items():
@@ -173,7 +140,6 @@ class LiveSessions:
         self._subs.clear()
         self.sessions.clear()
         self.instances.clear()
-        self._by_class.clear()
 
     # -- partitions ------------------------------------------------------------------
     def owns_user(self, user_id: int) -> bool:
@@ -185,8 +151,8 @@ class LiveSessions:
         ``session.announce``, and their users get full renders from the database)."""
         for cls in self.tick_components:
             self.ticks.forget_topics(cls.name)
-        if self._metrics is not None:
-            self._metrics.takeovers.inc(len(partitions))
+        if self.metrics is not None:
+            self.metrics.takeovers.inc(len(partitions))
         self._gauge()
         request = {
             "components": [cls.name for cls in self.live_components],
@@ -230,25 +196,22 @@ class LiveSessions:
             return False
 
     def _beat(self, announcement: Mapping[str, Any]) -> None:
-        session = self.sessions.get(str(announcement.get("session_id")))
+        session = self.sessions.beat(str(announcement.get("session_id")))
         if session is None:
             if self._owned(announcement):
                 self._register(announcement, queue=True)  # e.g. this process restarted
             return
-        session.last_seen = self._clock()
         user_id = session.identity.user_id
         if any((user_id, cls.name) in self._failed for cls in self.live_components):
             self._mount_queue.put_nowait(session.identity.session_id)  # retry failed mounts
 
     def _register(self, payload: Mapping[str, Any], *, queue: bool) -> Identity | None:
         try:
-            identity = _identity(payload)
+            identity = identity_of(payload)
         except (KeyError, TypeError, ValueError):
             log.warning("ignoring a malformed session announcement")
             return None
-        self.sessions[identity.session_id] = _Session(identity, self._clock())
-        self._account_users[identity.account_id].add(identity.user_id)
-        self._user_sessions[identity.user_id].add(identity.session_id)
+        self.sessions.add(identity)
         if queue:
             self._mount_queue.put_nowait(identity.session_id)
         self._gauge()
@@ -273,8 +236,8 @@ class LiveSessions:
             try:
                 session = self.sessions.get(session_id)
                 if session is None:  # closed before its turn came: never mounted
-                    if self._metrics is not None:
-                        self._metrics.mounts_skipped.inc()
+                    if self.metrics is not None:
+                        self.metrics.mounts_skipped.inc()
                     continue
                 await self._open_session(session.identity)
             except Exception:
@@ -307,7 +270,7 @@ class LiveSessions:
             if identity.session_id not in self.sessions:
                 return  # the session closed while mounting
             # an event may have made the instance while this mount read older rows: keep it
-            instance = self.instances.get(key) or self._install(key, component)
+            instance = self.instances.get(key) or self.instances.install(key[0], component)
         async with instance.lock:
             # this tab's own full render; the user's other tabs already show this state
             changes = instance.tracker.full(instance.component)
@@ -320,40 +283,21 @@ class LiveSessions:
             )
             await batch.send()
 
-    def _install(self, key: tuple[int, str], component: Component) -> LiveInstance:
-        instance = self.instances[key] = LiveInstance(component)
-        self._by_class[key[1]][key[0]] = instance
-        self.ticks.forget_topics(key[1])
-        return instance
-
     def close(self, session_id: str) -> None:
         """Forget a session; the user's live instances go with their last session."""
-        session = self.sessions.pop(session_id, None)
+        session, last = self.sessions.remove(session_id)
         if session is None:
             return
-        user_id = session.identity.user_id
-        sessions = self._user_sessions.get(user_id)
-        if sessions is not None:
-            sessions.discard(session_id)
-        if not sessions:
-            self._user_sessions.pop(user_id, None)
-            for cls in self.live_components:
-                self.instances.pop((user_id, cls.name), None)
-                self._by_class[cls.name].pop(user_id, None)
-                self.ticks.forget_topics(cls.name)
+        if last:
+            user_id = session.identity.user_id
+            self.instances.drop_user(user_id)
             self._failed = {k for k in self._failed if k[0] != user_id}
             self._user_locks.pop(user_id, None)
-            users = self._account_users.get(session.identity.account_id)
-            if users is not None:
-                users.discard(user_id)
-                if not users:
-                    del self._account_users[session.identity.account_id]
         self._gauge()
 
     def sweep(self) -> list[str]:
         """Forget sessions that missed ``missed_heartbeats`` heartbeats; their ids."""
-        deadline = self._clock() - self.heartbeat_interval * self.missed_heartbeats
-        stale = [sid for sid, s in self.sessions.items() if s.last_seen < deadline]
+        stale = self.sessions.stale(self.heartbeat_interval * self.missed_heartbeats)
         for session_id in stale:
             self.close(session_id)
         return stale
@@ -367,29 +311,16 @@ class LiveSessions:
                 log.exception("session sweep failed")
 
     # -- other messages ----------------------------------------------------------------
-    async def deliver(self, subject: str, payload: dict[str, Any]) -> None:
-        """Route one bus message to every live instance subscribed to it."""
-        for cls in self.live_components:
-            for template, event in cls.subscriptions.items():
-                if template == wire.PRICES_TICKS:
-                    continue
-                if not subject_matches(subject_pattern(template), subject):
-                    continue
-                for instance in self._addressees(cls, _bindings(template, subject)):
-                    await self._handle(instance, {**payload, "event": event})
+    def _deliverer(self, routes: list[Route]) -> Handler:
+        """The handler of one subscribed pattern: each message to the instances its
+        routes reach."""
 
-    def _addressees(self, cls: type[Component], bound: dict[str, str]) -> list[LiveInstance]:
-        instances = self._by_class.get(cls.name, {})
-        try:
-            if "user_id" in bound:
-                users: Any = {int(bound["user_id"])}
-            elif "account_id" in bound:
-                users = self._account_users.get(int(bound["account_id"]), set())
-            else:
-                return list(instances.values())
-        except ValueError:
-            return []
-        return [instances[u] for u in users if u in instances]
+        async def deliver(subject: str, payload: dict[str, Any]) -> None:
+            for route in routes:
+                for instance in self.instances.addressees(route, subject, self.sessions):
+                    await self._handle(instance, {**payload, "event": route.event})
+
+        return deliver
 
     async def _handle(self, instance: LiveInstance, message: dict[str, Any]) -> None:
         component = instance.component
@@ -422,13 +353,12 @@ class LiveSessions:
         if instance is None:
             # a tab may be waiting for its mount, which may have read the rows before this
             # event wrote them: the event's state becomes the live instance
-            sessions = self._user_sessions.get(user_id) if isinstance(user_id, int) else None
-            if not sessions:
+            identity = self.sessions.identity_of_user(user_id) if isinstance(user_id, int) else None
+            if identity is None:
                 return
-            identity = self.sessions[next(iter(sessions))].identity
             live = type(component)(self._context(identity))
             live.adopt(copy.deepcopy(component.state))
-            instance = self._install((identity.user_id, component.name), live)
+            instance = self.instances.install(identity.user_id, live)
             async with instance.lock:
                 await self._publish(instance, instance.tracker.full(live), {})
             return
@@ -490,7 +420,7 @@ class LiveSessions:
         await batch.send()
 
     def _gauge(self) -> None:
-        if self._metrics is not None:
-            self._metrics.live(len(self.sessions), len(self.instances))
+        if self.metrics is not None:
+            self.metrics.live(len(self.sessions), len(self.instances))
             owned = wire.LIVE_PARTITIONS if self.leases is None else len(self.leases.owned)
-            self._metrics.partitions.set(owned)
+            self.metrics.partitions.set(owned)

@@ -76,7 +76,7 @@ class TickDriver:
         if not isinstance(seq, int) or isinstance(seq, bool):
             return
         last, self._last_seq = self._last_seq, seq
-        metrics = self._live._metrics
+        metrics = self._live.metrics
         if last is None or seq == last + 1 or metrics is None:
             return
         metrics.tick_gaps.labels("skipped" if seq > last else "backwards").inc()
@@ -85,16 +85,16 @@ class TickDriver:
         while True:
             await self._tick_ready.wait()
             self._tick_ready.clear()
-            if self._ticks_waiting > 1 and self._live._metrics is not None:
-                self._live._metrics.ticks_merged.inc(self._ticks_waiting - 1)
+            if self._ticks_waiting > 1 and self._live.metrics is not None:
+                self._live.metrics.ticks_merged.inc(self._ticks_waiting - 1)
             self._ticks_waiting = 0
             started = time.perf_counter()
             try:
                 await self.process_ticks()
             except Exception:
                 log.exception("tick processing failed")
-            if self._live._metrics is not None:
-                self._live._metrics.tick_seconds.observe(time.perf_counter() - started)
+            if self._live.metrics is not None:
+                self._live.metrics.tick_seconds.observe(time.perf_counter() - started)
             if not self._tick_ready.is_set():
                 self._tick_idle.set()
 
@@ -106,7 +106,7 @@ class TickDriver:
         tick once every component has said it is done with that tick.
         """
         ts, seq = self._pending_ts, self._pending_seq
-        now = self._live._clock()
+        now = self._live.clock()
         for cls in self._live.tick_components:
             tickers = self._pending.get(cls.name)
             if cls.live_interval > 0 and tickers:
@@ -142,7 +142,7 @@ class TickDriver:
         prices = {t: book.quote(t) for t in tickers}
         message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
         batch = self._live.publisher.batch(cls.name, stamp(message), tick=seq)
-        for user_id, instance in list(self._live._by_class[cls.name].items()):
+        for user_id, instance in list(self._live.instances.of(cls.name).items()):
             component = instance.component
             async with instance.lock:
                 try:  # tick handlers do no I/O: no unit of work
@@ -181,7 +181,7 @@ class TickDriver:
         watched = self._watched.get(cls.name)
         if watched is None:
             watched = set()
-            for instance in self._live._by_class[cls.name].values():
+            for instance in self._live.instances.of(cls.name).values():
                 watched.update(instance.component.topics())
             self._watched[cls.name] = watched
         return watched

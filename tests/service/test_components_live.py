@@ -164,7 +164,7 @@ async def test_missed_heartbeats_stop_updates(
 ) -> None:
     live: LiveSessions = live_app.state.live
     clock = ManualClock()
-    live._clock = clock  # the sessions' age on the test's clock; the sweeper still runs
+    live.sessions.clock = clock  # the sessions' age on the test's clock; the sweeper still runs
     sweeps = Sweeps(live)
     await bus.publish(wire.SESSION_OPENED, SESSION)
     await inbox.next()
