@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from services.pricefeed.domain import (
     GbmSimulation,
-    PriceBook,
+    QuoteBoard,
     SymbolInfo,
     quote_around,
     tick_payload,
@@ -50,14 +50,14 @@ class Result:
     parts: dict[str, list[float]]
 
 
-def _world(case: Case, seed: int) -> tuple[GbmSimulation, PriceBook, RiskMonitor, float]:
+def _world(case: Case, seed: int) -> tuple[GbmSimulation, QuoteBoard, RiskMonitor, float]:
     rng = random.Random(seed)
     tickers = [f"S{i:05d}" for i in range(case.symbols)]
     infos = []
     for i, ticker in enumerate(tickers, 1):
         price = Decimal(rng.randint(500, 50_000)) / 100
         infos.append(SymbolInfo(i, ticker, price, Decimal("0.5"), quote_around(price, Decimal(5))))
-    book = PriceBook(infos)
+    book = QuoteBoard(infos)
     sim = GbmSimulation(book.last_prices(), seed=seed)
     monitor = RiskMonitor(book.last_prices(), {s.ticker: s.margin_rate for s in infos})
     # Popular symbols are held by many accounts (a Pareto-ish choice), as in real books.

@@ -17,11 +17,14 @@ __all__ = [
     "WARN_PCT",
     "AlertLevel",
     "Holding",
+    "Quote",
     "SectorShare",
     "Trade",
     "apply_fill",
+    "can_sell",
     "cents",
     "change_pct",
+    "checked_quote",
     "cost_basis",
     "day_change",
     "dec",
@@ -31,6 +34,7 @@ __all__ = [
     "money",
     "next_alert_level",
     "position_pnl",
+    "positive_price",
     "price_move",
     "sector_exposure",
     "total_day_change",
@@ -67,6 +71,38 @@ def cents(value: Decimal) -> Decimal:
 def money(value: Decimal) -> Decimal:
     """Cash that moves, to the cent, half-even: each fill's value and cost, once."""
     return value.quantize(_CENT, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A symbol's last price and its bid and ask."""
+
+    last: Decimal
+    bid: Decimal
+    ask: Decimal
+
+
+def positive_price(value: object) -> Decimal:
+    """A price from a wire or API value (text or a number), finite and above 0;
+    ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ValueError(f"not a price: {value!r}")
+    try:
+        price = dec(value)
+    except ArithmeticError:  # decimal.InvalidOperation: not a number
+        raise ValueError(f"not a price: {value!r}") from None
+    if not price.is_finite() or price <= 0:
+        raise ValueError(f"not a positive price: {value!r}")
+    return price
+
+
+def checked_quote(last: object, bid: object, ask: object) -> Quote:
+    """The quote of three wire or API values: every price positive, the bid not above the
+    ask (one rule for every quote a service takes in); ``ValueError`` otherwise."""
+    quote = Quote(positive_price(last), positive_price(bid), positive_price(ask))
+    if quote.bid > quote.ask:
+        raise ValueError(f"crossed quote: bid {quote.bid} above ask {quote.ask}")
+    return quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +259,11 @@ def _average(basis: Decimal, qty: int) -> Decimal:
     return (basis / qty).quantize(AVG_COST_QUANTUM, rounding=ROUND_HALF_EVEN) if qty else Decimal(0)
 
 
+def can_sell(qty: int, held: int, reserved: int = 0) -> bool:
+    """No shorting: a sell takes at most what is held and not reserved by open sells."""
+    return qty <= held - reserved
+
+
 def apply_fill(qty: int, avg_cost: Decimal, side: str, fill_qty: int, price: Decimal) -> Trade:
     """The position ``qty`` @ ``avg_cost`` after a ``side`` fill of ``fill_qty`` @ ``price``.
 
@@ -238,7 +279,7 @@ def apply_fill(qty: int, avg_cost: Decimal, side: str, fill_qty: int, price: Dec
     value = trade_value(fill_qty, price)
     if side == "buy":
         return Trade(qty + fill_qty, _average(basis + value, qty + fill_qty), -value, Decimal(0))
-    if fill_qty > qty:
+    if not can_sell(fill_qty, qty):
         raise ValueError(f"cannot sell {fill_qty}, position holds {qty}")
     left = qty - fill_qty
     taken = basis if left == 0 else money(basis * fill_qty / qty)

@@ -8,9 +8,10 @@ message ("Order #12 filled: bought 10 AAPL @ 229.88").
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -26,7 +27,7 @@ from services.orders.execution import (
     lock_position,
     order_event,
 )
-from services.orders.queries import order_rows
+from services.orders.queries import OrderRow, order_rows
 from services.orders.schema import OrderSchema, new_client_order_id
 from services.orders.settings import OrdersDeps
 from services.orders.venue import ORDER_METRICS
@@ -48,8 +49,11 @@ __all__ = [
     "OPEN_ID",
     "RECENT_ID",
     "RECENT_LIMIT",
+    "Confirmation",
+    "Notice",
     "OrderComponent",
     "OrderSchema",
+    "OrderState",
     "notice_of",
     "registry",
 ]
@@ -64,7 +68,36 @@ RECENT_ID = wire.element_id("order", "recent")
 NOTICES_ID = wire.element_id("order", "notices")
 
 
-def notice_of(resting: dict[str, Any], status: Any, price: Any, ts: Any) -> dict[str, str] | None:
+class Notice(TypedDict):
+    """A resting order that changed away from the ticket (filled, cancelled, rejected)."""
+
+    key: str
+    kind: str
+    text: str
+
+
+class Confirmation(TypedDict):
+    intent: str  # the one order confirmed (:func:`services.orders.domain.intent_of`)
+    text: str
+
+
+class OrderState(TypedDict, total=False):
+    status: str  # the form's: "", "pending" (optimistic), "submitted" or "confirm"
+    order_status: str | None  # the order's: "filled", "open", "cancelled", … or "confirm"
+    order_id: int | None
+    message: str
+    client_order_id: str
+    confirm: Confirmation
+    symbols: list[str]
+    open_orders: list[OrderRow]
+    recent_orders: list[OrderRow]
+    notices: list[Notice]
+    whatif: dict[str, Any] | None  # the ticket's what-if lines, or a note why there are none
+    errors: dict[str, str]  # the framework's, after a refused event
+    values: dict[str, Any]  # what the trader entered, shown again with the errors
+
+
+def notice_of(resting: OrderRow, status: Any, price: Any, ts: Any) -> Notice | None:
     """What to tell the trader when a resting order (``resting``, as listed while open)
     changed away from the ticket: filled by the venue (at ``price``, epoch ms ``ts``),
     cancelled or rejected."""
@@ -85,7 +118,7 @@ def notice_of(resting: dict[str, Any], status: Any, price: Any, ts: Any) -> dict
     return {"key": f"{oid}-{status}", "kind": str(status), "text": text}
 
 
-def _same_intent(existing: Order, ticker: str, data: dict[str, Any]) -> bool:
+def _same_intent(existing: Order, ticker: str, data: Mapping[str, Any]) -> bool:
     return (ticker, existing.side, existing.quantity, existing.order_type) == (
         data["symbol"],
         data["side"],
@@ -95,7 +128,7 @@ def _same_intent(existing: Order, ticker: str, data: dict[str, Any]) -> bool:
 
 
 @registry.register("order")
-class OrderComponent(FormComponent):
+class OrderComponent(FormComponent[OrderState]):
     schema = OrderSchema
     template_name = "components/order.html"
     permission_classes = [IsAuthenticated, HasTradingPermission]
@@ -113,11 +146,13 @@ class OrderComponent(FormComponent):
     # -- state -----------------------------------------------------------------------
     async def mount(self) -> None:
         self.state.update(
-            status="",
-            order_status=None,
-            order_id=None,
-            message="",
-            client_order_id=new_client_order_id(),
+            {
+                "status": "",
+                "order_status": None,
+                "order_id": None,
+                "message": "",
+                "client_order_id": new_client_order_id(),
+            }
         )
         self.state.setdefault("notices", [])
         self.state.setdefault("whatif", None)
@@ -135,7 +170,7 @@ class OrderComponent(FormComponent):
     def get_context(self) -> dict[str, Any]:
         return {"open_id": OPEN_ID, "recent_id": RECENT_ID, "notices_id": NOTICES_ID}
 
-    def adopt(self, state: dict[str, Any]) -> None:
+    def adopt(self, state: OrderState) -> None:
         # the notices are the live instance's own (an event's fresh mount has none), and an
         # event may have ended a resting order (a cancel from another tab)
         resting = {o["id"]: o for o in self.state.get("open_orders", [])}
@@ -147,7 +182,7 @@ class OrderComponent(FormComponent):
             if row["id"] in resting and row["id"] not in still:
                 self._notice(notice_of(resting[row["id"]], row["status"], row["price"], None))
 
-    def _notice(self, notice: dict[str, str] | None) -> None:
+    def _notice(self, notice: Notice | None) -> None:
         if notice is None:
             return
         notices = [n for n in self.state.get("notices", []) if n["key"] != notice["key"]]
@@ -165,18 +200,20 @@ class OrderComponent(FormComponent):
         if message.get("event") == wire.EVENT_ORDER:
             resting = {o["id"]: o for o in self.state.get("open_orders", [])}
             await self._load_orders()
-            was = resting.get(message.get("order_id"))
+            was = resting.get(message.get("order_id", 0))
             if was is not None:
                 status, price = message.get("status"), message.get("price")
                 self._notice(notice_of(was, status, price, message.get("ts")))
 
     def _answer(self, order: Order, message: str) -> None:
         self.state.update(
-            status="submitted",
-            order_status=order.status,
-            order_id=order.id,
-            message=message,
-            client_order_id=new_client_order_id(),  # a re-render cannot submit it twice
+            {
+                "status": "submitted",
+                "order_status": order.status,
+                "order_id": order.id,
+                "message": message,
+                "client_order_id": new_client_order_id(),  # a re-render cannot submit it twice
+            }
         )
 
     @property
@@ -267,7 +304,7 @@ class OrderComponent(FormComponent):
         await self._load_orders()
         self._answer(order, message)
 
-    def _needs_confirmation(self, assessment: rules.Assessment, data: dict[str, Any]) -> bool:
+    def _needs_confirmation(self, assessment: rules.Assessment, data: Mapping[str, Any]) -> bool:
         """A buy spending more than ``ORDERS_CONFIRM_SHARE`` of the buying power is placed
         only with the confirmation of exactly this order (the ticket asks; nothing is
         written meanwhile)."""
@@ -279,17 +316,21 @@ class OrderComponent(FormComponent):
             return False
         pct = assessment.cost / assessment.buying_power * 100 if assessment.buying_power else 100
         self.state.update(
-            status="confirm",
-            confirm={"intent": intent, "text": rules.describe_confirmation(assessment)},
-            message=f"Not placed yet: this buy would spend {pct:.0f}% of your buying power. "
-            "Confirm it, or change it.",
-            order_status="confirm",
-            values={
-                "symbol": data["symbol"],
-                "quantity": str(data["quantity"]),
-                "order_type": data["order_type"],
-                "limit_price": "" if data["limit_price"] is None else str(data["limit_price"]),
-            },
+            {
+                "status": "confirm",
+                "confirm": {"intent": intent, "text": rules.describe_confirmation(assessment)},
+                "message": (
+                    f"Not placed yet: this buy would spend {pct:.0f}% of your buying power. "
+                    "Confirm it, or change it."
+                ),
+                "order_status": "confirm",
+                "values": {
+                    "symbol": data["symbol"],
+                    "quantity": str(data["quantity"]),
+                    "order_type": data["order_type"],
+                    "limit_price": "" if data["limit_price"] is None else str(data["limit_price"]),
+                },
+            }
         )
         return True
 
@@ -333,7 +374,7 @@ class OrderComponent(FormComponent):
             )
         self.state["whatif"] = rules.whatif_view(views["buy"], views["sell"])
 
-    async def _answer_existing(self, data: dict[str, Any]) -> bool:
+    async def _answer_existing(self, data: Mapping[str, Any]) -> bool:
         """Idempotency: an already used client order id answers with its order."""
         row = (
             await self.session.execute(
@@ -373,5 +414,9 @@ class OrderComponent(FormComponent):
         self._publish_after_commit(order, symbol.ticker)
         await self._load_orders()
         self.state.update(
-            order_status=order.status, order_id=order.id, message=f"Order #{order.id} cancelled"
+            {
+                "order_status": order.status,
+                "order_id": order.id,
+                "message": f"Order #{order.id} cancelled",
+            }
         )

@@ -6,12 +6,13 @@ The financial formulas themselves (average cost, realised P&L, margin) live in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from shared.domain import gauge_level, trade_value, utilisation_pct
+from shared.domain import can_sell, gauge_level, trade_value, utilisation_pct
 
 __all__ = [
     "MAX_UTILISATION_PCT",
@@ -19,7 +20,9 @@ __all__ = [
     "Rejected",
     "Side",
     "assess",
+    "check_cash",
     "check_margin_after",
+    "check_sell",
     "crosses",
     "describe_confirmation",
     "describe_fill",
@@ -57,6 +60,25 @@ def check_margin_after(used: Decimal, limit: Decimal) -> None:
             f"Margin limit exceeded: this order would take utilisation to {after:.1f}% "
             f"(maximum {MAX_UTILISATION_PCT}%)",
         )
+
+
+def check_sell(ticker: str, qty: int, held: int, reserved: int = 0) -> None:
+    """No shorting (:func:`shared.domain.can_sell`): a sell of ``qty`` must be covered by
+    the ``held`` shares not ``reserved`` by open sells."""
+    if not can_sell(qty, held, reserved):
+        also = f" ({reserved:,} already in open sell orders)" if reserved else ""
+        raise Rejected("quantity", f"You hold {held:,} {ticker}{also}; cannot sell {qty:,}")
+
+
+def check_cash(qty: int, price: Decimal, cash: Decimal) -> Decimal:
+    """The cost of buying ``qty`` at ``price``, which ``cash`` must cover."""
+    cost = trade_value(qty, price)
+    if cost > cash:
+        raise Rejected(
+            "quantity",
+            f"Insufficient cash: {qty:,} × {price:,.2f} = {cost:,.2f}, available {cash:,.2f}",
+        )
+    return cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,24 +122,17 @@ def assess(
     cost = trade_value(qty, price)
     refusal: Rejected | None = None
     utilisation: Decimal | None = None
-    if side == "sell":
-        after = cash + cost
-        if qty > held - reserved:
-            also = f" ({reserved:,} already in open sell orders)" if reserved else ""
-            refusal = Rejected("quantity", f"You hold {held:,} {ticker}{also}; cannot sell {qty:,}")
-    else:
-        after = cash - cost
-        if margin_limit > 0:
-            utilisation = utilisation_pct(margin_after, margin_limit)
-        try:
+    if margin_limit > 0 and side != "sell":
+        utilisation = utilisation_pct(margin_after, margin_limit)
+    try:
+        if side == "sell":
+            check_sell(ticker, qty, held, reserved)
+        else:
             check_margin_after(margin_after, margin_limit)
-        except Rejected as exc:
-            refusal = exc
-        if refusal is None and cost > cash:
-            refusal = Rejected(
-                "quantity",
-                f"Insufficient cash: {qty:,} × {price:,.2f} = {cost:,.2f}, available {cash:,.2f}",
-            )
+            check_cash(qty, price, cash)
+    except Rejected as exc:
+        refusal = exc
+    after = cash + cost if side == "sell" else cash - cost
     level = (gauge_level(utilisation) or "") if utilisation is not None else ""
     return Assessment(side, qty, ticker, price, cost, cash, after, utilisation, level, refusal)
 
@@ -146,7 +161,7 @@ def describe_open(order_id: int, side: str, qty: int, ticker: str, limit: Decima
     return f"Order #{order_id} open: {side} {qty:,} {ticker} limit {limit:,.2f}"
 
 
-def intent_of(data: dict[str, Any]) -> str:
+def intent_of(data: Mapping[str, Any]) -> str:
     """One order's identity for its confirmation: side, quantity, symbol, type, limit."""
     limit = data.get("limit_price")
     return f"{data['side']} {data['quantity']} {data['symbol']} {data['order_type']} {limit or ''}"

@@ -20,13 +20,13 @@ from services.orders import domain as rules
 from services.orders.domain import Rejected
 from shared import domain, wire
 from shared.db.models import Account, Fill, Order, Position, Symbol
+from shared.db.queries import held_positions
 from shared.outbox import stage
 
 __all__ = [
     "announce",
     "assess_order",
     "cancel",
-    "check_cash",
     "check_margin",
     "execute_fill",
     "find_symbol",
@@ -78,11 +78,14 @@ async def find_symbol(session: AsyncSession, ticker: str) -> Symbol | None:
 
 async def _holdings(session: AsyncSession, account_id: int) -> list[tuple[int, domain.Holding]]:
     rows = await session.execute(
-        select(
-            Position.symbol_id, Position.quantity, Symbol.ticker, Symbol.last, Symbol.margin_rate
+        held_positions(
+            Position.symbol_id,
+            Position.quantity,
+            Symbol.ticker,
+            Symbol.last,
+            Symbol.margin_rate,
+            account_id=account_id,
         )
-        .join(Symbol, Position.symbol_id == Symbol.id)
-        .where(Position.account_id == account_id, Position.quantity > 0)
     )
     return [
         (sid, domain.Holding(ticker, qty, last, margin_rate=rate))
@@ -158,18 +161,6 @@ async def assess_order(
     )
 
 
-def check_cash(account: Account, qty: int, price: Decimal) -> Decimal:
-    """The cost of buying ``qty`` at ``price``; :class:`Rejected` if cash does not cover it."""
-    cost = domain.trade_value(qty, price)
-    if cost > account.cash:
-        raise Rejected(
-            "quantity",
-            f"Insufficient cash: {qty:,} × {price:,.2f} = {cost:,.2f}, "
-            f"available {account.cash:,.2f}",
-        )
-    return cost
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -197,11 +188,9 @@ async def execute_fill(
             realised_pnl=Decimal(0),
         )
     if order.side == "buy":
-        check_cash(account, qty, price)
-    elif qty > position.quantity:
-        raise Rejected(
-            "quantity", f"You hold {position.quantity:,} {symbol.ticker}; cannot sell {qty:,}"
-        )
+        rules.check_cash(qty, price, account.cash)
+    else:
+        rules.check_sell(symbol.ticker, qty, position.quantity)
     trade = domain.apply_fill(position.quantity, position.avg_cost, order.side, qty, price)
     position.quantity, position.avg_cost = trade.qty, trade.avg_cost
     position.realised_pnl += trade.realised

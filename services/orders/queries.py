@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Order, Symbol
 
-__all__ = ["order_rows"]
+__all__ = ["OrderRow", "order_rows"]
 
 _COLUMNS = (
     Order.id,
@@ -26,7 +27,23 @@ _COLUMNS = (
 )
 
 
-def _row(row: Any) -> dict[str, Any]:
+class OrderRow(TypedDict):
+    """An order as the ticket lists it."""
+
+    id: int
+    status: str
+    side: str
+    order_type: str
+    qty: int
+    symbol: str
+    price: Decimal | None  # the fill price once filled, else the limit
+    limit: Decimal | None
+    fill: Decimal | None
+    reason: str | None
+    time: str  # placed at, HH:MM:SS UTC
+
+
+def _row(row: Any) -> OrderRow:
     oid, status, side, order_type, qty, ticker, limit_price, fill_price, reason, created = row
     return {
         "id": oid,
@@ -46,7 +63,7 @@ def _row(row: Any) -> dict[str, Any]:
 
 async def order_rows(
     session: AsyncSession, account_id: int, open_only: bool, limit: int
-) -> list[dict[str, Any]]:
+) -> list[OrderRow]:
     """The account's newest orders (only ``open`` ones with ``open_only``), newest first."""
     query = (
         select(*_COLUMNS)

@@ -38,7 +38,7 @@ from services.orders.execution import (
 )
 from shared.db.models import Order, Symbol
 from shared.leases import LeaderLease, LeaseStore
-from shared.ticks import tick_field
+from shared.ticks import quotes_of_tick
 
 __all__ = ["ORDER_METRICS", "VENUE_ROLE", "OrderMetrics", "Quote", "Venue", "quotes_of"]
 
@@ -92,18 +92,9 @@ ORDER_METRICS = OrderMetrics()  # the process's: the order component and the ven
 
 
 def quotes_of(prices: Any) -> dict[str, Quote]:
-    """``{TICKER: (bid, ask)}`` from a tick's ``prices``; malformed entries are skipped."""
-    quotes: dict[str, Quote] = {}
-    if not isinstance(prices, Mapping):
-        return quotes
-    for ticker, quote in prices.items():
-        try:
-            bid, ask = tick_field(quote, "bid"), tick_field(quote, "ask")
-        except (KeyError, ArithmeticError, TypeError, ValueError):
-            continue
-        if bid.is_finite() and ask.is_finite() and 0 < bid <= ask:
-            quotes[str(ticker)] = (bid, ask)
-    return quotes
+    """``{TICKER: (bid, ask)}`` of the valid quotes in a tick's ``prices``
+    (:func:`shared.ticks.quotes_of_tick`)."""
+    return {ticker: (q.bid, q.ask) for ticker, q in quotes_of_tick(prices).items()}
 
 
 class Venue:

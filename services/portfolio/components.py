@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from sqlalchemy import select
 
@@ -18,9 +18,17 @@ from shared.components import Component, IsAuthenticated, PriceBook, Registry
 from shared.components.base import LiveResult
 from shared.components.rendering import Part, money, signed, stencil_parts
 from shared.db.models import Account, Position, Symbol
-from shared.ticks import tick_last
+from shared.db.queries import held_positions
+from shared.ticks import price_direction, price_moves
 
-__all__ = ["SUMMARY_ID", "TOTALS_ID", "PortfolioComponent", "registry"]
+__all__ = [
+    "SUMMARY_ID",
+    "TOTALS_ID",
+    "PortfolioComponent",
+    "PortfolioState",
+    "PositionRow",
+    "registry",
+]
 
 registry = Registry()
 
@@ -32,36 +40,62 @@ SUMMARY_ID = wire.element_id("portfolio", "summary")  # in the page's header
 SUMMARY_FIELDS = ("id", "value", "cash")
 
 
-def _row(ticker: str, qty: int, avg_cost: Any, last: Any, prev_close: Any) -> dict[str, Any]:
-    row = {
+class PositionRow(TypedDict):
+    """One open position; ``pnl``, ``day_chg`` and ``pl`` follow its last price."""
+
+    id: str
+    symbol: str
+    qty: int
+    avg_cost: Decimal
+    last: Decimal
+    prev_close: Decimal | None
+    dir: str  # how the last price last moved: "up", "down" or ""
+    pnl: NotRequired[Decimal]
+    day_chg: NotRequired[Decimal | None]
+    pl: NotRequired[dict[str, str]]  # the trader's own cells, formatted (a live part)
+    pl_id: NotRequired[str]
+
+
+class PortfolioState(TypedDict, total=False):
+    positions: list[PositionRow]
+    cash: Decimal | None
+    total_value: Decimal
+    total_pnl: Decimal
+    day_change: Decimal
+    totals_view: dict[str, str]  # formatted, held by the live parts like each row's pl
+    summary_view: dict[str, str]
+
+
+def _row(ticker: str, qty: int, avg_cost: Any, last: Any, prev_close: Any) -> PositionRow:
+    row: PositionRow = {
         "id": wire.element_id("portfolio", "row", ticker),
         "symbol": ticker,
         "qty": qty,
         "avg_cost": domain.dec(avg_cost),
+        "last": domain.dec(last),
         "prev_close": domain.dec(prev_close) if prev_close is not None else None,
         "dir": "",
     }
-    _price(row, domain.dec(last))
+    _price(row, row["last"])
     return row
 
 
-def _price(row: dict[str, Any], last: Decimal) -> None:
+def _price(row: PositionRow, last: Decimal) -> None:
     row["last"] = last
     qty = row["qty"]
     row["pnl"] = domain.position_pnl(last, domain.dec(row["avg_cost"]), qty)
     prev = row.get("prev_close")
     row["day_chg"] = domain.day_change(last, domain.dec(prev), qty) if prev is not None else None
-    _keep_view(row, "pl", _pl_view(row))
+    row["pl"] = _kept(row.get("pl"), _pl_view(row))
 
 
-def _keep_view(holder: dict[str, Any], key: str, view: dict[str, str]) -> None:
-    """Store ``view`` under ``key``, updating the dict already there in place (the live
-    parts of :meth:`PortfolioComponent.live_parts` hold it)."""
-    current = holder.get(key)
+def _kept(current: dict[str, str] | None, view: dict[str, str]) -> dict[str, str]:
+    """``view``, written into the dict ``current`` when there is one (the live parts of
+    :meth:`PortfolioComponent.live_parts` hold it)."""
     if current is None:
-        holder[key] = view
-    else:
-        current.update(view)
+        return view
+    current.update(view)
+    return current
 
 
 def _sign_class(value: Decimal | None) -> str:
@@ -70,7 +104,7 @@ def _sign_class(value: Decimal | None) -> str:
     return "pnl-pos" if value >= 0 else "pnl-neg"
 
 
-def _pl_view(row: dict[str, Any]) -> dict[str, str]:
+def _pl_view(row: PositionRow) -> dict[str, str]:
     """The trader's own cells of a row, formatted."""
     pnl, day = row["pnl"], row.get("day_chg")
     pl_id = row.get("pl_id")
@@ -100,7 +134,7 @@ def _book_last_view(book: PriceBook, ticker: str) -> dict[str, str] | None:
     return None if last is None else last_view(ticker, last, book.direction(ticker))
 
 
-def _totals_view(state: dict[str, Any]) -> dict[str, str]:
+def _totals_view(state: PortfolioState) -> dict[str, str]:
     pnl, day = state.get("total_pnl"), state.get("day_change")
     return {
         "id": TOTALS_ID,
@@ -112,7 +146,7 @@ def _totals_view(state: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _summary_view(state: dict[str, Any]) -> dict[str, str]:
+def _summary_view(state: PortfolioState) -> dict[str, str]:
     """The header's account value (cash plus the positions' market value) and cash."""
     cash = domain.dec(state.get("cash") or 0)
     return {
@@ -122,7 +156,7 @@ def _summary_view(state: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _holding(pos: dict[str, Any]) -> domain.Holding:
+def _holding(pos: PositionRow) -> domain.Holding:
     prev = pos.get("prev_close")
     return domain.Holding(
         pos["symbol"],
@@ -134,7 +168,7 @@ def _holding(pos: dict[str, Any]) -> domain.Holding:
 
 
 @registry.register("portfolio")
-class PortfolioComponent(Component):
+class PortfolioComponent(Component[PortfolioState]):
     template_name = "components/portfolio.html"
     permission_classes = [IsAuthenticated]
     cache_key_prefix = "portfolio"
@@ -152,20 +186,23 @@ class PortfolioComponent(Component):
     outside_root = frozenset({SUMMARY_ID})
 
     async def mount(self) -> None:
+        account_id = self.request.user.account_id
         rows = await self.session.execute(
-            select(
-                Position.quantity, Position.avg_cost, Symbol.ticker, Symbol.last, Symbol.prev_close
-            )
-            .join(Symbol, Position.symbol_id == Symbol.id)
-            .where(Position.account_id == self.request.user.account_id, Position.quantity > 0)
-            .order_by(Symbol.ticker)
+            held_positions(
+                Position.quantity,
+                Position.avg_cost,
+                Symbol.ticker,
+                Symbol.last,
+                Symbol.prev_close,
+                account_id=account_id,
+            ).order_by(Symbol.ticker)
         )
         self.state["positions"] = [
             _row(ticker, qty, avg_cost, last, prev_close)
             for qty, avg_cost, ticker, last, prev_close in rows
         ]
         self.state["cash"] = await self.session.scalar(
-            select(Account.cash).where(Account.id == self.request.user.account_id)
+            select(Account.cash).where(Account.id == account_id)
         )
         self._totals()
 
@@ -174,45 +211,41 @@ class PortfolioComponent(Component):
         self.state["total_value"] = domain.total_value(holdings)
         self.state["total_pnl"] = domain.total_pnl(holdings)
         self.state["day_change"] = domain.total_day_change(holdings)
-        _keep_view(self.state, "totals_view", _totals_view(self.state))
-        _keep_view(self.state, "summary_view", _summary_view(self.state))
+        self._keep_views()
 
-    def _move_totals(self, moved: list[tuple[Decimal, Decimal, dict[str, Any]]]) -> None:
+    def _keep_views(self) -> None:
+        state = self.state
+        state["totals_view"] = _kept(state.get("totals_view"), _totals_view(state))
+        state["summary_view"] = _kept(state.get("summary_view"), _summary_view(state))
+
+    def _move_totals(self, moved: list[tuple[PositionRow, Decimal, Decimal]]) -> None:
         """Totals after a tick moved these rows' prices: exact, without a full re-sum."""
         state = self.state
-        if any(state.get(k) is None for k in ("total_value", "total_pnl", "day_change")):
+        value, pnl, day = state.get("total_value"), state.get("total_pnl"), state.get("day_change")
+        if value is None or pnl is None or day is None:
             self._totals()
             return
-        value, pnl, day = (domain.dec(state[k]) for k in ("total_value", "total_pnl", "day_change"))
-        for old, last, pos in moved:
+        value, pnl, day = domain.dec(value), domain.dec(pnl), domain.dec(day)
+        for pos, old, last in moved:
             move = domain.price_move(old, last, pos["qty"])
             value += move
             pnl += move
             if pos.get("prev_close") is not None:
                 day += move
         state["total_value"], state["total_pnl"], state["day_change"] = value, pnl, day
-        _keep_view(state, "totals_view", _totals_view(state))
-        _keep_view(state, "summary_view", _summary_view(state))
+        self._keep_views()
 
     async def on_ws_message(self, message: dict[str, Any]) -> LiveResult:
         event = message.get("event")
         if event == wire.EVENT_PRICE_TICK:
-            ticks = message["prices"]
-            changed: dict[str, None] = {}  # part ids, in row order
-            moved = []
-            for pos in self.state["positions"]:
-                quote = ticks.get(pos["symbol"])
-                if quote is None:
-                    continue
-                last = tick_last(quote)
-                old = domain.dec(pos["last"])
-                if last != old:
-                    pos["dir"] = "up" if last > old else "down"
-                    _price(pos, last)
-                    moved.append((old, last, pos))
-                    changed[pos["pl"]["id"]] = None
-            if not changed:
+            moved = price_moves(self.state["positions"], message["prices"])
+            if not moved:
                 return False
+            changed: dict[str, None] = {}  # part ids, in row order
+            for pos, old, last in moved:
+                pos["dir"] = price_direction(old, last)
+                _price(pos, last)
+                changed[pos["pl"]["id"]] = None
             self._move_totals(moved)
             changed[TOTALS_ID] = None
             changed[SUMMARY_ID] = None

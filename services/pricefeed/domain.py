@@ -1,4 +1,4 @@
-"""Market data, pure: quotes, the seeded GBM simulation, the price book, the tick payload.
+"""Market data, pure: quotes, the seeded GBM simulation, the quote board, the tick payload.
 
 No I/O here. The risk monitor, also pure, lives in :mod:`services.pricefeed.monitor`.
 """
@@ -9,32 +9,23 @@ import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
-from shared.domain import change_pct
+from shared.domain import Quote, change_pct
 
 __all__ = [
     "PRICE_STEP",
     "GbmSimulation",
-    "PriceBook",
     "Quote",
+    "QuoteBoard",
     "SymbolInfo",
     "quote_around",
-    "quotes_of_tick",
     "tick_payload",
 ]
 
 PRICE_STEP = Decimal("0.01")  # US equities quote in cents; the page shows exact figures
 PCT_STEP = Decimal("0.01")
 _BPS = Decimal(10_000)
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    last: Decimal
-    bid: Decimal
-    ask: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +116,9 @@ class GbmSimulation:
         return changed
 
 
-class PriceBook:
-    """The current quote of every known symbol, and whether the feed has gone stale."""
+class QuoteBoard:
+    """The feed's current quote of every known symbol, and whether it has gone stale (the
+    services' :class:`shared.components.PriceBook` is what they have seen of the feed)."""
 
     def __init__(self, symbols: Iterable[SymbolInfo]) -> None:
         self.symbols: dict[str, SymbolInfo] = {s.ticker: s for s in symbols}
@@ -184,30 +176,3 @@ def tick_payload(
     if epoch is not None:
         payload["epoch"] = epoch
     return payload
-
-
-def _wire_price(value: Any) -> Decimal:
-    if not isinstance(value, str | int):
-        raise ValueError(f"not a price: {value!r}")
-    price = Decimal(value)
-    if not price.is_finite() or price <= 0:
-        raise ValueError(f"not a positive price: {value!r}")
-    return price
-
-
-def quotes_of_tick(prices: Any) -> dict[str, Quote]:
-    """The quotes in a ``prices.ticks`` message's ``prices`` (what a standby follows);
-    malformed entries are skipped."""
-    quotes: dict[str, Quote] = {}
-    if not isinstance(prices, Mapping):
-        return quotes
-    for ticker, entry in prices.items():
-        if not isinstance(entry, Mapping):
-            continue
-        try:
-            quote = Quote(*(_wire_price(entry[k]) for k in ("last", "bid", "ask")))
-        except (KeyError, ValueError, InvalidOperation):
-            continue
-        if quote.bid <= quote.ask:
-            quotes[str(ticker)] = quote
-    return quotes

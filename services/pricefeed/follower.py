@@ -1,6 +1,6 @@
 """A standby keeps warm from the leader's messages, so a takeover continues where it left.
 
-Each leader tick is applied to the standby's price book, risk monitor and pending batch,
+Each leader tick is applied to the standby's quote board, risk monitor and pending batch,
 exactly as the leader applied it; the standby remembers the tick's ``seq`` (the new leader
 continues from the next one). A breach the standby computes itself is not alerted: it is
 kept until the leader's ``risk.breach.<account>`` for that level arrives. One still
@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.pricefeed.domain import PriceBook, quotes_of_tick
+from services.pricefeed.domain import QuoteBoard
 from services.pricefeed.metrics import PricefeedMetrics
 from services.pricefeed.monitor import Breach, RiskMonitor, alert_rank
 from services.pricefeed.writers import BatchWriter
 from shared import wire
+from shared.ticks import quotes_of_tick
 
 __all__ = ["LeaderFollower"]
 
@@ -29,7 +30,7 @@ class LeaderFollower:
 
     def __init__(
         self,
-        book: PriceBook,
+        book: QuoteBoard,
         monitor: RiskMonitor,
         batch: BatchWriter,
         metrics: PricefeedMetrics,

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.pricefeed.domain import PriceBook, tick_payload
+from services.pricefeed.domain import QuoteBoard, tick_payload
 from services.pricefeed.metrics import PricefeedMetrics
 from services.pricefeed.monitor import Breach, RiskMonitor
 from services.pricefeed.providers import QuoteProvider
@@ -102,7 +102,7 @@ class PriceLoop:
         self,
         *,
         provider: QuoteProvider,
-        book: PriceBook,
+        book: QuoteBoard,
         monitor: RiskMonitor,
         bus: MessageBus,
         metrics: PricefeedMetrics,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 import httpx
 
 from services.pricefeed.domain import PRICE_STEP, GbmSimulation, Quote
+from shared.domain import checked_quote
 
 __all__ = ["HttpProvider", "ProviderError", "QuoteProvider", "SimulationProvider", "parse_quotes"]
 
@@ -52,15 +52,6 @@ class SimulationProvider:
         return None
 
 
-def _price(value: object) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
-        raise ValueError(f"not a price: {value!r}")
-    price = Decimal(str(value))
-    if not price.is_finite() or price <= 0:
-        raise ValueError(f"not a positive price: {value!r}")
-    return price.quantize(PRICE_STEP)
-
-
 def _entries(body: Any) -> list[tuple[str, Any]]:
     if isinstance(body, dict):
         inner = body.get("prices", body.get("quotes", body))
@@ -84,15 +75,13 @@ def parse_quotes(body: Any, known: Mapping[str, object]) -> dict[str, Quote]:
     for ticker, entry in _entries(body):
         if ticker not in known or not isinstance(entry, dict):
             continue
+        last = entry.get("last", entry.get("price"))
         try:
-            last = _price(entry.get("last", entry.get("price")))
-            bid = _price(entry.get("bid", last))
-            ask = _price(entry.get("ask", last))
-        except (ValueError, ArithmeticError, InvalidOperation):
+            quote = checked_quote(last, entry.get("bid", last), entry.get("ask", last))
+            prices = (quote.last, quote.bid, quote.ask)
+            quotes[ticker] = Quote(*(p.quantize(PRICE_STEP) for p in prices))
+        except (ValueError, ArithmeticError):
             continue
-        if bid > ask:
-            continue
-        quotes[ticker] = Quote(last, bid, ask)
     if not quotes:
         raise ValueError("no usable quote for a known symbol")
     return quotes

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.pricefeed.domain import GbmSimulation, PriceBook
+from services.pricefeed.domain import GbmSimulation, QuoteBoard
 from services.pricefeed.follower import LeaderFollower
 from services.pricefeed.handlers import OrderEventsHandler
 from services.pricefeed.leadership import Leadership
@@ -36,7 +36,7 @@ __all__ = ["Pricefeed", "make_provider"]
 log = logging.getLogger(__name__)
 
 
-def make_provider(settings: PricefeedSettings, book: PriceBook) -> QuoteProvider:
+def make_provider(settings: PricefeedSettings, book: QuoteBoard) -> QuoteProvider:
     if settings.provider == "http":
         return HttpProvider(
             settings.http_url,
@@ -76,7 +76,7 @@ class Pricefeed:
             on_follow=self._follow,
             warm=lambda: self.loop.seq > 0 or self.follower.last_seq > 0,
         )
-        self.book = PriceBook(snapshot.symbols)
+        self.book = QuoteBoard(snapshot.symbols)
         self.monitor = RiskMonitor(
             self.book.last_prices(), {s.ticker: s.margin_rate for s in snapshot.symbols}
         )

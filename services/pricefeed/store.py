@@ -17,6 +17,7 @@ from sqlalchemy.sql import column
 from services.pricefeed.domain import Quote, SymbolInfo
 from services.pricefeed.monitor import Breach
 from shared.db.models import Account, Position, RiskAlert, Symbol
+from shared.db.queries import held_positions
 from shared.domain import AlertLevel, cents
 
 __all__ = [
@@ -55,14 +56,10 @@ def _symbol_info(s: Symbol) -> SymbolInfo:
 
 
 async def _positions(session: AsyncSession, account_id: int | None) -> list[tuple[int, str, int]]:
-    stmt = (
-        select(Position.account_id, Symbol.ticker, Position.quantity)
-        .join(Symbol, Symbol.id == Position.symbol_id)
-        .where(Position.quantity > 0)
+    query = held_positions(
+        Position.account_id, Symbol.ticker, Position.quantity, account_id=account_id
     )
-    if account_id is not None:
-        stmt = stmt.where(Position.account_id == account_id)
-    return [(a, t, q) for a, t, q in (await session.execute(stmt)).all()]
+    return [(a, t, q) for a, t, q in (await session.execute(query)).all()]
 
 
 async def _latest_levels(session: AsyncSession) -> dict[int, AlertLevel]:

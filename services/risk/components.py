@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from functools import cache
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from sqlalchemy import select
 
@@ -14,7 +14,8 @@ from shared.charts import bar_width
 from shared.components import Component, IsAuthenticated, PartSpec, Registry
 from shared.components.rendering import money
 from shared.db.models import Account, Position, RiskAlert, Symbol
-from shared.ticks import tick_last
+from shared.db.queries import held_positions
+from shared.ticks import price_moves
 
 __all__ = [
     "ALERTS_ID",
@@ -22,7 +23,11 @@ __all__ = [
     "GAUGE_ID",
     "MAX_ALERTS",
     "SUMMARY_ID",
+    "AlertRow",
+    "HoldingRow",
     "RiskMetricsComponent",
+    "RiskState",
+    "SectorRow",
     "registry",
 ]
 
@@ -35,6 +40,36 @@ ALERTS_ID = wire.element_id("risk_metrics", "alerts")
 SUMMARY_ID = wire.element_id("risk_metrics", "summary")  # in the page's header
 _LEVELS = frozenset({"warn", "critical"})
 _TENTH = Decimal("0.1")
+
+
+class HoldingRow(TypedDict):
+    symbol: str
+    qty: int
+    last: Decimal
+    margin_rate: NotRequired[Decimal]
+    sector: NotRequired[str]
+
+
+class SectorRow(TypedDict):
+    sector: str
+    value: Decimal
+    share_pct: Decimal
+
+
+class AlertRow(TypedDict):
+    level: str
+    text: str
+    ts: Any  # epoch ms (float) as sent, or ISO text in the seed's state
+
+
+class RiskState(TypedDict, total=False):
+    margin_limit: Decimal
+    margin_used: Decimal
+    utilisation_pct: Decimal
+    holdings: list[HoldingRow]
+    sector_exposure: list[SectorRow]
+    alerts: list[AlertRow]
+    _version: int  # bumped on every change: the formatted views are kept until it moves
 
 
 def _epoch_ms(moment: datetime) -> float:
@@ -54,7 +89,7 @@ def _moment(ts: Any) -> datetime | None:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _holdings(state: dict[str, Any]) -> list[domain.Holding]:
+def _holdings(state: RiskState) -> list[domain.Holding]:
     return [
         domain.Holding(
             h["symbol"],
@@ -67,7 +102,7 @@ def _holdings(state: dict[str, Any]) -> list[domain.Holding]:
     ]
 
 
-def _recompute(state: dict[str, Any]) -> None:
+def _recompute(state: RiskState) -> None:
     state["_version"] = state.get("_version", 0) + 1
     holdings = _holdings(state)
     used = domain.margin_used(holdings)
@@ -79,7 +114,7 @@ def _recompute(state: dict[str, Any]) -> None:
     ]
 
 
-def _gauge_view(state: dict[str, Any]) -> dict[str, str]:
+def _gauge_view(state: RiskState) -> dict[str, str]:
     exact = domain.dec(state.get("utilisation_pct", 0))
     # truncated, so the figure shown never crosses a threshold the gauge class does not
     shown = exact.quantize(_TENTH, rounding=ROUND_DOWN)
@@ -94,7 +129,7 @@ def _gauge_view(state: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _summary_view(gauge: dict[str, str], state: dict[str, Any]) -> dict[str, str]:
+def _summary_view(gauge: dict[str, str], state: RiskState) -> dict[str, str]:
     """The header's margin figure: utilisation as the gauge shows it, its level (a critical
     one is a banner wherever the risk panel is scrolled), and the margin still available."""
     level = gauge["level_cls"].replace(" gauge--", "")
@@ -111,7 +146,7 @@ def _sector_ids(sector: str) -> tuple[str, str]:
     )
 
 
-def _exposure_view(state: dict[str, Any]) -> list[dict[str, Any]]:
+def _exposure_view(state: RiskState) -> list[dict[str, Any]]:
     """Sectors by name: a stable order, so a tick moves bars and figures, never rows."""
     view = []
     for row in sorted(state.get("sector_exposure", []), key=lambda r: r["sector"] or "Other"):
@@ -129,7 +164,7 @@ def _exposure_view(state: dict[str, Any]) -> list[dict[str, Any]]:
     return view
 
 
-def _alerts_view(state: dict[str, Any]) -> list[dict[str, Any]]:
+def _alerts_view(state: RiskState) -> list[dict[str, Any]]:
     view = []
     for alert in state.get("alerts", []):
         moment = _moment(alert.get("ts"))
@@ -145,7 +180,7 @@ def _alerts_view(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @registry.register("risk_metrics")
-class RiskMetricsComponent(Component):
+class RiskMetricsComponent(Component[RiskState]):
     template_name = "components/risk_metrics.html"
     permission_classes = [IsAuthenticated]
     cache_key_prefix = "risk"
@@ -170,10 +205,14 @@ class RiskMetricsComponent(Component):
             select(Account.margin_limit).where(Account.id == account_id)
         )
         rows = await self.session.execute(
-            select(Position.quantity, Symbol.ticker, Symbol.last, Symbol.margin_rate, Symbol.sector)
-            .join(Symbol, Position.symbol_id == Symbol.id)
-            .where(Position.account_id == account_id, Position.quantity > 0)
-            .order_by(Symbol.ticker)
+            held_positions(
+                Position.quantity,
+                Symbol.ticker,
+                Symbol.last,
+                Symbol.margin_rate,
+                Symbol.sector,
+                account_id=account_id,
+            ).order_by(Symbol.ticker)
         )
         alerts = await self.session.execute(
             select(RiskAlert.level, RiskAlert.text, RiskAlert.created_at)
@@ -203,23 +242,22 @@ class RiskMetricsComponent(Component):
         return None
 
     def _on_tick(self, prices: dict[str, Any]) -> bool:
-        changed = False
-        for holding in self.state.get("holdings", []):
-            if holding["symbol"] not in prices:
-                continue
-            last = tick_last(prices[holding["symbol"]])
-            if last != domain.dec(holding["last"]):
-                holding["last"] = last
-                changed = True
-        if changed:
+        moved = price_moves(self.state.get("holdings", []), prices)
+        for holding, _, last in moved:
+            holding["last"] = last
+        if moved:
             _recompute(self.state)
-        return changed
+        return bool(moved)
 
     def _on_breach(self, message: dict[str, Any]) -> None:
         level = message.get("level")
         if level not in _LEVELS:
             return
-        alert = {"level": level, "text": str(message.get("text", "")), "ts": message.get("ts")}
+        alert: AlertRow = {
+            "level": level,
+            "text": str(message.get("text", "")),
+            "ts": message.get("ts"),
+        }
         alerts = self.state.setdefault("alerts", [])
         alerts.insert(0, alert)
         del alerts[MAX_ALERTS:]
@@ -234,8 +272,8 @@ class RiskMetricsComponent(Component):
         if cached is None or cached[0] != stamp:
             alerts = self.state.get("alerts", [])
             # alerts change on a breach, not on a tick: their view is kept until they do
-            first = alerts[0] if alerts else {}
-            alerts_key = (id(alerts), len(alerts), first.get("ts"), first.get("text"))
+            newest = (alerts[0].get("ts"), alerts[0].get("text")) if alerts else None
+            alerts_key = (id(alerts), len(alerts), newest)
             old_alerts = getattr(self, "_alerts_view", None)
             if old_alerts is None or old_alerts[0] != alerts_key:
                 old_alerts = self._alerts_view = (alerts_key, _alerts_view(self.state))

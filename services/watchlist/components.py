@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
@@ -16,7 +16,16 @@ from shared.components.rendering import Part, money, signed, stencil_parts
 from shared.db.models import Symbol, WatchlistItem
 from shared.ticks import tick_field, tick_last
 
-__all__ = ["QUOTE_FIELDS", "SPARK_POINTS", "WatchlistComponent", "quote_view", "registry"]
+__all__ = [
+    "QUOTE_FIELDS",
+    "SPARK_POINTS",
+    "Suggestion",
+    "WatchItem",
+    "WatchlistComponent",
+    "WatchlistState",
+    "quote_view",
+    "registry",
+]
 
 registry = Registry()
 
@@ -27,8 +36,28 @@ MAX_SUGGESTIONS = 8
 QUOTE_FIELDS = ("id", "symbol", "bid", "ask", "last", "flash", "chg", "chg_cls", "spark")
 
 
-def _item(symbol: Symbol) -> dict[str, Any]:
+class WatchItem(TypedDict):
     """A row: what only this trader's list holds. Its quote comes from the price book."""
+
+    id: str
+    ticker: str
+    name: str
+    stored: tuple[Decimal, Decimal, Decimal, Decimal]  # last, bid, ask, prev_close
+
+
+class Suggestion(TypedDict):
+    ticker: str
+    name: str
+
+
+class WatchlistState(TypedDict, total=False):
+    items: list[WatchItem]
+    suggestions: list[Suggestion]
+    errors: dict[str, str]  # the framework's, after a refused event (as are the values)
+    values: dict[str, Any]
+
+
+def _item(symbol: Symbol) -> WatchItem:
     return {
         "id": wire.element_id("watchlist", "row", symbol.ticker),
         "ticker": symbol.ticker,
@@ -62,14 +91,14 @@ def book_view(book: PriceBook, ticker: str) -> dict[str, str] | None:
     return quote_view(ticker, quote, book.direction(ticker), book.history(ticker))
 
 
-def _stored_view(item: dict[str, Any]) -> dict[str, str]:
+def _stored_view(item: WatchItem) -> dict[str, str]:
     last, bid, ask, prev_close = (domain.dec(v) for v in item["stored"])
     quote = {"last": last, "bid": bid, "ask": ask, "chg_pct": domain.change_pct(last, prev_close)}
     return quote_view(item["ticker"], quote, "", [prev_close, last])
 
 
 @registry.register("watchlist")
-class WatchlistComponent(Component):
+class WatchlistComponent(Component[WatchlistState]):
     template_name = "components/watchlist.html"
     permission_classes = [IsAuthenticated]
     subscriptions = {wire.PRICES_TICKS: wire.EVENT_PRICE_TICK}
@@ -176,9 +205,8 @@ class WatchlistComponent(Component):
             .order_by(Symbol.ticker)
             .limit(MAX_SUGGESTIONS + len(held))
         )
-        self.state["suggestions"] = [{"ticker": t, "name": n} for t, n in rows if t not in held][
-            :MAX_SUGGESTIONS
-        ]
+        suggestions = [Suggestion(ticker=t, name=n) for t, n in rows if t not in held]
+        self.state["suggestions"] = suggestions[:MAX_SUGGESTIONS]
 
     async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
         # quotes are shared parts (topic_parts): a tick changes nothing of this trader's own

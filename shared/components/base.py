@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +33,10 @@ LiveResult = bool | set[str] | frozenset[str] | list[str] | dict[str, None] | No
 """What ``on_ws_message`` says changed: nothing (``False``), these parts (in this order),
 or "look" (``None``)."""
 
+S = TypeVar("S", bound=Mapping[str, Any])
+"""A component's state type: a ``TypedDict`` naming every key it holds. The framework names
+any component ``Component`` (a state of any shape)."""
+
 
 @dataclass
 class ComponentContext:
@@ -47,8 +52,12 @@ class ComponentContext:
     prices: PriceBook | None = None
 
 
-class Component:
+class Component(Generic[S]):
     """A server-side component: state, ``mount()``, ``on_<event>()``, ``on_ws_message()``.
+
+    ``state`` is a dict. A component declares its keys by subclassing
+    ``Component[MyState]``, ``MyState`` a ``TypedDict`` (total=False: the state is empty
+    until ``mount()``), so mypy checks every key it reads or writes.
 
     Class attributes configure it: ``template_name`` (looked up in the ``templates/``
     directory beside the defining module), ``permission_classes``, ``rate_limit``
@@ -92,11 +101,11 @@ class Component:
         request: ComponentContext | None = None,
         *,
         component_id: str = "root",
-        state: dict[str, Any] | None = None,
+        state: S | None = None,
     ) -> None:
         self.request = request if request is not None else ComponentContext()
         self.component_id = component_id
-        self.state: dict[str, Any] = state if state is not None else {}
+        self.state: S = state if state is not None else cast(S, {})
         self._uow: UnitOfWork | None = None
 
     # -- hooks a component overrides -------------------------------------------------
@@ -140,7 +149,7 @@ class Component:
         """The shared parts of each of ``topics`` that changed on this tick."""
         return {}
 
-    def adopt(self, state: dict[str, Any]) -> None:
+    def adopt(self, state: S) -> None:
         """The live instance takes over the state a successful event left behind.
 
         Override to keep what only the live instance knows (e.g. recent price history).
@@ -212,20 +221,12 @@ class Component:
         return callable(getattr(cls, f"on_{event}", None))
 
 
-class FormComponent(Component):
+class FormComponent(Component[S]):
     """A component whose events are validated against ``schema`` before the handler runs.
 
-    The handler (``on_submit(self)``) reads ``self.validated_data``, a dict.
+    The handler (``on_submit(self)``) reads ``self.validated_data``, the validated fields.
     """
 
     schema: ClassVar[type[BaseModel] | None] = None
-
-    def __init__(
-        self,
-        request: ComponentContext | None = None,
-        *,
-        component_id: str = "root",
-        state: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(request, component_id=component_id, state=state)
-        self.validated_data: dict[str, Any] = {}
+    validated_data: Mapping[str, Any] = MappingProxyType({})
+    """The event's fields as ``schema`` validated them, set before ``on_submit`` runs."""

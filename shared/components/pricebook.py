@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared import domain, wire
-from shared.ticks import tick_last
+from shared.ticks import price_direction, tick_last
 
 __all__ = ["HISTORY_POINTS", "PriceBook"]
 
@@ -72,7 +72,7 @@ class PriceBook:
             self._quotes[ticker] = quote
             old = self._last.get(ticker)
             if old is not None and last != old:
-                self._dir[ticker] = "up" if last > old else "down"
+                self._dir[ticker] = price_direction(old, last)
             if last != old:
                 self._last[ticker] = last
                 history = self._history.get(ticker)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.orders.domain import Rejected, check_margin_after
+from services.orders.domain import Rejected, assess, check_cash, check_margin_after, check_sell
 from shared import domain
 from shared.domain import Holding
 
@@ -132,3 +132,52 @@ def test_total_pnl_is_value_minus_cost(rows: list[tuple[int, Decimal, Decimal]])
     holdings = [Holding(f"T{i}", q, last, avg_cost=avg) for i, (q, last, avg) in enumerate(rows)]
     cost = sum((h.avg_cost * h.qty for h in holdings), D(0))
     assert domain.total_pnl(holdings) == domain.total_value(holdings) - cost
+
+
+@pytest.mark.parametrize("value", ["1.25", 3, 2.5, D("0.01")])
+def test_a_positive_price_from_text_or_a_number(value: object) -> None:
+    assert domain.positive_price(value) == D(str(value))
+
+
+@pytest.mark.parametrize("value", ["x", "", "NaN", "Infinity", "0", -1, 0.0, True, None, [1]])
+def test_anything_else_is_not_a_price(value: object) -> None:
+    with pytest.raises(ValueError):
+        domain.positive_price(value)
+
+
+def test_one_rule_for_quotes_every_price_positive_and_never_crossed() -> None:
+    assert domain.checked_quote("1.50", "1.49", 1.51) == domain.Quote(
+        D("1.50"), D("1.49"), D("1.51")
+    )
+    assert domain.checked_quote(2, 2, 2) == domain.Quote(D(2), D(2), D(2))  # a locked market
+    with pytest.raises(ValueError, match="crossed"):
+        domain.checked_quote("1", "2", "1")
+    with pytest.raises(ValueError):
+        domain.checked_quote("-1", "1", "1")
+
+
+def test_no_shorting_one_rule_with_the_traders_message() -> None:
+    assert domain.can_sell(10, 10) and not domain.can_sell(11, 10)
+    assert domain.can_sell(4, 10, reserved=6) and not domain.can_sell(5, 10, reserved=6)
+    check_sell("AAPL", 10, 10)
+    with pytest.raises(Rejected, match=r"^You hold 10 AAPL; cannot sell 11$"):
+        check_sell("AAPL", 11, 10)
+    refused = assess(
+        "sell",
+        5,
+        "AAPL",
+        D(100),
+        cash=D(0),
+        margin_limit=D(0),
+        margin_after=D(0),
+        held=10,
+        reserved=6,
+    ).refusal
+    assert refused is not None and refused.field == "quantity"
+    assert refused.reason == "You hold 10 AAPL (6 already in open sell orders); cannot sell 5"
+
+
+def test_a_buy_must_be_covered_by_cash() -> None:
+    assert check_cash(10, D("9.99"), D("99.90")) == D("99.90")
+    with pytest.raises(Rejected, match=r"^Insufficient cash: 1,000 × 9.99 = 9,990.00, available"):
+        check_cash(1_000, D("9.99"), D("100"))

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from services.pricefeed.domain import (
     GbmSimulation,
-    PriceBook,
     Quote,
+    QuoteBoard,
     SymbolInfo,
     quote_around,
     tick_payload,
@@ -71,8 +71,8 @@ def test_quote_around_keeps_the_spread_on_the_price_grid() -> None:
     assert tiny.bid > 0 and tiny.bid <= tiny.ask
 
 
-def book() -> PriceBook:
-    return PriceBook(
+def book() -> QuoteBoard:
+    return QuoteBoard(
         [
             SymbolInfo(
                 1, "AAA", Decimal(100), Decimal("0.5"), quote_around(Decimal(100), Decimal(10))

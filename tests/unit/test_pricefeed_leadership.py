@@ -15,11 +15,10 @@ import pytest
 from services.pricefeed import leadership, writers
 from services.pricefeed.domain import (
     GbmSimulation,
-    PriceBook,
     Quote,
+    QuoteBoard,
     SymbolInfo,
     quote_around,
-    quotes_of_tick,
     tick_payload,
 )
 from services.pricefeed.follower import LeaderFollower
@@ -34,6 +33,7 @@ from shared import wire
 from shared.bus import InMemoryBus
 from shared.db.fencing import StaleEpoch
 from shared.leases import LeaderLease, MemoryLeaseStore
+from shared.ticks import quotes_of_tick
 
 D = Decimal
 TICKERS = ["AAA", "BBB", "CCC"]
@@ -92,8 +92,10 @@ def test_an_alert_seen_from_the_leader_raises_the_level_never_lowers_it() -> Non
     assert monitor.on_prices({"AAA": D(192)}) == []
 
 
-def book_and_monitor(limit_1: str = "1000", limit_2: str = "1000") -> tuple[PriceBook, RiskMonitor]:
-    book = PriceBook(
+def book_and_monitor(
+    limit_1: str = "1000", limit_2: str = "1000"
+) -> tuple[QuoteBoard, RiskMonitor]:
+    book = QuoteBoard(
         SymbolInfo(i, t, D(100), D("0.5"), quote_around(D(100), D(10)))
         for i, t in enumerate(TICKERS, 1)
     )

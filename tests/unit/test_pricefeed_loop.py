@@ -9,8 +9,8 @@ import pytest
 
 from services.pricefeed.domain import (
     GbmSimulation,
-    PriceBook,
     Quote,
+    QuoteBoard,
     SymbolInfo,
     quote_around,
 )
@@ -25,8 +25,8 @@ D = Decimal
 TICKERS = [f"T{i:02d}" for i in range(40)]
 
 
-def make_book() -> PriceBook:
-    return PriceBook(
+def make_book() -> QuoteBoard:
+    return QuoteBoard(
         SymbolInfo(i, t, D(100), D("0.5"), quote_around(D(100), D(10)))
         for i, t in enumerate(TICKERS, 1)
     )
@@ -48,7 +48,7 @@ class ScriptedProvider:
         pass
 
 
-def make_loop(provider, book: PriceBook | None = None):
+def make_loop(provider, book: QuoteBoard | None = None):
     book = book or make_book()
     monitor = RiskMonitor(book.last_prices(), {t: D("0.5") for t in TICKERS})
     bus = InMemoryBus()

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from services.pricefeed.domain import PriceBook, Quote, SymbolInfo
+from services.pricefeed.domain import Quote, QuoteBoard, SymbolInfo
 from services.pricefeed.loop import PriceLoop
 from services.pricefeed.metrics import PricefeedMetrics
 from services.pricefeed.monitor import RiskMonitor
@@ -186,7 +186,7 @@ async def test_real_server_failures_raise_provider_errors(quote_server: QuoteSer
 async def test_loop_keeps_last_prices_through_failure_and_garbage(
     quote_server: QuoteServer,
 ) -> None:
-    book = PriceBook(
+    book = QuoteBoard(
         SymbolInfo(i, t, D(10), D("0.5"), Quote(D(10), D("9.9"), D("10.1")))
         for i, t in enumerate(KNOWN, 1)
     )

@@ -1,0 +1,29 @@
+"""Queries more than one service runs, written once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute
+
+from shared.db.models import Position, Symbol
+
+__all__ = ["held_positions"]
+
+
+def held_positions(
+    *columns: InstrumentedAttribute[Any], account_id: int | None = None
+) -> Select[Any]:
+    """``columns`` of every open position (quantity above 0) joined with its symbol (ticker,
+    prices, margin rate, sector); of one account, or of every account when ``account_id``
+    is None. Unordered: a caller that shows the rows orders them."""
+    query = (
+        select(*columns)
+        .select_from(Position)
+        .join(Symbol, Position.symbol_id == Symbol.id)
+        .where(Position.quantity > 0)
+    )
+    if account_id is not None:
+        query = query.where(Position.account_id == account_id)
+    return query
