@@ -33,39 +33,42 @@ SESSION_COOKIE = "session"
 _SALT = "gateway-session"
 
 
+def public_id(session_id: str) -> str:
+    """A stable handle for a web session that does not reveal the cookie's session id."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class SessionUser:
-    """The user behind a valid, unrevoked web session."""
+    """The user behind a valid, unrevoked web session: ``identity`` is what the services
+    see (its ``session_id`` is the session's :func:`public_id`, never the cookie's),
+    ``display_name`` what the page shows."""
 
     session_id: str
-    user_id: int
-    account_id: int
-    username: str
+    identity: Identity
     display_name: str
-    can_trade: bool
 
     @property
     def public_id(self) -> str:
-        """A stable handle for this web session that does not reveal the cookie's session id."""
-        return hashlib.sha256(self.session_id.encode()).hexdigest()[:16]
+        return self.identity.session_id
 
     @property
-    def permissions(self) -> frozenset[str]:
-        return frozenset({PERM_TRADE}) if self.can_trade else frozenset()
+    def user_id(self) -> int:
+        return self.identity.user_id
 
-    def identity(self, session_id: str | None = None) -> Identity:
-        return Identity(
-            user_id=self.user_id,
-            account_id=self.account_id,
-            username=self.username,
-            permissions=self.permissions,
-            session_id=session_id or self.public_id,
-        )
+    @property
+    def account_id(self) -> int:
+        return self.identity.account_id
+
+    @property
+    def can_trade(self) -> bool:
+        return self.identity.has_perm(PERM_TRADE)
 
     def announcement(self, socket_session_id: str) -> dict[str, Any]:
         """The ``session.opened`` / ``session.heartbeat`` payload for one socket."""
+        i = self.identity
         return wire.session_announcement(
-            socket_session_id, self.user_id, self.account_id, self.username, self.permissions
+            socket_session_id, i.user_id, i.account_id, i.username, i.permissions
         )
 
 
@@ -125,9 +128,9 @@ async def load_session(sessions: Sessions, session_id: str) -> SessionUser | Non
     if row is None:
         return None
     user_id, username, display_name, can_trade, account_id = row
-    return SessionUser(
-        session_id, user_id, account_id, username, display_name or username, bool(can_trade)
-    )
+    permissions = frozenset({PERM_TRADE}) if can_trade else frozenset()
+    identity = Identity(user_id, account_id, username, permissions, public_id(session_id))
+    return SessionUser(session_id, identity, display_name or username)
 
 
 async def valid_sessions(sessions: Sessions, session_ids: set[str]) -> set[str]:

@@ -28,7 +28,7 @@ def open_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Asyn
 def upstream_headers(g: Gateway, user: SessionUser) -> dict[str, str]:
     rid = request_id_var.get()
     return {
-        wire.HEADER_IDENTITY: sign_identity(user.identity(), g.identity_secret()),
+        wire.HEADER_IDENTITY: sign_identity(user.identity, g.identity_secret()),
         wire.HEADER_REQUEST_ID: rid if rid != "-" else uuid.uuid4().hex,
     }
 

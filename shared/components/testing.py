@@ -8,9 +8,10 @@ trading permission, an in-memory rate limiter and mount cache, no bus, no databa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Mapping
+import functools
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,6 +33,7 @@ __all__ = [
     "amount_component",
     "assert_permission_denied",
     "assert_state",
+    "blocking",
     "dispatch_event",
     "mount_component",
     "render_component",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 C = TypeVar("C", bound=Component)
 User = Identity | AnonymousUser
 
@@ -122,6 +125,18 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("an event loop is running: await the a-prefixed helper instead")
 
 
+def blocking(helper: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The synchronous twin of an ``a``-prefixed helper, for sync tests (as in the seed's):
+    ``dispatch_event = blocking(adispatch_event)``."""
+
+    @functools.wraps(helper)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return _run(helper(*args, **kwargs))
+
+    run.__name__ = run.__qualname__ = helper.__name__.removeprefix("a")
+    return run
+
+
 async def adispatch_event(
     component_cls: type[C],
     event: str,
@@ -142,29 +157,11 @@ async def adispatch_event(
     return component  # type: ignore[return-value]
 
 
-def dispatch_event(
-    component_cls: type[C],
-    event: str,
-    payload: Mapping[str, Any] | None = None,
-    user: User | None = None,
-    *,
-    env: TestEnvironment | None = None,
-) -> C:
-    """Synchronous :func:`adispatch_event` (for sync tests, as in the seed)."""
-    return _run(adispatch_event(component_cls, event, payload, user, env=env))
-
-
 async def amount_component(
     component_cls: type[C], user: User | None = None, *, env: TestEnvironment | None = None
 ) -> C:
     env = env or _environment()
     return await mount(component_cls, env.context(user))  # type: ignore[return-value]
-
-
-def mount_component(
-    component_cls: type[C], user: User | None = None, *, env: TestEnvironment | None = None
-) -> C:
-    return _run(amount_component(component_cls, user, env=env))
 
 
 def render_component(component: Component) -> Rendered:
@@ -199,18 +196,6 @@ async def aassert_permission_denied(
     raise AssertionError(f"{component_cls.__name__}.{event} was not denied")
 
 
-def assert_permission_denied(
-    component_cls: type[Component],
-    event: str,
-    user: User | None = None,
-    payload: Mapping[str, Any] | None = None,
-    *,
-    status: int | None = None,
-) -> PermissionDenied:
-    """Dispatching ``event`` as ``user`` (default anonymous) is refused (401/403)."""
-    return _run(aassert_permission_denied(component_cls, event, user, payload, status=status))
-
-
 def ui_updates(
     published: Iterable[tuple[str, dict[str, Any]]], user_id: int, component: str
 ) -> list[dict[str, Any]]:
@@ -232,3 +217,8 @@ def shared_parts(
     """The ``topics`` of each ``ui.shared.<component>`` message among ``published``."""
     subject = wire.ui_shared_subject(component)
     return [payload["topics"] for s, payload in published if s == subject]
+
+
+dispatch_event = blocking(adispatch_event)
+mount_component = blocking(amount_component)
+assert_permission_denied = blocking(aassert_permission_denied)
