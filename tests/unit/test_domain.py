@@ -181,3 +181,53 @@ def test_a_buy_must_be_covered_by_cash() -> None:
     assert check_cash(10, D("9.99"), D("99.90")) == D("99.90")
     with pytest.raises(Rejected, match=r"^Insufficient cash: 1,000 × 9.99 = 9,990.00, available"):
         check_cash(1_000, D("9.99"), D("100"))
+
+
+holdings_st = st.lists(
+    st.builds(
+        Holding,
+        st.sampled_from(["AAPL", "MSFT", "XOM", "KO", "JPM"]),
+        st.integers(1, 10_000),
+        cent_prices,
+        margin_rate=st.decimals(min_value=D("0.1"), max_value=D("1"), places=2),
+        sector=st.sampled_from(["Technology", "Energy", "Staples", "Financials"]),
+    ),
+    max_size=12,
+)
+
+
+@given(holdings_st)
+def test_sector_shares_partition_the_value(holdings: list[Holding]) -> None:
+    shares = domain.sector_exposure(holdings)
+    assert sum((s.value for s in shares), D(0)) == domain.total_value(holdings)
+    assert len({s.sector for s in shares}) == len(shares)  # each sector once
+    assert [s.value for s in shares] == sorted((s.value for s in shares), reverse=True)
+    if shares:
+        assert abs(sum(s.share_pct for s in shares) - 100) < D("1e-20")
+
+
+@given(holdings_st, st.decimals(min_value=D("1"), max_value=D("1e9"), places=2))
+def test_margin_grows_with_every_holding_and_utilisation_with_it(
+    holdings: list[Holding], limit: Decimal
+) -> None:
+    used = domain.margin_used(holdings)
+    assert used >= 0
+    for h in holdings:  # dropping any one holding never uses more margin
+        rest = [x for x in holdings if x is not h]
+        assert domain.margin_used(rest) <= used
+        assert domain.utilisation_pct(domain.margin_used(rest), limit) <= domain.utilisation_pct(
+            used, limit
+        )
+
+
+@given(st.lists(st.decimals(min_value=D("0"), max_value=D("150"), places=2), max_size=40))
+def test_alerts_fire_only_upwards_and_never_twice_for_one_level(path: list[Decimal]) -> None:
+    order = {None: 0, "warn": 1, "critical": 2}
+    level: domain.AlertLevel | None = None
+    for pct in path:
+        new, fired = domain.next_alert_level(level, pct)
+        if fired:  # an alert is a step up, to the level the utilisation is at
+            assert order[new] > order[level] and new == domain.gauge_level(pct)
+        else:  # otherwise the level holds or clears
+            assert order[new] <= order[level]
+        level = new
