@@ -1,17 +1,18 @@
-"""Helpers the service and end-to-end tests share."""
+"""Helpers and stand-ins the tests share."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
+from services.pricefeed.domain import Quote
 from shared import wire
 from shared.bus import MessageBus
 from shared.db.engine import create_engine, session_factory
@@ -21,13 +22,16 @@ from shared.settings import DEV_PLACEHOLDER_SECRET
 
 __all__ = [
     "ManualClock",
+    "ManualProvider",
     "Received",
+    "StubSessions",
     "collect",
     "collect_ui",
     "identity_headers",
     "identity_of",
     "running",
     "session_payload",
+    "table_names",
     "wait_until",
 ]
 
@@ -67,6 +71,52 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class ManualProvider:
+    """A pricefeed quote provider whose quotes the test sets: each fetch hands over what is
+    ``pending``."""
+
+    name = "manual"
+
+    def __init__(self) -> None:
+        self.pending: Mapping[str, Quote] = {}
+
+    async def fetch(self) -> Mapping[str, Quote]:
+        pending, self.pending = self.pending, {}
+        return pending
+
+    async def aclose(self) -> None:
+        pass
+
+
+class StubSessions:
+    """A session factory whose sessions and transactions do nothing, and fail while ``down``
+    is set (for code whose store functions a test has replaced)."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def __call__(self) -> Any:
+        outer = self
+
+        class Session:
+            async def __aenter__(self) -> Session:
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+            @asynccontextmanager
+            async def _begin(self) -> Any:
+                if outer.down:
+                    raise ConnectionError("database down")
+                yield
+
+            def begin(self) -> Any:
+                return self._begin()
+
+        return Session()
 
 
 class Received(list[tuple[str, dict[str, Any]]]):
@@ -134,6 +184,17 @@ async def identity_of(database_url: str, username: str, session_id: str = "s1") 
         await engine.dispose()
     perms = frozenset({PERM_TRADE}) if user.can_trade else frozenset()
     return Identity(user.id, int(account_id or 0), user.username, perms, session_id)
+
+
+async def table_names(database_url: str) -> set[str]:
+    """The tables in the database, but Alembic's own."""
+    engine = create_engine(database_url, null_pool=True)
+    try:
+        async with engine.connect() as conn:
+            names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+    return names - {"alembic_version"}
 
 
 def identity_headers(identity: Identity, secret: str = DEV_PLACEHOLDER_SECRET) -> dict[str, str]:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from shared import devservers
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import Account, Order, OutboxMessage, Position, Symbol
+from shared.db.queries import held_positions
 from tests.e2e.conftest import login
 from tests.e2e.test_live_dashboard import assert_arithmetic, snapshot
 from tests.faults.conftest import DIE_AFTER_COMMIT, FaultStack
@@ -31,11 +32,8 @@ def book(database_url: str, username: str, ticker: str) -> dict[str, Any]:
         engine = create_engine(database_url, null_pool=True)
         try:
             async with session_factory(engine)() as s:
-                qty = await s.scalar(
-                    select(Position.quantity)
-                    .join(Symbol, Symbol.id == Position.symbol_id)
-                    .where(Position.account_id == who.account_id, Symbol.ticker == ticker)
-                )
+                held = held_positions(Position.quantity, account_id=who.account_id)
+                qty = await s.scalar(held.where(Symbol.ticker == ticker))
                 cash = await s.scalar(select(Account.cash).where(Account.id == who.account_id))
                 orders = await s.scalar(
                     select(func.count()).where(Order.account_id == who.account_id)

@@ -1,17 +1,20 @@
 """Fixtures the service tests share.
 
 Each module defines its own ``settings`` fixture (the service's Settings class, built after
-``service_env`` has pointed it at the demo database and the run's nats-server); ``db`` and
-``alice`` build on that module's ``settings``.
+``service_env`` has pointed it at the demo database and the run's nats-server; the orders
+modules share theirs in ``orders/conftest.py``); ``db``, ``alice`` and ``bob`` build on that
+module's ``settings``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import devservers
 from shared.db.engine import create_engine, session_factory
 from shared.identity import Identity
 from shared.settings import ServiceSettings
@@ -26,6 +29,15 @@ def service_env(monkeypatch: pytest.MonkeyPatch, demo_database_url: str, nats_ur
 
 
 @pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[devservers.NatsServer]:
+    """A nats-server of this test's own: one it may kill and start again (on its port and
+    store), or whose JetStream buckets take this test's settings."""
+    server = devservers.NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 async def db(settings: ServiceSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = create_engine(settings.database_url, null_pool=True)
     yield session_factory(engine)
@@ -35,3 +47,8 @@ async def db(settings: ServiceSettings) -> AsyncIterator[async_sessionmaker[Asyn
 @pytest.fixture
 async def alice(settings: ServiceSettings) -> Identity:
     return await identity_of(settings.database_url, "alice")
+
+
+@pytest.fixture
+async def bob(settings: ServiceSettings) -> Identity:
+    return await identity_of(settings.database_url, "bob")

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from shared import devservers
 from shared.db.engine import create_engine
@@ -25,6 +25,7 @@ from shared.db.migrate import (
     wait_for_head,
 )
 from shared.db.models import Base
+from tests.support import table_names
 
 pytestmark = pytest.mark.service
 
@@ -55,14 +56,6 @@ async def finished(proc: subprocess.Popen[str]) -> tuple[int, str]:
     """Its exit code and output (at most 60 s: a hung run fails the test)."""
     out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
     return proc.returncode, out
-
-
-async def tables(url: str) -> set[str]:
-    engine = create_engine(url, null_pool=True)
-    async with engine.connect() as conn:
-        names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    await engine.dispose()
-    return names - {"alembic_version"}
 
 
 WAITERS = text(
@@ -102,7 +95,7 @@ async def test_two_concurrent_upgrades_of_a_fresh_database_both_succeed(
         assert code == 0, out
     status = await schema_status(empty_database)
     assert status.at_head and status.current == status.heads, status.describe()
-    assert await tables(empty_database) == set(Base.metadata.tables)
+    assert await table_names(empty_database) == set(Base.metadata.tables)
 
 
 async def test_wait_head_fails_on_a_database_that_is_not_migrated(empty_database: str) -> None:

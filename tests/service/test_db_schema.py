@@ -8,32 +8,25 @@ from decimal import Decimal
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 
 from shared.db.engine import create_engine
 from shared.db.migrate import downgrade, upgrade
 from shared.db.models import Base
+from tests.support import table_names
 
 pytestmark = pytest.mark.service
-
-
-async def _tables(url: str) -> set[str]:
-    engine = create_engine(url, null_pool=True)
-    async with engine.connect() as conn:
-        names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    await engine.dispose()
-    return names - {"alembic_version"}
 
 
 async def test_migrations_upgrade_and_downgrade(database_url: str) -> None:
     import asyncio
 
-    assert await _tables(database_url) == set(Base.metadata.tables)
+    assert await table_names(database_url) == set(Base.metadata.tables)
     await asyncio.to_thread(downgrade, database_url, "base")
-    assert await _tables(database_url) == set()
+    assert await table_names(database_url) == set()
     await asyncio.to_thread(upgrade, database_url, "head")
-    assert await _tables(database_url) == set(Base.metadata.tables)
+    assert await table_names(database_url) == set(Base.metadata.tables)
 
 
 def _drift(conn: Connection) -> list[object]:

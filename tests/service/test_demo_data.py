@@ -12,6 +12,7 @@ from shared import domain
 from shared.db.demo import load_demo_data
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import Account, Position, Symbol, User, WatchlistItem
+from shared.db.queries import held_positions
 
 pytestmark = pytest.mark.service
 
@@ -52,13 +53,10 @@ async def test_demo_market_and_traders(demo_database_url: str) -> None:
         for user in users.values():
             account = await s.scalar(select(Account).where(Account.user_id == user.id))
             assert account is not None
-            positions = (
-                await s.scalars(
-                    select(Position).where(Position.account_id == account.id).join(Position.symbol)
-                )
-            ).all()
-            sectors = {(await s.get(Symbol, p.symbol_id)).sector for p in positions}  # type: ignore[union-attr]
-            assert len(sectors) >= 3, user.username
+            columns = (Symbol.ticker, Symbol.sector, Position.quantity, Symbol.last,
+                       Symbol.margin_rate)  # fmt: skip
+            positions = (await s.execute(held_positions(*columns, account_id=account.id))).all()
+            assert len({p.sector for p in positions}) >= 3, user.username
             watch = await s.scalar(
                 select(func.count())
                 .select_from(WatchlistItem)
@@ -67,9 +65,8 @@ async def test_demo_market_and_traders(demo_database_url: str) -> None:
             assert watch >= 4
             if user.username == "alice":
                 holdings = [
-                    domain.Holding(sym.ticker, p.quantity, sym.last, margin_rate=sym.margin_rate)
+                    domain.Holding(p.ticker, p.quantity, p.last, margin_rate=p.margin_rate)
                     for p in positions
-                    if (sym := await s.get(Symbol, p.symbol_id)) is not None
                 ]
                 used = domain.margin_used(holdings)
                 pct = domain.utilisation_pct(used, account.margin_limit)

@@ -25,8 +25,9 @@ from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import User, WebSession
 from shared.devservers import free_port
+from shared.identity import Identity
 from tests.conftest import TEST_PASSWORD
-from tests.support import collect, identity_of, wait_until
+from tests.support import collect, wait_until
 
 pytestmark = pytest.mark.service
 
@@ -158,10 +159,9 @@ async def test_handshakes_without_origin_cookie_or_csrf_are_refused(
 
 
 async def test_each_socket_is_its_own_announced_session(
-    settings: GatewaySettings, bus: NatsBus
+    settings: GatewaySettings, bus: NatsBus, alice: Identity
 ) -> None:
     settings = settings.model_copy(update={"heartbeat_interval_s": 0.2})
-    alice = await identity_of(settings.database_url, "alice")
     events = await opened(bus)
     async with gateway(settings) as served, browser(served, "alice") as b:
         async with b.socket() as tab1, b.socket() as tab2:
@@ -188,10 +188,8 @@ async def test_each_socket_is_its_own_announced_session(
 
 
 async def test_parts_arrive_as_oob_swaps_and_only_to_their_user(
-    settings: GatewaySettings, bus: NatsBus
+    settings: GatewaySettings, bus: NatsBus, alice: Identity, bob: Identity
 ) -> None:
-    alice = await identity_of(settings.database_url, "alice")
-    bob = await identity_of(settings.database_url, "bob")
     events = await opened(bus)
     async with alice_and_bob(settings, events) as (a, alice_ws, bob_ws):
         await send_ui(bus, alice.user_id, "watchlist", part("watchlist-row-AAPL", "1"))
@@ -285,10 +283,9 @@ def _tiny_receive_window(port: int) -> socket.socket:
 
 
 async def test_a_stalled_socket_does_not_delay_another(
-    settings: GatewaySettings, bus: NatsBus
+    settings: GatewaySettings, bus: NatsBus, alice: Identity
 ) -> None:
     settings = settings.model_copy(update={"ws_send_timeout_s": 4.0})
-    alice = await identity_of(settings.database_url, "alice")
     events = await opened(bus)
     async with gateway(settings) as served, browser(served, "alice") as a:
         stalled: ClientConnection
@@ -349,10 +346,8 @@ async def test_a_nats_reconnect_reannounces_every_socket(
 
 
 async def test_shared_parts_reach_the_tabs_whose_page_shows_their_topic(
-    settings: GatewaySettings, bus: NatsBus
+    settings: GatewaySettings, bus: NatsBus, alice: Identity, bob: Identity
 ) -> None:
-    alice = await identity_of(settings.database_url, "alice")
-    bob = await identity_of(settings.database_url, "bob")
     events = await opened(bus)
     async with alice_and_bob(settings, events) as (_a, alice_ws, bob_ws):
         tabs = of(events, wire.SESSION_OPENED)

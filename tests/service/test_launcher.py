@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 
 from shared import devservers
 from shared.launcher import SERVICES
+from tests.service.processes_support import wait_ready
 
 pytestmark = pytest.mark.service
 
@@ -81,6 +83,19 @@ def _gone(pids: list[int]) -> list[int]:
     return alive
 
 
+@contextmanager
+def launched(env: dict[str, str], data_dir: Path) -> Iterator[Launcher]:
+    """The launcher, once it says the dashboard is ready; stopped (cleanly) at the end."""
+    launcher = Launcher(env, data_dir)
+    try:
+        launcher.wait_for(READY_LINE)
+        yield launcher
+    except BaseException:
+        launcher.stop()  # the failure is the test's answer, not the exit code
+        raise
+    assert launcher.stop() == 0
+
+
 @pytest.fixture
 def own_servers_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
     yield _env(NATS_PORT=str(devservers.free_port())), tmp_path / "data"
@@ -90,9 +105,7 @@ def test_launcher_brings_everything_up_and_stops_cleanly(
     own_servers_env: tuple[dict[str, str], Path],
 ) -> None:
     env, data_dir = own_servers_env
-    launcher = Launcher(env, data_dir)
-    try:
-        launcher.wait_for(READY_LINE)
+    with launched(env, data_dir) as launcher:
         for spec in SERVICES:
             r = httpx.get(f"http://127.0.0.1:{env[spec.port_env]}/readyz", timeout=5)
             assert r.status_code == 200, (spec.name, r.text)
@@ -103,20 +116,13 @@ def test_launcher_brings_everything_up_and_stops_cleanly(
         names = {p.name() for p in launcher.descendants()}
         assert "nats-server" in names
         assert len(pids) >= len(SERVICES) + 1
-    finally:
-        code = launcher.stop()
-    assert code == 0
     assert _gone(pids) == []
     assert not any(
         str(data_dir) in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
     ), "a postgres or nats process of this run is still alive"
 
-    again = Launcher(env, data_dir)
-    try:
-        again.wait_for(READY_LINE)
+    with launched(env, data_dir) as again:
         assert "existing data kept" in "".join(again.lines)
-    finally:
-        assert again.stop() == 0
 
 
 def test_launcher_restarts_a_dead_service(
@@ -125,55 +131,31 @@ def test_launcher_restarts_a_dead_service(
     name = f"launch_{os.getpid()}"
     url = devservers.run_async(devservers.create_database(pg_server_uri, name, "tpl_empty"))
     env = _env(DATABASE_URL=url, NATS_URL=nats_url)
-    launcher = Launcher(env, tmp_path / "data")
     try:
-        launcher.wait_for(READY_LINE)
-        port = env["PORTFOLIO_PORT"]
-        victim = next(p for p in launcher.descendants() if port in " ".join(p.cmdline()))
-        mark = len(launcher.lines)
-        victim.kill()
-        launcher.wait_for("portfolio DIED", timeout=15, after=mark)
-        launcher.wait_for("restarting portfolio", timeout=15, after=mark)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "portfolio did not come back"
-            time.sleep(0.2)
+        with launched(env, tmp_path / "data") as launcher:
+            port = env["PORTFOLIO_PORT"]
+            victim = next(p for p in launcher.descendants() if port in " ".join(p.cmdline()))
+            mark = len(launcher.lines)
+            victim.kill()
+            launcher.wait_for("portfolio DIED", timeout=15, after=mark)
+            launcher.wait_for("restarting portfolio", timeout=15, after=mark)
+            wait_ready(port, timeout=30)
     finally:
-        assert launcher.stop() == 0
         devservers.run_async(devservers.drop_database(pg_server_uri, name))
-
-
-def _ready_again(port: str, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"the service on :{port} did not become ready"
-        time.sleep(0.2)
 
 
 def test_launcher_restarts_its_nats_server_and_postgres_on_their_data(
     own_servers_env: tuple[dict[str, str], Path],
 ) -> None:
     env, data_dir = own_servers_env
-    launcher = Launcher(env, data_dir)
-    try:
-        launcher.wait_for(READY_LINE)
+    with launched(env, data_dir) as launcher:
         port = env["ORDERS_PORT"]  # needs both: its /readyz checks the database and NATS
         nats = next(p for p in launcher.descendants() if p.name() == "nats-server")
         mark = len(launcher.lines)
         nats.kill()
         launcher.wait_for("nats-server DIED; restarting it", timeout=10, after=mark)
         launcher.wait_for("nats-server is back", timeout=20, after=mark)
-        _ready_again(port)
+        wait_ready(port)
 
         pid_file = data_dir / "postgres" / "postmaster.pid"
         postmaster = psutil.Process(int(pid_file.read_text().splitlines()[0]))
@@ -181,7 +163,5 @@ def test_launcher_restarts_its_nats_server_and_postgres_on_their_data(
         postmaster.kill()
         launcher.wait_for("PostgreSQL DIED; restarting it", timeout=10, after=mark)
         launcher.wait_for("PostgreSQL is back", timeout=30, after=mark)
-        _ready_again(port)
-        _ready_again(env["GATEWAY_PORT"])
-    finally:
-        assert launcher.stop() == 0
+        wait_ready(port)
+        wait_ready(env["GATEWAY_PORT"])

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -30,10 +27,11 @@ from prometheus_client import CollectorRegistry
 from gateway.buffer import PartBuffer
 from gateway.fanout import Fanout
 from gateway.metrics import GatewayMetrics
-from shared import devservers, wire
+from shared import wire
 from shared.bus import NatsBus
 from shared.identity import Identity
 from shared.leases import rendezvous_owner
+from tests.service.processes_support import Uvicorn, sample, start_uvicorn, wait_ready
 from tests.support import identity_headers, identity_of, session_payload, wait_until
 
 pytestmark = pytest.mark.service
@@ -46,32 +44,9 @@ FACTORIES = {
 }
 
 
-@dataclass
-class Replica:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def kill(self) -> None:
-        """No goodbye: leases and membership lapse by themselves."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
+class Replica(Uvicorn):
     def metric(self, name: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2).text
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise AssertionError(f"{name} not in /metrics of {self.name}")
+        return sample(httpx.get(f"{self.url}/metrics", timeout=2).text, name, self.name)
 
 
 @contextmanager
@@ -86,25 +61,11 @@ def replicas(service: str, count: int, database_url: str, nats_url: str) -> Iter
     }
     try:
         for i in range(1, count + 1):
-            port = devservers.free_port()
             name = f"{service}-{i}-{os.getpid()}"
-            cmd = [sys.executable, "-m", "uvicorn", FACTORIES[service], "--factory",
-                   "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]  # fmt: skip
-            process = subprocess.Popen(
-                cmd, env={**env, "REPLICA_ID": name}, stdout=subprocess.DEVNULL
-            )
+            port, process = start_uvicorn(FACTORIES[service], {**env, "REPLICA_ID": name})
             started.append(Replica(name, port, process))
         for replica in started:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{replica.port}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert replica.process.poll() is None, f"{replica.name} exited"
-                assert time.monotonic() < deadline, f"{replica.name} not ready"
-                time.sleep(0.1)
+            wait_ready(replica.port, timeout=30, process=replica.process)
         yield started
     finally:
         for replica in started:

@@ -21,7 +21,7 @@ from shared.bus import NatsBus
 from shared.db.engine import MeteredPool, create_engine, session_factory
 from shared.identity import Identity
 from shared.outbox import OutboxRelay, stage
-from tests.service.orders_support import book, submit
+from tests.service.orders.support import last_order, place, place_limit, submit
 from tests.support import running, wait_until
 
 pytestmark = pytest.mark.service
@@ -65,16 +65,11 @@ async def test_the_orders_service_exports_its_latencies_pool_and_outbox(
         refused = get(before, "orders_submit_ack_seconds_count", outcome="refused")
         fills = get(before, "orders_submit_to_fill_seconds_count")
 
-        r = await submit(client, alice, symbol="AAPL", side="buy", quantity=1)
-        assert r.status_code == 200, r.text
+        await place(client, alice, symbol="AAPL", side="buy", quantity=1)
         r = await submit(client, alice, symbol="NOPE", side="buy", quantity=1)
         assert r.status_code == 422, r.text
-        r = await submit(
-            client, alice, symbol="KO", side="buy", quantity=1, order_type="limit",
-            limit_price="50",
-        )  # fmt: skip
-        assert r.status_code == 200, r.text
-        resting = (await book(db, alice.account_id, "KO"))["orders"][-1]
+        await place_limit(client, alice, "buy", 1, "KO", "50")
+        resting = await last_order(db, alice.account_id)
         assert resting.status == "open"
         assert await app.state.venue.match({"KO": (Decimal("49.00"), Decimal("49.50"))}) == [
             resting.id

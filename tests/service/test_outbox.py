@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import devservers, wire
+from shared import wire
 from shared.bus import InMemoryBus, NatsBus
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import OutboxMessage
+from shared.devservers import NatsServer
 from shared.outbox import OutboxRelay, stage
+from tests.service.processes_support import kill_nats
 from tests.support import collect, wait_until
 
 pytestmark = pytest.mark.service
@@ -130,12 +131,11 @@ async def stream_messages(bus: NatsBus) -> int:
 
 
 async def test_with_nats_down_rows_stay_pending_and_after_it_each_is_stored_once(
-    db: async_sessionmaker[AsyncSession], tmp_path: Path
+    db: async_sessionmaker[AsyncSession], own_nats: NatsServer
 ) -> None:
     """The outage the old relay lost: nats-py buffers a core publish while reconnecting, so
     only the broker's acknowledgement may mark a row published."""
-    server = devservers.NatsServer(tmp_path / "nats").start()
-    bus = await NatsBus.connect(server.url)
+    bus = await NatsBus.connect(own_nats.url)
     try:
         received = await collect(bus, wire.ORDERS_EVENTS_ALL)
         relay = relay_for(db, bus)
@@ -145,14 +145,12 @@ async def test_with_nats_down_rows_stay_pending_and_after_it_each_is_stored_once
         async with db() as s, s.begin():
             stage(s, "orders.events.1", {"order_id": 2})
             stage(s, "orders.events.2", {"order_id": 3})
-        assert server.process is not None
-        server.process.kill()  # nats-server dies: no goodbye
-        server.process.wait()
+        kill_nats(own_nats)  # nats-server dies: no goodbye
         with pytest.raises(Exception):  # noqa: B017 (a timeout or a disconnect, by timing)
             await relay.relay_once()
         assert await pending(db) == 2
 
-        server.start()  # same port, same JetStream store
+        own_nats.start()  # same port, same JetStream store
         await wait_until(lambda: bus.is_connected, timeout=10)
 
         async def relayed() -> int:  # once the stream answers again
@@ -174,4 +172,3 @@ async def test_with_nats_down_rows_stay_pending_and_after_it_each_is_stored_once
         assert await stream_messages(bus) == 3
     finally:
         await bus.close()
-        server.stop()

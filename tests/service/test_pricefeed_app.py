@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.pricefeed.app import create_app
 from services.pricefeed.domain import Quote, quote_around
 from services.pricefeed.settings import PricefeedSettings
 from shared import wire
 from shared.bus import NatsBus
-from shared.db.engine import create_engine, session_factory
 from shared.db.models import Account, Position, RiskAlert, Symbol, User
+from shared.db.queries import held_positions
 from shared.domain import Holding, margin_used, utilisation_pct
-from tests.support import collect, running, wait_until
+from tests.support import ManualProvider, collect, running, wait_until
 
 pytestmark = pytest.mark.service
 D = Decimal
-
-
-class ManualProvider:
-    """Quotes the test sets; each fetch hands over what is pending."""
-
-    name = "manual"
-
-    def __init__(self) -> None:
-        self.pending: dict[str, Quote] = {}
-
-    async def fetch(self) -> Mapping[str, Quote]:
-        pending, self.pending = self.pending, {}
-        return pending
-
-    async def aclose(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -45,12 +30,10 @@ def settings(service_env: None) -> PricefeedSettings:
 
 
 async def test_simulated_ticks_reach_nats_and_the_database(
-    settings: PricefeedSettings, bus: NatsBus
+    settings: PricefeedSettings, db: async_sessionmaker[AsyncSession], bus: NatsBus
 ) -> None:
     ticks = await collect(bus, wire.PRICES_TICKS)
-    engine = create_engine(settings.database_url, null_pool=True)
-    sessions = session_factory(engine)
-    async with sessions() as s:
+    async with db() as s:
         symbols = len((await s.scalars(select(Symbol))).all())
     async with running(create_app(settings)) as client:
         await wait_until(lambda: len(ticks) >= 10)
@@ -68,57 +51,55 @@ async def test_simulated_ticks_reach_nats_and_the_database(
     for _, payload in ticks:
         latest.update(payload["prices"])
         assert set(next(iter(payload["prices"].values()))) == {"last", "bid", "ask", "chg_pct"}
-    async with sessions() as s:  # the last batch is written on shutdown
-        db = {sym.ticker: sym for sym in await s.scalars(select(Symbol))}
+    async with db() as s:  # the last batch is written on shutdown
+        stored = {sym.ticker: sym for sym in await s.scalars(select(Symbol))}
     for ticker, p in latest.items():
-        assert (db[ticker].last, db[ticker].bid, db[ticker].ask) == (
+        assert (stored[ticker].last, stored[ticker].bid, stored[ticker].ask) == (
             D(p["last"]),
             D(p["bid"]),
             D(p["ask"]),
         )
-    await engine.dispose()
 
 
-async def _account(sessions, username: str) -> tuple[int, dict[str, tuple[int, Symbol]]]:
+async def _account(
+    sessions: async_sessionmaker[AsyncSession], username: str
+) -> tuple[int, dict[str, Holding]]:
+    """The account of ``username`` and its open positions at the symbols' stored prices."""
     async with sessions() as s:
         account_id = await s.scalar(
             select(Account.id)
             .join(User, User.id == Account.user_id)
             .where(User.username == username)
         )
-        rows = (
-            await s.execute(
-                select(Position.quantity, Symbol)
-                .join(Symbol, Symbol.id == Position.symbol_id)
-                .where(Position.account_id == account_id)
-            )
-        ).all()
-    return account_id, {sym.ticker: (qty, sym) for qty, sym in rows}
+        assert account_id is not None, username
+        columns = (Symbol.ticker, Position.quantity, Symbol.last, Symbol.margin_rate)
+        rows = (await s.execute(held_positions(*columns, account_id=account_id))).all()
+    return account_id, {
+        ticker: Holding(ticker, qty, last, margin_rate=rate) for ticker, qty, last, rate in rows
+    }
 
 
-def _scaled(holdings: dict[str, tuple[int, Symbol]], factor: str) -> dict[str, Quote]:
-    return {t: quote_around(sym.last * D(factor), D(10)) for t, (_, sym) in holdings.items()}
+def _scaled(holdings: dict[str, Holding], factor: str) -> dict[str, Quote]:
+    return {t: quote_around(h.last * D(factor), D(10)) for t, h in holdings.items()}
 
 
 async def test_breaches_alerts_margin_and_order_events(
-    settings: PricefeedSettings, bus: NatsBus
+    settings: PricefeedSettings, db: async_sessionmaker[AsyncSession], bus: NatsBus
 ) -> None:
     breaches = await collect(bus, wire.RISK_BREACH_ALL)
-    engine = create_engine(settings.database_url, null_pool=True)
-    sessions = session_factory(engine)
-    alice, holdings = await _account(sessions, "alice")
-    bob, _ = await _account(sessions, "bob")
-    async with sessions() as s:
+    alice, holdings = await _account(db, "alice")
+    bob, _ = await _account(db, "bob")
+    async with db() as s:
         limit = await s.scalar(select(Account.margin_limit).where(Account.id == alice))
         bob_used = await s.scalar(select(Account.margin_used).where(Account.id == bob))
     assert limit is not None
 
     async def alerts() -> list[RiskAlert]:
-        async with sessions() as s:
+        async with db() as s:
             return list(await s.scalars(select(RiskAlert).order_by(RiskAlert.id)))
 
     async def stored_margin(account_id: int) -> Decimal:
-        async with sessions() as s:
+        async with db() as s:
             used = await s.scalar(select(Account.margin_used).where(Account.id == account_id))
             assert used is not None
             return used
@@ -137,10 +118,7 @@ async def test_breaches_alerts_margin_and_order_events(
         assert subject == wire.risk_breach(alice)
         assert payload["level"] == "warn" and 80 < float(payload["utilisation_pct"]) < 85
         assert isinstance(payload["ts"], float) and payload["text"]
-        expected = margin_used(
-            Holding(t, qty, quotes[t].last, margin_rate=sym.margin_rate)
-            for t, (qty, sym) in holdings.items()
-        )
+        expected = margin_used(replace(h, last=quotes[t].last) for t, h in holdings.items())
         assert D(payload["utilisation_pct"]) == utilisation_pct(expected, limit).quantize(D("0.01"))
         await wait_until(lambda: _equal_async(stored_margin(alice), expected.quantize(D("0.01"))))
         [alert] = await wait_until(alerts)
@@ -154,7 +132,7 @@ async def test_breaches_alerts_margin_and_order_events(
         await wait_until(lambda: len(ticks) > seen)
 
         # The orders service fills a big buy and announces it after commit.
-        async with sessions.begin() as s:
+        async with db.begin() as s:
             await s.execute(
                 update(Position)
                 .where(Position.account_id == alice)
@@ -174,13 +152,10 @@ async def test_breaches_alerts_margin_and_order_events(
     async with running(app) as client:
         await wait_until(lambda: app.state.pricefeed.leadership.leading)
         assert (await client.get("/readyz")).status_code == 200
-        async with sessions() as s:
+        async with db() as s:
             bob_limit = await s.scalar(select(Account.margin_limit).where(Account.id == bob))
-        _, bob_holdings = await _account(sessions, "bob")
-        bob_margin = margin_used(
-            Holding(t, qty, sym.last, margin_rate=sym.margin_rate)
-            for t, (qty, sym) in bob_holdings.items()
-        )
+        _, bob_holdings = await _account(db, "bob")
+        bob_margin = margin_used(bob_holdings.values())
         assert bob_limit and bob_margin  # scaled to ≈ 90 %: a warning for bob
         provider.pending = _scaled(bob_holdings, str(bob_limit * D("0.9") / bob_margin))
         await wait_until(lambda: len(breaches) >= 3)
@@ -188,7 +163,6 @@ async def test_breaches_alerts_margin_and_order_events(
         (wire.risk_breach(bob), "warn")
     ]
     assert [a.level for a in await alerts()] == ["warn", "critical", "warn"]
-    await engine.dispose()
 
 
 async def _equal_async(value: Any, expected: Any) -> bool:

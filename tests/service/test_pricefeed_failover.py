@@ -10,10 +10,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,11 +24,14 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.orders.settings import OrdersSettings
-from shared import devservers, wire
+from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import Account, LeaderEpoch, Position, Symbol, User
+from shared.db.queries import held_positions
+from shared.devservers import NatsServer
 from shared.domain import Holding, margin_used
+from tests.service.processes_support import Uvicorn, sample, start_uvicorn
 from tests.support import wait_until
 
 pytestmark = pytest.mark.service
@@ -45,68 +46,26 @@ ONE_STEP = D("0.01")
 
 
 @dataclass
-class Feed:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
+class Feed(Uvicorn):
     log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        """No goodbye: the lease is left to expire."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
 
     async def metric(self, name: str) -> float:
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"{self.url}/metrics", timeout=2)).text
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise AssertionError(f"{name} not in /metrics of {self.name}")
+        return sample(text, name, self.name)
 
 
 Start = Callable[[str], Awaitable[Feed]]
 
 
-def spawn(name: str, env: dict[str, str], log: Path) -> Feed:
-    port = devservers.free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "services.pricefeed.app:create_app", "--factory",
-           "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Feed(name, port, process, log)
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[str]:
-    """A nats-server of this test's own, so the lease bucket has this test's TTL."""
-    server = devservers.NatsServer(tmp_path / "nats").start()
-    yield server.url
-    server.stop()
-
-
 @pytest.fixture
 async def feeds(
-    demo_database_url: str, own_nats: str, tmp_path: Path
+    demo_database_url: str, own_nats: NatsServer, tmp_path: Path
 ) -> AsyncIterator[tuple[Start, list[Feed]]]:
     env = {
         **os.environ,
         "DATABASE_URL": demo_database_url,
-        "NATS_URL": own_nats,
+        "NATS_URL": own_nats.url,  # this test's own: the lease bucket has this test's TTL
         "PRICEFEED_LEASE_TTL_S": str(LEASE_TTL_S),
         "PRICEFEED_TICK_INTERVAL_MS": str(TICK_MS),
         "PRICEFEED_SIM_DAY_SECONDS": str(SIM_DAY_S),
@@ -116,7 +75,11 @@ async def feeds(
     started: list[Feed] = []
 
     async def start(name: str) -> Feed:
-        feed = spawn(name, {**env, "REPLICA_ID": name}, tmp_path / f"{name}.log")
+        log = tmp_path / f"{name}.log"
+        port, process = start_uvicorn(
+            "services.pricefeed.app:create_app", {**env, "REPLICA_ID": name}, log
+        )
+        feed = Feed(name, port, process, log)
         started.append(feed)
 
         async def ready() -> bool:
@@ -179,15 +142,10 @@ async def place(db: async_sessionmaker[AsyncSession], utilisation: dict[int, str
     """Set each account's margin limit so it starts at the given utilisation (%)."""
     async with db.begin() as s:
         for account_id, pct in utilisation.items():
-            rows = (
-                await s.execute(
-                    select(Position.quantity, Symbol)
-                    .join(Symbol, Symbol.id == Position.symbol_id)
-                    .where(Position.account_id == account_id, Position.quantity > 0)
-                )
-            ).all()
+            columns = (Symbol.ticker, Position.quantity, Symbol.last, Symbol.margin_rate)
+            rows = await s.execute(held_positions(*columns, account_id=account_id))
             used = margin_used(
-                Holding(sym.ticker, qty, sym.last, margin_rate=sym.margin_rate) for qty, sym in rows
+                Holding(ticker, qty, last, margin_rate=rate) for ticker, qty, last, rate in rows
             )
             assert used > 0, account_id
             limit = (used * 100 / D(pct)).quantize(D("0.01"))
@@ -237,7 +195,7 @@ def check_handoff(seen: Seen, old: str, new: str, start: dict[str, Decimal]) -> 
 
 
 async def test_the_standby_takes_over_a_killed_leader_without_a_jump_or_a_repeated_alert(
-    feeds: tuple[Start, list[Feed]], demo_database_url: str, own_nats: str
+    feeds: tuple[Start, list[Feed]], demo_database_url: str, own_nats: NatsServer
 ) -> None:
     start, _ = feeds
     engine = create_engine(demo_database_url, null_pool=True)
@@ -247,7 +205,7 @@ async def test_the_standby_takes_over_a_killed_leader_without_a_jump_or_a_repeat
     await place(db, {alice: "88", bob: "50", viewer: "50"})  # alice starts above warn
     before = await prices(db)
 
-    async with watching(own_nats) as seen:
+    async with watching(own_nats.url) as seen:
         a = await start("feed-a")
         await wait_until(lambda: (alice, "warn") in seen.alerts)  # the leader's, at start
         b = await start("feed-b")
@@ -256,7 +214,7 @@ async def test_the_standby_takes_over_a_killed_leader_without_a_jump_or_a_repeat
         assert await b.metric("pricefeed_ticks_total") == 0
         assert (await a.metric("pricefeed_leader"), await b.metric("pricefeed_leader")) == (1, 0)
 
-        await double_positions(db, own_nats, bob)  # 100 %: the leader alerts critical
+        await double_positions(db, own_nats.url, bob)  # 100 %: the leader alerts critical
         await wait_until(lambda: (bob, "critical") in seen.alerts)
         mark = len(seen.ticks)
         await wait_until(lambda: len(seen.ticks) >= mark + 5)  # the standby has seen it too
@@ -270,7 +228,7 @@ async def test_the_standby_takes_over_a_killed_leader_without_a_jump_or_a_repeat
         assert silence < limit, f"feed silent {silence:.2f} s at the handoff (limit {limit} s)"
         print(f"takeover: ticks resumed {resumed:.2f} s after SIGKILL, silence {silence:.2f} s")
 
-        await double_positions(db, own_nats, viewer)  # the new leader alerts
+        await double_positions(db, own_nats.url, viewer)  # the new leader alerts
         await wait_until(lambda: (viewer, "critical") in seen.alerts)
         assert sorted(seen.alerts) == sorted(
             [(alice, "warn"), (bob, "critical"), (viewer, "critical")]
@@ -292,13 +250,13 @@ async def test_the_standby_takes_over_a_killed_leader_without_a_jump_or_a_repeat
 
 
 async def test_a_released_lease_is_taken_over_within_one_round(
-    feeds: tuple[Start, list[Feed]], demo_database_url: str, own_nats: str
+    feeds: tuple[Start, list[Feed]], demo_database_url: str, own_nats: NatsServer
 ) -> None:
     start, _ = feeds
     engine = create_engine(demo_database_url, null_pool=True)
     before = await prices(session_factory(engine))
     await engine.dispose()
-    async with watching(own_nats) as seen:
+    async with watching(own_nats.url) as seen:
         a = await start("feed-a")
         await wait_until(lambda: seen.by("feed-a"))
         b = await start("feed-b")

@@ -6,7 +6,6 @@ import re
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
 
 from services.risk.app import create_app
 from services.risk.components import ALERTS_ID, EXPOSURE_ID, GAUGE_ID
@@ -14,7 +13,8 @@ from services.risk.settings import RiskSettings
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
-from shared.db.models import Position, RiskAlert, Symbol
+from shared.db.models import RiskAlert, Symbol
+from shared.db.queries import held_positions
 from shared.identity import Identity
 from tests.support import (
     collect_ui,
@@ -51,9 +51,7 @@ async def _held_prices(database_url: str, who: Identity) -> dict[str, Decimal]:
     engine = create_engine(database_url, null_pool=True)
     async with session_factory(engine)() as s:
         rows = await s.execute(
-            select(Symbol.ticker, Symbol.last)
-            .join(Position, Position.symbol_id == Symbol.id)
-            .where(Position.account_id == who.account_id, Position.quantity > 0)
+            held_positions(Symbol.ticker, Symbol.last, account_id=who.account_id)
         )
         prices = {ticker: last for ticker, last in rows}
     await engine.dispose()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import os
 import re
+import shutil
+import subprocess
 import typing
 from collections.abc import Iterator
 from functools import cache
@@ -293,3 +296,23 @@ def trusted_proxies(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Ne
     networks = [ipaddress.ip_network(item) for item in items]  # ValueError on anything else
     assert all(n.prefixlen > 0 for n in networks), f"{FORWARDED_ALLOW_IPS}={value!r}: everyone"
     return networks
+
+
+def required_tool(name: str, installed_by: str) -> str:
+    """``name``'s path. CI must have it (a failure there), a workstation may not (a skip)."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing: {installed_by}")
+        pytest.skip(f"{name} is not installed ({installed_by}; the other tests read the files)")
+    return path
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    """The documents ``kubectl kustomize folder`` renders."""
+    kubectl = required_tool("kubectl", ".ci/run installs it")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in load_all(out.stdout) if doc]

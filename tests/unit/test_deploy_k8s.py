@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
-
-import pytest
 
 from gateway import auth, compose, proxy, ws
 from shared import natsauth
@@ -73,7 +68,7 @@ from tests.unit.deploy_support import (
     field_env,
     gateway_service_urls,
     image_uid,
-    load_all,
+    kustomize,
     load_script,
     module_env_reads,
     prestop_in_image,
@@ -776,16 +771,7 @@ def test_k8s_httproute_keeps_websockets_open() -> None:
 
 @cache
 def rendered() -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        if os.environ.get("CI"):
-            pytest.fail("kubectl is missing: .ci/run installs it")
-        pytest.skip("kubectl is not installed (the other tests read the files themselves)")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert out.returncode == 0, out.stderr
-    return [doc for doc in load_all(out.stdout) if doc]
+    return kustomize(K8S)
 
 
 def test_k8s_kustomize_renders_every_applied_document() -> None:

@@ -7,9 +7,7 @@ import asyncio
 import importlib
 import json
 import logging
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,14 @@ from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine
 from shared.launcher import SERVICES
-from tests.unit.deploy_support import DEPLOY, SETTINGS, load, load_all
+from tests.unit.deploy_support import (
+    DEPLOY,
+    SETTINGS,
+    kustomize,
+    load,
+    load_all,
+    required_tool,
+)
 
 MONITORING = DEPLOY / "monitoring"
 RULES = MONITORING / "prometheusrule.yaml"
@@ -159,13 +164,7 @@ def alerts() -> list[dict[str, Any]]:
 
 
 def promtool() -> str:
-    """promtool's path; CI must have it (a failure there), a workstation may not (a skip)."""
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing (.ci/run installs Debian's prometheus package)")
-        pytest.skip("promtool is not installed (CI installs it: .ci/run)")
-    return path
+    return required_tool("promtool", ".ci/run installs Debian's prometheus package")
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -328,16 +327,7 @@ def test_the_podmonitor_scrapes_every_process() -> None:
 
 
 def test_the_folder_builds_with_kustomize() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        if os.environ.get("CI"):
-            pytest.fail("kubectl is missing: .ci/run installs it")
-        pytest.skip("kubectl is not installed")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(MONITORING)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    kinds = {(d["kind"], d["metadata"]["name"]) for d in load_all(result.stdout)}
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in kustomize(MONITORING)}
     assert {
         ("PodMonitor", "trading-dashboard"),
         ("PrometheusRule", "trading-dashboard"),

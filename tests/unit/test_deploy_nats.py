@@ -65,25 +65,17 @@ def test_nats_server_accepts_the_config() -> None:
         pytest.skip("no nats-server here")
     letters = string.ascii_letters * 2  # letters only, as deploy/README.md says
     env = {password_variable(identity): letters for identity in auth_users()}
-    result = subprocess.run(
-        [executable, "-c", str(NATS_AUTH), "-t"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [executable, "-c", str(NATS_AUTH), "-t"]
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+
+    result = check(env)
     assert result.returncode == 0, result.stdout + result.stderr
     missing = dict(list(env.items())[1:])  # one variable unset: the server must refuse
-    result = subprocess.run(
-        [executable, "-c", str(NATS_AUTH), "-t"],
-        env=missing,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode != 0, "an unset password variable must stop the server"
+    assert check(missing).returncode != 0, "an unset password variable must stop the server"
 
 
 def test_helm_values_include_the_config_and_the_passwords() -> None:

@@ -25,6 +25,14 @@ class Socket:
         )
 
 
+def fanout(*sockets: Socket) -> Fanout:
+    """A fan-out with these sockets added."""
+    fan = Fanout()
+    for socket in sockets:
+        fan.add(socket)
+    return fan
+
+
 def part(part_id: str, text: str = "x") -> dict[str, str]:
     return {"id": part_id, "html": f'<div id="{part_id}">{text}</div>'}
 
@@ -43,21 +51,25 @@ def shared(component: str, topics: dict[str, list[dict[str, str]]]) -> tuple[str
     return wire.ui_shared_subject(component), {"component": component, "ts": 1, "topics": topics}
 
 
+def marker(
+    component: str, tick: int, topics: dict | None = None, src: str | None = None
+) -> tuple[str, dict]:
+    """``component``'s mark that it (its replica ``src``) is done with ``tick``."""
+    subject, message = shared(component, topics or {})
+    return subject, {**message, "tick": tick} | ({} if src is None else {"src": src})
+
+
 async def test_updates_reach_every_tab_of_their_user_only() -> None:
-    fan = Fanout()
     a1, a2, b = Socket(1, "a1"), Socket(1, "a2"), Socket(2, "b")
-    for s in (a1, a2, b):
-        fan.add(s)
+    fan = fanout(a1, a2, b)
     await fan.on_ui(*updates("portfolio", wire.ui_update(1, [part("portfolio-pl-X")], full=False)))
     assert a1.ids() == a2.ids() == ["portfolio-pl-X"]
     assert b.ids() == []
 
 
 async def test_a_full_render_for_one_session_goes_to_that_tab_only() -> None:
-    fan = Fanout()
     a1, a2 = Socket(1, "a1"), Socket(1, "a2")
-    fan.add(a1)
-    fan.add(a2)
+    fan = fanout(a1, a2)
     update = wire.ui_update(1, [part("portfolio-root")], full=True, session="a2")
     await fan.on_ui(*updates("portfolio", update))
     assert a1.ids() == [] and a2.ids() == ["portfolio-root"]
@@ -68,10 +80,8 @@ async def test_a_full_render_for_one_session_goes_to_that_tab_only() -> None:
 
 
 async def test_shared_parts_go_to_the_pages_that_show_their_topic() -> None:
-    fan = Fanout()
     alice, bob = Socket(1, "a"), Socket(2, "b")
-    fan.add(alice)
-    fan.add(bob)
+    fan = fanout(alice, bob)
     full = {"full": True, "parts": [part("watchlist-root")]}
     await fan.on_ui(*updates("watchlist", {"user": 1, **full, "topics": ["AAPL", "KO"]}))
     await fan.on_ui(*updates("watchlist", {"user": 2, **full, "topics": ["KO"]}))
@@ -91,10 +101,8 @@ async def test_shared_parts_go_to_the_pages_that_show_their_topic() -> None:
 
 
 async def test_a_users_topics_go_with_their_last_socket() -> None:
-    fan = Fanout()
     a1, a2 = Socket(1, "a1"), Socket(1, "a2")
-    fan.add(a1)
-    fan.add(a2)
+    fan = fanout(a1, a2)
     await fan.on_ui(
         *updates("watchlist", {"user": 1, "full": True, "parts": [], "topics": ["AAPL"]})
     )
@@ -106,9 +114,8 @@ async def test_a_users_topics_go_with_their_last_socket() -> None:
 
 
 async def test_parts_of_another_component_or_malformed_messages_are_dropped() -> None:
-    fan = Fanout()
     alice = Socket(1, "a")
-    fan.add(alice)
+    fan = fanout(alice)
     foreign = wire.ui_update(1, [part("risk-gauge"), part("portfolio-pl-X")], full=False)
     await fan.on_ui(*updates("portfolio", foreign))
     assert alice.ids() == ["portfolio-pl-X"]
@@ -123,16 +130,11 @@ async def test_parts_of_another_component_or_malformed_messages_are_dropped() ->
 
 
 async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_tick() -> None:
-    fan = Fanout()
     alice = Socket(1, "a")
-    fan.add(alice)
+    fan = fanout(alice)
     full = {"full": True, "parts": [part("watchlist-root")], "topics": ["KO"]}
     await fan.on_ui(*updates("watchlist", {"user": 1, **full}))
     alice.ids()
-
-    def marker(component: str, tick: int, topics: dict | None = None) -> tuple[str, dict]:
-        subject, message = shared(component, topics or {})
-        return subject, {**message, "tick": tick}
 
     await fan.on_ui(*marker("portfolio", 4))  # the portfolio follows ticks too
     await fan.on_ui(*marker("watchlist", 5, {"KO": [part("watchlist-quote-KO")]}))
@@ -158,9 +160,8 @@ def fenced(
 
 
 async def test_a_deposed_owners_late_message_is_dropped() -> None:
-    fan = Fanout()
     alice = Socket(1, "a")
-    fan.add(alice)
+    fan = fanout(alice)
     await fan.on_ui(*fenced("portfolio", 1, epoch=7, seq=1, src="old"))
     assert alice.ids() == ["portfolio-pl-X"]
     await fan.on_ui(*fenced("portfolio", 1, epoch=9, seq=1, src="new", text="new"))
@@ -180,11 +181,10 @@ async def test_a_deposed_owners_late_message_is_dropped() -> None:
 
 
 async def test_a_gap_in_a_producers_sequence_asks_for_a_resync_once() -> None:
-    fan = Fanout()
+    alice = Socket(1, "a")
+    fan = fanout(alice)
     asked: list[tuple[str, int]] = []
     fan.on_resync = lambda component, partition: asked.append((component, partition))
-    alice = Socket(1, "a")
-    fan.add(alice)
     await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=1))
     await fan.on_ui(*fenced("portfolio", 1, epoch=1, seq=2))
     assert asked == []
@@ -197,49 +197,38 @@ async def test_a_gap_in_a_producers_sequence_asks_for_a_resync_once() -> None:
 
 
 async def test_every_replica_of_a_component_must_be_done_with_a_tick() -> None:
-    fan = Fanout()
     alice = Socket(1, "a")
-    fan.add(alice)
+    fan = fanout(alice)
 
-    def marker(src: str, tick: int) -> tuple[str, dict]:
-        subject, message = shared("portfolio", {})
-        return subject, {**message, "tick": tick, "src": src}
-
-    await fan.on_ui(*marker("r1", 1))
-    await fan.on_ui(*marker("r2", 1))
+    await fan.on_ui(*marker("portfolio", 1, src="r1"))
+    await fan.on_ui(*marker("portfolio", 1, src="r2"))
     subject, batch = fenced("portfolio", 1, epoch=1, seq=1, src="r2")
     await fan.on_ui(subject, {**batch, "tick": 2})
-    await fan.on_ui(*marker("r1", 2))
+    await fan.on_ui(*marker("portfolio", 2, src="r1"))
     assert not alice.buffer.go.is_set()  # r2, which holds alice, is not done yet
-    await fan.on_ui(*marker("r2", 2))
+    await fan.on_ui(*marker("portfolio", 2, src="r2"))
     assert alice.buffer.go.is_set()
 
 
 async def test_a_frame_waits_for_the_slowest_producer_to_reach_its_newest_tick() -> None:
-    fan = Fanout()
     alice = Socket(1, "a")
-    fan.add(alice)
+    fan = fanout(alice)
 
-    def marker(src: str, tick: int) -> tuple[str, dict]:
-        subject, message = shared("portfolio", {})
-        return subject, {**message, "tick": tick, "src": src}
-
-    await fan.on_ui(*marker("r1", 3))
-    await fan.on_ui(*marker("r2", 3))
+    await fan.on_ui(*marker("portfolio", 3, src="r1"))
+    await fan.on_ui(*marker("portfolio", 3, src="r2"))
     subject, batch = fenced("portfolio", 1, epoch=1, seq=1, src="r1")
     await fan.on_ui(subject, {**batch, "tick": 5})  # r1 is a tick ahead of r2
-    await fan.on_ui(*marker("r1", 5))
-    await fan.on_ui(*marker("r2", 4))  # r2 done with 4: r1's tick-5 numbers must wait
+    await fan.on_ui(*marker("portfolio", 5, src="r1"))
+    # r2 done with 4: r1's tick-5 numbers must wait
+    await fan.on_ui(*marker("portfolio", 4, src="r2"))
     assert not alice.buffer.go.is_set()
-    await fan.on_ui(*marker("r2", 5))
+    await fan.on_ui(*marker("portfolio", 5, src="r2"))
     assert alice.buffer.go.is_set()
 
 
 async def test_standalone_shared_parts_come_from_the_topics_owner_for_every_page() -> None:
-    fan = Fanout()
     alice, bob = Socket(1, "a"), Socket(2, "b")
-    for s in (alice, bob):
-        fan.add(s)
+    fan = fanout(alice, bob)
     full = {"full": True, "parts": [part("watchlist-root")], "topics": ["KO"]}
     for user, src in ((1, "r1"), (2, "r2")):  # two replicas own alice and bob
         subject, message = updates("watchlist", {"user": user, **full})

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shared import wire
 from shared.leases import LeaderLease, MemoryLeaseStore, PartitionLeases, rendezvous_owner
+from tests.support import ManualClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(100.0)
 
 
-def replicas(store: MemoryLeaseStore, clock: Clock, *names: str) -> list[PartitionLeases]:
+@pytest.fixture
+def store(clock: ManualClock) -> MemoryLeaseStore:
+    return MemoryLeaseStore(ttl=5.0, clock=clock)
+
+
+def replicas(store: MemoryLeaseStore, clock: ManualClock, *names: str) -> list[PartitionLeases]:
     return [PartitionLeases(store, name, renew_every=1.0, clock=clock) for name in names]
 
 
@@ -22,6 +27,15 @@ async def settle(holders: list[PartitionLeases], rounds: int = 3) -> None:
     for _ in range(rounds):
         for holder in holders:
             await holder.round()
+
+
+async def settled(
+    store: MemoryLeaseStore, clock: ManualClock, *names: str
+) -> list[PartitionLeases]:
+    """Replicas ``names``, after the rounds that spread the partitions over them."""
+    holders = replicas(store, clock, *names)
+    await settle(holders)
+    return holders
 
 
 def owners(holders: list[PartitionLeases]) -> dict[int, str]:
@@ -33,11 +47,10 @@ def owners(holders: list[PartitionLeases]) -> dict[int, str]:
     return found
 
 
-async def test_every_partition_has_exactly_one_owner_spread_over_the_members() -> None:
-    clock = Clock()
-    store = MemoryLeaseStore(ttl=5.0, clock=clock)
-    holders = replicas(store, clock, "a", "b", "c")
-    await settle(holders)
+async def test_every_partition_has_exactly_one_owner_spread_over_the_members(
+    clock: ManualClock, store: MemoryLeaseStore
+) -> None:
+    holders = await settled(store, clock, "a", "b", "c")
     found = owners(holders)
     assert sorted(found) == list(range(wire.LIVE_PARTITIONS))
     shares = [len(h.owned) for h in holders]
@@ -46,11 +59,10 @@ async def test_every_partition_has_exactly_one_owner_spread_over_the_members() -
         assert owner == rendezvous_owner(p, ["a", "b", "c"])
 
 
-async def test_a_member_joining_moves_about_a_quarter_only_to_itself() -> None:
-    clock = Clock()
-    store = MemoryLeaseStore(ttl=5.0, clock=clock)
-    holders = replicas(store, clock, "a", "b", "c")
-    await settle(holders)
+async def test_a_member_joining_moves_about_a_quarter_only_to_itself(
+    clock: ManualClock, store: MemoryLeaseStore
+) -> None:
+    holders = await settled(store, clock, "a", "b", "c")
     before = owners(holders)
     holders += replicas(store, clock, "d")
     await settle(holders)
@@ -61,9 +73,9 @@ async def test_a_member_joining_moves_about_a_quarter_only_to_itself() -> None:
     assert 8 <= len(moved) <= 24, len(moved)
 
 
-async def test_epochs_grow_with_every_change_of_owner_and_callbacks_say_what_moved() -> None:
-    clock = Clock()
-    store = MemoryLeaseStore(ttl=5.0, clock=clock)
+async def test_epochs_grow_with_every_change_of_owner_and_callbacks_say_what_moved(
+    clock: ManualClock, store: MemoryLeaseStore
+) -> None:
     gained: dict[str, set[int]] = {"a": set(), "b": set()}
     lost: dict[str, set[int]] = {"a": set(), "b": set()}
     holders = []
@@ -90,11 +102,10 @@ async def test_epochs_grow_with_every_change_of_owner_and_callbacks_say_what_mov
         assert b.epoch(p) > epochs[p]
 
 
-async def test_a_silent_owner_stops_acting_before_its_lease_can_be_taken() -> None:
-    clock = Clock()
-    store = MemoryLeaseStore(ttl=5.0, clock=clock)
-    a, b = replicas(store, clock, "a", "b")
-    await settle([a, b])
+async def test_a_silent_owner_stops_acting_before_its_lease_can_be_taken(
+    clock: ManualClock, store: MemoryLeaseStore
+) -> None:
+    a, b = await settled(store, clock, "a", "b")
     a_share = set(a.owned)
     assert a_share
     # a stops renewing (killed, or cut off from NATS); b keeps going
@@ -110,19 +121,17 @@ async def test_a_silent_owner_stops_acting_before_its_lease_can_be_taken() -> No
         assert b.epoch(p) > 0
 
 
-async def test_draining_gives_everything_back_at_once() -> None:
-    clock = Clock()
-    store = MemoryLeaseStore(ttl=5.0, clock=clock)
-    a, b = replicas(store, clock, "a", "b")
-    await settle([a, b])
+async def test_draining_gives_everything_back_at_once(
+    clock: ManualClock, store: MemoryLeaseStore
+) -> None:
+    a, b = await settled(store, clock, "a", "b")
     await a.drain()
     assert a.owned == frozenset() and await store.keys("m.*") == ["m.b"]
     await settle([b], rounds=1)
     assert b.owned == frozenset(range(wire.LIVE_PARTITIONS))
 
 
-async def test_one_leader_at_a_time_and_a_new_epoch_when_it_changes() -> None:
-    clock = Clock()
+async def test_one_leader_at_a_time_and_a_new_epoch_when_it_changes(clock: ManualClock) -> None:
     store = MemoryLeaseStore(ttl=3.0, clock=clock)
     events: list[tuple[str, object]] = []
 
@@ -151,8 +160,9 @@ async def test_one_leader_at_a_time_and_a_new_epoch_when_it_changes() -> None:
     assert events[0] == ("a", first) and ("b", b.epoch) in events
 
 
-async def test_a_cold_replica_yields_the_role_to_a_warm_one_but_not_to_nobody() -> None:
-    clock = Clock()
+async def test_a_cold_replica_yields_the_role_to_a_warm_one_but_not_to_nobody(
+    clock: ManualClock,
+) -> None:
     store = MemoryLeaseStore(ttl=3.0, clock=clock)
     cold_wait = 1.5  # a just-started replica: it has not caught up with the leader
 

@@ -5,8 +5,7 @@ takes over where the leader's last tick left the sequence, the prices and the al
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +33,7 @@ from shared.bus import InMemoryBus
 from shared.db.fencing import StaleEpoch
 from shared.leases import LeaderLease, MemoryLeaseStore
 from shared.ticks import quotes_of_tick
+from tests.support import ManualProvider, StubSessions
 
 D = Decimal
 TICKERS = ["AAA", "BBB", "CCC"]
@@ -160,41 +160,6 @@ def cold_seq(clock: TestClock, tick_ms: int = 250) -> int:
     return int(clock.now * 1000 // tick_ms)
 
 
-class ScriptedProvider:
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.next: Mapping[str, Quote] = {}
-
-    async def fetch(self) -> Mapping[str, Quote]:
-        pending, self.next = self.next, {}
-        return pending
-
-    async def aclose(self) -> None:
-        pass
-
-
-class Sessions:
-    """Transactions that do nothing (the store functions are replaced below)."""
-
-    def __call__(self) -> Any:
-        class Session:
-            async def __aenter__(self) -> Session:
-                return self
-
-            async def __aexit__(self, *exc: object) -> None:
-                return None
-
-            @asynccontextmanager
-            async def _begin(self) -> Any:
-                yield
-
-            def begin(self) -> Any:
-                return self._begin()
-
-        return Session()
-
-
 @pytest.fixture
 def epochs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """The writes that got through the fence, and the leader_epochs table, in memory."""
@@ -233,6 +198,12 @@ def snapshot() -> Snapshot:
     )
 
 
+def shared_world() -> tuple[InMemoryBus, TestClock, MemoryLeaseStore]:
+    """What the feeds of one test share: a bus, a clock the test moves, one lease store."""
+    clock = TestClock()
+    return InMemoryBus(), clock, MemoryLeaseStore(TTL, clock=lambda: clock.now)
+
+
 def feed(
     name: str, bus: InMemoryBus, store: MemoryLeaseStore, clock: TestClock, provider: Any
 ) -> Pricefeed:
@@ -241,7 +212,7 @@ def feed(
         settings,
         snapshot(),
         bus=bus,
-        sessions=Sessions(),  # type: ignore[arg-type]
+        sessions=StubSessions(),  # type: ignore[arg-type]
         metrics=PricefeedMetrics(),
         provider=provider,
         clock=clock.clock(),
@@ -281,9 +252,8 @@ async def settle(done: Any = lambda: False) -> None:
 
 
 async def test_the_standby_follows_then_takes_over_where_the_leader_left(epochs) -> None:
-    bus, clock = InMemoryBus(), TestClock()
-    store = MemoryLeaseStore(TTL, clock=lambda: clock.now)
-    leader_quotes = ScriptedProvider()
+    bus, clock, store = shared_world()
+    leader_quotes = ManualProvider()
     standby_sim = GbmSimulation({t: D(100) for t in TICKERS}, seed=9)
     a = feed("feed-a", bus, store, clock, leader_quotes)
     b = feed("feed-b", bus, store, clock, SimulationProvider(standby_sim, 0.25))
@@ -292,13 +262,13 @@ async def test_the_standby_follows_then_takes_over_where_the_leader_left(epochs)
     assert a.leadership.leading and a.leadership.epoch
     assert not b.leadership.leading and b.leadership.epoch is None
 
-    leader_quotes.next = {"AAA": quote_around(D(150), D(10)), "BBB": quote_around(D(150), D(10))}
+    leader_quotes.pending = {"AAA": quote_around(D(150), D(10)), "BBB": quote_around(D(150), D(10))}
     await a.loop.cycle()
-    leader_quotes.next = quotes("161")  # both accounts cross 80 %
+    leader_quotes.pending = quotes("161")  # both accounts cross 80 %
     await a.loop.cycle()
     await settle(lambda: len(alerts(bus)) == 2)  # the leader alerts account 1 and 2
     assert alerts(bus) == [(1, "warn"), (2, "warn")]
-    leader_quotes.next = {"AAA": quote_around(D(192), D(10))}  # account 1 → critical
+    leader_quotes.pending = {"AAA": quote_around(D(192), D(10))}  # account 1 → critical
     for task in a._tasks:  # ... and the leader dies before it alerts that
         task.cancel()
     await asyncio.gather(*a._tasks, return_exceptions=True)
@@ -334,19 +304,18 @@ async def test_the_standby_follows_then_takes_over_where_the_leader_left(epochs)
 
 
 async def test_a_released_lease_is_taken_within_one_round(epochs) -> None:
-    bus, clock = InMemoryBus(), TestClock()
-    store = MemoryLeaseStore(TTL, clock=lambda: clock.now)
-    a = feed("feed-a", bus, store, clock, ScriptedProvider())
-    b = feed("feed-b", bus, store, clock, ScriptedProvider())
+    bus, clock, store = shared_world()
+    a = feed("feed-a", bus, store, clock, ManualProvider())
+    b = feed("feed-b", bus, store, clock, ManualProvider())
     await a.start()
     await b.start()
-    a.provider.next = quotes("120")  # type: ignore[attr-defined]
+    a.provider.pending = quotes("120")  # type: ignore[attr-defined]
     await a.loop.cycle()
     await a.release()  # POST /ops/release
     assert not a.leadership.leading and epochs["prices"], "pending prices written first"
     await lease(b).round()
     assert b.leadership.leading
-    b.provider.next = quotes("121")  # type: ignore[attr-defined]
+    b.provider.pending = quotes("121")  # type: ignore[attr-defined]
     await b.loop.cycle()
     first = cold_seq(clock)
     assert [(t["seq"], t["src"]) for t in ticks(bus)] == [
@@ -361,14 +330,13 @@ async def test_a_released_lease_is_taken_within_one_round(epochs) -> None:
 
 
 async def test_a_deposed_leader_is_fenced_off_and_resigns(epochs) -> None:
-    bus, clock = InMemoryBus(), TestClock()
-    store = MemoryLeaseStore(TTL, clock=lambda: clock.now)
-    a = feed("feed-a", bus, store, clock, ScriptedProvider())
+    bus, clock, store = shared_world()
+    a = feed("feed-a", bus, store, clock, ManualProvider())
     await a.start()
     old = a.leadership.epoch
     assert old is not None
     epochs["epoch"][leadership.FENCE_ROLE] = old + 10  # a newer leader has written
-    a.provider.next = quotes("120")  # type: ignore[attr-defined]
+    a.provider.pending = quotes("120")  # type: ignore[attr-defined]
     await a.loop.cycle()
     await a.batch.flush()
     assert epochs["prices"] == [] and a.batch.pending > 0  # refused, kept
@@ -382,18 +350,17 @@ async def test_a_deposed_leader_is_fenced_off_and_resigns(epochs) -> None:
 async def test_a_restarted_replica_does_not_take_over_from_the_warm_standby(epochs) -> None:
     """SIGKILL the leader and restart it at once (what a supervisor does): the restarted
     process has seen no tick, so it lets the warm standby lead; the seq never goes back."""
-    bus, clock = InMemoryBus(), TestClock()
-    store = MemoryLeaseStore(TTL, clock=lambda: clock.now)
-    a = feed("feed-a", bus, store, clock, ScriptedProvider())
-    b = feed("feed-b", bus, store, clock, ScriptedProvider())
+    bus, clock, store = shared_world()
+    a = feed("feed-a", bus, store, clock, ManualProvider())
+    b = feed("feed-b", bus, store, clock, ManualProvider())
     await a.start()
     await b.start()
     for price in ("120", "121"):
-        a.provider.next = quotes(price)  # type: ignore[attr-defined]
+        a.provider.pending = quotes(price)  # type: ignore[attr-defined]
         await a.loop.cycle()
     await settle(lambda: b.follower.last_seq == a.loop.seq)
     await kill(a)
-    restarted = feed("feed-a2", bus, store, clock, ScriptedProvider())
+    restarted = feed("feed-a2", bus, store, clock, ManualProvider())
     await restarted.start()  # the dead leader's key is still there
     assert not restarted.leadership.leading
     clock.now += TTL  # the key expires
@@ -405,7 +372,7 @@ async def test_a_restarted_replica_does_not_take_over_from_the_warm_standby(epoc
         await lease(b).round()
         await lease(restarted).round()
     assert b.leadership.leading and not restarted.leadership.leading
-    b.provider.next = quotes("122")  # type: ignore[attr-defined]
+    b.provider.pending = quotes("122")  # type: ignore[attr-defined]
     await b.loop.cycle()
     seqs = [t["seq"] for t in ticks(bus)]
     assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2] and ticks(bus)[-1]["src"] == "feed-b"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -14,36 +13,9 @@ from services.pricefeed.metrics import PricefeedMetrics
 from services.pricefeed.monitor import Breach, RiskMonitor
 from shared import wire
 from shared.bus import InMemoryBus
+from tests.support import StubSessions
 
 D = Decimal
-
-
-class FlakySessions:
-    """A session factory whose transactions fail while ``down`` is set."""
-
-    def __init__(self) -> None:
-        self.down = False
-
-    def __call__(self) -> Any:
-        outer = self
-
-        class Session:
-            async def __aenter__(self) -> Session:
-                return self
-
-            async def __aexit__(self, *exc: object) -> None:
-                return None
-
-            @asynccontextmanager
-            async def _begin(self) -> Any:
-                if outer.down:
-                    raise ConnectionError("database down")
-                yield
-
-            def begin(self) -> Any:
-                return self._begin()
-
-        return Session()
 
 
 @pytest.fixture
@@ -70,7 +42,7 @@ def written(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[int, Any]]]:
 async def test_a_failed_batch_is_retried_with_newer_values_winning(written) -> None:
     monitor = RiskMonitor({"AAA": D(10)}, {"AAA": D("0.5")})
     monitor.load_account(1, D(1000), {"AAA": 10})
-    sessions = FlakySessions()
+    sessions = StubSessions()
     batch = writers.BatchWriter(sessions, monitor, PricefeedMetrics())  # type: ignore[arg-type]
     old, new, other = Quote(D(1), D(1), D(1)), Quote(D(2), D(2), D(2)), Quote(D(3), D(3), D(3))
     batch.add_prices({1: old, 2: other})
@@ -88,7 +60,7 @@ async def test_a_failed_batch_is_retried_with_newer_values_winning(written) -> N
 
 
 async def test_alerts_are_stored_then_published_even_if_storing_fails(written) -> None:
-    sessions, bus = FlakySessions(), InMemoryBus()
+    sessions, bus = StubSessions(), InMemoryBus()
     alerts = writers.AlertWriter(sessions, bus, PricefeedMetrics())  # type: ignore[arg-type]
     alerts.submit(Breach(4, "warn", D("80.50"), "w"), 1.0)
     await alerts.drain()

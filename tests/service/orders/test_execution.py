@@ -4,7 +4,6 @@ venue's limit fills (exactly once, across processes), cancel."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -14,38 +13,35 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.orders.app import create_app
 from services.orders.settings import OrdersSettings
 from shared import domain, wire
 from shared.bus import NatsBus
 from shared.db.models import Order, Position
 from shared.identity import Identity
-from tests.service.orders_support import book, submit, symbol
+from tests.service.orders.support import (
+    CENT,
+    Process,
+    book,
+    last_order,
+    place,
+    place_limit,
+    started,
+    submit,
+    symbol,
+    tick,
+    two_processes,
+    under_ask,
+)
 from tests.support import (
     ManualClock,
     collect,
     collect_ui,
     identity_headers,
-    identity_of,
-    running,
     session_payload,
     wait_until,
 )
 
 pytestmark = pytest.mark.service
-
-CENT = Decimal("0.01")
-
-
-@pytest.fixture
-def settings(service_env: None) -> OrdersSettings:
-    return OrdersSettings()
-
-
-@pytest.fixture
-async def client(settings: OrdersSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(create_app(settings)) as c:
-        yield c
 
 
 async def cancel(client: httpx.AsyncClient, who: Identity, order_id: int) -> httpx.Response:
@@ -54,17 +50,6 @@ async def cancel(client: httpx.AsyncClient, who: Identity, order_id: int) -> htt
         json={"order_id": order_id},
         headers=identity_headers(who),
     )
-
-
-def tick(seq: int, **quotes: tuple[str, str]) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "ts": 1700000000000.0 + seq,
-        "prices": {
-            t: {"last": bid, "bid": bid, "ask": ask, "chg_pct": "0"}
-            for t, (bid, ask) in quotes.items()
-        },
-    }
 
 
 # -- market orders ------------------------------------------------------------------------
@@ -89,9 +74,8 @@ async def test_market_buy_fills_at_ask_and_publishes_after_commit(
     await bus.flush()
 
     cid = uuid4().hex
-    r = await submit(client, alice, symbol="aapl", side="buy", quantity=10, client_order_id=cid)
-    assert r.status_code == 200, r.text
-    order = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+    r = await place(client, alice, symbol="aapl", side="buy", quantity=10, client_order_id=cid)
+    order = await last_order(db, alice.account_id)
     assert f"Order #{order.id} filled: bought 10 AAPL @ {aapl.ask:,.2f}" in r.text
     assert 'data-status="submitted"' in r.text
     assert f'value="{cid}"' not in r.text  # the next form carries a fresh client order id
@@ -125,8 +109,7 @@ async def test_market_sell_fills_at_bid_and_books_realised_pnl(
     aapl = await symbol(db, "AAPL")
     before = await book(db, alice.account_id, "AAPL")
     old_qty, old_avg, old_realised = before["position"]
-    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=100)
-    assert r.status_code == 200, r.text
+    r = await place(client, alice, symbol="AAPL", side="sell", quantity=100)
     assert f"sold 100 AAPL @ {aapl.bid:,.2f}" in r.text
     after = await book(db, alice.account_id, "AAPL")
     trade = domain.apply_fill(old_qty, old_avg, "sell", 100, aapl.bid)
@@ -137,8 +120,7 @@ async def test_market_sell_fills_at_bid_and_books_realised_pnl(
     assert after["orders"][-1].avg_fill_price == aapl.bid
 
     # selling the rest closes the position: quantity 0, average cost reset
-    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=qty)
-    assert r.status_code == 200, r.text
+    await place(client, alice, symbol="AAPL", side="sell", quantity=qty)
     closed = await book(db, alice.account_id, "AAPL")
     assert closed["position"][:2] == (0, Decimal(0))
 
@@ -147,12 +129,8 @@ async def test_limit_order_marketable_on_arrival_fills_at_the_touch(
     client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
 ) -> None:
     msft = await symbol(db, "MSFT")
-    r = await submit(
-        client, alice, symbol="MSFT", side="buy", quantity=2, order_type="limit",
-        limit_price=msft.ask + 5,
-    )  # fmt: skip
-    assert r.status_code == 200, r.text
-    order = (await book(db, alice.account_id, "MSFT"))["orders"][-1]
+    await place_limit(client, alice, "buy", 2, "MSFT", msft.ask + 5)
+    order = await last_order(db, alice.account_id)
     assert (order.status, order.avg_fill_price, order.limit_price) == (
         "filled",
         msft.ask,
@@ -164,23 +142,20 @@ async def test_limit_order_marketable_on_arrival_fills_at_the_touch(
 
 
 async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
-    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
+    settings: OrdersSettings,
+    db: async_sessionmaker[AsyncSession],
+    alice: Identity,
+    bob: Identity,
+    bus: NatsBus,
 ) -> None:
-    bob = await identity_of(settings.database_url, "bob")
-    aapl = await symbol(db, "AAPL")
-    limit = (aapl.ask - 5).quantize(CENT)
+    limit = await under_ask(db, "AAPL", 5)
     events = await collect(bus, wire.orders_events(alice.account_id))
     ui = await collect_ui(bus, alice.user_id, "order")
-    first, second = create_app(settings), create_app(settings)  # two orders processes
-    async with running(first) as client, running(second):
+    async with two_processes(settings) as (first, _second):
         await bus.publish(wire.SESSION_OPENED, session_payload(alice))
         await wait_until(lambda: len(ui) >= 1)  # one of the two owns alice: one full render
-        r = await submit(
-            client, alice, symbol="AAPL", side="buy", quantity=10, order_type="limit",
-            limit_price=limit,
-        )  # fmt: skip
-        assert r.status_code == 200, r.text
-        order = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+        r = await place_limit(first.client, alice, "buy", 10, "AAPL", limit)
+        order = await last_order(db, alice.account_id)
         assert order.status == "open" and order.filled_qty == 0
         assert f"Order #{order.id} open: buy 10 AAPL limit {limit:,.2f}" in r.text
         assert f'id="order-open-{order.id}"' in r.text
@@ -188,11 +163,11 @@ async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
 
         # not crossing (ask a cent above the limit): still open, so the order fills at the
         # next tick's ask, which crosses; ticks reach the venue in order
-        await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(str(limit), str(limit + CENT))))
+        await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(limit, limit + CENT)))
 
         # crossing: both processes' venues see it; the order fills once, at the tick's ask
         fill_ask = limit - 1
-        await bus.publish(wire.PRICES_TICKS, tick(2, AAPL=(str(fill_ask - CENT), str(fill_ask))))
+        await bus.publish(wire.PRICES_TICKS, tick(2, AAPL=(fill_ask - CENT, fill_ask)))
 
         async def filled(who: Identity, order_id: int) -> bool:
             orders = (await book(db, who.account_id, "AAPL"))["orders"]
@@ -202,14 +177,10 @@ async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
         # crossing again: nothing more for the filled order. Bob's later order, crossed
         # only by this tick, is matched after it (orders by id): once bob's has filled,
         # the venue is done with the tick.
-        r = await submit(
-            client, bob, symbol="AAPL", side="buy", quantity=1, order_type="limit",
-            limit_price=fill_ask - CENT,
-        )  # fmt: skip
-        assert r.status_code == 200, r.text
-        bobs = (await book(db, bob.account_id, "AAPL"))["orders"][-1]
+        await place_limit(first.client, bob, "buy", 1, "AAPL", fill_ask - CENT)
+        bobs = await last_order(db, bob.account_id)
         assert bobs.status == "open"
-        await bus.publish(wire.PRICES_TICKS, tick(3, AAPL=(str(fill_ask - 2), str(fill_ask - 1))))
+        await bus.publish(wire.PRICES_TICKS, tick(3, AAPL=(fill_ask - 2, fill_ask - 1)))
         await wait_until(lambda: filled(bob, bobs.id))
         after = await book(db, alice.account_id, "AAPL")
         assert after["fills"] == before["fills"] + 1
@@ -235,20 +206,15 @@ async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
 async def test_racing_venues_fill_once(
     settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity
 ) -> None:
-    first, second = create_app(settings), create_app(settings)
-    async with running(first) as client, running(second):
+    async with two_processes(settings) as (first, second):
         for price in ("50", "51", "52"):  # KO trades near 65: these rest
-            r = await submit(
-                client, alice, symbol="KO", side="buy", quantity=1, order_type="limit",
-                limit_price=price,
-            )  # fmt: skip
-            assert r.status_code == 200, r.text
+            await place_limit(first.client, alice, "buy", 1, "KO", price)
         orders = (await book(db, alice.account_id, "KO"))["orders"]
         assert [o.status for o in orders] == ["open"] * 3
         before = await book(db, alice.account_id, "KO")
         quotes = {"KO": (Decimal("49.00"), Decimal("50.50"))}  # crosses 51 and 52
         results = await asyncio.gather(
-            *(app.state.venue.match(quotes, 1.0) for app in (first, second, first, second))
+            *(p.app.state.venue.match(quotes, 1.0) for p in (first, second, first, second))
         )
         filled = sorted(oid for result in results for oid in result)
         assert filled == [orders[1].id, orders[2].id]
@@ -261,87 +227,73 @@ async def test_cancel_open_order_and_not_others(
     client: httpx.AsyncClient,
     db: async_sessionmaker[AsyncSession],
     alice: Identity,
-    settings: OrdersSettings,
+    bob: Identity,
     bus: NatsBus,
 ) -> None:
     events = await collect(bus, wire.orders_events(alice.account_id))
-    r = await submit(
-        client, alice, symbol="AAPL", side="sell", quantity=400, order_type="limit",
-        limit_price="9999",
-    )  # fmt: skip
-    assert r.status_code == 200, r.text
-    resting = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+    await place_limit(client, alice, "sell", 400, "AAPL", "9999")
+    resting = await last_order(db, alice.account_id)
     # the open sell reserves the shares: nothing left to sell at market
     r = await submit(client, alice, symbol="AAPL", side="sell", quantity=1)
     assert r.status_code == 422 and "(400 already in open sell orders)" in r.text
 
-    bob = await identity_of(settings.database_url, "bob")
     r = await cancel(client, bob, resting.id)
     assert r.status_code == 422 and f"Order #{resting.id} is not open" in r.text
 
     r = await cancel(client, alice, resting.id)
     assert r.status_code == 200 and f"Order #{resting.id} cancelled" in r.text
-    assert (await book(db, alice.account_id, "AAPL"))["orders"][-1].status == "cancelled"
+    assert (await last_order(db, alice.account_id)).status == "cancelled"
     await wait_until(lambda: (resting.id, "cancelled") in [(p["order_id"], p["status"])
                                                            for _, p in events])  # fmt: skip
     r = await cancel(client, alice, resting.id)
     assert r.status_code == 422 and f"Order #{resting.id} is not open" in r.text
 
-    r = await submit(client, alice, symbol="AAPL", side="sell", quantity=1)
-    assert r.status_code == 200
-    filled = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+    await place(client, alice, symbol="AAPL", side="sell", quantity=1)
+    filled = await last_order(db, alice.account_id)
     r = await cancel(client, alice, filled.id)
     assert r.status_code == 422 and f"Order #{filled.id} is not open" in r.text
 
 
 async def test_limit_sell_beyond_the_position_at_fill_time_is_rejected(
-    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity
+    process: Process, db: async_sessionmaker[AsyncSession], alice: Identity
 ) -> None:
-    app = create_app(settings)
-    async with running(app) as client:
-        r = await submit(
-            client, alice, symbol="AAPL", side="sell", quantity=300, order_type="limit",
-            limit_price="500",
-        )  # fmt: skip
-        assert r.status_code == 200, r.text
-        aapl = await symbol(db, "AAPL")
-        async with db.begin() as s:  # the position shrank meanwhile (e.g. a corporate action)
-            await s.execute(
-                update(Position)
-                .where(Position.account_id == alice.account_id, Position.symbol_id == aapl.id)
-                .values(quantity=100)
-            )
-        before = await book(db, alice.account_id, "AAPL")
-        assert await app.state.venue.match({"AAPL": (Decimal("500"), Decimal("500.02"))}) == []
-        after = await book(db, alice.account_id, "AAPL")
-        order = after["orders"][-1]
-        assert order.status == "rejected"
-        assert order.reject_reason == "You hold 100 AAPL; cannot sell 300"
-        assert (after["cash"], after["position"], after["fills"]) == (
-            before["cash"],
-            before["position"],
-            before["fills"],
+    await place_limit(process.client, alice, "sell", 300, "AAPL", "500")
+    aapl = await symbol(db, "AAPL")
+    async with db.begin() as s:  # the position shrank meanwhile (e.g. a corporate action)
+        await s.execute(
+            update(Position)
+            .where(Position.account_id == alice.account_id, Position.symbol_id == aapl.id)
+            .values(quantity=100)
         )
-        r = await client.get("/components/order", headers=identity_headers(alice))
-        assert "order-status--rejected" in r.text and "cannot sell 300" in r.text
+    before = await book(db, alice.account_id, "AAPL")
+    venue = process.app.state.venue
+    assert await venue.match({"AAPL": (Decimal("500"), Decimal("500.02"))}) == []
+    after = await book(db, alice.account_id, "AAPL")
+    order = after["orders"][-1]
+    assert order.status == "rejected"
+    assert order.reject_reason == "You hold 100 AAPL; cannot sell 300"
+    assert (after["cash"], after["position"], after["fills"]) == (
+        before["cash"],
+        before["position"],
+        before["fills"],
+    )
+    r = await process.client.get("/components/order", headers=identity_headers(alice))
+    assert "order-status--rejected" in r.text and "cannot sell 300" in r.text
 
 
 # -- prices the orders trade at -------------------------------------------------------
 
 
 async def test_market_orders_fill_at_the_latest_tick_not_the_lagging_table(
-    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
+    process: Process, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
 ) -> None:
     aapl = await symbol(db, "AAPL")
     live_ask = (aapl.ask + Decimal("3.21")).quantize(CENT)
-    app = create_app(settings)
-    async with running(app) as client:
-        book_ = app.state.prices
-        await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(str(live_ask - CENT), str(live_ask))))
-        await wait_until(lambda: (book_.quote("AAPL") or {}).get("ask") == str(live_ask))
-        r = await submit(client, alice, symbol="AAPL", side="buy", quantity=2)
-    assert r.status_code == 200, r.text
-    order = (await book(db, alice.account_id, "AAPL"))["orders"][-1]
+    prices = process.app.state.prices
+    await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(live_ask - CENT, live_ask)))
+    await wait_until(lambda: (prices.quote("AAPL") or {}).get("ask") == str(live_ask))
+    await place(process.client, alice, symbol="AAPL", side="buy", quantity=2)
+    order = await last_order(db, alice.account_id)
     assert order.status == "filled" and order.avg_fill_price == live_ask
     assert (await symbol(db, "AAPL")).ask == aapl.ask  # the table is not the orders' to write
 
@@ -350,9 +302,8 @@ async def test_market_orders_are_refused_while_the_feed_is_silent(
     settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
 ) -> None:
     settings.max_feed_silence_s = 0.3
-    app = create_app(settings)
-    async with running(app) as client:
-        prices = app.state.prices
+    async with started(settings) as orders:
+        client, prices = orders.client, orders.app.state.prices
         clock = prices._clock = ManualClock()  # the feed's silence on the test's clock
         await bus.publish(wire.PRICES_TICKS, tick(1, KO=("60.00", "60.02")))
         await wait_until(lambda: prices.seen_feed and prices.silent_for() == 0)  # tick 1, now

@@ -4,7 +4,6 @@ limit of 0 that switched the margin check off, a feed that never ticked trusted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -14,36 +13,18 @@ from fastapi import FastAPI
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.orders.app import create_app
 from services.orders.settings import OrdersSettings
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.models import Account
 from shared.identity import Identity
-from tests.service.orders_support import book, submit
-from tests.support import identity_of, running, wait_until
+from tests.service.orders.support import Process, book, place, started, submit, tick
+from tests.support import wait_until
 
 pytestmark = pytest.mark.service
 
 D = Decimal
 TICKER = "ORCL"  # not in the demo accounts: every test starts flat
-
-
-@pytest.fixture
-def settings(service_env: None) -> OrdersSettings:
-    return OrdersSettings()
-
-
-@pytest.fixture
-async def app(settings: OrdersSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    service = create_app(settings)
-    async with running(service) as client:
-        yield service, client
-
-
-@pytest.fixture
-async def bob(settings: OrdersSettings) -> Identity:
-    return await identity_of(settings.database_url, "bob")
 
 
 class Market:
@@ -54,8 +35,7 @@ class Market:
 
     async def quote(self, bid: str, ask: str) -> None:
         self.seq += 1
-        prices = {TICKER: {"last": bid, "bid": bid, "ask": ask, "chg_pct": "0"}}
-        await self.bus.publish(wire.PRICES_TICKS, {"seq": self.seq, "ts": 1.0, "prices": prices})
+        await self.bus.publish(wire.PRICES_TICKS, tick(self.seq, **{TICKER: (bid, ask)}))
         book = self.service.state.prices
 
         def seen() -> bool:
@@ -63,6 +43,11 @@ class Market:
             return quote is not None and str(quote["ask"]) == ask and str(quote["bid"]) == bid
 
         await wait_until(seen)
+
+
+@pytest.fixture
+def market(process: Process, bus: NatsBus) -> Market:
+    return Market(process.app, bus)
 
 
 async def trade(
@@ -73,19 +58,17 @@ async def trade(
         await market.quote(str(D(price) - D("0.01")), price)
     else:
         await market.quote(price, str(D(price) + D("0.01")))
-    r = await submit(client, who, symbol=TICKER, side=side, quantity=qty)
-    assert r.status_code == 200 and "filled" in r.text, r.text
+    r = await place(client, who, symbol=TICKER, side=side, quantity=qty)
+    assert "filled" in r.text, r.text
 
 
 async def run(
-    app: tuple[FastAPI, httpx.AsyncClient],
-    bus: NatsBus,
+    client: httpx.AsyncClient,
+    market: Market,
     db: async_sessionmaker[AsyncSession],
     who: Identity,
     fills: list[tuple[str, int, str]],
 ) -> dict[str, Any]:
-    service, client = app
-    market = Market(service, bus)
     before = await book(db, who.account_id, TICKER)
     for side, qty, price in fills:
         await trade(client, market, who, side, qty, price)
@@ -94,13 +77,13 @@ async def run(
 
 
 async def test_realised_pnl_is_the_cash_the_round_trip_made(
-    app: tuple[FastAPI, httpx.AsyncClient],
-    bus: NatsBus,
+    client: httpx.AsyncClient,
+    market: Market,
     db: async_sessionmaker[AsyncSession],
     alice: Identity,
 ) -> None:
     fills = [("buy", 1, "10.00"), ("buy", 1, "10.01"), ("sell", 1, "10.01"), ("sell", 1, "10.01")]
-    result = await run(app, bus, db, alice, fills)
+    result = await run(client, market, db, alice, fills)
     qty, _avg, realised = result["position"]
     assert qty == 0
     assert result["cash_moved"] == D("0.01")
@@ -108,29 +91,28 @@ async def test_realised_pnl_is_the_cash_the_round_trip_made(
 
 
 async def test_an_average_cost_of_many_places_realises_exactly(
-    app: tuple[FastAPI, httpx.AsyncClient],
-    bus: NatsBus,
+    client: httpx.AsyncClient,
+    market: Market,
     db: async_sessionmaker[AsyncSession],
     alice: Identity,
 ) -> None:
     fills = [("buy", 100, "10.00"), ("buy", 200, "10.01"), ("sell", 300, "10.01")]
-    result = await run(app, bus, db, alice, fills[:2])
+    result = await run(client, market, db, alice, fills[:2])
     assert result["position"][1] * 300 == D("3002.000000000100")  # 10.006666666667
-    result = await run(app, bus, db, alice, fills[2:])
+    result = await run(client, market, db, alice, fills[2:])
     assert result["cash_moved"] == D("3003.00")
     assert result["position"][2] == D("1.00")  # was 0.99: the table kept 10.0067
 
 
 async def test_a_zero_margin_limit_refuses_every_buy(
-    app: tuple[FastAPI, httpx.AsyncClient],
-    bus: NatsBus,
+    client: httpx.AsyncClient,
+    market: Market,
     db: async_sessionmaker[AsyncSession],
     bob: Identity,
 ) -> None:
-    service, client = app
     async with db.begin() as s:
         await s.execute(update(Account).where(Account.id == bob.account_id).values(margin_limit=0))
-    await Market(service, bus).quote("60.00", "60.02")
+    await market.quote("60.00", "60.02")
     before = await book(db, bob.account_id, TICKER)
     r = await submit(client, bob, symbol=TICKER, side="buy", quantity=1000)
     assert r.status_code == 422
@@ -142,8 +124,8 @@ async def test_a_feed_that_never_ticked_is_silent(
     settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
 ) -> None:
     settings.max_feed_silence_s = 0.3
-    service = create_app(settings)
-    async with running(service) as client:
+    async with started(settings) as orders:
+        service, client = orders.app, orders.client
         await wait_until(lambda: service.state.prices.silent_for() > 0.3)  # no tick since start
         before = await book(db, alice.account_id, TICKER)
         r = await submit(client, alice, symbol=TICKER, side="buy", quantity=1)

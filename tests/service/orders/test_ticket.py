@@ -3,35 +3,29 @@ the what-if shows the figures and refusals of the very check that accepts orders
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.orders.app import create_app
 from services.orders.settings import OrdersSettings
 from shared import wire
 from shared.bus import NatsBus
-from shared.db.models import Account
 from shared.identity import Identity
-from tests.service.orders_support import book, order_form, submit
-from tests.support import collect_ui, identity_headers, running, session_payload, wait_until
+from tests.service.orders.support import (
+    book,
+    last_order,
+    order_form,
+    place_limit,
+    set_cash,
+    started,
+    submit,
+    tick,
+)
+from tests.support import collect_ui, identity_headers, session_payload, wait_until
 
 pytestmark = pytest.mark.service
-
-
-@pytest.fixture
-def settings(service_env: None) -> OrdersSettings:
-    return OrdersSettings()
-
-
-@pytest.fixture
-async def client(settings: OrdersSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(create_app(settings)) as c:
-        yield c
 
 
 async def whatif(client: httpx.AsyncClient, who: Identity, **fields: str) -> str:
@@ -46,8 +40,7 @@ async def whatif(client: httpx.AsyncClient, who: Identity, **fields: str) -> str
 async def test_the_what_if_is_the_pre_trade_check(
     client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
 ) -> None:
-    async with db.begin() as s:
-        await s.execute(update(Account).where(Account.id == alice.account_id).values(cash=1000))
+    await set_cash(db, alice.account_id, 1000)
     box = await whatif(client, alice, symbol="aapl", quantity="3", order_type="market")
     assert 'class="num whatif-power">1,000.00<' in box
     assert "whatif-cost" in box and "whatif-after" in box
@@ -64,37 +57,23 @@ async def test_the_what_if_is_the_pre_trade_check(
 async def test_a_large_buy_waits_for_its_confirmation(
     client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
 ) -> None:
-    async with db.begin() as s:
-        await s.execute(update(Account).where(Account.id == alice.account_id).values(cash=10_000))
+    await set_cash(db, alice.account_id, 10_000)
     before = await book(db, alice.account_id, "KO")
     form = order_form(symbol="KO", side="buy", quantity=50)  # ≈ 3,000: 30 % of the cash
-    r = await client.post(
-        "/components/order/events/submit", data=form, headers=identity_headers(alice)
-    )
+    r = await submit(client, alice, **form)
     assert r.status_code == 200 and "Not placed yet" in r.text
     assert "Confirm buy 50 KO ≈ $" in r.text
     assert await book(db, alice.account_id, "KO") == before  # nothing written
     intent = r.text.split('name="confirm" value="', 1)[1].split('"', 1)[0]
     changed = {**form, "quantity": "60", "confirm": intent}  # not what was confirmed
-    r = await client.post(
-        "/components/order/events/submit", data=changed, headers=identity_headers(alice)
-    )
+    r = await submit(client, alice, **changed)
     assert "Confirm buy 60 KO" in r.text and await book(db, alice.account_id, "KO") == before
-    r = await client.post(
-        "/components/order/events/submit",
-        data={**form, "confirm": intent},
-        headers=identity_headers(alice),
-    )
+    r = await submit(client, alice, **form, confirm=intent)
     assert r.status_code == 200 and "filled: bought 50 KO" in r.text
     assert (await book(db, alice.account_id, "KO"))["position"][0] == 50
     small = await submit(client, alice, symbol="KO", side="buy", quantity=1)
     assert "filled: bought 1 KO" in small.text  # under the share: no question asked
     assert Decimal(0) < (await book(db, alice.account_id, "KO"))["cash"] < 10_000
-
-
-def _tick(seq: int, bid: str, ask: str) -> dict[str, object]:
-    quote = {"last": bid, "bid": bid, "ask": ask, "chg_pct": "0"}
-    return {"seq": seq, "ts": 1_700_000_000_000.0 + seq, "prices": {"KO": quote}}
 
 
 async def test_a_resting_fill_raises_one_notice(
@@ -104,17 +83,15 @@ async def test_a_resting_fill_raises_one_notice(
     bus: NatsBus,
 ) -> None:
     ui = await collect_ui(bus, alice.user_id, "order")
-    async with running(create_app(settings)) as client:
-        await bus.publish(wire.PRICES_TICKS, _tick(1, "60.00", "60.02"))
+    async with started(settings) as orders:
+        await bus.publish(wire.PRICES_TICKS, tick(1, KO=("60.00", "60.02")))
         await bus.publish(wire.SESSION_OPENED, session_payload(alice))
         await wait_until(lambda: len(ui) >= 1)  # the live instance is mounted
-        r = await submit(
-            client, alice, symbol="KO", side="buy", quantity=4, order_type="limit",
-            limit_price="59.00",
-        )  # fmt: skip
-        order = (await book(db, alice.account_id, "KO"))["orders"][-1]
-        assert r.status_code == 200 and order.status == "open"
-        await bus.publish(wire.PRICES_TICKS, _tick(2, "58.48", "58.50"))  # crosses: the venue fills
+        await place_limit(orders.client, alice, "buy", 4, "KO", "59.00")
+        order = await last_order(db, alice.account_id)
+        assert order.status == "open"
+        # crosses: the venue fills
+        await bus.publish(wire.PRICES_TICKS, tick(2, KO=("58.48", "58.50")))
         key = f'data-notice="{order.id}-filled"'
 
         def notices() -> list[str]:
@@ -127,9 +104,9 @@ async def test_a_resting_fill_raises_one_notice(
             ]
 
         await wait_until(lambda: notices())
-        await bus.publish(wire.PRICES_TICKS, _tick(3, "58.00", "58.02"))  # crosses again
-        r = await submit(client, alice, symbol="KO", side="buy", quantity=1)  # more updates
-        later = (await book(db, alice.account_id, "KO"))["orders"][-1]
+        await bus.publish(wire.PRICES_TICKS, tick(3, KO=("58.00", "58.02")))  # crosses again
+        await submit(orders.client, alice, symbol="KO", side="buy", quantity=1)  # more updates
+        later = await last_order(db, alice.account_id)
         await wait_until(
             lambda: any(f"order-recent-{later.id}" in p.get("html", "") for _, u in ui
                         for p in u.get("parts", []))
