@@ -15,7 +15,7 @@ import httpx
 from shared import devservers
 from shared.devservers import NatsServer
 
-__all__ = ["Uvicorn", "kill_nats", "sample", "start_uvicorn", "wait_ready"]
+__all__ = ["STARTUP_S", "Uvicorn", "kill_nats", "sample", "start_uvicorn", "wait_ready"]
 
 
 def start_uvicorn(
@@ -69,11 +69,14 @@ def sample(metrics: str, name: str, of: str) -> float:
     raise AssertionError(f"{name} not in /metrics of {of}")
 
 
+STARTUP_S = 90  # a process starts in ~2 s; on a machine loaded 5× over, far longer
+
+
 def wait_ready(
-    port: int | str, timeout: float = 40, process: subprocess.Popen[bytes] | None = None
+    port: int | str, timeout: float = STARTUP_S, process: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Poll ``/readyz`` on ``port`` until it answers 200 (``process``, if given, must not
-    exit meanwhile)."""
+    exit meanwhile): a deadline for starting, not a measure of it."""
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -139,7 +139,7 @@ def test_launcher_restarts_a_dead_service(
             victim.kill()
             launcher.wait_for("portfolio DIED", timeout=15, after=mark)
             launcher.wait_for("restarting portfolio", timeout=15, after=mark)
-            wait_ready(port, timeout=30)
+            wait_ready(port)
     finally:
         devservers.run_async(devservers.drop_database(pg_server_uri, name))
 

@@ -65,7 +65,7 @@ def replicas(service: str, count: int, database_url: str, nats_url: str) -> Iter
             port, process = start_uvicorn(FACTORIES[service], {**env, "REPLICA_ID": name})
             started.append(Replica(name, port, process))
         for replica in started:
-            wait_ready(replica.port, timeout=30, process=replica.process)
+            wait_ready(replica.port, process=replica.process)
         yield started
     finally:
         for replica in started:

@@ -31,7 +31,7 @@ from shared.db.models import Account, LeaderEpoch, Position, Symbol, User
 from shared.db.queries import held_positions
 from shared.devservers import NatsServer
 from shared.domain import Holding, margin_used
-from tests.service.processes_support import Uvicorn, sample, start_uvicorn
+from tests.service.processes_support import STARTUP_S, Uvicorn, sample, start_uvicorn
 from tests.support import wait_until
 
 pytestmark = pytest.mark.service
@@ -90,7 +90,7 @@ async def feeds(
             except httpx.HTTPError:
                 return False
 
-        await wait_until(ready, timeout=30)
+        await wait_until(ready, timeout=STARTUP_S)
         return feed
 
     try:
