@@ -31,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from gateway.buffer import PartBuffer, message_ts_ms, now_ms, prepare_parts
+from gateway.buffer import PartBuffer, message_ts_ms, now_ms, prepare_groups
 from gateway.metrics import GatewayMetrics
 from shared import wire
 
@@ -139,9 +139,7 @@ class Fanout:
                 if self.on_tick_done is not None:
                     self.on_tick_done(component, ts)
         elif tokens[1].isdigit() and self._admit(component, int(tokens[1]), src, message):
-            for update in message.get("updates") or ():
-                if isinstance(update, dict):
-                    self._update(component, update, ts, tick)
+            self._updates(component, message.get("updates"), ts, tick)
 
     def _dropped(self, reason: str) -> None:
         if self._metrics is not None:
@@ -241,30 +239,39 @@ class Fanout:
                 loop = asyncio.get_running_loop()
                 self._fallback = loop.call_later(self.tick_wait_s, self._release_waiting)
 
-    def _update(
-        self, component: str, update: dict[str, Any], ts: float | None, tick: int | None
-    ) -> None:
-        user_id = update.get("user")
-        if not isinstance(user_id, int):
+    def _updates(self, component: str, updates: Any, ts: float | None, tick: int | None) -> None:
+        """A per-user message: each update to the sockets it is for, its parts checked
+        once (and screened together with the other updates')."""
+        targeted: dict[int, tuple[tuple[LiveSocket, ...], bool]] = {}
+        for i, update in enumerate(updates if isinstance(updates, list) else ()):
+            if not isinstance(update, dict):
+                continue
+            user_id = update.get("user")
+            if not isinstance(user_id, int):
+                continue
+            sockets = self._sockets.get(user_id)
+            if not sockets:
+                continue
+            full = bool(update.get("full"))
+            session = update.get("session")
+            if session is not None:
+                target = self._by_session.get(str(session))
+                if target is None or target.user_id != user_id:
+                    continue
+                targets: tuple[LiveSocket, ...] = (target,)
+            else:
+                targets = tuple(sockets)
+            topics = update.get("topics")
+            if full and isinstance(topics, list):
+                self._set_topics(user_id, component, frozenset(str(t) for t in topics))
+            targeted[i] = (targets, full)
+        if not targeted:
             return
-        sockets = self._sockets.get(user_id)
-        if not sockets:
-            return
-        full = bool(update.get("full"))
-        session = update.get("session")
-        if session is not None:
-            target = self._by_session.get(str(session))
-            if target is None or target.user_id != user_id:
-                return
-            targets: Any = (target,)
-        else:
-            targets = tuple(sockets)
-        topics = update.get("topics")
-        if full and isinstance(topics, list):
-            self._set_topics(user_id, component, frozenset(str(t) for t in topics))
-        parts = prepare_parts(component, update.get("parts"), self._dropped)
-        for socket in targets:
-            self._put(socket, component, parts, ts, full=full, tick=tick)
+        raw = {i: updates[i].get("parts") for i in targeted}
+        for i, parts in prepare_groups(component, raw, self._dropped).items():
+            targets, full = targeted[i]
+            for socket in targets:
+                self._put(socket, component, parts, ts, full=full, tick=tick)
 
     def _shared(
         self, component: str, src: str, topics: Any, ts: float | None, tick: int | None
@@ -272,11 +279,12 @@ class Fanout:
         if not isinstance(topics, dict):
             return
         owned: dict[int, bool] = {}  # partition → whether ``src`` owns it (once per message)
-        for topic, raw_parts in topics.items():
+        wanted: dict[str, list[int]] = {}  # topic → the users it goes to
+        for topic in topics:
             users = self._watchers.get((component, topic))
             if not users:
                 continue
-            parts: list[tuple[str, str]] | None = None
+            to = []
             for user_id in users:
                 partition = self._partitions.get(user_id)
                 if partition is None:
@@ -284,12 +292,11 @@ class Fanout:
                 mine = owned.get(partition)
                 if mine is None:
                     mine = owned[partition] = self.owner(component, partition) == src
-                if not mine:
-                    continue
-                if parts is None:
-                    parts = prepare_parts(component, raw_parts, self._dropped)
-                for socket in self._sockets.get(user_id, ()):
-                    self._put(socket, component, parts, ts, tick=tick)
+                if mine:
+                    to.append(user_id)
+            if to:
+                wanted[topic] = to
+        self._deliver(component, topics, wanted, ts, tick)
 
     def _shared_by_topic(
         self, component: str, epochs: dict[str, Any], topics: Any, ts: float | None, tick: Any
@@ -298,14 +305,34 @@ class Fanout:
         page that shows it, unless a newer epoch of that partition was seen."""
         if not isinstance(topics, dict):
             return
-        for topic, raw_parts in topics.items():
+        wanted: dict[str, Iterable[int]] = {}
+        for topic in topics:
             users = self._watchers.get((component, topic))
             if not users:
                 continue
             partition = wire.topic_partition(topic)
-            if self._fenced(component, partition, epochs.get(str(partition))):
-                continue
-            parts = prepare_parts(component, raw_parts, self._dropped)
-            for user_id in users:
-                for socket in self._sockets.get(user_id, ()):
-                    self._put(socket, component, parts, ts, tick=tick)
+            if not self._fenced(component, partition, epochs.get(str(partition))):
+                wanted[topic] = users
+        self._deliver(component, topics, wanted, ts, tick)
+
+    def _deliver(
+        self,
+        component: str,
+        topics: dict[str, Any],
+        wanted: Mapping[str, Iterable[int]],
+        ts: float | None,
+        tick: int | None,
+    ) -> None:
+        """Shared parts, checked once (all topics screened together), to each socket of the
+        users that get them. Nothing is allocated per user or socket: at hundreds of sockets
+        per message, a list each made the garbage collector run several times a second."""
+        if not wanted:
+            return
+        prepared = prepare_groups(component, {t: topics[t] for t in wanted}, self._dropped)
+        sockets = self._sockets
+        for topic, users in wanted.items():
+            parts = prepared[topic]
+            if parts:
+                for user_id in users:
+                    for socket in sockets.get(user_id, ()):
+                        self._put(socket, component, parts, ts, tick=tick)

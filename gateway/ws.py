@@ -9,10 +9,10 @@ and forwards parts as out-of-band swaps through its :class:`~gateway.buffer.Part
 
 The fan-out only writes into the buffer, so a slow socket never delays another; one sender
 task per socket drains it, at most one frame per ``ws_frame_interval_ms`` with the newest
-version of each element, and a send that does not finish within ``ws_send_timeout_s``
-closes the socket (1013: the browser reconnects and gets full renders). Dead peers are found by
-the server's protocol pings: run uvicorn with ``--ws-ping-interval``/``--ws-ping-timeout``
-(defaults 20 s / 20 s).
+version of each element, and a send that has not finished after ``ws_send_timeout_s``
+(checked every second) closes the socket (1013: the browser reconnects and gets full
+renders). Dead peers are found by the server's protocol pings: run uvicorn with
+``--ws-ping-interval``/``--ws-ping-timeout`` (defaults 20 s / 20 s).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Connection:
             max_parts=g.settings.ws_buffer_max_parts, gather_s=g.settings.ws_gather_ms / 1000
         )
         self.last_sent = 0.0  # loop time of the last frame
+        self.sending_since: float | None = None  # loop time the unfinished send began
         self._close: tuple[int, str] | None = None
         self._close_requested = asyncio.Event()
 
@@ -128,8 +129,7 @@ class Connection:
             pass
 
     async def _send(self) -> None:
-        settings, metrics, buffer, pace = self.g.settings, self.g.metrics, self.buffer, self.g.pace
-        timeout = settings.ws_send_timeout_s
+        metrics, buffer, pace = self.g.metrics, self.buffer, self.g.pace
         loop = asyncio.get_running_loop()
         last_sent = -pace.slow_interval_s
         while True:
@@ -145,14 +145,10 @@ class Connection:
                 # Ask the services for full renders of everything instead of the lost parts.
                 await self.announce()
             for frame in drained.frames:
-                try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
-                    # cancellation that ends this task if a send completes at that moment
-                    async with asyncio.timeout(timeout):
-                        await self.ws.send_text(frame)
-                except TimeoutError:
-                    self.request_close(CLOSE_TRY_AGAIN, "too slow")
-                    return
+                # no timer per send: status_forever closes a socket whose send waits too long
+                self.sending_since = loop.time()
+                await self.ws.send_text(frame)
+                self.sending_since = None
             metrics.frames.inc(len(drained.frames))
             metrics.parts.inc(drained.parts)
             if drained.oldest_ts_ms is not None:
@@ -173,7 +169,9 @@ async def heartbeat_forever(g: Gateway, sessions: Any, bus: Any) -> None:
 
 async def status_forever(g: Gateway) -> None:
     """Every second: the page's freshness to every socket when it changed, and to each
-    socket that got no frame for ``KEEPALIVE_S`` (a keep-alive a quiet page can count on)."""
+    socket that got no frame for ``KEEPALIVE_S`` (a keep-alive a quiet page can count on);
+    and close (1013) each socket whose send has waited ``ws_send_timeout_s`` (a peer that
+    stopped reading: its TCP window and the transport's buffer are full)."""
     sent = ""
     loop = asyncio.get_running_loop()
     while True:
@@ -181,9 +179,14 @@ async def status_forever(g: Gateway) -> None:
         parts = g.freshness.parts()
         element = "".join(html for _id, html in parts)
         changed, sent = element != sent, element
-        quiet_before = loop.time() - KEEPALIVE_S
+        now = loop.time()
+        quiet_before, stuck_before = now - KEEPALIVE_S, now - g.settings.ws_send_timeout_s
         for conn in g.hub.connections():
-            if isinstance(conn, Connection) and (changed or conn.last_sent < quiet_before):
+            if not isinstance(conn, Connection):
+                continue
+            if conn.sending_since is not None and conn.sending_since < stuck_before:
+                conn.request_close(CLOSE_TRY_AGAIN, "too slow")
+            elif changed or conn.last_sent < quiet_before:
                 conn.show_status(parts if changed else parts[:1])  # keep-alive: the header
 
 

@@ -52,6 +52,8 @@ class ServiceSpec:
     factory: str
     port_env: str
     default_port: int
+    uvicorn_args: tuple[str, ...] = ()
+    """The process's own uvicorn flags (the deploy files start it with them too)."""
 
 
 SERVICES = (
@@ -60,7 +62,14 @@ SERVICES = (
     ServiceSpec("watchlist", "services.watchlist.app:create_app", "WATCHLIST_PORT", 8002),
     ServiceSpec("orders", "services.orders.app:create_app", "ORDERS_PORT", 8003),
     ServiceSpec("risk", "services.risk.app:create_app", "RISK_PORT", 8004),
-    ServiceSpec("gateway", "gateway.app:create_app", "GATEWAY_PORT", 8000),
+    ServiceSpec(
+        "gateway",
+        "gateway.app:create_app",
+        "GATEWAY_PORT",
+        8000,
+        # permessage-deflate tuned for many small frames (gateway/wsprotocol.py)
+        ("--ws", "gateway.wsprotocol:GatewayWebSocketProtocol"),
+    ),
 )
 
 
@@ -102,6 +111,7 @@ class Child:
             str(self.port),
             "--no-access-log",
         ]
+        cmd += self.spec.uvicorn_args
         if self.spec.name == "gateway" and self.env.get("GATEWAY_WS_DEFLATE", "").lower() in {
             "0",
             "false",

@@ -183,10 +183,13 @@ def module_env_reads(module: str) -> set[str]:
 
 
 def uvicorn_command(spec: ServiceSpec) -> list[str]:
+    """How ``make run`` starts ``spec`` (its own uvicorn flags included), on the port and
+    host a container listens on: every deployed command starts with it."""
     return [
         "uvicorn",
         spec.factory,
         "--factory",
+        *spec.uvicorn_args,
         "--host",
         "0.0.0.0",
         "--port",

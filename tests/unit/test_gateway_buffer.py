@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.buffer import PartBuffer, message_ts_ms, prepare_parts, with_oob
+from gateway.buffer import PartBuffer, message_ts_ms, prepare_groups, prepare_parts, with_oob
 
 
 def msg(component: str, *parts: tuple[str, str], full: bool = False, ts: Any = 1) -> dict:
@@ -147,3 +147,62 @@ def test_active_content_and_foreign_requests_never_reach_a_page() -> None:
     assert [p[0] for p in prepare_parts("watchlist", good, reasons.append)] == [
         "watchlist-row-KO", "watchlist-root", "watchlist-note"
     ]  # fmt: skip
+
+
+def test_one_active_part_among_many_is_the_only_one_dropped() -> None:
+    reasons: list[str] = []
+    rows = [part(f"risk-sector-S{i}", f"{i}.0%") for i in range(20)]
+    rows.insert(7, part("risk-sector-X", '<img src=x onerror="steal()">'))
+    kept = prepare_parts("risk_metrics", rows, reasons.append)
+    assert [pid for pid, _html in kept] == [f"risk-sector-S{i}" for i in range(20)]
+    assert reasons == ["active content"]
+
+
+def test_active_content_is_refused_whatever_its_case_or_the_whitespace_before_it() -> None:
+    reasons: list[str] = []
+    bad = [
+        '<div id="portfolio-x"><SCRIPT>steal()</SCRIPT></div>',
+        '<div id="portfolio-x"\fonclick="steal()">x</div>',  # a form feed is HTML whitespace
+        '<div id="portfolio-x"\tONCLICK="steal()">x</div>',
+        '<div id="portfolio-x"><a href="JavaScript:steal()">x</a></div>',
+        '<div id="portfolio-x" HX-ON:click="steal()">x</div>',
+        '<div id="portfolio-x"><b data-hx-post="/c/order/submit">x</b></div>',
+    ]
+    parts = [{"id": "portfolio-x", "html": html} for html in bad]
+    assert prepare_parts("portfolio", parts, reasons.append) == []
+    assert len(reasons) == len(bad)
+
+
+def test_the_groups_of_a_message_are_checked_together_and_dropped_alone() -> None:
+    reasons: list[str] = []
+    groups = {
+        "AAPL": [part("watchlist-quote-AAPL", "1")],
+        "KO": [part("watchlist-quote-KO", "<script>x</script>"), part("watchlist-note", "n")],
+        "MSFT": [part("portfolio-last-MSFT", "2")],  # not the watchlist's element
+    }
+    prepared = prepare_groups("watchlist", groups, reasons.append)
+    assert {topic: [pid for pid, _ in parts] for topic, parts in prepared.items()} == {
+        "AAPL": ["watchlist-quote-AAPL"],
+        "KO": ["watchlist-note"],
+        "MSFT": [],
+    }
+    assert sorted(reasons) == ["active content", "foreign id"]
+
+
+def part(part_id: str, text: str) -> dict[str, str]:
+    return {"id": part_id, "html": f'<span id="{part_id}" class="num">{text}</span>'}
+
+
+def test_the_oldest_timestamp_is_that_of_a_part_still_pending() -> None:
+    buf = PartBuffer()
+    buf.put(msg("watchlist", div("watchlist-row-A", "1"), ts=1_000))
+    buf.put(msg("watchlist", div("watchlist-row-B", "1"), ts=2_000))
+    buf.put(msg("watchlist", div("watchlist-row-A", "2"), ts=3_000))  # A's 1 000 is gone
+    assert buf.drain().oldest_ts_ms == 2_000
+    buf.put(msg("portfolio", div("portfolio-row-A", "1"), ts=500))
+    buf.put(msg("watchlist", div("watchlist-row-A", "3"), ts=4_000))
+    buf.put(msg("portfolio", div("portfolio-root", "all"), full=True, ts=None))
+    assert buf.drain().oldest_ts_ms == 4_000  # the full render took the 500 one away
+    buf.put(msg("watchlist", div("watchlist-row-A", "4"), ts=5_000))
+    buf.put(msg("watchlist", div("watchlist-row-A", "5"), ts=None))
+    assert buf.drain().oldest_ts_ms is None  # what is sent carries no time

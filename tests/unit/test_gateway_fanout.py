@@ -240,3 +240,25 @@ async def test_standalone_shared_parts_come_from_the_topics_owner_for_every_page
     assert alice.ids() == bob.ids() == ["watchlist-quote-KO"]
     await fan.on_ui(subject, {**message, "src": "r1", "epochs": {ko: 4}})  # deposed: late
     assert alice.ids() == bob.ids() == []
+
+
+async def test_an_active_part_is_dropped_alone_from_a_message_for_many_pages() -> None:
+    alice, bob = Socket(1, "a"), Socket(2, "b")
+    fan = fanout(alice, bob)
+    full = {"full": True, "parts": [part("watchlist-root")], "topics": ["KO", "MSFT"]}
+    for user in (1, 2):
+        await fan.on_ui(*updates("watchlist", {"user": user, **full}))
+    alice.ids(), bob.ids()
+    evil = part("watchlist-quote-MSFT", '<img src=x onerror="steal()">')
+    quotes = {"KO": [part("watchlist-quote-KO")], "MSFT": [evil]}
+    await fan.on_ui(*shared("watchlist", quotes))
+    assert alice.ids() == bob.ids() == ["watchlist-quote-KO"]
+    # the same in one per-user message: bob's active part does not cost alice hers
+    await fan.on_ui(
+        *updates(
+            "portfolio",
+            wire.ui_update(1, [part("portfolio-pl-KO")], full=False),
+            wire.ui_update(2, [part("portfolio-pl-KO", "<script>steal()</script>")], full=False),
+        )
+    )
+    assert alice.ids() == ["portfolio-pl-KO"] and bob.ids() == []
