@@ -11,6 +11,7 @@ over within one renewal round instead of one lease TTL).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,7 +31,20 @@ from shared.observability import (
 )
 from shared.settings import ServiceSettings
 
-__all__ = ["Connections", "Part", "create_process_app", "release_leases"]
+__all__ = [
+    "GC_THRESHOLDS",
+    "Connections",
+    "Part",
+    "create_process_app",
+    "release_leases",
+    "tune_gc",
+]
+
+GC_THRESHOLDS = (20_000, 50, 100)
+"""The collector's thresholds once a process has started (CPython's default: 700, 10, 10).
+A live process allocates a few small objects per part per socket per tick, nearly all
+short-lived: with the default, the gateway at 1,000 traders spent ~37 ms/s collecting and
+stalled its event loop ~210 ms every ~10 s in full collections."""
 
 
 class Part:
@@ -91,6 +105,7 @@ def create_process_app(
             for part in parts:
                 await part.start(app)
                 started.append(part)
+            tune_gc()
             yield
         finally:
             await release_leases(app)
@@ -128,6 +143,17 @@ def create_process_app(
         release=release_leases,
     )
     return app
+
+
+def tune_gc() -> None:
+    """Once per process, when its first app has started: move everything alive (modules,
+    templates, settings, the price book) out of the collector's sight, then collect young
+    objects less often."""
+    if gc.get_threshold() == GC_THRESHOLDS:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def release_leases(app: FastAPI) -> None:
