@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shared import wire
@@ -48,11 +48,11 @@ def _default(value: object) -> object:
 
 
 def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, default=_default, separators=(",", ":")).encode()
+    return orjson.dumps(payload, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 def decode(data: bytes) -> dict[str, Any]:
-    value = json.loads(data)
+    value = orjson.loads(data)
     if not isinstance(value, dict):
         raise ValueError("message payload is not a JSON object")
     return value
