@@ -11,6 +11,10 @@ rather than the search that the level sets. The window costs ~48 KiB more per so
 settings are ``GATEWAY_WS_DEFLATE_LEVEL``, ``GATEWAY_WS_DEFLATE_WINDOW_BITS`` and
 ``GATEWAY_WS_DEFLATE_MEM_LEVEL``.
 
+The compressor is zlib-ng's (the ``zlib-ng`` package: the same deflate stream, any browser
+inflates it). On those frames its level 1 takes ~7 µs where zlib's level 1 takes ~22 µs,
+for ~17 % more bytes (its level 2: ~17 µs, fewer bytes than zlib's level 1).
+
 Run uvicorn with ``--ws gateway.wsprotocol:GatewayWebSocketProtocol`` (the launcher does);
 ``--ws-per-message-deflate=false`` still declines compression.
 """
@@ -18,18 +22,25 @@ Run uvicorn with ``--ws gateway.wsprotocol:GatewayWebSocketProtocol`` (the launc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.server import ServerProtocol
+from websockets.typing import ExtensionParameter
+from zlib_ng import zlib_ng
 
 from gateway.settings import GatewaySettings
 
-__all__ = ["CLIENT_MAX_WINDOW_BITS", "Deflate", "GatewayWebSocketProtocol"]
+__all__ = ["CLIENT_MAX_WINDOW_BITS", "Deflate", "GatewayWebSocketProtocol", "ZlibNgDeflateFactory"]
 
 CLIENT_MAX_WINDOW_BITS = 12  # the page sends nothing but a close: a small inflate window
 
@@ -49,11 +60,25 @@ class Deflate:
         )
 
     def factory(self) -> ServerPerMessageDeflateFactory:
-        return ServerPerMessageDeflateFactory(
+        return ZlibNgDeflateFactory(
             server_max_window_bits=self.window_bits,
             client_max_window_bits=CLIENT_MAX_WINDOW_BITS,
             compress_settings={"level": self.level, "memLevel": self.mem_level},
         )
+
+
+class ZlibNgDeflateFactory(ServerPerMessageDeflateFactory):
+    """websockets' server side of permessage-deflate, compressing with zlib-ng."""
+
+    def process_request_params(
+        self, params: Sequence[ExtensionParameter], accepted_extensions: Sequence[Extension]
+    ) -> tuple[list[ExtensionParameter], PerMessageDeflate]:
+        response, extension = super().process_request_params(params, accepted_extensions)
+        if not extension.local_no_context_takeover:  # else a new zlib one per message
+            extension.encoder = zlib_ng.compressobj(  # type: ignore[assignment]  # zlib's API
+                wbits=-extension.local_max_window_bits, **extension.compress_settings
+            )
+        return response, extension
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
 
 from gateway.testing import Served
 from gateway.wsprotocol import Deflate, GatewayWebSocketProtocol
@@ -70,3 +72,25 @@ async def test_declining_compression_still_works() -> None:
         accepted, received = await receive_all(served)
     assert "permessage-deflate" not in accepted
     assert received == FRAMES
+
+
+def test_frames_are_compressed_by_zlib_ng_and_inflate_with_zlib() -> None:
+    factory = Deflate(level=1, window_bits=14, mem_level=5).factory()
+    _response, extension = factory.process_request_params([], [])
+    assert type(extension.encoder).__module__.startswith("zlib_ng")
+    inflate = zlib.decompressobj(wbits=-15)  # what a browser does: the same deflate stream
+    for text in FRAMES:
+        frame = extension.encode(Frame(Opcode.TEXT, text.encode()))
+        assert frame.rsv1  # marked compressed
+        assert inflate.decompress(frame.data + b"\x00\x00\xff\xff").decode() == text
+
+
+def test_without_context_takeover_each_message_stands_alone() -> None:
+    factory = Deflate(level=1, window_bits=14, mem_level=5).factory()
+    _response, extension = factory.process_request_params(
+        [("server_no_context_takeover", None)], []
+    )
+    for text in FRAMES[:3]:
+        frame = extension.encode(Frame(Opcode.TEXT, text.encode()))
+        inflate = zlib.decompressobj(wbits=-15)
+        assert inflate.decompress(frame.data + b"\x00\x00\xff\xff").decode() == text
