@@ -78,6 +78,12 @@ async def test_prices_and_margins_are_written_in_one_statement_each(sessions) ->
         assert await write_margins(s, margins) == 1
     updates = [st for st in sessions.statements if st.lstrip().upper().startswith("UPDATE")]
     assert len(updates) == 2
+    # the rows travel as array parameters: the same SQL every cycle, compiled and prepared once
+    async with sessions.begin() as s:
+        await write_prices(s, dict(list(quotes.items())[:1]))
+        assert await write_margins(s, {}) == 0
+    again = [st for st in sessions.statements if st.lstrip().upper().startswith("UPDATE")]
+    assert again[2] == updates[0] and "unnest" in updates[0] and "unnest" in updates[1]
     async with sessions() as s:
         for sym in await s.scalars(select(Symbol)):
             assert (sym.last, sym.bid, sym.ask) == (
