@@ -5,7 +5,7 @@ No I/O here; every service that needs a formula imports it from this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Literal
@@ -29,6 +29,7 @@ __all__ = [
     "day_change",
     "dec",
     "gauge_level",
+    "margin_move",
     "margin_used",
     "market_value",
     "money",
@@ -37,6 +38,9 @@ __all__ = [
     "positive_price",
     "price_move",
     "sector_exposure",
+    "sector_shares",
+    "sector_values",
+    "share_pct",
     "total_day_change",
     "total_pnl",
     "total_value",
@@ -173,6 +177,13 @@ def margin_used(holdings: Iterable[Holding]) -> Decimal:
     return sum((h.qty * h.last * h.margin_rate for h in holdings), Decimal(0))
 
 
+def margin_move(value_move: Decimal, margin_rate: Decimal) -> Decimal:
+    """What a position's margin moves when its market value moves by ``value_move``
+    (:func:`price_move`): ``value_move × margin_rate``, so margin used follows a tick as
+    exactly as the value does."""
+    return value_move * margin_rate
+
+
 def utilisation_pct(used: Decimal, limit: Decimal) -> Decimal:
     """``used / limit × 100``; 0 when the limit is 0."""
     if limit == 0:
@@ -222,17 +233,33 @@ class SectorShare:
 
 def sector_exposure(holdings: Iterable[Holding]) -> list[SectorShare]:
     """Market value per sector and its share of the total, largest first."""
+    return sector_shares(sector_values(holdings))
+
+
+def sector_values(holdings: Iterable[Holding]) -> dict[str, Decimal]:
+    """Market value per sector."""
     by_sector: dict[str, Decimal] = {}
     for h in holdings:
         by_sector[h.sector] = by_sector.get(h.sector, Decimal(0)) + market_value(h.last, h.qty)
+    return by_sector
+
+
+def sector_shares(by_sector: Mapping[str, Decimal]) -> list[SectorShare]:
+    """Each sector's value (:func:`sector_values`, or those values moved by ticks) and its
+    share of their total, largest first."""
     total = sum(by_sector.values(), Decimal(0))
     return sorted(
         (
-            SectorShare(sector, value, value / total * _HUNDRED if total else Decimal(0))
+            SectorShare(sector, value, share_pct(value, total))
             for sector, value in by_sector.items()
         ),
         key=lambda s: (-s.value, s.sector),
     )
+
+
+def share_pct(value: Decimal, total: Decimal) -> Decimal:
+    """``value / total × 100``: a part's share of a total; 0 when the total is 0."""
+    return value / total * _HUNDRED if total else Decimal(0)
 
 
 # positions.avg_cost is NUMERIC(28, 12): exact enough that ``money(avg_cost × qty)`` gives

@@ -1,10 +1,16 @@
-"""RiskMetricsComponent: margin utilisation, sector exposure and live alerts (the seed's)."""
+"""RiskMetricsComponent: margin utilisation, sector exposure and live alerts (the seed's).
+
+A tick moves margin used and the sector values by what it moved (exactly: the result is
+a full recompute's), and formats again only the figures, naming the parts that changed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from functools import cache
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, Inexact, localcontext
+from functools import cache, lru_cache
 from typing import Any, NotRequired, TypedDict
 
 from sqlalchemy import select
@@ -12,6 +18,7 @@ from sqlalchemy import select
 from shared import domain, wire
 from shared.charts import bar_width
 from shared.components import Component, IsAuthenticated, PartSpec, Registry
+from shared.components.base import LiveResult
 from shared.components.rendering import money
 from shared.db.models import Account, Position, RiskAlert, Symbol
 from shared.db.queries import held_positions
@@ -69,6 +76,7 @@ class RiskState(TypedDict, total=False):
     holdings: list[HoldingRow]
     sector_exposure: list[SectorRow]
     alerts: list[AlertRow]
+    _sector_values: dict[str, Decimal]  # exact market value per sector: what ticks move
     _version: int  # bumped on every change: the formatted views are kept until it moves
 
 
@@ -103,15 +111,56 @@ def _holdings(state: RiskState) -> list[domain.Holding]:
 
 
 def _recompute(state: RiskState) -> None:
-    state["_version"] = state.get("_version", 0) + 1
+    """Margin used and the sector values, summed over every holding."""
     holdings = _holdings(state)
-    used = domain.margin_used(holdings)
-    state["margin_used"] = used
+    state["margin_used"] = domain.margin_used(holdings)
+    state["_sector_values"] = domain.sector_values(holdings)
+    _shares(state)
+
+
+Move = tuple[HoldingRow, Decimal, Decimal]  # (holding, old last, new last)
+
+
+def _move(state: RiskState, moved: Iterable[Move]) -> bool:
+    """Margin used and the sector values moved by what a tick moved; False (the state
+    untouched) without values to move or when a sum would round: a tick never drifts
+    from what :func:`_recompute` would find."""
+    values = state.get("_sector_values")
+    if values is None:
+        return False
+    values, used = dict(values), domain.dec(state["margin_used"])
+    with localcontext() as exact:
+        exact.traps[Inexact] = True
+        try:
+            for holding, old, last in moved:
+                move = domain.price_move(old, last, int(holding["qty"]))
+                values[holding.get("sector", "")] += move
+                rate = holding.get("margin_rate", domain.DEFAULT_MARGIN_RATE)
+                used += domain.margin_move(move, domain.dec(rate))
+        except (Inexact, KeyError):
+            return False
+    state["margin_used"], state["_sector_values"] = used, values
+    _shares(state)
+    return True
+
+
+def _shares(state: RiskState) -> None:
+    """Utilisation and each sector's share, from margin used and the sector values (as
+    :func:`shared.domain.sector_shares`, without an object per sector in between)."""
+    state["_version"] = state.get("_version", 0) + 1
+    used, values = state["margin_used"], state["_sector_values"]
     state["utilisation_pct"] = domain.utilisation_pct(used, domain.dec(state["margin_limit"]))
-    state["sector_exposure"] = [
-        {"sector": s.sector, "value": s.value, "share_pct": s.share_pct}
-        for s in domain.sector_exposure(holdings)
+    total = sum(values.values(), Decimal(0))
+    exposure: list[SectorRow] = [
+        {"sector": sector, "value": value, "share_pct": domain.share_pct(value, total)}
+        for sector, value in values.items()
     ]
+    exposure.sort(key=lambda row: (-row["value"], row["sector"]))  # largest first
+    state["sector_exposure"] = exposure
+
+
+# the width of a bar showing a figure as shown (one decimal): few values, formatted once
+_bar_width = lru_cache(maxsize=4096)(bar_width)
 
 
 def _gauge_view(state: RiskState) -> dict[str, str]:
@@ -125,7 +174,7 @@ def _gauge_view(state: RiskState) -> dict[str, str]:
         "limit": money(domain.dec(state.get("margin_limit", 0)), 0),
         "pct": str(shown),
         "level_cls": f" gauge--{level}" if level else "",
-        "width": bar_width(shown),
+        "width": _bar_width(str(shown)),
     }
 
 
@@ -146,22 +195,22 @@ def _sector_ids(sector: str) -> tuple[str, str]:
     )
 
 
-def _exposure_view(state: RiskState) -> list[dict[str, Any]]:
-    """Sectors by name: a stable order, so a tick moves bars and figures, never rows."""
-    view = []
-    for row in sorted(state.get("sector_exposure", []), key=lambda r: r["sector"] or "Other"):
-        share = str(domain.dec(row["share_pct"]).quantize(_TENTH, ROUND_HALF_UP))
-        sector = row["sector"] or "Other"
-        fig_id, bar_id = _sector_ids(sector)
-        view.append(
-            {
-                "sector": sector,
-                # the figures move with every price; the bar only when the share does
-                "fig": {"id": fig_id, "value": money(domain.dec(row["value"]), 0), "share": share},
-                "bar": {"id": bar_id, "sector": sector, "share": share, "width": bar_width(share)},
-            }
-        )
-    return view
+def _sector_figures(row: SectorRow) -> tuple[str, str, str]:
+    """A sector's name, value and share (one decimal) as shown."""
+    share = str(domain.dec(row["share_pct"]).quantize(_TENTH, ROUND_HALF_UP))
+    return row["sector"] or "Other", money(domain.dec(row["value"]), 0), share
+
+
+def _sector_view(row: SectorRow) -> dict[str, Any]:
+    """A sector's figures and its bar: the figures move with every price, the bar only
+    when the share does."""
+    sector, value, share = _sector_figures(row)
+    fig_id, bar_id = _sector_ids(sector)
+    return {
+        "sector": sector,
+        "fig": {"id": fig_id, "value": value, "share": share},
+        "bar": {"id": bar_id, "sector": sector, "share": share, "width": _bar_width(share)},
+    }
 
 
 def _alerts_view(state: RiskState) -> list[dict[str, Any]]:
@@ -177,6 +226,90 @@ def _alerts_view(state: RiskState) -> list[dict[str, Any]]:
             }
         )
     return view
+
+
+def _alerts_key(state: RiskState) -> tuple[Any, ...]:
+    """What moves when an alert comes in (alerts change on a breach, not on a tick)."""
+    alerts = state.get("alerts", [])
+    newest = (alerts[0].get("ts"), alerts[0].get("text")) if alerts else None
+    return (id(alerts), len(alerts), newest)
+
+
+@dataclass(eq=False)
+class _Views:
+    """The formatted views of one state, kept between its changes and brought up to date
+    in place (the live parts hold them)."""
+
+    state: RiskState  # held, so its id is never another state's
+    version: int
+    gauge: dict[str, str]
+    summary: dict[str, str]
+    exposure: list[dict[str, Any]]  # sectors by name: a tick moves bars and figures, not rows
+    sectors: dict[str, dict[str, Any]]  # the same, by name
+    alerts_key: tuple[Any, ...]
+    alerts: list[dict[str, Any]]
+    parts: dict[str, PartSpec]
+
+
+def _views_of(state: RiskState) -> _Views:
+    gauge = _gauge_view(state)
+    rows = sorted(state.get("sector_exposure", []), key=lambda r: r["sector"] or "Other")
+    exposure = [_sector_view(row) for row in rows]
+    views = _Views(
+        state,
+        state.get("_version", 0),
+        gauge,
+        _summary_view(gauge, state),
+        exposure,
+        {sector["sector"]: sector for sector in exposure},
+        _alerts_key(state),
+        _alerts_view(state),
+        {},
+    )
+    parts: dict[str, PartSpec] = {GAUGE_ID: ("gauge", {"v": views.gauge})}
+    for sector in exposure:  # parts per sector: only what moved is sent
+        parts[sector["fig"]["id"]] = ("sector_fig", {"v": sector["fig"]})
+        parts[sector["bar"]["id"]] = ("sector_bar", {"v": sector["bar"]})
+    parts[ALERTS_ID] = ("alerts", {"alerts": views.alerts})
+    parts[SUMMARY_ID] = ("summary", {"v": views.summary})
+    views.parts = parts
+    return views
+
+
+def _refresh(views: _Views) -> list[str] | None:
+    """Bring ``views`` up to their state, in place: the ids of the parts whose view
+    changed (in part order), or None, the views untouched, when the sectors changed."""
+    state = views.state
+    figures = [_sector_figures(row) for row in state.get("sector_exposure", [])]
+    shown = views.sectors
+    if len(figures) != len(views.exposure) or any(f[0] not in shown for f in figures):
+        return None
+    changed: set[str] = set()
+    gauge = _gauge_view(state)
+    _update(views.gauge, gauge, changed)
+    _update(views.summary, _summary_view(gauge, state), changed)
+    for sector, value, share in figures:
+        fig, bar = shown[sector]["fig"], shown[sector]["bar"]
+        if fig["value"] != value or fig["share"] != share:
+            fig["value"], fig["share"] = value, share
+            changed.add(fig["id"])
+        if bar["share"] != share:
+            bar["share"], bar["width"] = share, _bar_width(share)
+            changed.add(bar["id"])
+    alerts_key = _alerts_key(state)
+    if alerts_key != views.alerts_key:
+        views.alerts_key, alerts = alerts_key, _alerts_view(state)
+        if alerts != views.alerts:  # a remount reads the same alerts again
+            views.alerts[:] = alerts
+            changed.add(ALERTS_ID)
+    views.version = state.get("_version", 0)
+    return [pid for pid in views.parts if pid in changed]
+
+
+def _update(view: dict[str, str], fresh: dict[str, str], changed: set[str]) -> None:
+    if fresh != view:
+        view.update(fresh)
+        changed.add(view["id"])
 
 
 @registry.register("risk_metrics")
@@ -198,6 +331,7 @@ class RiskMetricsComponent(Component[RiskState]):
         wire.RISK_BREACH_TEMPLATE: wire.EVENT_RISK_BREACH,
         wire.ORDERS_EVENTS_TEMPLATE: wire.EVENT_ORDER,
     }
+    _kept: _Views | None = None  # the views as last published
 
     async def mount(self) -> None:
         account_id = self.request.user.account_id
@@ -231,28 +365,31 @@ class RiskMetricsComponent(Component[RiskState]):
         ]
         _recompute(self.state)
 
-    async def on_ws_message(self, message: dict[str, Any]) -> bool | None:
+    async def on_ws_message(self, message: dict[str, Any]) -> LiveResult:
         event = message.get("event")
         if event == wire.EVENT_PRICE_TICK:
             return self._on_tick(message.get("prices") or {})
         if event == wire.EVENT_RISK_BREACH:
-            self._on_breach(message)
-        elif event == wire.EVENT_ORDER:
+            return self._on_breach(message)
+        if event == wire.EVENT_ORDER:
             await self.remount()
+            return self._changed_parts()
         return None
 
-    def _on_tick(self, prices: dict[str, Any]) -> bool:
+    def _on_tick(self, prices: dict[str, Any]) -> LiveResult:
         moved = price_moves(self.state.get("holdings", []), prices)
+        if not moved:
+            return False
         for holding, _, last in moved:
             holding["last"] = last
-        if moved:
+        if not _move(self.state, moved):
             _recompute(self.state)
-        return bool(moved)
+        return self._changed_parts()
 
-    def _on_breach(self, message: dict[str, Any]) -> None:
+    def _on_breach(self, message: dict[str, Any]) -> LiveResult:
         level = message.get("level")
         if level not in _LEVELS:
-            return
+            return False
         alert: AlertRow = {
             "level": level,
             "text": str(message.get("text", "")),
@@ -264,39 +401,46 @@ class RiskMetricsComponent(Component[RiskState]):
         self.state["_version"] = self.state.get("_version", 0) + 1
         # the pricefeed stored the alert: a reload within cache_ttl must show it too
         self.invalidate_cache()
+        return self._changed_parts()
 
-    def _views(self) -> dict[str, Any]:
-        """The formatted views, computed once per change of state (a tick, an alert)."""
-        stamp = (id(self.state), self.state.get("_version", 0))
-        cached = getattr(self, "_cached_views", None)
-        if cached is None or cached[0] != stamp:
-            alerts = self.state.get("alerts", [])
-            # alerts change on a breach, not on a tick: their view is kept until they do
-            newest = (alerts[0].get("ts"), alerts[0].get("text")) if alerts else None
-            alerts_key = (id(alerts), len(alerts), newest)
-            old_alerts = getattr(self, "_alerts_view", None)
-            if old_alerts is None or old_alerts[0] != alerts_key:
-                old_alerts = self._alerts_view = (alerts_key, _alerts_view(self.state))
-            gauge = _gauge_view(self.state)
-            views = {
-                "gauge": gauge,
-                "summary": _summary_view(gauge, self.state),
-                "exposure": _exposure_view(self.state),
-                "alerts": old_alerts[1],
-            }
-            cached = self._cached_views = (stamp, views)
-        result: dict[str, Any] = cached[1]
-        return result
+    async def remount(self) -> None:
+        # its catch-up tick must leave the views as published: the caller compares with them
+        kept, self._kept = self._kept, None
+        await super().remount()
+        self._kept = kept
+
+    def _views(self) -> _Views:
+        """The formatted views, formatted again only where the state changed (a tick, an
+        alert)."""
+        views = self._kept
+        if views is None or views.state is not self.state:
+            views = self._kept = _views_of(self.state)
+        elif views.version != self.state.get("_version", 0) and _refresh(views) is None:
+            views = self._kept = _views_of(self.state)
+        return views
+
+    def _changed_parts(self) -> LiveResult:
+        """The parts a change of the state changed, since the views were last brought up
+        to date (the last publication); None ("compare") when they were kept for another
+        state or the sectors changed."""
+        views = self._kept
+        if views is None or views.state is not self.state:
+            return None
+        changed = _refresh(views)
+        if changed is None:
+            self._kept = None
+        return changed
 
     def get_context(self) -> dict[str, Any]:
-        return {"exposure_id": EXPOSURE_ID, "alerts_id": ALERTS_ID, **self._views()}
+        views = self._views()
+        return {
+            "exposure_id": EXPOSURE_ID,
+            "alerts_id": ALERTS_ID,
+            "gauge": views.gauge,
+            "summary": views.summary,
+            "exposure": views.exposure,
+            "alerts": views.alerts,
+        }
 
     def live_parts(self) -> dict[str, PartSpec]:
-        views = self._views()
-        parts: dict[str, PartSpec] = {GAUGE_ID: ("gauge", {"v": views["gauge"]})}
-        for sector in views["exposure"]:  # parts per sector: only what moved is sent
-            parts[sector["fig"]["id"]] = ("sector_fig", {"v": sector["fig"]})
-            parts[sector["bar"]["id"]] = ("sector_bar", {"v": sector["bar"]})
-        parts[ALERTS_ID] = ("alerts", {"alerts": views["alerts"]})
-        parts[SUMMARY_ID] = ("summary", {"v": views["summary"]})
-        return parts
+        return self._views().parts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -204,6 +205,21 @@ def test_sector_shares_partition_the_value(holdings: list[Holding]) -> None:
     assert [s.value for s in shares] == sorted((s.value for s in shares), reverse=True)
     if shares:
         assert abs(sum(s.share_pct for s in shares) - 100) < D("1e-20")
+
+
+@given(holdings_st, st.lists(cent_prices, min_size=12, max_size=12))
+def test_margin_and_sector_values_follow_price_moves_exactly(
+    holdings: list[Holding], lasts: list[Decimal]
+) -> None:
+    moved = [replace(h, last=last) for h, last in zip(holdings, lasts, strict=False)]
+    used, values = domain.margin_used(holdings), domain.sector_values(holdings)
+    for old, new in zip(holdings, moved, strict=True):
+        move = domain.price_move(old.last, new.last, old.qty)
+        used += domain.margin_move(move, old.margin_rate)
+        values[old.sector] += move
+    assert used == domain.margin_used(moved)
+    assert values == domain.sector_values(moved)
+    assert domain.sector_shares(values) == domain.sector_exposure(moved)
 
 
 @given(holdings_st, st.decimals(min_value=D("1"), max_value=D("1e9"), places=2))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.risk.components import (
     ALERTS_ID,
@@ -14,9 +17,14 @@ from services.risk.components import (
     GAUGE_ID,
     SUMMARY_ID,
     RiskMetricsComponent,
+    RiskState,
+    _recompute,
 )
-from shared import wire
-from shared.components import PartsTracker, render
+from shared import domain, wire
+from shared.components import ComponentContext, PartsTracker, PriceBook, render
+from shared.components.base import LiveResult
+from shared.components.instance import LiveInstance, changes_after
+from shared.wire import EVENT_ORDER
 
 
 def _holding(ticker: str, qty: int, last: str, sector: str) -> dict[str, Any]:
@@ -192,3 +200,140 @@ def test_full_render_keeps_the_seed_class_names_and_no_inline_styles() -> None:
         assert name in html
     assert "style=" not in html and "<tr" not in html and "<td" not in html
     assert "No alerts" in html  # an empty feed still renders its element
+
+
+# -- a tick moves the figures by what it moved: exactly what a full recompute finds --------
+
+D = Decimal
+TICKERS = [f"T{i:02}" for i in range(16)]
+# prices as stored (4 places) and as the feed sends them (cents)
+prices = st.decimals(min_value=D("0.01"), max_value=D("5000"), places=2) | st.decimals(
+    min_value=D("0.0001"), max_value=D("5000"), places=4
+)
+holdings = st.lists(
+    st.fixed_dictionaries(
+        {
+            "symbol": st.sampled_from(TICKERS),
+            "qty": st.integers(1, 100_000),
+            "last": prices,
+            "margin_rate": st.sampled_from([D("0.25"), D("0.4000"), D("0.5"), D("1")]),
+            "sector": st.sampled_from(["Technology", "Energy", "Utilities", ""]),
+        }
+    ),
+    max_size=12,
+    unique_by=lambda h: h["symbol"],
+)
+# a tick's new prices, or None for a breach
+events = st.lists(
+    st.dictionaries(st.sampled_from(TICKERS), prices.map(str), max_size=10) | st.none(),
+    max_size=8,
+)
+
+
+def _handle(component: RiskMetricsComponent, message: dict[str, Any]) -> LiveResult:
+    return asyncio.run(component.on_ws_message(message))
+
+
+def _summed(state: RiskState) -> RiskState:
+    """The figures of ``state`` summed in full from its holdings, by the domain formulas."""
+    rows = copy.deepcopy(state["holdings"])
+    held = [
+        domain.Holding(
+            h["symbol"], h["qty"], h["last"], sector=h["sector"], margin_rate=h["margin_rate"]
+        )
+        for h in rows
+    ]
+    used = domain.margin_used(held)
+    return {
+        "margin_limit": state["margin_limit"],
+        "margin_used": used,
+        "utilisation_pct": domain.utilisation_pct(used, domain.dec(state["margin_limit"])),
+        "holdings": rows,
+        "sector_exposure": [
+            {"sector": s.sector, "value": s.value, "share_pct": s.share_pct}
+            for s in domain.sector_exposure(held)
+        ],
+        "alerts": copy.deepcopy(state.get("alerts", [])),
+    }
+
+
+def _figures(state: RiskState) -> tuple[Any, ...]:
+    exposure = [(s["sector"], s["value"], s["share_pct"]) for s in state["sector_exposure"]]
+    return state["margin_used"], state["utilisation_pct"], exposure
+
+
+@settings(max_examples=150, deadline=None)
+@given(holdings, st.integers(0, 10**7), events)
+def test_ticks_publish_exactly_what_a_full_recompute_shows(
+    rows: list[dict[str, Any]], limit: int, sequence: list[dict[str, str] | None]
+) -> None:
+    component = RiskMetricsComponent()
+    component.state = {"margin_limit": D(limit), "holdings": rows, "alerts": []}
+    _recompute(component.state)  # as mount() leaves it
+    instance = LiveInstance(component)
+    instance.tracker.full(component)
+    # the oracle: each state summed in full, its views built afresh, compared by a tracker
+    oracle = PartsTracker()
+    oracle.full(RiskMetricsComponent(state=_summed(component.state)))
+    for i, prices_or_breach in enumerate(sequence):
+        if prices_or_breach is None:
+            message = {"event": "risk_breach", "level": "warn", "text": f"a{i}", "ts": i}
+        else:
+            message = _tick(prices_or_breach, seq=i)
+        published = changes_after(instance, _handle(component, message))
+        summed = _summed(component.state)
+        assert _figures(component.state) == _figures(summed)
+        expected = oracle.changes(RiskMetricsComponent(state=summed))
+        assert published.full == expected.full
+        assert [(p.id, p.html) for p in published.parts] == [(p.id, p.html) for p in expected.parts]
+
+
+def test_a_tick_whose_sums_would_round_is_summed_in_full() -> None:
+    component = _component()
+    component.state["holdings"][0]["last"] = D("1234567890123456.1234")
+    component.state["holdings"][0]["qty"] = 98_765_432_109
+    _handle(component, _tick({"AAPL": "1234567890123456.1235"}, seq=0))  # summed in full
+    _handle(component, _tick({"AAPL": "1234567890123457.01", "XOM": "100.01"}))
+    assert _figures(component.state) == _figures(_summed(component.state))
+
+
+async def test_an_order_event_names_exactly_the_parts_it_changed() -> None:
+    book = PriceBook()
+    book.apply(_tick({"AAPL": "101.00", "XOM": "100.00"})["prices"])
+    component = RiskMetricsComponent(ComponentContext(prices=book))
+    component.state = _component().state
+    await component.on_ws_message(book.as_tick())
+    instance = LiveInstance(component)
+    instance.tracker.full(component)
+    changes_after(instance, await component.on_ws_message(_tick({"AAPL": "102.00"})))
+    oracle = PartsTracker()  # compares every part with what was published
+    oracle.full(RiskMetricsComponent(state=copy.deepcopy(component.state)))
+
+    # the order: 40 more XOM, at the stored prices
+    rows = [_holding("AAPL", 100, "100", "Technology"), _holding("XOM", 80, "100", "Energy")]
+
+    async def mount() -> None:
+        component.state["margin_limit"] = D(10000)
+        component.state["holdings"] = copy.deepcopy(rows)
+        component.state["alerts"] = []
+        _recompute(component.state)
+
+    component.mount = mount  # type: ignore[method-assign]
+    published = changes_after(instance, await component.on_ws_message({"event": EVENT_ORDER}))
+    # AAPL back at the book's 101 (its catch-up tick), 8,000 of XOM: every figure moved
+    assert [p.id for p in published.parts] == [
+        GAUGE_ID,
+        wire.element_id("risk_metrics", "sector", "Energy", "f"),
+        wire.element_id("risk_metrics", "sector", "Energy", "b"),
+        wire.element_id("risk_metrics", "sector", "Technology", "f"),
+        wire.element_id("risk_metrics", "sector", "Technology", "b"),
+        SUMMARY_ID,
+    ]
+    assert "8,000 · 44.2%" in published.parts[1].html  # of 18,100
+    expected = oracle.changes(RiskMetricsComponent(state=copy.deepcopy(component.state)))
+    assert [(p.id, p.html) for p in published.parts] == [(p.id, p.html) for p in expected.parts]
+
+    rows.append(_holding("NEE", 10, "70", "Utilities"))  # a sector more: a new panel
+    published = changes_after(instance, await component.on_ws_message({"event": EVENT_ORDER}))
+    assert published.full and [p.id for p in published.parts] == [component.root_id, SUMMARY_ID]
+    assert "Utilities" in published.parts[0].html
