@@ -70,7 +70,8 @@ def price_moves(rows: Iterable[R], prices: Mapping[str, Any]) -> list[tuple[R, D
         quote = prices.get(row["symbol"])
         if quote is None:
             continue
-        old, last = dec(row["last"]), tick_last(quote)
+        # tick_last, inline: this runs for every row of every trader on every tick
+        old, last = dec(row["last"]), dec(quote["last"] if isinstance(quote, dict) else quote)
         if last != old:
             moves.append((row, old, last))
     return moves

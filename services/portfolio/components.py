@@ -83,10 +83,15 @@ def _row(ticker: str, qty: int, avg_cost: Any, last: Any, prev_close: Any) -> Po
 def _price(row: PositionRow, last: Decimal) -> None:
     row["last"] = last
     qty = row["qty"]
-    row["pnl"] = domain.position_pnl(last, domain.dec(row["avg_cost"]), qty)
+    pnl = row["pnl"] = domain.position_pnl(last, domain.dec(row["avg_cost"]), qty)
     prev = row.get("prev_close")
-    row["day_chg"] = domain.day_change(last, domain.dec(prev), qty) if prev is not None else None
-    row["pl"] = _kept(row.get("pl"), _pl_view(row))
+    day = domain.day_change(last, domain.dec(prev), qty) if prev is not None else None
+    row["day_chg"] = day
+    pl = row.get("pl")
+    if pl is None:
+        row["pl"] = _pl_view(row)
+    else:  # the live parts of :meth:`PortfolioComponent.live_parts` hold this dict
+        pl.update(_pl_cells(pnl, day))
 
 
 def _kept(current: dict[str, str] | None, view: dict[str, str]) -> dict[str, str]:
@@ -106,16 +111,23 @@ def _sign_class(value: Decimal | None) -> str:
 
 def _pl_view(row: PositionRow) -> dict[str, str]:
     """The trader's own cells of a row, formatted."""
-    pnl, day = row["pnl"], row.get("day_chg")
     pl_id = row.get("pl_id")
     if pl_id is None:
         pl_id = row["pl_id"] = wire.element_id("portfolio", "pl", row["symbol"])
+    day = row.get("day_chg")
     return {
         "id": pl_id,
+        **_pl_cells(domain.dec(row["pnl"]), domain.dec(day) if day is not None else None),
+    }
+
+
+def _pl_cells(pnl: Decimal, day: Decimal | None) -> dict[str, str]:
+    """What a price move changes in a row's :func:`_pl_view`."""
+    return {
         "pnl": signed(pnl),
-        "pnl_cls": _sign_class(domain.dec(pnl)),
+        "pnl_cls": _sign_class(pnl),
         "day": signed(day),
-        "day_cls": _sign_class(domain.dec(day) if day is not None else None),
+        "day_cls": _sign_class(day),
     }
 
 

@@ -27,6 +27,8 @@ def stamp(message: Mapping[str, Any]) -> Any:
 
 
 NO_CHANGES = Changes(False, [])
+# results that name parts; a tuple, as an inline union would be rebuilt on every call
+_NAMED = (set, frozenset, list, tuple, dict)
 
 
 def changes_after(instance: LiveInstance, result: LiveResult) -> Changes:
@@ -34,6 +36,6 @@ def changes_after(instance: LiveInstance, result: LiveResult) -> Changes:
     the parts it named, or what a comparison with the last publication finds."""
     if result is False:
         return NO_CHANGES
-    if isinstance(result, set | frozenset | list | tuple | dict):
+    if isinstance(result, _NAMED):
         return instance.tracker.changed(instance.component, result)
     return instance.tracker.changes(instance.component)

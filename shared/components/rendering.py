@@ -9,10 +9,11 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +71,25 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 _QUANTUM = {places: Decimal(1).scaleb(-places) for places in range(9)}
+# format specs, built once: a nested ``{places}`` in an f-string costs as much as the rounding
+_GROUPED = {places: f",.{places}f" for places in _QUANTUM}
+_SIGNED = {places: f"+,.{places}f" for places in _QUANTUM}
 
 
 def _round(number: Decimal, places: int) -> Decimal:
-    quantum = _QUANTUM.get(places) or Decimal(1).scaleb(-places)
-    return number.quantize(quantum, rounding=ROUND_HALF_UP)
+    quantum = _QUANTUM.get(places)
+    if quantum is None:
+        quantum = Decimal(1).scaleb(-places)
+    # positional: ``rounding=`` as a keyword doubles the cost of this hot call
+    return number.quantize(quantum, ROUND_HALF_UP)
 
 
 def money(value: Any, places: int = 2) -> str:
     """``1234.5`` → ``"1,234.50"`` (half up)."""
     number = _decimal(value)
-    return "" if number is None else f"{_round(number, places):,.{places}f}"
+    if number is None:
+        return ""
+    return format(_round(number, places), _GROUPED.get(places) or f",.{places}f")
 
 
 def price(value: Any, places: int = 4) -> str:
@@ -114,7 +123,9 @@ def qty(value: Any) -> str:
 def signed(value: Any, places: int = 2) -> str:
     """``12.3`` → ``"+12.30"``, ``-4`` → ``"-4.00"``."""
     number = _decimal(value)
-    return "" if number is None else f"{_round(number, places):+,.{places}f}"
+    if number is None:
+        return ""
+    return format(_round(number, places), _SIGNED.get(places) or f"+,.{places}f")
 
 
 _template_dirs: dict[type[Component], Path] = {}
@@ -179,12 +190,14 @@ def render_parts(
     if specs is None:
         specs = component.live_parts()
     cls = type(component)
+    stencils = _stencils_of(cls)
     base: dict[str, Any] | None = None
     parts = []
-    chosen = specs.items() if ids is None else ((i, specs[i]) for i in ids)
-    for part_id, (block, ctx) in chosen:
-        if block in cls.stencils:
-            parts.append(Part(part_id, stencil_for(cls, block)(ctx["v"])))
+    for part_id in specs if ids is None else ids:
+        block, ctx = specs[part_id]
+        stencil = stencils.get(block)
+        if stencil is not None:
+            parts.append(Part(part_id, stencil(ctx["v"])))
             continue
         if base is None:
             base = base_context(component)
@@ -198,12 +211,12 @@ _BETWEEN_TAGS = re.compile(r">\s+<")
 
 
 class Stencil:
-    """One template block compiled to a ``str.format`` string, for the hot path.
+    """One template block compiled to a ``%``-format string, for the hot path.
 
     The block must only interpolate the string fields of one view dict (``v.<field>``)
     and hold no logic on their values: that logic lives in the Python function that
     builds the view. The full template renders the same block with the same view, so
-    there is one copy of the markup; the stencil renders it in a few microseconds
+    there is one copy of the markup; the stencil renders it in well under a microsecond
     instead of a Jinja block's tens. Values are HTML-escaped as Jinja escapes them.
     """
 
@@ -217,21 +230,25 @@ class Stencil:
         names = pieces[1::2]
         if len(pieces) % 2 == 0 or set(names) - set(fields):
             raise ValueError(f"block {block!r} of {cls.__name__} is not a plain stencil")
-        literals = [p.replace("{", "{{").replace("}", "}}") for p in pieces[0::2]]
-        self._format = literals[0] + "".join(
-            "{" + name + "}" + lit for name, lit in zip(names, literals[1:], strict=True)
-        )
+        self._format = "%s".join(p.replace("%", "%%") for p in pieces[0::2])
+        self._values = _values_of(names)
         self.fields = fields
 
-    def __call__(self, view: dict[str, str]) -> str:
-        return self._format.format_map({k: _escape(view[k]) for k in self.fields})
+    def __call__(self, view: Mapping[str, str]) -> str:
+        values = self._values(view)
+        # the usual figures hold nothing to escape: one look at all of them together
+        joined = "".join(values)
+        if "&" in joined or "<" in joined or ">" in joined or '"' in joined or "'" in joined:
+            values = tuple(map(escape, values))
+        return self._format % values
 
 
-def _escape(value: str) -> str:
-    """``markupsafe.escape``, with a fast path for the usual figures (nothing to escape)."""
-    if "&" in value or "<" in value or ">" in value or '"' in value or "'" in value:
-        return escape(value)
-    return value
+def _values_of(names: list[str]) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
+    """The values of ``names`` (in order) from a view, always as a tuple."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda view: (view[name],)
+    return itemgetter(*names) if names else lambda _view: ()
 
 
 def compact(html: str) -> str:
@@ -248,15 +265,22 @@ def stencil_parts(
     return {topic: [Part(v["id"], stencil(v))] for topic, v in views.items() if v is not None}
 
 
-_stencils: dict[tuple[type[Component], str], Stencil] = {}
+_stencils: dict[type[Component], dict[str, Stencil]] = {}
+
+
+def _stencils_of(cls: type[Component]) -> dict[str, Stencil]:
+    """The compiled stencils of ``cls.stencils``' blocks, by block (compiled once)."""
+    stencils = _stencils.get(cls)
+    if stencils is None:
+        stencils = _stencils[cls] = {
+            block: Stencil(cls, block, tuple(fields)) for block, fields in cls.stencils.items()
+        }
+    return stencils
 
 
 def stencil_for(cls: type[Component], block: str) -> Stencil:
-    """The compiled stencil of one of ``cls.stencils``' blocks (compiled once)."""
-    stencil = _stencils.get((cls, block))
-    if stencil is None:
-        stencil = _stencils[cls, block] = Stencil(cls, block, tuple(cls.stencils[block]))
-    return stencil
+    """The compiled stencil of one of ``cls.stencils``' blocks."""
+    return _stencils_of(cls)[block]
 
 
 @dataclass(frozen=True, slots=True)

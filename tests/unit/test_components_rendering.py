@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from markupsafe import Markup
 
 from shared.components import PartsTracker, render, render_parts
-from shared.components.rendering import money, pct, qty, signed
+from shared.components.base import Component
+from shared.components.rendering import (
+    Stencil,
+    environment_for,
+    money,
+    pct,
+    qty,
+    render_block,
+    signed,
+)
 from shared.components.testing import mount_component
 from tests.example_service.components import Order, Portfolio, Watchlist
 
@@ -104,3 +117,70 @@ def test_component_without_parts_rerenders_whole_on_change() -> None:
     component.state["items"][0]["last"] = 1.5
     changes = tracker.changes(component)
     assert changes.full and [p.id for p in changes.parts] == ["watchlist-root"]
+
+
+def _half_up(value: Decimal, places: int, sign: str) -> str:
+    """The filters' rounding and layout, spelled out (the reference for their fast path)."""
+    rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return f"{rounded:{sign},.{places}f}"
+
+
+@given(
+    st.decimals(min_value=-(10**12), max_value=10**12, allow_nan=False, places=6),
+    st.integers(min_value=0, max_value=12),
+)
+def test_money_and_signed_round_half_up_at_any_places(value: Decimal, places: int) -> None:
+    assert money(value, places) == _half_up(value, places, "")
+    assert signed(value, places) == _half_up(value, places, "+")
+
+
+def test_money_and_signed_round_halves_away_from_zero() -> None:
+    assert money(Decimal("2.675")) == "2.68"  # half-even (or a float) would give 2.67
+    assert signed(Decimal("-0.005")) == "-0.01"
+    assert signed(Decimal("-1234.565")) == "-1,234.57"
+    assert signed(Decimal("0.25"), 1) == "+0.3"
+    assert money(Decimal("0.0000000005"), 9) == "0.000000001"  # beyond the cached quanta
+
+
+class _Plain(Component):
+    template_name = "plain.html"
+
+
+def _stencil(directory: Path, markup: str, fields: tuple[str, ...]) -> tuple[Stencil, type]:
+    """A stencil of ``markup`` (one block, no whitespace between tags), and its component."""
+    (directory / "plain.html").write_text("{% block b %}" + markup + "{% endblock %}")
+    cls = type("Plain", (_Plain,), {"template_dir": str(directory)})
+    return Stencil(cls, "b", fields), cls
+
+
+def _jinja(cls: type, view: dict[str, str]) -> str:
+    return render_block(environment_for(Path(cls.template_dir)), "plain.html", "b", v=view)
+
+
+_TEXT = st.text(alphabet=st.sampled_from("aZ0 .,+-%{}<>&\"'\x00"), max_size=8)
+
+
+def test_stencils_escape_and_lay_out_as_jinja_does(tmp_path: Path) -> None:
+    # literal %, %s and braces in the markup; a field twice; values needing escaping or not
+    markup = (
+        '<p id="{{ v.id }}" class="w-{{ v.a }}%" data-x=\'{"k": "%s"}\'>'
+        "{{ v.a }} of {{ v.b }} 100%%</p>"
+    )
+    stencil, cls = _stencil(tmp_path, markup, ("id", "a", "b"))
+
+    @given(_TEXT, _TEXT, _TEXT)
+    def check(id_: str, a: str, b: str) -> None:
+        view = {"id": id_, "a": a, "b": b}
+        assert stencil(view) == _jinja(cls, view)
+
+    check()
+    view = {"id": "x", "a": "+1.00", "b": '<b a="1">&'}  # one value unsafe, the others not
+    assert stencil(view) == _jinja(cls, view)
+    assert "&lt;b a=&#34;1&#34;&gt;&amp;" in stencil(view) and "+1.00" in stencil(view)
+
+
+def test_stencils_of_one_field_and_markup_values(tmp_path: Path) -> None:
+    stencil, cls = _stencil(tmp_path, "<i>{{ v.a }}</i>", ("a",))
+    for view in ({"a": "1 < 2"}, {"a": Markup("<b>safe</b>")}, {"a": "plain"}):
+        assert stencil(view) == _jinja(cls, view)
+    assert stencil({"a": Markup("<b>safe</b>")}) == "<i><b>safe</b></i>"

@@ -105,6 +105,25 @@ def test_wire_tick_updates_only_the_traders_own_cells_and_totals() -> None:
     assert component.state["total_pnl"] == Decimal("62.50")
 
 
+def test_a_tick_rounds_the_traders_cells_half_up_into_the_views_the_parts_hold() -> None:
+    component = _component()
+    held = {pid: ctx["v"] for pid, (block, ctx) in component.live_parts().items() if block == "pl"}
+    tick = {"AAPL": "170.125", "MSFT": {"last": "399.995", "bid": "399.99", "ask": "400"}}
+    asyncio.run(component.on_ws_message({"event": "price_tick", "prices": tick}))
+    aapl, msft = component.state["positions"]
+    assert aapl["pl"] is held["portfolio-pl-AAPL"] and msft["pl"] is held["portfolio-pl-MSFT"]
+    assert aapl["pl"] == {
+        "id": "portfolio-pl-AAPL",
+        "pnl": "-98.75",  # (170.125 − 180) × 10
+        "pnl_cls": "pnl-neg",
+        "day": "-88.75",  # (170.125 − 179) × 10
+        "day_cls": "pnl-neg",
+    }
+    assert msft["pl"]["pnl"] == "-0.03" and msft["pl"]["day"] == "-25.03"  # −0.025, −25.025
+    assert component.state["totals_view"]["pnl"] == "-98.78"  # 50 − 98.75 − 50.025
+    assert component.state["summary_view"]["value"] == "4,701.23"  # 1,000 + 3,701.225
+
+
 def test_last_price_cells_are_shared_parts_rendered_once_per_ticker() -> None:
     book = PriceBook()
     book.apply({"MSFT": {"last": "410", "bid": "409.9", "ask": "410.1", "chg_pct": "1"}})

@@ -38,3 +38,22 @@ def test_price_direction() -> None:
     assert price_direction(D(1), D(2)) == "up"
     assert price_direction(D(2), D(1)) == "down"
     assert price_direction(D(1), D("1.00")) == ""
+
+
+def test_price_moves_read_every_form_of_quote_and_row() -> None:
+    class WireQuote(dict[str, str]):
+        pass
+
+    rows: list[Any] = [
+        {"symbol": "A", "last": 10.0},  # the seed's float state
+        {"symbol": "B", "last": "20"},
+        {"symbol": "C", "last": D(30)},
+        {"symbol": "E", "last": D(5)},
+    ]
+    prices = {"A": WireQuote(last="10.25"), "B": 21, "C": D("30.00"), "E": "5.5"}
+    assert price_moves(rows, prices) == [
+        (rows[0], D("10.0"), D("10.25")),
+        (rows[1], D(20), D(21)),
+        (rows[3], D(5), D("5.5")),
+    ]
+    assert all(type(old) is Decimal for _row, old, _last in price_moves(rows, prices))
