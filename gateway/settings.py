@@ -43,12 +43,13 @@ class GatewaySettings(ServiceSettings):
     # per ws_slow_frame_interval_ms: later frames, never a growing backlog
     ws_slow_frame_interval_ms: int = 500
     # permessage-deflate (browsers always offer it; GATEWAY_WS_DEFLATE=false in the launcher
-    # declines it): zlib level, the server's LZ77 window (server_max_window_bits) and memLevel.
-    # Against uvicorn's own (level 6, 4 KiB window) on the frames the gateway really sends:
-    # ~15 % less CPU per frame with hundreds of sockets, ~40 % with a few, and ~3 % fewer
-    # bytes; ~48 KiB more memory per socket (gateway/wsprotocol.py).
+    # declines it): by default each message compressed on its own with zlib-ng (~4.6x less
+    # CPU than a zlib compressor kept per socket with hundreds of sockets, for ~1.7x the
+    # bytes; gateway/wsprotocol.py). Level, the LZ77 window (server_max_window_bits) and
+    # memLevel; context_takeover=true keeps a zlib compressor per socket (fewest bytes).
     ws_deflate_level: int = Field(default=1, ge=0, le=9)
     ws_deflate_window_bits: int = Field(default=14, ge=9, le=15)
     ws_deflate_mem_level: int = Field(default=5, ge=1, le=9)
+    ws_deflate_context_takeover: bool = False
     # a component that has not finished a tick for this long: its panel is "delayed"
     feed_stale_after_s: float = 2.0

@@ -74,23 +74,39 @@ async def test_declining_compression_still_works() -> None:
     assert received == FRAMES
 
 
-def test_frames_are_compressed_by_zlib_ng_and_inflate_with_zlib() -> None:
+def inflated(data: bytes, inflate: Any = None) -> str:
+    """What a browser does with a compressed message's payload (RFC 7692 §7.2.2)."""
+    inflate = inflate or zlib.decompressobj(wbits=-15)
+    return str(inflate.decompress(data + b"\x00\x00\xff\xff").decode())
+
+
+def test_by_default_each_message_is_compressed_on_its_own() -> None:
     factory = Deflate(level=1, window_bits=14, mem_level=5).factory()
-    _response, extension = factory.process_request_params([], [])
-    assert type(extension.encoder).__module__.startswith("zlib_ng")
-    inflate = zlib.decompressobj(wbits=-15)  # what a browser does: the same deflate stream
+    response, extension = factory.process_request_params([], [])
+    assert ("server_no_context_takeover", None) in response  # the browser is told
+    assert not hasattr(extension, "encoder")  # no compressor kept per socket
     for text in FRAMES:
         frame = extension.encode(Frame(Opcode.TEXT, text.encode()))
-        assert frame.rsv1  # marked compressed
-        assert inflate.decompress(frame.data + b"\x00\x00\xff\xff").decode() == text
+        assert frame.rsv1 and frame.fin  # marked compressed, whole
+        assert inflated(frame.data) == text  # on its own, with a fresh inflater
 
 
-def test_without_context_takeover_each_message_stands_alone() -> None:
-    factory = Deflate(level=1, window_bits=14, mem_level=5).factory()
-    _response, extension = factory.process_request_params(
-        [("server_no_context_takeover", None)], []
-    )
-    for text in FRAMES[:3]:
+def test_a_fragmented_message_is_compressed_as_one() -> None:
+    _response, extension = Deflate(1, 14, 5).factory().process_request_params([], [])
+    head = extension.encode(Frame(Opcode.TEXT, b"<div>first half, ", fin=False))
+    tail = extension.encode(Frame(Opcode.CONT, b"second half</div>"))
+    assert head.rsv1 and not tail.rsv1
+    assert inflated(head.data + tail.data) == "<div>first half, second half</div>"
+
+
+def test_with_context_takeover_a_compressor_is_kept_per_socket() -> None:
+    factory = Deflate(level=1, window_bits=14, mem_level=5, context_takeover=True).factory()
+    response, extension = factory.process_request_params([], [])
+    assert ("server_no_context_takeover", None) not in response
+    inflate = zlib.decompressobj(wbits=-15)  # one inflater for the socket's life
+    sizes = []
+    for text in FRAMES:
         frame = extension.encode(Frame(Opcode.TEXT, text.encode()))
-        inflate = zlib.decompressobj(wbits=-15)
-        assert inflate.decompress(frame.data + b"\x00\x00\xff\xff").decode() == text
+        assert inflated(frame.data, inflate) == text
+        sizes.append(len(frame.data))
+    assert sizes[-1] < sizes[0]  # later messages refer back to earlier ones
