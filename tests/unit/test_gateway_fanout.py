@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.buffer import PartBuffer
-from gateway.fanout import Fanout
+from gateway.fanout import RELEASE_TURN, Fanout, release_in_turns
 from shared import wire
 
 
@@ -262,3 +263,26 @@ async def test_an_active_part_is_dropped_alone_from_a_message_for_many_pages() -
         )
     )
     assert alice.ids() == ["portfolio-pl-KO"] and bob.ids() == []
+
+
+async def test_a_tick_releases_its_sockets_in_turns_letting_other_work_in_between() -> None:
+    sockets = [Socket(user_id=i, session_id=f"s{i}") for i in range(3 * RELEASE_TURN)]
+    served_at: list[int] = []
+
+    def released() -> int:
+        return sum(s.buffer.go.is_set() for s in sockets)
+
+    async def request() -> None:  # something the loop reads meanwhile (an order)
+        served_at.append(released())
+
+    release_in_turns(list(sockets))
+    assert released() == RELEASE_TURN
+    await asyncio.create_task(request())
+    await asyncio.wait_for(asyncio.gather(*(s.buffer.go.wait() for s in sockets)), 5)
+    assert served_at and served_at[0] < len(sockets)  # not after the last socket
+
+
+def test_without_a_running_loop_every_socket_is_released_at_once() -> None:
+    sockets = [Socket(user_id=i, session_id=f"s{i}") for i in range(2 * RELEASE_TURN + 1)]
+    release_in_turns(sockets)
+    assert all(s.buffer.go.is_set() for s in sockets)
