@@ -18,8 +18,8 @@ from services.risk.components import (
     SUMMARY_ID,
     RiskMetricsComponent,
     RiskState,
-    _recompute,
 )
+from services.risk.state import recompute
 from shared import domain, wire
 from shared.components import ComponentContext, PartsTracker, PriceBook, render
 from shared.components.base import LiveResult
@@ -269,7 +269,7 @@ def test_ticks_publish_exactly_what_a_full_recompute_shows(
 ) -> None:
     component = RiskMetricsComponent()
     component.state = {"margin_limit": D(limit), "holdings": rows, "alerts": []}
-    _recompute(component.state)  # as mount() leaves it
+    recompute(component.state)  # as mount() leaves it
     instance = LiveInstance(component)
     instance.tracker.full(component)
     # the oracle: each state summed in full, its views built afresh, compared by a tracker
@@ -316,7 +316,7 @@ async def test_an_order_event_names_exactly_the_parts_it_changed() -> None:
         component.state["margin_limit"] = D(10000)
         component.state["holdings"] = copy.deepcopy(rows)
         component.state["alerts"] = []
-        _recompute(component.state)
+        recompute(component.state)
 
     component.mount = mount  # type: ignore[method-assign]
     published = changes_after(instance, await component.on_ws_message({"event": EVENT_ORDER}))
