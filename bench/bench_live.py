@@ -147,8 +147,11 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         t0 = time.monotonic()
         connected = await _recv(conns, "connected", connect_cap + 60)
         opened = sum(m[1] for m in connected)
-        level.notes.append(f"{opened:,} of {n:,} sockets open after {time.monotonic() - t0:.1f} s")
-        await _recv(conns, "rendered", 40)
+        level.open_s = time.monotonic() - t0
+        level.notes.append(f"{opened:,} of {n:,} sockets open after {level.open_s:.1f} s")
+        rendered = await _recv(conns, "rendered", 40)
+        if sum(m[1] for m in rendered) == n:
+            level.rendered_all_s = time.monotonic() - t0
         start = time.time() + warmup_s
         end = start + level.window_s
         for conn in conns:

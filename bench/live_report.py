@@ -46,6 +46,8 @@ class Level:
     orders: list[tuple[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failed: str = ""
+    open_s: float | None = None  # from the first handshake until every socket was open
+    rendered_all_s: float | None = None  # ... until every socket was fully rendered
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -128,6 +130,72 @@ def _detail(level: Level) -> str:
     return f"- N={level.n:,}: " + "; ".join(bits) + "."
 
 
+TARGET_N = 1_000  # issue 11's targets are for 1,000 connected traders
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    goal: float
+    unit: str
+    at_most: bool  # the goal is a ceiling (else a floor)
+
+
+TARGETS = (
+    Target("tick → socket p99", 250, "ms", True),
+    Target("machine CPU", 1.5, "cores", True),
+    Target("price updates shown (of those due)", 99, "%", False),
+    Target("stack CPU per trader-second", 0.6, "ms", True),
+    Target("order ack p99", 100, "ms", True),
+    Target("every socket open and fully rendered", 10, "s", True),
+)
+
+
+def measured(level: Level) -> dict[str, float]:
+    """The figures of ``level`` that :data:`TARGETS` name (NaN when not measured)."""
+    r = level.result
+    latency = [v for values in r["samples"].values() for v in values]
+    acks = [ms for status, ms in level.orders if status.startswith("2")]
+    nan = float("nan")
+    return {
+        "tick → socket p99": percentile(latency, 0.99),
+        "machine CPU": level.cpu["machine"],
+        "price updates shown (of those due)": 100 * len(latency) / r["expected"]
+        if r["expected"]
+        else nan,
+        "stack CPU per trader-second": level.cpu["stack"] * 1000 / level.n,
+        "order ack p99": percentile(acks, 0.99),
+        "every socket open and fully rendered": level.rendered_all_s or nan,
+    }
+
+
+def targets(levels: list[Level]) -> str:
+    """Issue 11's targets against the run at :data:`TARGET_N` traders: met, or missed by how
+    much (empty without such a run)."""
+    level = next((lv for lv in levels if lv.n == TARGET_N and not lv.failed), None)
+    if level is None:
+        return ""
+    values = measured(level)
+    rows = []
+    for t in TARGETS:
+        value = values[t.what]
+        if value != value:
+            verdict = "not measured"
+        elif (value <= t.goal) if t.at_most else (value >= t.goal):
+            verdict = "met"
+        else:
+            ratio = value / t.goal if t.at_most else t.goal / max(value, 1e-9)
+            verdict = f"missed by {ratio:.1f}×"
+        sign = "≤" if t.at_most else "≥"
+        rows.append(
+            f"| {t.what} | {sign} {t.goal:g} {t.unit} | {value:,.2f} {t.unit} | {verdict} |"
+        )
+    return (
+        f"#### Targets at {TARGET_N:,} traders (issue 11)\n\n"
+        "| target | goal | measured | |\n|---|---|---:|---|\n" + "\n".join(rows) + "\n\n"
+    )
+
+
 def table(levels: list[Level], stack: Stack, window: float, warmup: float, load: float) -> str:
     head = (
         "| N | sockets open | fully rendered (never) p50 / p99 s | frames/s "
@@ -189,7 +257,9 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
         + head
         + "\n"
         + "\n".join(_row(lv) for lv in levels)
-        + "\n\n#### CPU by process during the window (cores)\n\n"
+        + "\n\n"
+        + targets(levels)
+        + "#### CPU by process during the window (cores)\n\n"
         + cpu_head
         + "\n"
         + "\n".join(_cpu_row(lv) for lv in levels)

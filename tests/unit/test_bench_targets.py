@@ -1,0 +1,39 @@
+"""The live benchmark's report says, for 1,000 traders, which targets were met and by how
+much each missed one was missed."""
+
+from __future__ import annotations
+
+from bench.live_report import TARGET_N, Level, targets
+
+
+def level(n: int, *, p99_ms: float, rendered_all_s: float | None) -> Level:
+    latencies = [p99_ms] * 100  # every sample the same: that is the p99
+    return Level(
+        n=n,
+        window_s=20,
+        result={"samples": {"portfolio": latencies}, "expected": 200},
+        cpu={"machine": 1.2, "stack": 0.9},
+        orders=[("201", 50.0), ("201", 80.0), ("timeout", 10_000.0)],
+        rendered_all_s=rendered_all_s,
+    )
+
+
+def test_each_target_is_met_or_missed_by_a_ratio() -> None:
+    report = targets(
+        [level(300, p99_ms=10, rendered_all_s=1), level(TARGET_N, p99_ms=500, rendered_all_s=None)]
+    )
+    rows = {
+        line.split(" | ")[0].strip("| "): line
+        for line in report.splitlines()
+        if line.startswith("| ")
+    }
+    assert "missed by 2.0×" in rows["tick → socket p99"]  # 500 ms against 250
+    assert rows["machine CPU"].endswith("| met |")  # 1.2 cores against 1.5
+    assert "missed by 2.0×" in rows["price updates shown (of those due)"]  # 50 % against 99
+    assert "missed by 1.5×" in rows["stack CPU per trader-second"]  # 0.9 ms against 0.6
+    assert rows["order ack p99"].endswith("| met |")  # only answered orders are timed
+    assert rows["every socket open and fully rendered"].endswith("| not measured |")
+
+
+def test_without_a_run_at_the_target_size_there_is_no_table() -> None:
+    assert targets([level(300, p99_ms=10, rendered_all_s=1)]) == ""
