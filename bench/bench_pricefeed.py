@@ -1,7 +1,10 @@
 """Pricefeed cycle time, in process: provider + price book + tick encoding + risk monitor.
 
 ``python -m bench.bench_pricefeed [--cycles N]`` prints a markdown table. The default case is
-the issue's: 5,000 symbols and 10,000 accounts (10 positions each), against the 250 ms tick.
+the issue's: 5,000 symbols and 10,000 accounts (10 positions each), against the 250 ms tick;
+the goal is 100,000 accounts in a 100 ms median cycle. ``take dirty`` is the monitor handing
+the changed margins to the batched write: here after every cycle, in the service once per
+``db_write_interval_s`` (1 s) on the same event loop, outside the cycle.
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ class Case:
     positions: int
 
 
-CASES = (Case(5_000, 10_000, 10), Case(5_000, 10_000, 30), Case(1_000, 1_000, 10))
+CASES = (
+    Case(5_000, 10_000, 10),
+    Case(5_000, 10_000, 30),
+    Case(5_000, 100_000, 10),
+    Case(1_000, 1_000, 10),
+)
 
 
 @dataclass
@@ -77,7 +85,7 @@ def run_case(case: Case, cycles: int = 40, warmup: int = 5, seed: int = 1) -> Re
     sim, book, monitor, load_ms = _world(case, seed)
     prev_close = {t: s.prev_close for t, s in book.symbols.items()}
     parts: dict[str, list[float]] = {
-        k: [] for k in ("provider", "book", "encode", "monitor", "total")
+        k: [] for k in ("provider", "book", "encode", "monitor", "total", "take")
     }
     changed_n, touched_n = [], []
     for i in range(warmup + cycles):
@@ -91,9 +99,11 @@ def run_case(case: Case, cycles: int = 40, warmup: int = 5, seed: int = 1) -> Re
         monitor.on_prices({t: q.last for t, q in changed.items()})
         t4 = time.perf_counter()
         touched = monitor.take_dirty()
+        t5 = time.perf_counter()
         if i < warmup:
             continue
-        for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True):
+        steps = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0, t5 - t4)
+        for key, value in zip(parts, steps, strict=True):
             value_ms = value * 1000
             parts[key].append(value_ms)
         changed_n.append(len(changed))
@@ -110,8 +120,8 @@ def table(results: list[Result]) -> str:
     lines = [
         "| symbols | accounts | positions/acct | changed/tick | accounts touched/tick "
         "| provider ms | book ms | encode ms | monitor ms | cycle p50 ms | cycle p95 ms "
-        "| cycle max ms | budget used (p95 / 250 ms) | monitor load ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cycle max ms | budget used (p95 / 250 ms) | take dirty ms | monitor load ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     med: Callable[[list[float]], float] = statistics.median
     for r in results:
@@ -122,7 +132,8 @@ def table(results: list[Result]) -> str:
             f"| {med(r.parts['provider']):.1f} | {med(r.parts['book']):.1f} "
             f"| {med(r.parts['encode']):.1f} | {med(r.parts['monitor']):.1f} "
             f"| {med(total):.1f} | {_p(total, 0.95):.1f} | {max(total):.1f} "
-            f"| {_p(total, 0.95) / TICK_MS:.0%} | {r.load_ms:,.0f} |"
+            f"| {_p(total, 0.95) / TICK_MS:.0%} | {med(r.parts['take']):.1f} "
+            f"| {r.load_ms:,.0f} |"
         )
     return "\n".join(lines)
 

@@ -5,9 +5,11 @@ No I/O here; every service that needs a formula imports it from this module.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from typing import Literal
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "Quote",
     "SectorShare",
     "Trade",
+    "alert_band",
     "apply_fill",
     "can_sell",
     "cents",
@@ -29,14 +32,17 @@ __all__ = [
     "day_change",
     "dec",
     "gauge_level",
+    "least_used_reaching",
     "margin_move",
     "margin_used",
     "market_value",
     "money",
     "next_alert_level",
+    "position_margin",
     "position_pnl",
     "positive_price",
     "price_move",
+    "scaled",
     "sector_exposure",
     "sector_shares",
     "sector_values",
@@ -172,9 +178,14 @@ def change_pct(last: Decimal, prev_close: Decimal) -> Decimal:
     return (last - prev_close) / prev_close * _HUNDRED
 
 
+def position_margin(qty: int, last: Decimal, margin_rate: Decimal) -> Decimal:
+    """``qty × last × margin_rate``: one position's margin."""
+    return qty * last * margin_rate
+
+
 def margin_used(holdings: Iterable[Holding]) -> Decimal:
     """``Σ qty × last × margin_rate``."""
-    return sum((h.qty * h.last * h.margin_rate for h in holdings), Decimal(0))
+    return sum((position_margin(h.qty, h.last, h.margin_rate) for h in holdings), Decimal(0))
 
 
 def margin_move(value_move: Decimal, margin_rate: Decimal) -> Decimal:
@@ -222,6 +233,48 @@ def next_alert_level(
             return "warn", False
         return None, False
     return raw, raw is not None
+
+
+def alert_band(level: AlertLevel | None) -> tuple[Decimal | None, Decimal | None]:
+    """The utilisation range ``[low, high)`` (``None``: unbounded) in which
+    :func:`next_alert_level` keeps ``level`` and fires nothing; outside it the level changes."""
+    if level == "critical":
+        return CRITICAL_PCT - HYSTERESIS_PCT, None
+    if level == "warn":
+        return WARN_PCT - HYSTERESIS_PCT, CRITICAL_PCT
+    return None, WARN_PCT
+
+
+def scaled(units: int, scale: int) -> Decimal:
+    """``units × 10^-scale``: a fixed-point integer as a ``Decimal``."""
+    return Decimal(units).scaleb(-scale)
+
+
+def least_used_reaching(pct: Decimal, limit: Decimal, scale: int) -> int:
+    """The least margin used, in units of ``10^-scale``, whose :func:`utilisation_pct`
+    against ``limit`` (> 0) is at least ``pct``: for every integer ``n``,
+    ``utilisation_pct(scaled(n, scale), limit) >= pct`` exactly when ``n >=`` the result.
+
+    Seeded with the exact rational bound, then settled against :func:`utilisation_pct`
+    itself, so the context's rounding of the division is taken into account.
+    """
+    if limit <= 0:
+        raise ValueError(f"limit must be above 0, not {limit}")
+
+    def reaches(n: int) -> bool:
+        return utilisation_pct(scaled(n, scale), limit) >= pct
+
+    high = math.ceil(Fraction(pct) * Fraction(limit) * Fraction(10) ** scale / 100)
+    step = 1
+    while not reaches(high):  # utilisation is monotonic in used: gallop up, then down
+        high, step = high + step, step * 2
+    low, step = high - 1, 1
+    while reaches(low):
+        high, low, step = low, low - step, step * 2
+    while high - low > 1:  # reaches(high) and not reaches(low)
+        mid = (low + high) // 2
+        low, high = (low, mid) if reaches(mid) else (mid, high)
+    return high
 
 
 @dataclass(frozen=True, slots=True)
