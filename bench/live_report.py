@@ -48,6 +48,7 @@ class Level:
     failed: str = ""
     open_s: float | None = None  # from the first handshake until every socket was open
     rendered_all_s: float | None = None  # ... until every socket was fully rendered
+    gateway_rss_mb: tuple[float, float] | None = None  # before connecting, at the window's end
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -122,6 +123,13 @@ def _detail(level: Level) -> str:
         bits.append(f"order errors {dict(errors)}")
     if r["errors"]:
         bits.append(f"first handshake errors {r['errors'][:2]}")
+    if level.gateway_rss_mb is not None:
+        before, during = level.gateway_rss_mb
+        per_socket = (during - before) * 1000 / level.n
+        bits.append(
+            f"gateway memory {_f(during)} MB at the window's end ({_f(before)} before the "
+            f"sockets connected: {_f(per_socket)} KB per socket)"
+        )
     ac = level.after_close
     bits.append(
         "cores in the 5 s after close: "

@@ -181,6 +181,14 @@ class Stack:
             out["postgres"] = float("nan")
         return out
 
+    def rss_mb(self, name: str) -> float:
+        """Resident memory of process ``name`` in MB (NaN if it is gone)."""
+        try:
+            self.resolve()
+            return float(self.procs[name].memory_info().rss) / 1e6
+        except (psutil.Error, KeyError):
+            return float("nan")
+
     def deaths(self) -> int:
         text = self.log_path.read_text(errors="replace") if self.log_path else ""
         return text.count(" DIED ")
