@@ -81,7 +81,13 @@ class Pricefeed:
             self.book.last_prices(), {s.ticker: s.margin_rate for s in snapshot.symbols}
         )
         fence = self.leadership.fence
-        self.batch = BatchWriter(sessions, self.monitor, metrics, fence)
+        self.batch = BatchWriter(
+            sessions,
+            self.monitor,
+            metrics,
+            fence,
+            margin_interval_s=settings.margin_write_interval_s,
+        )
         self.alerts = AlertWriter(sessions, bus, metrics, fence)
         self.follower = LeaderFollower(self.book, self.monitor, self.batch, metrics)
         self.provider = provider or make_provider(settings, self.book)
@@ -176,7 +182,7 @@ class Pricefeed:
         """No longer the leader: alert and write what is pending (fenced), then follow."""
         self.metrics.leader.set(0)
         await self.alerts.drain()
-        await self.batch.flush()
+        await self.batch.flush(everything=True)
 
     async def _write_batch(self) -> None:
         if self.leadership.leading:

@@ -33,6 +33,8 @@ class PricefeedSettings(ServiceSettings):
     http_backoff_s: float = Field(default=0.05, ge=0)
     # Batched database writes of prices and margin, at most once per interval
     db_write_interval_s: float = Field(default=1.0, gt=0)
+    # accounts.margin_used (for operators; no service reads it) at most this often
+    margin_write_interval_s: float = Field(default=10.0, ge=0)
     # The leader's lease (a standby takes over a dead leader's within about 1.25 × this
     # plus one tick): shorter than the shared LEASE_TTL_S so a takeover stays under the
     # orders service's ORDERS_MAX_FEED_SILENCE_S (5 s).

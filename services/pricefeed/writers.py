@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 
@@ -39,9 +41,16 @@ class BatchWriter:
         monitor: RiskMonitor,
         metrics: PricefeedMetrics,
         fence: Fence | None = None,
+        *,
+        margin_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions, self.monitor, self.metrics = sessions, monitor, metrics
         self.fence = fence
+        # accounts.margin_used is for operators (nothing in the services reads it): written
+        # at most this often; at 100,000 accounts each write costs PostgreSQL about a second
+        self.margin_interval_s, self._clock = margin_interval_s, clock
+        self._margins_written = -math.inf
         self._prices: dict[int, Quote] = {}
         self._margins: dict[int, Decimal] = {}
         self._lock = asyncio.Lock()  # batches commit in order: newer values land last
@@ -53,14 +62,20 @@ class BatchWriter:
     def pending(self) -> int:
         return len(self._prices) + len(self._margins)
 
-    async def flush(self) -> None:
+    async def flush(self, *, everything: bool = False) -> None:
+        """Write the changed prices, and the changed margins if they are due (or
+        ``everything``: on handing leadership over)."""
         async with self._lock:
-            await self._flush()
+            await self._flush(everything)
 
-    async def _flush(self) -> None:
+    async def _flush(self, everything: bool) -> None:
         prices, self._prices = self._prices, {}
-        margins = self._margins | self.monitor.take_dirty()
-        self._margins = {}
+        now = self._clock()
+        if everything or now - self._margins_written >= self.margin_interval_s:
+            margins = self._margins | self.monitor.take_dirty()
+            self._margins, self._margins_written = {}, now
+        else:
+            margins = {}
         if not prices and not margins:
             return
         try:

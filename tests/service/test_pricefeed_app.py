@@ -26,7 +26,9 @@ D = Decimal
 
 @pytest.fixture
 def settings(service_env: None) -> PricefeedSettings:
-    return PricefeedSettings(tick_interval_ms=50, db_write_interval_s=0.1, seed=7)
+    return PricefeedSettings(
+        tick_interval_ms=50, db_write_interval_s=0.1, margin_write_interval_s=0.1, seed=7
+    )
 
 
 async def test_simulated_ticks_reach_nats_and_the_database(

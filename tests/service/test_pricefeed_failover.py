@@ -70,6 +70,7 @@ async def feeds(
         "PRICEFEED_TICK_INTERVAL_MS": str(TICK_MS),
         "PRICEFEED_SIM_DAY_SECONDS": str(SIM_DAY_S),
         "PRICEFEED_DB_WRITE_INTERVAL_S": "0.2",
+        "PRICEFEED_MARGIN_WRITE_INTERVAL_S": "0.2",
         "LOG_LEVEL": "INFO",
     }
     started: list[Feed] = []

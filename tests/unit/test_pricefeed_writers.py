@@ -76,3 +76,30 @@ async def test_alerts_are_stored_then_published_even_if_storing_fails(written) -
         "ts": 2.0,
         "utilisation_pct": "96.00",
     }
+
+
+async def test_margins_are_written_at_most_once_per_interval_and_all_on_handover(written) -> None:
+    monitor = RiskMonitor({"AAA": D(10)}, {"AAA": D("0.5")})
+    monitor.load_account(1, D(1000), {"AAA": 10})
+    now = [100.0]
+    batch = writers.BatchWriter(
+        StubSessions(),  # type: ignore[arg-type]
+        monitor,
+        PricefeedMetrics(),
+        margin_interval_s=10,
+        clock=lambda: now[0],
+    )
+    await batch.flush()  # the first flush writes margins
+    assert written["margins"] == [{1: D(50)}]
+    monitor.on_prices({"AAA": D(12)})
+    now[0] += 1
+    batch.add_prices({1: Quote(D(12), D(12), D(12))})
+    await batch.flush()  # prices every flush, margins not yet due
+    assert len(written["prices"]) == 1 and len(written["margins"]) == 1
+    now[0] += 9
+    await batch.flush()  # due: the newest margin
+    assert written["margins"][-1] == {1: D(60)}
+    monitor.on_prices({"AAA": D(14)})
+    now[0] += 1
+    await batch.flush(everything=True)  # handing leadership over: nothing is left unwritten
+    assert written["margins"][-1] == {1: D(70)}
