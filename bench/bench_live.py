@@ -127,7 +127,6 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
     ctx = mp.get_context("spawn")
     conns, gens = [], []
     deaths0, slow0 = stack.deaths(), slow_consumers(stack.tmp / "nats.log")
-    rss0 = stack.rss_mb("gateway")
     connect_cap = 30.0 + n / 20
     for i in range(k):
         parent, child = ctx.Pipe()
@@ -164,7 +163,7 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         orders = asyncio.create_task(_order_task(port, traders[:ORDER_TRADERS], start, end))
         await asyncio.sleep(max(0.0, end - time.time()))
         c1 = stack.cpu(extra)
-        level.gateway_rss_mb = (rss0, stack.rss_mb("gateway"))
+        level.gateway_rss_mb = (stack.gateway_idle_mb, stack.rss_mb("gateway"))
         per_process = cores(c0, c1, level.window_s)
         level.per_process = per_process
         used = fold(per_process)

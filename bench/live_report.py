@@ -48,7 +48,7 @@ class Level:
     failed: str = ""
     open_s: float | None = None  # from the first handshake until every socket was open
     rendered_all_s: float | None = None  # ... until every socket was fully rendered
-    gateway_rss_mb: tuple[float, float] | None = None  # before connecting, at the window's end
+    gateway_rss_mb: tuple[float, float] | None = None  # idle once started, at the window's end
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -127,8 +127,9 @@ def _detail(level: Level) -> str:
         before, during = level.gateway_rss_mb
         per_socket = (during - before) * 1000 / level.n
         bits.append(
-            f"gateway memory {_f(during)} MB at the window's end ({_f(before)} before the "
-            f"sockets connected: {_f(per_socket)} KB per socket)"
+            f"gateway memory {_f(during)} MB at the window's end ({_f(before)} once started "
+            f"with no socket: {_f(per_socket)} KB per socket; Python keeps what it freed, "
+            "so after a larger N this is an upper bound)"
         )
     ac = level.after_close
     bits.append(

@@ -52,6 +52,7 @@ class Stack:
     starts: int = 0
     idle: float = 0.0  # cores of portfolio + watchlist + risk with no socket open
     idle_cores: dict[str, float] = field(default_factory=dict)  # per process, no socket open
+    gateway_idle_mb: float = float("nan")  # the gateway's RSS once started, no socket open
 
     @property
     def gateway_port(self) -> int:
@@ -126,6 +127,7 @@ class Stack:
         self.idle_cores = cores(c0, self.cpu({}), 3.0)
         idle = fold(self.idle_cores)
         self.idle = sum(idle.get(name, 0.0) for name in TICK_DRIVEN)
+        self.gateway_idle_mb = self.rss_mb("gateway")
 
     def _remember_children(self) -> list[psutil.Process]:
         if self.launcher is None:
