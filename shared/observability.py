@@ -206,6 +206,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "text") -> None:
     """One line per record, tagged with the service and the current request id: plain
     text, or (``fmt="json"``) one JSON object."""
@@ -222,6 +225,13 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "text") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in UVICORN_LOGGERS:
+        # uvicorn set up its own loggers at INFO, each with its own handler: they log
+        # every socket opened and closed whatever LOG_LEVEL says, and in their own format
+        uvicorn_log = logging.getLogger(name)
+        uvicorn_log.handlers[:] = []
+        uvicorn_log.setLevel(logging.NOTSET)
+        uvicorn_log.propagate = True
 
 
 class RequestIdMiddleware:
