@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from shared import wire
 from shared.db.models import Account, User, WebSession
+from shared.db.reads import Read
 from shared.identity import PERM_TRADE, Identity
 
 __all__ = [
@@ -111,20 +112,23 @@ class SessionCookie:
 Sessions = async_sessionmaker[AsyncSession]
 
 
-async def load_session(sessions: Sessions, session_id: str) -> SessionUser | None:
-    """The user of an unrevoked, unexpired session, or ``None``."""
-    query = (
-        select(User.id, User.username, User.display_name, User.can_trade, Account.id)
-        .join(WebSession, WebSession.user_id == User.id)
-        .join(Account, Account.user_id == User.id)
-        .where(
-            WebSession.id == session_id,
-            WebSession.revoked_at.is_(None),
-            WebSession.expires_at > datetime.now(UTC),
-        )
+_SESSION_USER = Read(
+    select(User.id, User.username, User.display_name, User.can_trade, Account.id)
+    .join(WebSession, WebSession.user_id == User.id)
+    .join(Account, Account.user_id == User.id)
+    .where(
+        WebSession.id == bindparam("session_id"),
+        WebSession.revoked_at.is_(None),
+        WebSession.expires_at > bindparam("now"),
     )
+)
+
+
+async def load_session(sessions: Sessions, session_id: str) -> SessionUser | None:
+    """The user of an unrevoked, unexpired session, or ``None`` (every request and
+    handshake asks: one prepared statement, no transaction)."""
     async with sessions() as db:
-        row = (await db.execute(query)).first()
+        row = await _SESSION_USER.first(db, session_id=session_id, now=datetime.now(UTC))
     if row is None:
         return None
     user_id, username, display_name, can_trade, account_id = row

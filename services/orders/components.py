@@ -27,7 +27,7 @@ from services.orders.execution import (
     lock_position,
     order_event,
 )
-from services.orders.queries import OrderRow, order_rows
+from services.orders.queries import OrderRow, order_rows, tickers
 from services.orders.schema import OrderSchema, new_client_order_id
 from services.orders.settings import OrdersDeps
 from services.orders.venue import ORDER_METRICS
@@ -156,8 +156,7 @@ class OrderComponent(FormComponent[OrderState]):
         )
         self.state.setdefault("notices", [])
         self.state.setdefault("whatif", None)
-        tickers = await self.session.scalars(select(Symbol.ticker).order_by(Symbol.ticker))
-        self.state["symbols"] = list(tickers)
+        self.state["symbols"] = await tickers(self.session)
         await self._load_orders()
 
     async def _load_orders(self) -> None:

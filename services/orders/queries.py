@@ -6,12 +6,13 @@ from datetime import UTC
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Order, Symbol
+from shared.db.reads import Read
 
-__all__ = ["OrderRow", "order_rows"]
+__all__ = ["OrderRow", "order_rows", "tickers"]
 
 _COLUMNS = (
     Order.id,
@@ -61,17 +62,31 @@ def _row(row: Any) -> OrderRow:
     }
 
 
+def _newest(*, open_only: bool) -> Read:
+    query = (
+        select(*_COLUMNS)
+        .join(Symbol, Order.symbol_id == Symbol.id)
+        .where(Order.account_id == bindparam("account_id"))
+        .order_by(Order.id.desc())
+        .limit(bindparam("limit"))
+    )
+    if open_only:
+        query = query.where(Order.status == "open")
+    return Read(query)
+
+
+_NEWEST = {True: _newest(open_only=True), False: _newest(open_only=False)}
+_TICKERS = Read(select(Symbol.ticker).order_by(Symbol.ticker))
+
+
 async def order_rows(
     session: AsyncSession, account_id: int, open_only: bool, limit: int
 ) -> list[OrderRow]:
     """The account's newest orders (only ``open`` ones with ``open_only``), newest first."""
-    query = (
-        select(*_COLUMNS)
-        .join(Symbol, Order.symbol_id == Symbol.id)
-        .where(Order.account_id == account_id)
-        .order_by(Order.id.desc())
-        .limit(limit)
-    )
-    if open_only:
-        query = query.where(Order.status == "open")
-    return [_row(r) for r in await session.execute(query)]
+    rows = await _NEWEST[open_only].rows(session, account_id=account_id, limit=limit)
+    return [_row(r) for r in rows]
+
+
+async def tickers(session: AsyncSession) -> list[str]:
+    """Every ticker, in order (the ticket's list of symbols)."""
+    return await _TICKERS.scalars(session)

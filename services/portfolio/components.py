@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, NotRequired, TypedDict
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, bindparam, select
 
 from shared import domain, wire
 from shared.components import Component, IsAuthenticated, PriceBook, Registry
@@ -19,6 +19,7 @@ from shared.components.base import LiveResult
 from shared.components.rendering import Part, money, signed, stencil_parts
 from shared.db.models import Account, Position, Symbol
 from shared.db.queries import held_positions
+from shared.db.reads import Read
 from shared.ticks import price_direction, price_moves
 
 __all__ = [
@@ -38,6 +39,19 @@ PL_FIELDS = ("id", "pnl", "pnl_cls", "day", "day_cls")
 TOTALS_FIELDS = ("id", "value", "pnl", "pnl_cls", "day", "day_cls")
 SUMMARY_ID = wire.element_id("portfolio", "summary")  # in the page's header
 SUMMARY_FIELDS = ("id", "value", "cash")
+
+_ACCOUNT: BindParameter[int] = bindparam("account_id")
+_POSITIONS = Read(
+    held_positions(
+        Position.quantity,
+        Position.avg_cost,
+        Symbol.ticker,
+        Symbol.last,
+        Symbol.prev_close,
+        account_id=_ACCOUNT,
+    ).order_by(Symbol.ticker)
+)
+_CASH = Read(select(Account.cash).where(Account.id == _ACCOUNT))
 
 
 class PositionRow(TypedDict):
@@ -199,23 +213,12 @@ class PortfolioComponent(Component[PortfolioState]):
 
     async def mount(self) -> None:
         account_id = self.request.user.account_id
-        rows = await self.session.execute(
-            held_positions(
-                Position.quantity,
-                Position.avg_cost,
-                Symbol.ticker,
-                Symbol.last,
-                Symbol.prev_close,
-                account_id=account_id,
-            ).order_by(Symbol.ticker)
-        )
+        rows = await _POSITIONS.rows(self.session, account_id=account_id)
         self.state["positions"] = [
             _row(ticker, qty, avg_cost, last, prev_close)
             for qty, avg_cost, ticker, last, prev_close in rows
         ]
-        self.state["cash"] = await self.session.scalar(
-            select(Account.cash).where(Account.id == account_id)
-        )
+        self.state["cash"] = await _CASH.scalar(self.session, account_id=account_id)
         self._totals()
 
     def _totals(self) -> None:

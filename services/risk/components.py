@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, bindparam, select
 
 from services.risk.state import (
     LEVELS,
@@ -36,6 +36,7 @@ from shared.components import Component, IsAuthenticated, PartSpec, Registry
 from shared.components.base import LiveResult
 from shared.db.models import Account, Position, RiskAlert, Symbol
 from shared.db.queries import held_positions
+from shared.db.reads import Read
 from shared.ticks import price_moves
 
 __all__ = [
@@ -55,6 +56,25 @@ __all__ = [
 registry = Registry()
 
 MAX_ALERTS = 10
+
+_ACCOUNT: BindParameter[int] = bindparam("account_id")
+_LIMIT = Read(select(Account.margin_limit).where(Account.id == _ACCOUNT))
+_HOLDINGS = Read(
+    held_positions(
+        Position.quantity,
+        Symbol.ticker,
+        Symbol.last,
+        Symbol.margin_rate,
+        Symbol.sector,
+        account_id=_ACCOUNT,
+    ).order_by(Symbol.ticker)
+)
+_ALERTS = Read(
+    select(RiskAlert.level, RiskAlert.text, RiskAlert.created_at)
+    .where(RiskAlert.account_id == _ACCOUNT)
+    .order_by(RiskAlert.created_at.desc(), RiskAlert.id.desc())
+    .limit(MAX_ALERTS)
+)
 
 
 def _epoch_ms(moment: datetime) -> float:
@@ -84,25 +104,9 @@ class RiskMetricsComponent(Component[RiskState]):
 
     async def mount(self) -> None:
         account_id = self.request.user.account_id
-        limit = await self.session.scalar(
-            select(Account.margin_limit).where(Account.id == account_id)
-        )
-        rows = await self.session.execute(
-            held_positions(
-                Position.quantity,
-                Symbol.ticker,
-                Symbol.last,
-                Symbol.margin_rate,
-                Symbol.sector,
-                account_id=account_id,
-            ).order_by(Symbol.ticker)
-        )
-        alerts = await self.session.execute(
-            select(RiskAlert.level, RiskAlert.text, RiskAlert.created_at)
-            .where(RiskAlert.account_id == account_id)
-            .order_by(RiskAlert.created_at.desc(), RiskAlert.id.desc())
-            .limit(MAX_ALERTS)
-        )
+        limit = await _LIMIT.scalar(self.session, account_id=account_id)
+        rows = await _HOLDINGS.rows(self.session, account_id=account_id)
+        alerts = await _ALERTS.rows(self.session, account_id=account_id)
         self.state["margin_limit"] = limit if limit is not None else Decimal(0)
         self.state["holdings"] = [
             {"symbol": t, "qty": q, "last": last, "margin_rate": rate, "sector": sector}

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Literal, TypedDict
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from shared import domain, wire
@@ -14,6 +14,7 @@ from shared.charts import sparkline_points
 from shared.components import Component, FieldError, IsAuthenticated, PriceBook, Registry
 from shared.components.rendering import Part, money, signed, stencil_parts
 from shared.db.models import Symbol, WatchlistItem
+from shared.db.reads import Read
 from shared.ticks import tick_field, tick_last
 
 __all__ = [
@@ -57,13 +58,23 @@ class WatchlistState(TypedDict, total=False):
     values: dict[str, Any]
 
 
-def _item(symbol: Symbol) -> WatchItem:
+_ITEMS = Read(
+    select(Symbol.ticker, Symbol.name, Symbol.last, Symbol.bid, Symbol.ask, Symbol.prev_close)
+    .join(WatchlistItem, WatchlistItem.symbol_id == Symbol.id)
+    .where(WatchlistItem.user_id == bindparam("user_id"))
+    .order_by(WatchlistItem.rank, Symbol.ticker)
+)
+
+
+def _item(
+    ticker: str, name: str, last: Decimal, bid: Decimal, ask: Decimal, prev_close: Decimal
+) -> WatchItem:
     return {
-        "id": wire.element_id("watchlist", "row", symbol.ticker),
-        "ticker": symbol.ticker,
-        "name": symbol.name,
+        "id": wire.element_id("watchlist", "row", ticker),
+        "ticker": ticker,
+        "name": name,
         # as stored, for a component that runs without the service's price book
-        "stored": (symbol.last, symbol.bid, symbol.ask, symbol.prev_close),
+        "stored": (last, bid, ask, prev_close),
     }
 
 
@@ -107,13 +118,8 @@ class WatchlistComponent(Component[WatchlistState]):
     shared_by_topic = True  # a row's quote cells depend on nothing of the trader's
 
     async def mount(self) -> None:
-        rows = await self.session.scalars(
-            select(Symbol)
-            .join(WatchlistItem, WatchlistItem.symbol_id == Symbol.id)
-            .where(WatchlistItem.user_id == self.request.user.user_id)
-            .order_by(WatchlistItem.rank, Symbol.ticker)
-        )
-        self.state["items"] = [_item(symbol) for symbol in rows]
+        rows = await _ITEMS.rows(self.session, user_id=self.request.user.user_id)
+        self.state["items"] = [_item(*row) for row in rows]
         self.state.setdefault("suggestions", [])
 
     def topics(self) -> list[str]:

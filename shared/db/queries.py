@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import BindParameter, Select, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from shared.db.models import Position, Symbol
@@ -13,11 +13,12 @@ __all__ = ["held_positions"]
 
 
 def held_positions(
-    *columns: InstrumentedAttribute[Any], account_id: int | None = None
+    *columns: InstrumentedAttribute[Any], account_id: int | BindParameter[int] | None = None
 ) -> Select[Any]:
     """``columns`` of every open position (quantity above 0) joined with its symbol (ticker,
     prices, margin rate, sector); of one account, or of every account when ``account_id``
-    is None. Unordered: a caller that shows the rows orders them."""
+    is None (or a :func:`~sqlalchemy.bindparam` for a :class:`~shared.db.reads.Read`).
+    Unordered: a caller that shows the rows orders them."""
     query = (
         select(*columns)
         .select_from(Position)
