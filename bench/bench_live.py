@@ -145,6 +145,9 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         gens.append(gen)
     try:
         t0 = time.monotonic()
+        gen_pids = {f"loadgen{i}": g.pid or 0 for i, g in enumerate(gens)}
+        stack.resolve()
+        cc0 = stack.cpu(gen_pids)
         connected = await _recv(conns, "connected", connect_cap + 60)
         opened = sum(m[1] for m in connected)
         level.open_s = time.monotonic() - t0
@@ -152,11 +155,14 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         rendered = await _recv(conns, "rendered", 40)
         if sum(m[1] for m in rendered) == n:
             level.rendered_all_s = time.monotonic() - t0
+        spent = fold(cores(cc0, stack.cpu(gen_pids), 1.0))  # CPU-seconds, not cores
+        spent["loadgen"] = sum(v for key, v in spent.items() if key.startswith("loadgen"))
+        level.connect_cpu = spent
         start = time.time() + warmup_s
         end = start + level.window_s
         for conn in conns:
             conn.send(("window", start * 1000, end * 1000, GRACE_S))
-        extra = {f"loadgen{i}": g.pid or 0 for i, g in enumerate(gens)} | {"bench": os.getpid()}
+        extra = gen_pids | {"bench": os.getpid()}
         await asyncio.sleep(max(0.0, start - time.time()))
         stack.resolve()
         c0 = stack.cpu(extra)

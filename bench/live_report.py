@@ -49,6 +49,7 @@ class Level:
     open_s: float | None = None  # from the first handshake until every socket was open
     rendered_all_s: float | None = None  # ... until every socket was fully rendered
     gateway_rss_mb: tuple[float, float] | None = None  # idle once started, at the window's end
+    connect_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s until all rendered
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -95,6 +96,22 @@ def _cpu_row(level: Level) -> str:
     return f"| {level.n:,} | " + " | ".join(_f(c.get(n, float("nan")), ".2f") for n in names) + " |"
 
 
+def connect_cpu(level: Level) -> str:
+    """CPU spent from the first handshake until every socket was fully rendered (the
+    live updates of those already connected included), per trader."""
+    used = level.connect_cpu
+    stack = sum(used.get(name, 0.0) for name in STACK)
+    named = ", ".join(
+        f"{name} {used[name] * 1000 / level.n:.1f}"
+        for name in (*STACK, "loadgen")
+        if used.get(name, 0.0) * 1000 / level.n >= 0.05
+    )
+    return (
+        f"CPU while connecting: stack {stack:.1f} s = {stack * 1000 / level.n:.1f} ms per "
+        f"trader ({named}; machine {used.get('machine', 0.0):.1f} s)"
+    )
+
+
 def _detail(level: Level) -> str:
     if level.failed:
         return f"- N={level.n:,}: failed ({level.failed})."
@@ -123,6 +140,8 @@ def _detail(level: Level) -> str:
         bits.append(f"order errors {dict(errors)}")
     if r["errors"]:
         bits.append(f"first handshake errors {r['errors'][:2]}")
+    if level.connect_cpu:
+        bits.append(connect_cpu(level))
     if level.gateway_rss_mb is not None:
         before, during = level.gateway_rss_mb
         per_socket = (during - before) * 1000 / level.n

@@ -3,7 +3,7 @@ much each missed one was missed."""
 
 from __future__ import annotations
 
-from bench.live_report import TARGET_N, Level, targets
+from bench.live_report import TARGET_N, Level, connect_cpu, targets
 
 
 def level(n: int, *, p99_ms: float, rendered_all_s: float | None) -> Level:
@@ -37,3 +37,13 @@ def test_each_target_is_met_or_missed_by_a_ratio() -> None:
 
 def test_without_a_run_at_the_target_size_there_is_no_table() -> None:
     assert targets([level(300, p99_ms=10, rendered_all_s=1)]) == ""
+
+
+def test_the_cpu_spent_connecting_is_per_trader_and_per_process() -> None:
+    lv = level(1000, p99_ms=10, rendered_all_s=12)
+    lv.connect_cpu = {"gateway": 4.0, "portfolio": 3.0, "postgres": 1.0, "loadgen": 2.5}
+    lv.connect_cpu["machine"] = 12.0
+    line = connect_cpu(lv)
+    assert line.startswith("CPU while connecting: stack 8.0 s = 8.0 ms per trader")
+    assert "gateway 4.0, portfolio 3.0, postgres 1.0, loadgen 2.5" in line
+    assert "watchlist" not in line  # nothing spent, nothing named
