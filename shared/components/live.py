@@ -94,6 +94,12 @@ class LiveSessions:
         self._failed: set[tuple[int, str]] = set()
         self._mount_queue: asyncio.Queue[str] = asyncio.Queue()
         self._mount_workers = mount_workers
+        if metrics is not None:
+            metrics.follow_live(
+                lambda: len(self.sessions),
+                lambda: len(self.instances),
+                lambda: wire.LIVE_PARTITIONS if leases is None else len(leases.owned),
+            )
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -153,7 +159,6 @@ class LiveSessions:
             self.ticks.forget_topics(cls.name)
         if self.metrics is not None:
             self.metrics.takeovers.inc(len(partitions))
-        self._gauge()
         request = {
             "components": [cls.name for cls in self.live_components],
             "partitions": sorted(partitions),
@@ -168,7 +173,6 @@ class LiveSessions:
                 self.close(session_id)
         for cls in self.tick_components:
             self.ticks.forget_topics(cls.name)
-        self._gauge()
 
     # -- sessions --------------------------------------------------------------------
     async def _on_session(self, subject: str, payload: dict[str, Any]) -> None:
@@ -214,7 +218,6 @@ class LiveSessions:
         self.sessions.add(identity)
         if queue:
             self._mount_queue.put_nowait(identity.session_id)
-        self._gauge()
         return identity
 
     async def open(self, payload: Mapping[str, Any]) -> None:
@@ -252,7 +255,6 @@ class LiveSessions:
                 if identity.session_id not in self.sessions:
                     return
                 await self._open_component(cls, identity)
-        self._gauge()
 
     async def _open_component(self, cls: type[Component], identity: Identity) -> None:
         key = (identity.user_id, cls.name)
@@ -293,7 +295,6 @@ class LiveSessions:
             self.instances.drop_user(user_id)
             self._failed = {k for k in self._failed if k[0] != user_id}
             self._user_locks.pop(user_id, None)
-        self._gauge()
 
     def sweep(self) -> list[str]:
         """Forget sessions that missed ``missed_heartbeats`` heartbeats; their ids."""
@@ -418,9 +419,3 @@ class LiveSessions:
             self.ticks.forget_topics(component.name)
         batch.add(user_id, changes, topics=topics)
         await batch.send()
-
-    def _gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.live(len(self.sessions), len(self.instances))
-            owned = wire.LIVE_PARTITIONS if self.leases is None else len(self.leases.owned)
-            self.metrics.partitions.set(owned)

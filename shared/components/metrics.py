@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.observability import process_registry
@@ -81,6 +83,14 @@ class ComponentMetrics:
         if parts:
             self.parts.labels(component).inc(parts)
 
-    def live(self, sessions: int, instances: int) -> None:
-        self.sessions.set(sessions)
-        self.instances.set(instances)
+    def follow_live(
+        self,
+        sessions: Callable[[], int],
+        instances: Callable[[], int],
+        partitions: Callable[[], int],
+    ) -> None:
+        """Read the live counts when scraped (a mount no longer sets three gauges, one
+        of which looked at every partition's lease)."""
+        self.sessions.set_function(sessions)
+        self.instances.set_function(instances)
+        self.partitions.set_function(partitions)
