@@ -45,7 +45,7 @@ from bench.live_report import (
 )
 from bench.live_seed import Trader
 from bench.live_stack import STACK, TICK_DRIVEN, Stack, cores, fold
-from bench.live_support import GenConfig, loadgen_main
+from bench.live_support import GenConfig, calibrate, loadgen_main
 from bench.relay_support import slow_consumers
 from shared import wire
 from shared.devservers import run_async
@@ -121,6 +121,7 @@ async def _order_task(
 async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
     """One load level on a running stack: connect, warm up, measure, close, wait for quiet."""
     n = level.n
+    level.calibration_ms = calibrate()
     traders = stack.traders[:n]
     k = 2 if n >= 500 else 1
     port = stack.gateway_port

@@ -50,6 +50,7 @@ class Level:
     rendered_all_s: float | None = None  # ... until every socket was fully rendered
     gateway_rss_mb: tuple[float, float] | None = None  # idle once started, at the window's end
     connect_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s until all rendered
+    calibration_ms: float | None = None  # live_support.calibrate() just before the level
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -142,6 +143,11 @@ def _detail(level: Level) -> str:
         bits.append(f"first handshake errors {r['errors'][:2]}")
     if level.connect_cpu:
         bits.append(connect_cpu(level))
+    if level.calibration_ms is not None:
+        bits.append(
+            f"machine speed: a fixed Python workload took {level.calibration_ms:.0f} ms of CPU "
+            "just before (lower is faster; compare runs by it)"
+        )
     if level.gateway_rss_mb is not None:
         before, during = level.gateway_rss_mb
         per_socket = (during - before) * 1000 / level.n

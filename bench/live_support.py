@@ -48,6 +48,22 @@ _PLAIN_PRICE = re.compile(rb"\d+\.\d\d")
 RECONNECT_CODES = frozenset({1006, 1011, 1012, 1013})
 
 
+def calibrate(rounds: int = 5) -> float:
+    """CPU milliseconds of a fixed pure-Python workload (Decimal arithmetic, dicts, JSON),
+    the median of ``rounds``: how fast this shared machine runs this hour. The same
+    revision measured 1.3× slower CPU per trader an hour apart; compare runs by this."""
+    times = []
+    for _ in range(rounds):
+        started = time.process_time()
+        total, seen = Decimal(0), {}
+        for i in range(100_000):
+            total += Decimal(i) * Decimal("1.0001")
+            seen[i % 1000] = str(i)
+        json.dumps(seen)
+        times.append((time.process_time() - started) * 1000)
+    return sorted(times)[rounds // 2]
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

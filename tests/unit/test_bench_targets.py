@@ -3,7 +3,8 @@ much each missed one was missed."""
 
 from __future__ import annotations
 
-from bench.live_report import TARGET_N, Level, connect_cpu, targets
+from bench.live_report import TARGET_N, Level, _detail, connect_cpu, targets
+from bench.live_support import calibrate
 
 
 def level(n: int, *, p99_ms: float, rendered_all_s: float | None) -> Level:
@@ -47,3 +48,22 @@ def test_the_cpu_spent_connecting_is_per_trader_and_per_process() -> None:
     assert line.startswith("CPU while connecting: stack 8.0 s = 8.0 ms per trader")
     assert "gateway 4.0, portfolio 3.0, postgres 1.0, loadgen 2.5" in line
     assert "watchlist" not in line  # nothing spent, nothing named
+
+
+def test_the_machine_speed_is_a_positive_cpu_time_and_reported() -> None:
+    ms = calibrate(rounds=1)
+    assert ms > 0
+    lv = level(300, p99_ms=10, rendered_all_s=1)
+    lv.result.update(
+        rendered_s=[],
+        connect_s=[1.0],
+        open_start=300,
+        open_end=300,
+        handshake_errors=0,
+        reconnects=0,
+        closes={},
+        unmatched=0,
+        errors=[],
+    )
+    lv.calibration_ms = 87.4
+    assert "a fixed Python workload took 87 ms of CPU" in _detail(lv)
