@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from services.pricefeed.domain import Quote
 from shared import wire
@@ -226,3 +226,13 @@ async def collect_ui(bus: MessageBus, user_id: int, component: str) -> Received:
                 )
 
     return await _subscribed(bus, received, on_msg)
+
+
+async def terminate_backend(database_url: str, pid: int) -> None:
+    """Drop one PostgreSQL connection from the server's side (as a restart drops all)."""
+    other = create_engine(database_url, null_pool=True)
+    try:
+        async with other.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await other.dispose()

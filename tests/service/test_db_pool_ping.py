@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import MeteredPool, create_engine, database_unavailable
+from tests.support import terminate_backend
 
 pytestmark = pytest.mark.service
 
@@ -49,15 +50,6 @@ async def _backend_pid(engine: AsyncEngine) -> int:
         return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
-async def _terminate(database_url: str, pid: int) -> None:
-    other = create_engine(database_url, null_pool=True)
-    try:
-        async with other.connect() as conn:
-            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    finally:
-        await other.dispose()
-
-
 async def test_a_connection_back_within_the_window_is_not_pinged(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,7 +73,7 @@ async def test_a_connection_dropped_while_idle_is_found_by_the_ping_and_replaced
     assert isinstance(pool, MeteredPool)
     clock = pool.clock = Clock()
     first = await _backend_pid(engine)
-    await _terminate(database_url, first)
+    await terminate_backend(database_url, first)
     clock.now += pool.ping_after_idle_s
     second = await _backend_pid(engine)  # no error: the ping failed, a new connection
     assert second != first
@@ -94,7 +86,7 @@ async def test_a_connection_dropped_within_the_window_fails_once_then_is_replace
     assert isinstance(pool, MeteredPool)
     pool.clock = Clock()  # time stands still: inside the window
     first = await _backend_pid(engine)
-    await _terminate(database_url, first)
+    await terminate_backend(database_url, first)
     with pytest.raises(DBAPIError) as failed:
         await _backend_pid(engine)
     assert database_unavailable(failed.value)  # answered 503, a mount retried later

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -16,6 +16,7 @@ from shared.db.engine import create_engine, database_unavailable, session_factor
 from shared.db.models import Account, Position, RiskAlert, Symbol
 from shared.db.queries import held_positions
 from shared.db.reads import Read
+from tests.support import terminate_backend
 
 pytestmark = pytest.mark.service
 
@@ -94,12 +95,7 @@ async def test_a_dropped_connection_fails_the_read_then_is_replaced(
     pid = Read(select(func.pg_backend_pid()))
     async with sessions() as db:
         first = await pid.scalar(db)
-    other = create_engine(demo_database_url, null_pool=True)
-    try:
-        async with other.connect() as conn:
-            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
-    finally:
-        await other.dispose()
+    await terminate_backend(demo_database_url, first)
     with pytest.raises(DBAPIError) as failed:
         async with sessions() as db:
             await pid.scalar(db)
