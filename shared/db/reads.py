@@ -8,10 +8,11 @@ was half of a service's work per connect. A :class:`Read` keeps the query in SQL
 (columns, joins, types) and the per-call work to binding the parameters.
 
 It runs on the connection the session already holds, so it sees what the session wrote
-in its transaction. Alone it opens no transaction: each statement reads the latest
-committed rows, as each statement of a READ COMMITTED transaction does anyway. A
-connection that dropped is invalidated and reported as SQLAlchemy reports its own
-(a ``DBAPIError`` with ``connection_invalidated``).
+in its transaction, and flushes pending changes first as the ORM's autoflush does (a
+handler that reorders rows and then remounts reads the new order). Alone it opens no
+transaction: each statement reads the latest committed rows, as each statement of a
+READ COMMITTED transaction does anyway. A connection that dropped is invalidated and
+reported as SQLAlchemy reports its own (a ``DBAPIError`` with ``connection_invalidated``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class Read:
 
     async def rows(self, session: AsyncSession, **params: Any) -> list[tuple[Any, ...]]:
         """Every row, as tuples of the selected columns' Python values."""
+        if session.autoflush and (session.new or session.dirty or session.deleted):
+            await session.flush()  # as the ORM's autoflush: a handler's pending changes show
         conn = await session.connection()
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None, "a connection checked out of the pool"

@@ -102,3 +102,16 @@ async def test_a_dropped_connection_fails_the_read_then_is_replaced(
     assert database_unavailable(failed.value)
     async with sessions() as db:
         assert await pid.scalar(db) != first
+
+
+async def test_pending_orm_changes_are_flushed_first_as_the_orm_would(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A handler changes rows through the ORM, then remounts through a Read: the Read
+    sees the change, as an ORM query would through autoflush."""
+    cash = Read(select(Account.cash).where(Account.id == bindparam("id")))
+    async with sessions() as db:
+        account = (await db.scalars(select(Account).order_by(Account.id).limit(1))).one()
+        account.cash = Decimal("98765.43")  # pending, not flushed
+        assert await cash.scalar(db, id=account.id) == Decimal("98765.43")
+        await db.rollback()
