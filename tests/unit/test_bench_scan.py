@@ -1,0 +1,40 @@
+"""The load generator reads shown prices from the HTML of each frame: which component a
+row belongs to, its symbol and its last price, in frame order."""
+
+from __future__ import annotations
+
+from bench.live_support import GenConfig, _Gen, _Sock, scan
+
+FRAME = (
+    b'<div class="cells" id="portfolio-last-AMD" data-symbol="AMD" hx-swap-oob="true">'
+    b'<div role="cell" class="num last-price">1,156.10</div></div>\n'
+    b'<section aria-labelledby="watchlist-root-title" data-id="risk-x">'
+    b'<div role="row" id="watchlist-row-EPT" data-symbol="EPT">'
+    b'<div role="cell" class="num bid">88.39</div>'
+    b'<div role="cell" class="num last-price flash-up">88.41</div></div></section>'
+)
+
+
+def test_a_frame_is_read_in_order_and_only_element_ids_name_a_component() -> None:
+    assert scan(FRAME) == [
+        (b"portfolio", None, None),
+        (None, b"AMD", None),
+        (None, None, b"1,156.10"),
+        (b"watchlist", None, None),  # not the aria-labelledby, not the data-id
+        (None, b"EPT", None),
+        (None, None, b"88.41"),
+    ]
+    assert scan(b'id="orders-list"') == []  # not a component's prefix
+    assert scan(b'id="order-list"') == [(b"order", None, None)]  # at the frame's start
+
+
+def test_each_shown_price_is_matched_to_the_tick_that_set_it() -> None:
+    gen = _Gen(GenConfig("ws://x/ws", "http://x", "nats://x", [("c", "t")]))
+    gen.window = (0.0, 10_000.0, 20_000.0)
+    gen.ticks.on_tick({"ts": 1_000, "prices": {"AMD": {"last": "1156.1"}, "EPT": {"last": "88.4"}}})
+    gen.ticks.on_tick({"ts": 2_000, "prices": {"EPT": {"last": "88.41"}}})
+    sock: _Sock = gen.socks[0]
+    gen.on_frame(sock, FRAME, 2_050.0)
+    assert gen.samples == {"portfolio": [1_050.0], "watchlist": [50.0]}
+    gen.on_frame(sock, FRAME, 2_300.0)  # shown again: not a new sample
+    assert gen.samples == {"portfolio": [1_050.0], "watchlist": [50.0]}
