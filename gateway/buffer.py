@@ -35,6 +35,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FIRST_TAG = re.compile(r"^\s*<([A-Za-z][A-Za-z0-9-]*)")
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 _OOB_ATTR = re.compile(r"\shx-swap-oob\s*=", re.IGNORECASE)
 _OOB = ' hx-swap-oob="true"'
 K = TypeVar("K")
@@ -42,14 +43,20 @@ K = TypeVar("K")
 
 def with_oob(html: str) -> str | None:
     """``html`` with ``hx-swap-oob="true"`` in its first tag; ``None`` if it is not an element."""
-    match = _FIRST_TAG.match(html)
-    if match is None:
-        return None
-    end = match.end()
+    if html[:1] == "<":  # nearly every part: no whitespace before the tag
+        match = _TAG_NAME.match(html, 1)
+        if match is None:
+            return None
+        begin, end = 0, match.end()
+    else:
+        match = _FIRST_TAG.match(html)
+        if match is None:
+            return None
+        begin, end = match.start(1) - 1, match.end()
     tag_close = html.find(">", end)
     if _OOB_ATTR.search(html, end, tag_close if tag_close >= 0 else len(html)):
-        return html.lstrip()
-    return html[match.start(1) - 1 : end].lstrip() + _OOB + html[end:]
+        return html[begin:]
+    return html[begin:end] + _OOB + html[end:]
 
 
 def message_ts_ms(value: Any) -> float | None:
@@ -156,10 +163,12 @@ def _elements(
     """The parts that are one element each, with an id starting with ``own``."""
     elements: list[tuple[str, str]] = []
     for raw in raw_parts or ():
-        part_id = raw.get("id") if isinstance(raw, dict) else None
-        html = raw.get("html") if isinstance(raw, dict) else None
+        if isinstance(raw, dict):
+            part_id, html = raw.get("id"), raw.get("html")
+        else:
+            part_id = html = None
         oob = with_oob(html) if isinstance(html, str) else None
-        if not isinstance(part_id, str) or not part_id or oob is None:
+        if oob is None or not part_id or not isinstance(part_id, str):
             _drop(component, part_id, "not an element", dropped)
         elif not part_id.startswith(own):
             # services swap their own component's elements only, never the gateway's page
@@ -282,17 +291,46 @@ class PartBuffer:
             stamps.clear()
             self.overflowed = True
         if parts or self.overflowed:
-            self.ready.set()
-            if (urgent or self.overflowed or full) and not self.urgent:
-                self.urgent = True
-                if not self.go.is_set() and self._timer is None:
-                    try:
-                        loop = asyncio.get_running_loop()
-                    except RuntimeError:  # a synchronous caller: nothing to gather for
-                        self.go.set()
-                    else:
-                        self._timer = loop.call_later(self.gather_s, self.release)
+            self._pending(urgent or self.overflowed or full)
         return len(parts)
+
+    def _pending(self, urgent: bool) -> None:
+        """Something is pending; if ``urgent``, send it ``gather_s`` from now."""
+        self.ready.set()
+        if urgent and not self.urgent:
+            self.urgent = True
+            if not self.go.is_set() and self._timer is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # a synchronous caller: nothing to gather for
+                    self.go.set()
+                else:
+                    self._timer = loop.call_later(self.gather_s, self.release)
+
+    def put_tick(self, parts: list[tuple[str, str]], ts_ms: float | None) -> None:
+        """:meth:`put_prepared` of tick-driven parts (not urgent, not a full render): the
+        fan-out's hot path, a few calls per socket per tick."""
+        pending, stamps = self._parts, self._stamps
+        before = len(pending)
+        for part_id, html in parts:
+            if part_id in pending:  # re-insert: the newest part goes last
+                del pending[part_id]
+            pending[part_id] = html
+        if ts_ms is not None:
+            for part_id, _html in parts:
+                stamps[part_id] = ts_ms
+        elif stamps:
+            for part_id, _html in parts:
+                stamps.pop(part_id, None)
+        COUNTS.received += len(parts)
+        COUNTS.coalesced += before + len(parts) - len(pending)
+        if len(pending) > self.max_parts:
+            pending.clear()
+            stamps.clear()
+            self.overflowed = True
+            self._pending(True)  # the sender asks for full renders instead, soon
+        elif parts:
+            self.ready.set()
 
     def release(self) -> None:
         """Let the sender send what is pending."""

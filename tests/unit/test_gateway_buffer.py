@@ -32,6 +32,9 @@ def test_oob_attribute_goes_into_the_first_tag_without_wrapping() -> None:
         '<div hx-swap-oob="outerHTML" id="a"></div>'
     )
     assert with_oob("just text") is None
+    assert with_oob("<1a>") is None and with_oob("") is None and with_oob("< div>") is None
+    assert with_oob("<a-b c>") == '<a-b hx-swap-oob="true" c>'
+    assert with_oob('<DIV HX-SWAP-OOB="beforeend">') == '<DIV HX-SWAP-OOB="beforeend">'
 
 
 def test_newest_part_per_id_wins_and_goes_last() -> None:
@@ -77,6 +80,27 @@ def test_the_buffer_is_bounded_and_reports_overflow() -> None:
     drained = buf.drain()
     assert drained.overflowed and drained.frames == []
     assert not buf.drain().overflowed
+
+
+def test_tick_parts_wait_to_be_released_and_coalesce_like_any_other() -> None:
+    buf = PartBuffer(max_parts=3)
+    buf.put_tick([div("watchlist-row-A", "1"), div("watchlist-row-B", "1")], 2_000)
+    buf.put_tick([div("watchlist-row-A", "2")], 3_000)
+    assert buf.ready.is_set() and not buf.go.is_set() and not buf.urgent  # not sent alone
+    buf.put_tick([div("watchlist-row-C", "1")], None)  # no time: C has none
+    drained = buf.drain()
+    assert drained.parts == 3 and drained.oldest_ts_ms == 2_000
+    frame = drained.frames[0]
+    assert frame.index("watchlist-row-B") < frame.index("watchlist-row-A") and ">2</div>" in frame
+    assert div("watchlist-row-C", "1")[1] in frame  # as prepared: put_tick adds nothing
+
+
+def test_tick_parts_past_the_bound_overflow_and_are_sent_soon() -> None:
+    buf = PartBuffer(max_parts=3, gather_s=0.01)
+    buf.put_tick([div(f"risk-alert-{i}", "x") for i in range(4)], 1_000)
+    assert len(buf) == 0 and buf.overflowed and buf.urgent  # the sender asks for full renders
+    assert buf.go.is_set()  # no loop running: at once (with one, after gather_s)
+    assert buf.drain().overflowed
 
 
 def test_a_component_may_swap_only_its_own_elements() -> None:
