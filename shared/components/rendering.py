@@ -86,6 +86,8 @@ def _round(number: Decimal, places: int) -> Decimal:
 
 def money(value: Any, places: int = 2) -> str:
     """``1234.5`` → ``"1,234.50"`` (half up)."""
+    if type(value) is Decimal and places in _GROUPED:  # the hot path: one call, not four
+        return format(value.quantize(_QUANTUM[places], ROUND_HALF_UP), _GROUPED[places])
     number = _decimal(value)
     if number is None:
         return ""
@@ -122,6 +124,8 @@ def qty(value: Any) -> str:
 
 def signed(value: Any, places: int = 2) -> str:
     """``12.3`` → ``"+12.30"``, ``-4`` → ``"-4.00"``."""
+    if type(value) is Decimal and places in _SIGNED:
+        return format(value.quantize(_QUANTUM[places], ROUND_HALF_UP), _SIGNED[places])
     number = _decimal(value)
     if number is None:
         return ""
