@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.buffer import PartBuffer
-from gateway.fanout import RELEASE_TURN, Fanout, release_in_turns
+from gateway.fanout import DELIVER_TURN, RELEASE_TURN, Fanout, release_in_turns
 from shared import wire
 
 
@@ -286,3 +286,25 @@ def test_without_a_running_loop_every_socket_is_released_at_once() -> None:
     sockets = [Socket(user_id=i, session_id=f"s{i}") for i in range(2 * RELEASE_TURN + 1)]
     release_in_turns(sockets)
     assert all(s.buffer.go.is_set() for s in sockets)
+
+
+async def test_shared_parts_for_many_pages_are_delivered_in_turns() -> None:
+    n = 2 * DELIVER_TURN + 10
+    sockets = [Socket(user_id=i, session_id=f"s{i}") for i in range(n)]
+    fan = fanout(*sockets)
+    full = {"full": True, "parts": [part("watchlist-root")], "topics": ["KO"]}
+    for s in sockets:
+        await fan.on_ui(*updates("watchlist", {"user": s.user_id, **full}))
+        s.buffer.drain()
+    holding: list[int] = []
+
+    async def request() -> None:  # something the loop serves meanwhile (an order)
+        holding.append(sum(len(s.buffer) for s in sockets))
+        fan.remove(sockets[-1])  # and a page closing while its part is on the way
+
+    task = asyncio.get_running_loop().create_task(request())
+    await fan.on_ui(*shared("watchlist", {"KO": [part("watchlist-quote-KO")]}))
+    await task
+    assert holding and 0 < holding[0] < n  # served between two turns, not after the last
+    assert [s.ids() for s in sockets[:-1]] == [["watchlist-quote-KO"]] * (n - 1)
+    assert sockets[-1].ids() == []  # gone before its turn came
