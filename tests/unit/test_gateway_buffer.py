@@ -191,10 +191,14 @@ def test_active_content_is_refused_whatever_its_case_or_the_whitespace_before_it
         '<div id="portfolio-x"><a href="JavaScript:steal()">x</a></div>',
         '<div id="portfolio-x" HX-ON:click="steal()">x</div>',
         '<div id="portfolio-x"><b data-hx-post="/c/order/submit">x</b></div>',
+        '<div id="portfolio-x" title="…"\u00a0onclick="steal()">x</div>',  # a Unicode space
+        '<div id="portfolio-x">▲ <b HX-GET="/C/portfolio/x">x</b></div>',  # the path as written
     ]
     parts = [{"id": "portfolio-x", "html": html} for html in bad]
     assert prepare_parts("portfolio", parts, reasons.append) == []
     assert len(reasons) == len(bad)
+    good = '<div id="portfolio-x" title="…">▲ <b HX-GET="/c/portfolio/x">Ünïcode on</b></div>'
+    assert prepare_parts("portfolio", [{"id": "portfolio-x", "html": good}]) != []
 
 
 def test_the_groups_of_a_message_are_checked_together_and_dropped_alone() -> None:
