@@ -71,7 +71,12 @@ def price_moves(rows: Iterable[R], prices: Mapping[str, Any]) -> list[tuple[R, D
         if quote is None:
             continue
         # tick_last, inline: this runs for every row of every trader on every tick
-        old, last = dec(row["last"]), dec(quote["last"] if isinstance(quote, dict) else quote)
+        last = quote["last"] if isinstance(quote, dict) else quote
+        if type(last) is not Decimal:
+            last = dec(last)
+        old = row["last"]
+        if type(old) is not Decimal:
+            old = dec(old)
         if last != old:
             moves.append((row, old, last))
     return moves

@@ -40,6 +40,7 @@ TOTALS_FIELDS = ("id", "value", "pnl", "pnl_cls", "day", "day_cls")
 SUMMARY_ID = wire.element_id("portfolio", "summary")  # in the page's header
 SUMMARY_FIELDS = ("id", "value", "cash")
 
+_ZERO = Decimal(0)
 _ACCOUNT: BindParameter[int] = bindparam("account_id")
 _POSITIONS = Read(
     held_positions(
@@ -105,7 +106,7 @@ def _price(row: PositionRow, last: Decimal) -> None:
     if pl is None:
         row["pl"] = _pl_view(row)
     else:  # the live parts of :meth:`PortfolioComponent.live_parts` hold this dict
-        pl.update(_pl_cells(pnl, day))
+        _set_pl_cells(pl, pnl, day)
 
 
 def _kept(current: dict[str, str] | None, view: dict[str, str]) -> dict[str, str]:
@@ -137,12 +138,20 @@ def _pl_view(row: PositionRow) -> dict[str, str]:
 
 def _pl_cells(pnl: Decimal, day: Decimal | None) -> dict[str, str]:
     """What a price move changes in a row's :func:`_pl_view`."""
-    return {
-        "pnl": signed(pnl),
-        "pnl_cls": _sign_class(pnl),
-        "day": signed(day),
-        "day_cls": _sign_class(day),
-    }
+    cells: dict[str, str] = {}
+    _set_pl_cells(cells, pnl, day)
+    return cells
+
+
+def _set_pl_cells(cells: dict[str, str], pnl: Decimal, day: Decimal | None) -> None:
+    """:func:`_pl_cells`, written into ``cells`` (on every tick, for every row that moved)."""
+    cells["pnl"] = signed(pnl)
+    cells["pnl_cls"] = "pnl-pos" if pnl >= 0 else "pnl-neg"
+    if day is None:
+        cells["day"] = cells["day_cls"] = ""
+    else:
+        cells["day"] = signed(day)
+        cells["day_cls"] = "pnl-pos" if day >= 0 else "pnl-neg"
 
 
 def last_view(ticker: str, last: Any, direction: str) -> dict[str, str]:
@@ -233,21 +242,18 @@ class PortfolioComponent(Component[PortfolioState]):
         state["totals_view"] = _kept(state.get("totals_view"), _totals_view(state))
         state["summary_view"] = _kept(state.get("summary_view"), _summary_view(state))
 
-    def _move_totals(self, moved: list[tuple[PositionRow, Decimal, Decimal]]) -> None:
-        """Totals after a tick moved these rows' prices: exact, without a full re-sum."""
+    def _move_totals(self, move: Decimal, day_move: Decimal) -> None:
+        """Totals after a tick moved prices: market value and P&L by ``move`` (the sum of
+        :func:`domain.price_move` over the rows that moved), the day change by
+        ``day_move`` (the same over rows with a previous close). Exact, without a re-sum."""
         state = self.state
         value, pnl, day = state.get("total_value"), state.get("total_pnl"), state.get("day_change")
         if value is None or pnl is None or day is None:
             self._totals()
             return
-        value, pnl, day = domain.dec(value), domain.dec(pnl), domain.dec(day)
-        for pos, old, last in moved:
-            move = domain.price_move(old, last, pos["qty"])
-            value += move
-            pnl += move
-            if pos.get("prev_close") is not None:
-                day += move
-        state["total_value"], state["total_pnl"], state["day_change"] = value, pnl, day
+        state["total_value"] = domain.dec(value) + move
+        state["total_pnl"] = domain.dec(pnl) + move
+        state["day_change"] = domain.dec(day) + day_move
         self._keep_views()
 
     async def on_ws_message(self, message: dict[str, Any]) -> LiveResult:
@@ -257,11 +263,16 @@ class PortfolioComponent(Component[PortfolioState]):
             if not moved:
                 return False
             changed: dict[str, None] = {}  # part ids, in row order
+            move = day_move = _ZERO
             for pos, old, last in moved:
                 pos["dir"] = price_direction(old, last)
                 _price(pos, last)
                 changed[pos["pl"]["id"]] = None
-            self._move_totals(moved)
+                row_move = domain.price_move(old, last, pos["qty"])
+                move += row_move
+                if pos.get("prev_close") is not None:
+                    day_move += row_move
+            self._move_totals(move, day_move)
             changed[TOTALS_ID] = None
             changed[SUMMARY_ID] = None
             return changed
