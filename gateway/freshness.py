@@ -1,7 +1,8 @@
 """What the page says about the freshness of its numbers, rendered by the gateway.
 
 The gateway sees every component's "done with tick N" message, so it knows when prices
-last moved through each component and whether it is itself slowing frames down
+last moved through each component, how old the tick it finished was, and whether it is
+itself slowing frames down
 (:class:`~gateway.pace.Pace`). :meth:`Freshness.element` renders ``#feed-status`` for the
 page header: "prices live", or "delayed — last update hh:mm:ss UTC" with the panels that
 stopped following ticks. It is sent to every socket when its text changes, to a socket
@@ -51,11 +52,13 @@ class Freshness:
         *,
         stale_after_s: float = STALE_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], float] = lambda: time.time() * 1000,
         connected: Callable[[], bool] = lambda: True,
     ) -> None:
         self._pace = pace
         self._stale_after_s = stale_after_s
         self._clock = clock
+        self._wall_ms = wall_ms  # the pricefeed's ``ts`` is wall-clock epoch milliseconds
         self.connected = connected
         self._last: dict[str, tuple[float, float | None]] = {}  # component → (when, tick ts)
         self.unreachable: set[str] = set()  # components whose service did not answer
@@ -66,11 +69,19 @@ class Freshness:
         self._last[component] = (self._clock(), ts_ms)
 
     def delayed(self) -> list[str]:
-        """The components that stopped following ticks (all of them without NATS)."""
+        """The components that stopped following ticks (all of them without NATS): no tick
+        finished for ``stale_after_s``, or the last one finished was already that old
+        (the numbers are behind the feed: a service or this gateway works through a
+        backlog on an overloaded machine, and what it shows is seconds old)."""
         if not self.connected():
             return sorted(set(self._last) | self.unreachable)
-        now = self._clock()
-        late = {c for c, (at, _ts) in self._last.items() if now - at > self._stale_after_s}
+        now, wall_ms = self._clock(), self._wall_ms()
+        stale_ms = self._stale_after_s * 1000
+        late = {
+            c
+            for c, (at, ts) in self._last.items()
+            if now - at > self._stale_after_s or (ts is not None and wall_ms - ts > stale_ms)
+        }
         return sorted(late | self.unreachable)
 
     def element(self) -> str:

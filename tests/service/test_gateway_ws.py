@@ -406,3 +406,24 @@ async def _told_how_fresh(
         assert "prices live" in await status("live")
         # the portfolio stops finishing ticks: its panel is delayed, said within a second
         assert "delayed (portfolio) — last update" in await status("delayed")
+        done = {**done, "ts": time.time() * 1000}
+        await bus.publish(wire.ui_shared_subject("portfolio"), done)
+        assert "prices live" in await status("live")
+
+        async def finish_ticks(age_ms: float) -> None:  # every 200 ms, each `age_ms` old
+            while True:
+                tick = {**done, "ts": time.time() * 1000 - age_ms}
+                await bus.publish(wire.ui_shared_subject("portfolio"), tick)
+                await asyncio.sleep(0.2)
+
+        # ticks finished on time, but each one 10 s old (a backlog upstream): delayed
+        backlog = asyncio.create_task(finish_ticks(10_000))
+        try:
+            assert "delayed (portfolio) — last update" in await status("delayed")
+        finally:
+            backlog.cancel()
+        caught_up = asyncio.create_task(finish_ticks(0))
+        try:
+            assert "prices live" in await status("live")
+        finally:
+            caught_up.cancel()

@@ -13,10 +13,14 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
+    def wall_ms(self) -> float:
+        """The wall clock, as epoch ms: 22:13:20 UTC (1,700,000,000 s) at ``now`` 100."""
+        return 1_700_000_000_000.0 + (self.now - 100.0) * 1000
+
 
 def test_waiting_then_live_then_delayed_by_the_panel_that_went_quiet() -> None:
     clock, pace = Clock(), Pace(0.1, 0.5)
-    fresh = Freshness(pace, stale_after_s=2.0, clock=clock)
+    fresh = Freshness(pace, stale_after_s=2.0, clock=clock, wall_ms=clock.wall_ms)
     assert 'data-state="waiting"' in fresh.element()
     fresh.tick_done("portfolio", 1_700_000_000_000.0)
     fresh.tick_done("risk_metrics", 1_700_000_000_000.0)
@@ -32,9 +36,25 @@ def test_waiting_then_live_then_delayed_by_the_panel_that_went_quiet() -> None:
     assert 'data-state="live"' in fresh.element()
 
 
+def test_ticks_finished_in_time_but_seconds_old_are_delayed_not_live() -> None:
+    clock, pace = Clock(), Pace(0.1, 0.5)
+    fresh = Freshness(pace, stale_after_s=2.0, clock=clock, wall_ms=clock.wall_ms)
+    for _ in range(8):  # every 250 ms a finished tick, each one from 9 s ago: a backlog
+        clock.now += 0.25
+        fresh.tick_done("portfolio", clock.wall_ms() - 9_000)
+        fresh.tick_done("watchlist", clock.wall_ms() - 100)
+    assert fresh.delayed() == ["portfolio"]
+    element = fresh.element()
+    assert 'data-state="delayed"' in element
+    assert "delayed (portfolio) — last update 22:13:13 UTC" in element  # what it shows
+    assert 'data-state="delayed"' in dict(fresh.parts())["freshness-portfolio"]
+    fresh.tick_done("portfolio", clock.wall_ms() - 1_900)  # caught up to under 2 s
+    assert 'data-state="live"' in fresh.element()
+
+
 def test_a_gateway_that_slowed_its_frames_says_so() -> None:
     clock, pace = Clock(), Pace(0.1, 0.5)
-    fresh = Freshness(pace, clock=clock)
+    fresh = Freshness(pace, clock=clock, wall_ms=clock.wall_ms)
     fresh.tick_done("portfolio", None)
     for _ in range(5):
         pace.observe(0.2)
@@ -44,7 +64,7 @@ def test_a_gateway_that_slowed_its_frames_says_so() -> None:
 
 def test_each_tick_driven_panel_says_when_its_numbers_are_old() -> None:
     clock, pace = Clock(), Pace(0.1, 0.5)
-    fresh = Freshness(pace, stale_after_s=2.0, clock=clock)
+    fresh = Freshness(pace, stale_after_s=2.0, clock=clock, wall_ms=clock.wall_ms)
     fresh.tick_done("portfolio", 1_700_000_000_000.0)
     fresh.tick_done("watchlist", 1_700_000_000_000.0)
     parts = dict(fresh.parts())
@@ -64,7 +84,7 @@ def test_each_tick_driven_panel_says_when_its_numbers_are_old() -> None:
 def test_without_nats_every_panel_and_the_header_say_delayed() -> None:
     clock, pace = Clock(), Pace(0.1, 0.5)
     up = True
-    fresh = Freshness(pace, clock=clock, connected=lambda: up)
+    fresh = Freshness(pace, clock=clock, wall_ms=clock.wall_ms, connected=lambda: up)
     fresh.tick_done("portfolio", 1_700_000_000_000.0)
     fresh.tick_done("risk_metrics", 1_700_000_000_500.0)
     assert 'data-state="live"' in fresh.element()
@@ -75,7 +95,7 @@ def test_without_nats_every_panel_and_the_header_say_delayed() -> None:
 
 def test_a_panel_whose_service_does_not_answer_says_so_even_without_ticks() -> None:
     clock, pace = Clock(), Pace(0.1, 0.5)
-    fresh = Freshness(pace, clock=clock)
+    fresh = Freshness(pace, clock=clock, wall_ms=clock.wall_ms)
     fresh.watched = {"order", "portfolio"}
     fresh.tick_done("portfolio", 1_700_000_000_000.0)
     assert all('data-state="live"' in html for _id, html in fresh.parts()[1:])
