@@ -1,11 +1,15 @@
-"""How often a socket may get a frame, from how late this process's event loop runs.
+"""How often a socket may get a frame, from how late this process runs.
 
 Past what the machine can carry, sending every tick to every socket would only make every
-frame later (the backlog grows in the NATS client and the loop). Instead, when the loop
+frame later (the backlog grows in the NATS client and the loop). Instead, when the gateway
 runs late the gateway sends each socket a frame at most every ``slow_interval_s`` (each
 still holds the newest version of every element: nothing is lost but intermediate
-values), and goes back to every tick once the loop keeps time again. Hysteresis keeps it
-from flapping.
+values), and goes back to every tick once it keeps time again. Hysteresis keeps it from
+flapping. Two measures of "late": the event loop's timers firing late, and ticks already
+old when a component's "done with this tick" reaches the gateway. The second catches a
+loop that keeps time but cannot read NATS fast enough: at 1,500 traders on a saturated
+2-core box the gateway read messages ~10 s late (megabytes queued in its NATS socket)
+while its timers were 16 ms late.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class Pace:
         probe_s: float = 0.1,
         slow_above_s: float = 0.08,
         fast_below_s: float = 0.02,
+        slow_age_above_s: float = 0.5,
+        fast_age_below_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_interval_s = base_interval_s
@@ -34,7 +40,10 @@ class Pace:
         self.probe_s = probe_s
         self.slow_above_s = slow_above_s
         self.fast_below_s = fast_below_s
+        self.slow_age_above_s = slow_age_above_s
+        self.fast_age_below_s = fast_age_below_s
         self.lag_s = 0.0
+        self.age_s = 0.0
         self._clock = clock
 
     @property
@@ -44,9 +53,19 @@ class Pace:
     def observe(self, lag_s: float) -> None:
         """One measurement of how late a timer fired; updates the smoothed lag and pace."""
         self.lag_s = 0.7 * self.lag_s + 0.3 * max(0.0, lag_s)
-        if self.lag_s > self.slow_above_s:
+        self._decide()
+
+    def observe_age(self, age_s: float) -> None:
+        """How old a tick was when a component's "done" with it reached the gateway (the
+        pricefeed's ``ts`` against this process's clock, kept in step by NTP); updates the
+        smoothed age and pace."""
+        self.age_s = 0.7 * self.age_s + 0.3 * max(0.0, age_s)
+        self._decide()
+
+    def _decide(self) -> None:
+        if self.lag_s > self.slow_above_s or self.age_s > self.slow_age_above_s:
             self.interval_s = self.slow_interval_s
-        elif self.lag_s < self.fast_below_s:
+        elif self.lag_s < self.fast_below_s and self.age_s < self.fast_age_below_s:
             self.interval_s = self.base_interval_s
 
     async def run(self) -> None:

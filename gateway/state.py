@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from gateway.buffer import now_ms
 from gateway.csrf import LoginCsrf, session_token
 from gateway.fanout import Fanout
 from gateway.freshness import Freshness
@@ -53,9 +54,16 @@ class Gateway:
         self.metrics.frame_interval.set_function(lambda: pace.interval_s)
         self.metrics.loop_lag.set_function(lambda: pace.lag_s)
         self.freshness = Freshness(pace, stale_after_s=s.feed_stale_after_s)
-        self.fanout.on_tick_done = self.freshness.tick_done
+        self.fanout.on_tick_done = self._tick_done
         self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
         self.templates.env.globals["static_url"] = self.static.url
+
+    def _tick_done(self, component: str, ts_ms: float | None) -> None:
+        """A component is done with a tick: the page's freshness, and how far behind the
+        feed this gateway reads (its frames slow down past half a second)."""
+        self.freshness.tick_done(component, ts_ms)
+        if ts_ms is not None:
+            self.pace.observe_age((now_ms() - ts_ms) / 1000)
 
     def throttle(self, db: async_sessionmaker[AsyncSession]) -> LoginThrottle:
         """The sign-in throttle (on the app's database, opened in the lifespan)."""
