@@ -4,8 +4,10 @@ The driver keeps the tickers changed since its last pass (a busy service skips t
 newest prices; it never works through a backlog). Each pass, per tick-driven component:
 render the shared parts once (:meth:`Component.topic_parts`) for the topics some live
 instance shows, bring every live instance up to date and publish the changed parts of all
-users as one message per partition, and end with the ``ui.shared`` message that names
-the tick (the gateway's cue that this component is done with it). A component with a
+users as one message per partition (partition by partition, written to NATS every
+:data:`PARTITIONS_PER_WRITE`, so the gateway takes them in while the pass goes on), and
+end with the ``ui.shared`` message that names the tick (the gateway's cue that this
+component is done with it). A component with a
 ``live_interval`` runs at most that often, on the first tick after it is due.
 """
 
@@ -18,17 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from shared import wire
 from shared.components.base import Component
-from shared.components.instance import changes_after, stamp
+from shared.components.instance import LiveInstance, changes_after, stamp
 from shared.components.rendering import Part
 
 if TYPE_CHECKING:
     from shared.components.live import LiveSessions
 
-__all__ = ["TICK_GRACE_S", "TickDriver"]
+__all__ = ["PARTITIONS_PER_WRITE", "TICK_GRACE_S", "TickDriver"]
 
 log = logging.getLogger(__name__)
 
 TICK_GRACE_S = 0.3  # a rate-limited component waits this long past due for the next tick
+PARTITIONS_PER_WRITE = 8  # partitions' messages a pass publishes between two NATS writes
 
 
 class TickDriver:
@@ -43,14 +46,18 @@ class TickDriver:
         self._wakeups: set[str] = set()
         # topics any live instance shows, per component (recomputed after a full render)
         self._watched: dict[str, set[str] | None] = {}
+        # live instances per component, grouped by partition (regrouped when they change)
+        self._groups: dict[str, list[list[tuple[int, LiveInstance]]]] = {}
         self._tick_ready = asyncio.Event()
         self._tick_idle = asyncio.Event()
         self._tick_idle.set()
         self._ticks_waiting = 0
 
     def forget_topics(self, component: str) -> None:
-        """The topics some instance of ``component`` shows may have changed."""
+        """The topics some instance of ``component`` shows, or its instances, may have
+        changed."""
         self._watched[component] = None
+        self._groups.pop(component, None)
 
     async def idle(self) -> None:
         """Wait until every tick received so far is processed (for tests)."""
@@ -142,21 +149,36 @@ class TickDriver:
         prices = {t: book.quote(t) for t in tickers}
         message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
         batch = self._live.publisher.batch(cls.name, stamp(message), tick=seq)
-        for user_id, instance in list(self._live.instances.of(cls.name).items()):
-            component = instance.component
-            async with instance.lock:
-                try:  # tick handlers do no I/O: no unit of work
-                    result = await component.on_ws_message(message)
-                    changes = changes_after(instance, result)
-                except Exception:
-                    log.exception("%s.on_ws_message(price_tick) failed", cls.name)
-                    continue
-                topics = component.topics() if changes.full else None
-                if topics is not None:
-                    self.forget_topics(cls.name)
-                batch.add(user_id, changes, topics=topics)
-        await batch.send()
+        for i, members in enumerate(self._by_partition(cls.name), 1):
+            for user_id, instance in members:
+                component = instance.component
+                async with instance.lock:
+                    try:  # tick handlers do no I/O: no unit of work
+                        result = await component.on_ws_message(message)
+                        changes = changes_after(instance, result)
+                    except Exception:
+                        log.exception("%s.on_ws_message(price_tick) failed", cls.name)
+                        continue
+                    topics = component.topics() if changes.full else None
+                    if topics is not None:
+                        self.forget_topics(cls.name)
+                    batch.add(user_id, changes, topics=topics)
+            await batch.send()
+            if i % PARTITIONS_PER_WRITE == 0:
+                # let the NATS client write what is done: the gateway takes it in on
+                # another core while this pass goes on, instead of all of it at the end
+                await asyncio.sleep(0)
         return shared
+
+    def _by_partition(self, name: str) -> list[list[tuple[int, LiveInstance]]]:
+        """The live instances of component ``name``, grouped by their user's partition."""
+        groups = self._groups.get(name)
+        if groups is None:
+            by: dict[int, list[tuple[int, LiveInstance]]] = {}
+            for user_id, instance in self._live.instances.of(name).items():
+                by.setdefault(wire.partition_of(user_id), []).append((user_id, instance))
+            groups = self._groups[name] = list(by.values())
+        return groups
 
     def _shown(self, cls: type[Component], tickers: set[str]) -> list[str]:
         """The changed topics whose shared parts this replica publishes.

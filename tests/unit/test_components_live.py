@@ -63,6 +63,32 @@ async def test_open_publishes_a_full_render_of_each_live_component() -> None:
     await live.stop()
 
 
+async def test_a_ticks_partitions_are_published_while_the_pass_goes_on() -> None:
+    bus, live = await _live()
+    users = range(1, 41)  # spread over many partitions
+    for user_id in users:
+        await bus.publish(wire.SESSION_OPENED, session(f"s{user_id}", user_id, user_id))
+    await live.settled()
+    before = len(bus.published)
+    seen_mid_pass: list[int] = []
+
+    async def meanwhile() -> None:  # another task (a mount, a request) during the pass
+        while not any(s.startswith("ui.shared.portfolio") for s, _ in bus.published[before:]):
+            ui_messages = [s for s, _ in bus.published[before:] if s.endswith(".portfolio")]
+            seen_mid_pass.append(len(ui_messages))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(meanwhile())
+    await bus.publish(wire.PRICES_TICKS, {"seq": 1, "ts": 1700000000.25, "prices": {"AAPL": 195.0}})
+    await live.settled()
+    await asyncio.wait_for(watcher, 5)
+    partitions = {wire.partition_of(u) for u in users}
+    sent = [s for s, _ in bus.published[before:] if s.endswith(".portfolio") and "shared" not in s]
+    assert len(sent) == len(partitions)  # one message per partition, as before
+    assert any(0 < n < len(partitions) for n in seen_mid_pass)  # some out, some still to come
+    await live.stop()
+
+
 async def test_tick_publishes_only_changed_parts_with_the_tick_ts() -> None:
     bus, live = await _live()
     await bus.publish(wire.SESSION_OPENED, session())
