@@ -270,18 +270,35 @@ class PartBuffer:
         """Add parts checked by :func:`prepare_parts` (shared by every socket they go to);
         ``urgent=False`` for tick-driven parts, sent with the rest of their tick. A full
         render supersedes every pending part of its component (ids with its prefix)."""
-        replaced = 0
-        pending, stamps = self._parts, self._stamps
         if full:
             own = wire.ID_PREFIX.get(component, component) + "-"
-            for key in [k for k in pending if k.startswith(own)]:
-                del pending[key]
-                stamps.pop(key, None)
-                replaced += 1
-        pop = pending.pop
+            superseded = [k for k in self._parts if k.startswith(own)]
+            for key in superseded:
+                del self._parts[key]
+                self._stamps.pop(key, None)
+            COUNTS.coalesced += len(superseded)
+        self._take(parts, ts_ms)
+        if parts or self.overflowed:
+            self._pending(urgent or self.overflowed or full)
+        return len(parts)
+
+    def put_tick(self, parts: list[tuple[str, str]], ts_ms: float | None) -> None:
+        """:meth:`put_prepared` of tick-driven parts (not urgent, not a full render): the
+        fan-out's hot path, a few calls per socket per tick."""
+        self._take(parts, ts_ms)
+        if self.overflowed:
+            self._pending(True)  # the sender asks for full renders instead, soon
+        elif parts:
+            self.ready.set()
+
+    def _take(self, parts: list[tuple[str, str]], ts_ms: float | None) -> None:
+        """The newest part per id, last; past ``max_parts`` the buffer is emptied and
+        marked overflowed."""
+        pending, stamps = self._parts, self._stamps
+        before = len(pending)
         for part_id, html in parts:
-            if pop(part_id, None) is not None:  # re-insert: the newest part goes last
-                replaced += 1
+            if part_id in pending:  # re-insert: the newest part goes last
+                del pending[part_id]
             pending[part_id] = html
         if ts_ms is not None:
             for part_id, _html in parts:
@@ -290,14 +307,11 @@ class PartBuffer:
             for part_id, _html in parts:
                 stamps.pop(part_id, None)
         COUNTS.received += len(parts)
-        COUNTS.coalesced += replaced
+        COUNTS.coalesced += before + len(parts) - len(pending)
         if len(pending) > self.max_parts:
             pending.clear()
             stamps.clear()
             self.overflowed = True
-        if parts or self.overflowed:
-            self._pending(urgent or self.overflowed or full)
-        return len(parts)
 
     def _pending(self, urgent: bool) -> None:
         """Something is pending; if ``urgent``, send it ``gather_s`` from now."""
@@ -311,31 +325,6 @@ class PartBuffer:
                     self.go.set()
                 else:
                     self._timer = loop.call_later(self.gather_s, self.release)
-
-    def put_tick(self, parts: list[tuple[str, str]], ts_ms: float | None) -> None:
-        """:meth:`put_prepared` of tick-driven parts (not urgent, not a full render): the
-        fan-out's hot path, a few calls per socket per tick."""
-        pending, stamps = self._parts, self._stamps
-        before = len(pending)
-        for part_id, html in parts:
-            if part_id in pending:  # re-insert: the newest part goes last
-                del pending[part_id]
-            pending[part_id] = html
-        if ts_ms is not None:
-            for part_id, _html in parts:
-                stamps[part_id] = ts_ms
-        elif stamps:
-            for part_id, _html in parts:
-                stamps.pop(part_id, None)
-        COUNTS.received += len(parts)
-        COUNTS.coalesced += before + len(parts) - len(pending)
-        if len(pending) > self.max_parts:
-            pending.clear()
-            stamps.clear()
-            self.overflowed = True
-            self._pending(True)  # the sender asks for full renders instead, soon
-        elif parts:
-            self.ready.set()
 
     def release(self) -> None:
         """Let the sender send what is pending."""
