@@ -11,22 +11,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select, update
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.testing import Served, StandIn, csrf_of_page, login
+from gateway.testing import Served
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import User, WebSession
-from shared.devservers import free_port
 from shared.identity import Identity
-from tests.conftest import TEST_PASSWORD
+from tests.service.gateway_support import (
+    Browser,
+    browser,
+    gateway,
+    of,
+    opened,
+    unserved_settings,
+)
 from tests.support import collect, wait_until
 
 pytestmark = pytest.mark.service
@@ -34,46 +39,7 @@ pytestmark = pytest.mark.service
 
 @pytest.fixture
 def settings(service_env: None) -> GatewaySettings:
-    dead = f"http://127.0.0.1:{free_port()}"
-    return GatewaySettings(portfolio_url=dead, watchlist_url=dead, orders_url=dead, risk_url=dead)
-
-
-class Browser:
-    """One logged-in browser: an HTTP client with its cookie and the page's CSRF token."""
-
-    def __init__(self, gateway: Served, client: httpx.AsyncClient, csrf: str) -> None:
-        self.gateway, self.client, self.csrf = gateway, client, csrf
-
-    @property
-    def cookie(self) -> str:
-        return "; ".join(f"{k}={v}" for k, v in self.client.cookies.items())
-
-    def socket(
-        self, *, csrf: str | None = "page", origin: str | None = "own", **options: Any
-    ) -> Any:
-        query = "" if csrf is None else f"?csrf={self.csrf if csrf == 'page' else csrf}"
-        own = self.gateway.url
-        return connect(
-            f"{self.gateway.ws_url}/ws{query}",
-            origin=(own if origin == "own" else origin),  # type: ignore[arg-type]
-            additional_headers={"Cookie": self.cookie},
-            compression=None,
-            max_size=None,
-            **options,
-        )
-
-
-@asynccontextmanager
-async def gateway(settings: GatewaySettings) -> AsyncIterator[Served]:
-    async with Served(create_app(settings)) as served:
-        yield served
-
-
-@asynccontextmanager
-async def browser(served: Served, username: str) -> AsyncIterator[Browser]:
-    async with httpx.AsyncClient(base_url=served.url) as client:
-        assert (await login(client, username, TEST_PASSWORD)).status_code == 303
-        yield Browser(served, client, csrf_of_page((await client.get("/")).text))
+    return unserved_settings()
 
 
 @asynccontextmanager
@@ -125,14 +91,6 @@ async def recv(ws: Any, timeout: float) -> str:  # noqa: ASYNC109
             frame = _STATUS.sub("", str(await ws.recv())).strip()
             if frame:
                 return frame
-
-
-async def opened(bus: NatsBus) -> list[tuple[str, dict[str, Any]]]:
-    return await collect(bus, "session.*")
-
-
-def of(events: list[tuple[str, dict[str, Any]]], subject: str) -> list[dict[str, Any]]:
-    return [payload for subj, payload in events if subj == subject]
 
 
 async def test_handshakes_without_origin_cookie_or_csrf_are_refused(
@@ -372,58 +330,3 @@ async def test_shared_parts_reach_the_tabs_whose_page_shows_their_topic(
             seen += await recv(alice_ws, 3)
         to_bob = await recv(bob_ws, 3)
         assert "watchlist-quote-KO" in to_bob and "AAPL" not in to_bob
-
-
-async def test_the_page_is_told_how_fresh_its_numbers_are(
-    settings: GatewaySettings, bus: NatsBus
-) -> None:
-    events = await opened(bus)
-    async with Served(StandIn("portfolio").app()) as services:  # they answer /healthz
-        urls = {
-            f"{name}_url": services.url for name in ("portfolio", "watchlist", "orders", "risk")
-        }
-        settings = settings.model_copy(update={"feed_stale_after_s": 1.5, **urls})
-        await _told_how_fresh(settings, bus, events)
-
-
-async def _told_how_fresh(
-    settings: GatewaySettings, bus: NatsBus, events: list[tuple[str, dict[str, Any]]]
-) -> None:
-    async with gateway(settings) as served, browser(served, "alice") as a, a.socket() as ws:
-        await wait_until(lambda: of(events, wire.SESSION_OPENED))
-
-        async def status(state: str) -> str:
-            async with asyncio.timeout(10):
-                while True:  # frames in order until the header's status says `state`
-                    frame = str(await ws.recv())
-                    found = _FEED_STATE.search(frame)
-                    if found and found[1] == state:
-                        return frame
-
-        assert 'id="feed-status"' in await status("waiting")  # on connect
-        done = {"component": "portfolio", "ts": time.time() * 1000, "topics": {}, "tick": 1}
-        await bus.publish(wire.ui_shared_subject("portfolio"), done)
-        assert "prices live" in await status("live")
-        # the portfolio stops finishing ticks: its panel is delayed, said within a second
-        assert "delayed (portfolio) — last update" in await status("delayed")
-        done = {**done, "ts": time.time() * 1000}
-        await bus.publish(wire.ui_shared_subject("portfolio"), done)
-        assert "prices live" in await status("live")
-
-        async def finish_ticks(age_ms: float) -> None:  # every 200 ms, each `age_ms` old
-            while True:
-                tick = {**done, "ts": time.time() * 1000 - age_ms}
-                await bus.publish(wire.ui_shared_subject("portfolio"), tick)
-                await asyncio.sleep(0.2)
-
-        # ticks finished on time, but each one 10 s old (a backlog upstream): delayed
-        backlog = asyncio.create_task(finish_ticks(10_000))
-        try:
-            assert "delayed (portfolio) — last update" in await status("delayed")
-        finally:
-            backlog.cancel()
-        caught_up = asyncio.create_task(finish_ticks(0))
-        try:
-            assert "prices live" in await status("live")
-        finally:
-            caught_up.cancel()
