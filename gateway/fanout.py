@@ -8,10 +8,15 @@ component declared. Writing into a socket's buffer never waits, so a slow socket
 delays another (DESIGN.md §3.3).
 
 Frames follow ticks: a component's ``ui.shared`` message carrying a tick's ``seq`` is the
-last it sends for that tick. Once every producer that follows ticks (each replica of each
-component heard from in the last ``EXPECT_S``) is done with a tick, each socket holding
-parts of it is told to send them, so a socket gets one frame per tick, as soon as its last
-part is in.
+last it sends for that tick (unless it says ``done: false``: the tick's shared parts, sent
+before its per-partition messages), and a per-user message carrying it is the last its
+producer sends that partition for the tick. A socket holding parts of a tick is told to
+send them once every producer that follows ticks (each replica of each component heard from
+in the last ``EXPECT_S``) is done with that tick, or done with the socket's partition: for
+a component whose parts a page gets from its user's owner only, the owner's message for
+the partition is enough (other replicas send that page nothing); a component whose shared
+parts stand alone must be done with the tick. So a socket gets one frame per tick, as soon
+as its last part is in, while the producers' passes go on over later partitions.
 
 Fencing (DESIGN.md §8): every per-user message names the epoch of the partition lease it
 was published under. The newest epoch seen per (component, partition) wins and anything
@@ -64,6 +69,9 @@ class Fanout:
         self._watchers: dict[tuple[str, str], set[int]] = defaultdict(set)
         # (component, producer) → (last tick done, when)
         self._done: dict[tuple[str, str], tuple[int, float]] = {}
+        # (component, producer) → partition → the last tick it is done with there
+        self._done_in: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+        self._by_topic: set[str] = set()  # components whose shared parts stand alone
         self.on_tick_done: Callable[[str, float | None], None] | None = None
         self.on_resync: Resync | None = None
         self._partitions: dict[int, int] = {}  # user → live partition
@@ -71,8 +79,8 @@ class Fanout:
         self._seqs: dict[tuple[str, int], tuple[str, int]] = {}  # last (src, seq)
         self._owners: dict[tuple[str, int], str] = {}  # producer of the newest accepted
         self._resynced: dict[tuple[str, int], float] = {}
-        # sockets holding tick-driven parts → the newest tick among them
-        self._waiting: dict[LiveSocket, int] = {}
+        # per partition, sockets holding tick-driven parts → the newest tick among them
+        self._waiting: dict[int, dict[LiveSocket, int]] = defaultdict(dict)
 
     def __len__(self) -> int:
         return len(self._by_session)
@@ -84,7 +92,9 @@ class Fanout:
 
     def remove(self, socket: LiveSocket) -> None:
         self._by_session.pop(socket.session_id, None)
-        self._waiting.pop(socket, None)
+        waiting = self._waiting.get(self._partitions.get(socket.user_id, -1))
+        if waiting is not None:
+            waiting.pop(socket, None)
         sockets = self._sockets.get(socket.user_id)
         if sockets is None:
             return
@@ -136,16 +146,21 @@ class Fanout:
                 topics = {}
             epochs = message.get("epochs")
             if isinstance(epochs, dict):  # parts for every page, one producer per topic
+                self._by_topic.add(component)
                 wanted = self._shared_by_topic(component, epochs, topics)
             else:
                 wanted = self._shared(component, src, topics)
             await self._deliver(component, topics, wanted, ts, tick)
-            if isinstance(tick, int):
+            if isinstance(tick, int) and message.get("done") is not False:
                 self._tick_done(component, src, tick)
                 if self.on_tick_done is not None:
                     self.on_tick_done(component, ts)
-        elif tokens[1].isdigit() and self._admit(component, int(tokens[1]), src, message):
-            self._updates(component, message.get("updates"), ts, tick)
+        elif tokens[1].isdigit():
+            partition = int(tokens[1])
+            if self._admit(component, partition, src, message):
+                self._updates(component, message.get("updates"), ts, tick)
+                if tick is not None:
+                    self._partition_done(component, src, partition, tick)
 
     def _dropped(self, reason: str) -> None:
         if self._metrics is not None:
@@ -205,15 +220,57 @@ class Fanout:
         now = time.monotonic()
         key = (component, src)
         self._done[key] = (max(tick, self._done.get(key, (tick, 0))[0]), now)
+        self._done_in.pop(key, None)  # done with the tick: with each partition of it
         expired = [k for k, (_seq, at) in self._done.items() if now - at >= EXPECT_S]
         for k in expired:
             del self._done[k]
-        done = min(seq for seq, _at in self._done.values())
-        # a socket holding parts of a later tick waits for the slowest producer, so a frame
-        # never mixes one replica's newer numbers with another's older ones
-        ready = [s for s, newest in self._waiting.items() if newest <= done]
-        for socket in ready:
-            del self._waiting[socket]
+            self._done_in.pop(k, None)
+        self._release(list(self._waiting))
+
+    def _partition_done(self, component: str, src: str, partition: int, tick: int) -> None:
+        """The producer's last message of ``tick`` for ``partition`` is in."""
+        key = (component, src)
+        if key not in self._done:
+            return  # not (yet) known to follow ticks: its done marker counts
+        done_in = self._done_in[key]
+        if tick > done_in.get(partition, -1):
+            done_in[partition] = tick
+            self._release([partition])
+
+    def _done_through(self, partition: int) -> float:
+        """The newest tick every producer is done with, for the pages of ``partition``.
+
+        A producer counts as done when it is done with the tick; or, for a component whose
+        pages get its parts from their user's owner only, when the partition's owner is
+        done with the partition (another replica sends these pages nothing). Until every
+        producer is done, a socket waits, so a frame never mixes one replica's newer
+        numbers with another's older ones."""
+        through = float("inf")
+        for key, (done, _at) in self._done.items():
+            component, src = key
+            if component not in self._by_topic:
+                owner = self._owners.get((component, partition))
+                if owner is not None and owner != src:
+                    continue
+                if owner is not None:
+                    done = max(done, self._done_in.get(key, {}).get(partition, done))
+            through = min(through, done)
+        return through
+
+    def _release(self, partitions: Iterable[int]) -> None:
+        """Release the sockets of ``partitions`` whose newest tick is done."""
+        ready: list[LiveSocket] = []
+        for partition in partitions:
+            waiting = self._waiting.get(partition)
+            if not waiting:
+                continue
+            through = self._done_through(partition)
+            sockets = [s for s, newest in waiting.items() if newest <= through]
+            for socket in sockets:
+                del waiting[socket]
+            if not waiting:
+                del self._waiting[partition]
+            ready += sockets
         release_in_turns(ready)
         if not self._waiting and self._fallback is not None:
             self._fallback.cancel()
@@ -222,7 +279,7 @@ class Fanout:
     def _release_waiting(self) -> None:
         """Every socket holding tick-driven parts may send them (a producer is late)."""
         self._fallback = None
-        release_in_turns(list(self._waiting))
+        release_in_turns([s for waiting in self._waiting.values() for s in waiting])
         self._waiting.clear()
 
     def _put(
@@ -240,9 +297,10 @@ class Fanout:
             return
         socket.buffer.put_tick(parts, ts)
         if parts:
-            waiting = self._waiting.get(socket)
-            if waiting is None or tick > waiting:
-                self._waiting[socket] = tick
+            waiting = self._waiting[self._partitions.get(socket.user_id, -1)]
+            newest = waiting.get(socket)
+            if newest is None or tick > newest:
+                waiting[socket] = tick
             if self._fallback is None:  # a component that never says "done" delays no one
                 loop = asyncio.get_running_loop()
                 self._fallback = loop.call_later(self.tick_wait_s, self._release_waiting)

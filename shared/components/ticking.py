@@ -3,9 +3,11 @@
 The driver keeps the tickers changed since its last pass (a busy service skips to the
 newest prices; it never works through a backlog). Each pass, per tick-driven component:
 render the shared parts once (:meth:`Component.topic_parts`) for the topics some live
-instance shows, bring every live instance up to date and publish the changed parts of all
-users as one message per partition (partition by partition, written to NATS every
-:data:`PARTITIONS_PER_WRITE`, so the gateway takes them in while the pass goes on), and
+instance shows; bring every live instance up to date and publish the changed parts of all
+users as one message per partition (the shared parts just before the first of them,
+``ui.shared`` with ``done: false``), in ascending partition order (written to NATS every
+:data:`PARTITIONS_PER_WRITE`), each the last this component sends that partition for the
+tick, so the gateway sends that partition's pages their frames while the pass goes on; and
 end with the ``ui.shared`` message that names the tick (the gateway's cue that this
 component is done with it). A component with a
 ``live_interval`` runs at most that often, on the first tick after it is due.
@@ -131,6 +133,7 @@ class TickDriver:
                 shared = await self._tick_component(cls, tickers, ts, seq)
             else:
                 shared = {}
+            # done with the tick (with the shared parts if no partition followed them)
             await self._live.publisher.shared(
                 cls.name, ts, shared, tick=seq, by_topic=cls.shared_by_topic
             )
@@ -142,13 +145,16 @@ class TickDriver:
     async def _tick_component(
         self, cls: type[Component], tickers: set[str], ts: Any, seq: Any
     ) -> dict[str, list[Part]]:
-        """Publish every instance's changes; the shared parts, to publish after them."""
+        """Publish every instance's changes partition by partition, the shared parts before
+        the first of them; the shared parts still to publish (no partition had changes:
+        they go with the done marker)."""
         book = self._live.prices
         shown = self._shown(cls, tickers)
         shared = cls.topic_parts(shown, book) if shown else {}
+        publisher = self._live.publisher
         prices = {t: book.quote(t) for t in tickers}
         message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
-        batch = self._live.publisher.batch(cls.name, stamp(message), tick=seq)
+        batch = publisher.batch(cls.name, stamp(message), tick=seq)
         for i, members in enumerate(self._by_partition(cls.name), 1):
             for user_id, instance in members:
                 component = instance.component
@@ -163,6 +169,12 @@ class TickDriver:
                     if topics is not None:
                         self.forget_topics(cls.name)
                     batch.add(user_id, changes, topics=topics)
+            if shared and len(batch):
+                # before the first partition: a page's frame holds its prices and its P&L
+                await publisher.shared(
+                    cls.name, ts, shared, tick=seq, by_topic=cls.shared_by_topic, done=False
+                )
+                shared = {}
             await batch.send()
             if i % PARTITIONS_PER_WRITE == 0:
                 # let the NATS client write what is done: the gateway takes it in on
@@ -171,13 +183,15 @@ class TickDriver:
         return shared
 
     def _by_partition(self, name: str) -> list[list[tuple[int, LiveInstance]]]:
-        """The live instances of component ``name``, grouped by their user's partition."""
+        """The live instances of component ``name``, grouped by their user's partition, in
+        ascending partition order (every service the same: a page whose partition one
+        component has done is soon done by the others)."""
         groups = self._groups.get(name)
         if groups is None:
             by: dict[int, list[tuple[int, LiveInstance]]] = {}
             for user_id, instance in self._live.instances.of(name).items():
                 by.setdefault(wire.partition_of(user_id), []).append((user_id, instance))
-            groups = self._groups[name] = list(by.values())
+            groups = self._groups[name] = [by[p] for p in sorted(by)]
         return groups
 
     def _shown(self, cls: type[Component], tickers: set[str]) -> list[str]:

@@ -10,8 +10,9 @@ from shared import wire
 from shared.bus import InMemoryBus
 from shared.components import Component, ComponentContext, LiveSessions, Registry
 from shared.components.live import subject_pattern
+from shared.components.rendering import Part
 from shared.components.testing import trader, ui_updates
-from tests.example_service.components import registry
+from tests.example_service.components import Portfolio, registry
 from tests.example_service.fakes import FakeClock
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "example_service" / "templates"
@@ -86,6 +87,45 @@ async def test_a_ticks_partitions_are_published_while_the_pass_goes_on() -> None
     sent = [s for s, _ in bus.published[before:] if s.endswith(".portfolio") and "shared" not in s]
     assert len(sent) == len(partitions)  # one message per partition, as before
     assert any(0 < n < len(partitions) for n in seen_mid_pass)  # some out, some still to come
+    await live.stop()
+
+
+async def test_a_ticks_shared_parts_precede_its_partitions_in_order_then_the_marker() -> None:
+    shared_registry = Registry()
+
+    @shared_registry.register("portfolio")
+    class SharedPortfolio(Portfolio):
+        template_dir = str(TEMPLATES)
+
+        def topics(self) -> list[str]:
+            return [p["symbol"] for p in self.state["positions"]]
+
+        @classmethod
+        def topic_parts(cls, topics: Any, prices: Any) -> dict[str, list[Part]]:
+            return {
+                t: [Part(f"portfolio-last-{t}", f'<b id="portfolio-last-{t}">1</b>')]
+                for t in topics
+            }
+
+    bus = InMemoryBus()
+    live = LiveSessions(shared_registry, bus, heartbeat_interval=10, clock=FakeClock().monotonic)
+    await live.start()
+    for user_id in range(1, 41):
+        await bus.publish(wire.SESSION_OPENED, session(f"s{user_id}", user_id, user_id))
+    await live.settled()
+    before = len(bus.published)
+    await bus.publish(wire.PRICES_TICKS, {"seq": 7, "ts": 1700000000.25, "prices": {"AAPL": 195.0}})
+    await live.settled()
+    sent = [(s, p) for s, p in bus.published[before:] if s.endswith(".portfolio")]
+    (first, shared_parts), *partitions, (last, marker) = sent
+    # the shared parts first, saying more follows; each partition once, in order; the marker
+    assert first == last == wire.ui_shared_subject("portfolio")
+    assert shared_parts["tick"] == 7 and shared_parts["done"] is False
+    assert list(shared_parts["topics"]) == ["AAPL"]
+    numbers = [int(s.split(".")[1]) for s, _ in partitions]
+    assert numbers == sorted({wire.partition_of(u) for u in range(1, 41)})
+    assert all(p["tick"] == 7 for _, p in partitions)
+    assert marker["tick"] == 7 and "done" not in marker and marker["topics"] == {}
     await live.stop()
 
 

@@ -130,7 +130,7 @@ async def test_parts_of_another_component_or_malformed_messages_are_dropped() ->
     assert fan._done == {}
 
 
-async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_tick() -> None:
+async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_pages_partition() -> None:
     alice = Socket(1, "a")
     fan = fanout(alice)
     full = {"full": True, "parts": [part("watchlist-root")], "topics": ["KO"]}
@@ -141,15 +141,71 @@ async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_tick() 
     await fan.on_ui(*marker("watchlist", 5, {"KO": [part("watchlist-quote-KO")]}))
     assert alice.buffer.ready.is_set() and not alice.buffer.urgent
     assert not alice.buffer.go.is_set()  # the portfolio is not done with tick 5
+    # its tick-5 message for alice's partition is the last it sends there for tick 5
     subject, batch = updates("portfolio", wire.ui_update(1, [part("portfolio-pl-KO")], full=False))
     await fan.on_ui(subject, {**batch, "tick": 5})
-    assert not alice.buffer.go.is_set()
-    await fan.on_ui(*marker("portfolio", 5))
     assert alice.buffer.go.is_set()
     assert alice.ids() == ["watchlist-quote-KO", "portfolio-pl-KO"]
     # an event's result is not tick-driven: it goes out at once
     await fan.on_ui(*updates("portfolio", wire.ui_update(1, [part("portfolio-x")], full=False)))
     assert alice.buffer.urgent
+
+
+async def test_a_ticks_shared_parts_sent_before_its_partitions_do_not_end_it() -> None:
+    alice = Socket(1, "a")
+    fan = fanout(alice)
+    full = {"full": True, "parts": [part("portfolio-root")], "topics": ["KO"]}
+    await fan.on_ui(*updates("portfolio", {"user": 1, **full}))
+    await fan.on_ui(*marker("portfolio", 4))
+    alice.ids()
+
+    subject, message = marker("portfolio", 5, {"KO": [part("portfolio-last-KO")]})
+    await fan.on_ui(subject, {**message, "done": False})  # the partitions follow
+    assert alice.buffer.ready.is_set() and not alice.buffer.go.is_set()
+    subject, batch = updates("portfolio", wire.ui_update(1, [part("portfolio-pl-KO")], full=False))
+    await fan.on_ui(subject, {**batch, "tick": 5})
+    assert alice.ids() == ["portfolio-last-KO", "portfolio-pl-KO"]  # one frame, both
+
+
+async def test_a_page_waits_for_its_partitions_owner_not_for_other_replicas() -> None:
+    alice, bob = Socket(1, "a"), Socket(2, "b")
+    assert wire.partition_of(1) != wire.partition_of(2)
+    fan = fanout(alice, bob)
+    await fan.on_ui(*marker("portfolio", 1, src="r1"))
+    await fan.on_ui(*marker("portfolio", 1, src="r2"))
+    for user, src in ((1, "r1"), (2, "r2")):  # r1 owns alice's partition, r2 bob's
+        subject, batch = fenced("portfolio", user, epoch=1, seq=1, src=src)
+        await fan.on_ui(subject, {**batch, "tick": 1})
+    alice.ids(), bob.ids()
+
+    subject, batch = fenced("portfolio", 1, epoch=1, seq=2, src="r1")
+    await fan.on_ui(subject, {**batch, "tick": 2})
+    assert alice.buffer.go.is_set()  # r2, still busy with tick 2, sends alice nothing
+    subject, batch = fenced("portfolio", 2, epoch=1, seq=2, src="r2")
+    await fan.on_ui(*marker("portfolio", 2, src="r1"))
+    assert not bob.buffer.go.is_set()
+    await fan.on_ui(subject, {**batch, "tick": 2})
+    assert bob.buffer.go.is_set()
+
+
+async def test_standalone_shared_parts_wait_for_their_producers_done_marker() -> None:
+    alice = Socket(1, "a")
+    fan = fanout(alice)
+    full = {"full": True, "parts": [part("watchlist-root")], "topics": ["KO"]}
+    await fan.on_ui(*updates("watchlist", {"user": 1, **full}))
+    await fan.on_ui(*marker("watchlist", 4))
+    await fan.on_ui(*marker("portfolio", 4))
+    alice.ids()
+
+    ko = str(wire.topic_partition("KO"))
+    subject, message = marker("watchlist", 5, {"KO": [part("watchlist-quote-KO")]})
+    await fan.on_ui(subject, {**message, "epochs": {ko: 0}, "done": False})
+    subject, batch = updates("portfolio", wire.ui_update(1, [part("portfolio-pl-KO")], full=False))
+    await fan.on_ui(subject, {**batch, "tick": 5})
+    # a watchlist replica may still send alice's page quotes of tick 5: not done with it
+    assert not alice.buffer.go.is_set()
+    await fan.on_ui(*marker("watchlist", 5))
+    assert alice.ids() == ["watchlist-quote-KO", "portfolio-pl-KO"]
 
 
 def fenced(
@@ -197,33 +253,32 @@ async def test_a_gap_in_a_producers_sequence_asks_for_a_resync_once() -> None:
     assert alice.ids() == []
 
 
-async def test_every_replica_of_a_component_must_be_done_with_a_tick() -> None:
+async def test_a_frame_waits_for_every_component_to_reach_its_newest_tick() -> None:
     alice = Socket(1, "a")
     fan = fanout(alice)
 
-    await fan.on_ui(*marker("portfolio", 1, src="r1"))
-    await fan.on_ui(*marker("portfolio", 1, src="r2"))
-    subject, batch = fenced("portfolio", 1, epoch=1, seq=1, src="r2")
-    await fan.on_ui(subject, {**batch, "tick": 2})
-    await fan.on_ui(*marker("portfolio", 2, src="r1"))
-    assert not alice.buffer.go.is_set()  # r2, which holds alice, is not done yet
-    await fan.on_ui(*marker("portfolio", 2, src="r2"))
+    await fan.on_ui(*marker("portfolio", 3, src="p1"))
+    await fan.on_ui(*marker("risk_metrics", 3, src="q1"))
+    subject, batch = fenced("portfolio", 1, epoch=1, seq=1, src="p1")
+    await fan.on_ui(subject, {**batch, "tick": 5})  # the portfolio is a tick ahead of risk
+    risk = wire.ui_update(1, [part("risk-gauge")], full=False)
+    subject, batch = updates("risk_metrics", risk)
+    await fan.on_ui(subject, {**batch, "tick": 4, "src": "q1"})
+    # risk done with 4 on alice's partition: the portfolio's tick-5 numbers must wait
+    assert not alice.buffer.go.is_set()
+    await fan.on_ui(*marker("risk_metrics", 5, src="q1"))
     assert alice.buffer.go.is_set()
 
 
-async def test_a_frame_waits_for_the_slowest_producer_to_reach_its_newest_tick() -> None:
+async def test_a_producer_with_no_message_for_a_partition_must_be_done_with_the_tick() -> None:
     alice = Socket(1, "a")
     fan = fanout(alice)
-
-    await fan.on_ui(*marker("portfolio", 3, src="r1"))
-    await fan.on_ui(*marker("portfolio", 3, src="r2"))
-    subject, batch = fenced("portfolio", 1, epoch=1, seq=1, src="r1")
-    await fan.on_ui(subject, {**batch, "tick": 5})  # r1 is a tick ahead of r2
-    await fan.on_ui(*marker("portfolio", 5, src="r1"))
-    # r2 done with 4: r1's tick-5 numbers must wait
-    await fan.on_ui(*marker("portfolio", 4, src="r2"))
-    assert not alice.buffer.go.is_set()
-    await fan.on_ui(*marker("portfolio", 5, src="r2"))
+    await fan.on_ui(*marker("portfolio", 1))
+    await fan.on_ui(*marker("risk_metrics", 1))
+    subject, batch = updates("portfolio", wire.ui_update(1, [part("portfolio-pl-KO")], full=False))
+    await fan.on_ui(subject, {**batch, "tick": 2})
+    assert not alice.buffer.go.is_set()  # risk owns no one here yet: its marker counts
+    await fan.on_ui(*marker("risk_metrics", 2))
     assert alice.buffer.go.is_set()
 
 
