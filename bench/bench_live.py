@@ -236,6 +236,7 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for panel, values in p["samples"].items():
             out["samples"].setdefault(panel, []).extend(values)
         out["closes"].update(p["closes"])
+        out.setdefault("parse_lag", []).extend(p.get("parse_lag", ()))
         out["errors"] += p["errors"]
         for key in ("connect_s", "rendered_s"):
             out.setdefault(key, []).extend(p[key])

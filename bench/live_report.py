@@ -135,6 +135,9 @@ def _detail(level: Level) -> str:
         f"failed handshakes {r['handshake_errors']}, reconnects {r['reconnects']}",
         f"closes by code {dict(r['closes']) or 'none'}",
         f"latency by component: {per_panel or 'none'}",
+        "the load generator parsed frames p50 "
+        f"{_f(percentile(r.get('parse_lag', []), 0.5))} / p99 "
+        f"{_f(percentile(r.get('parse_lag', []), 0.99))} ms after reading them (not counted)",
         f"prices not matched to a tick {r['unmatched']:,}",
     ]
     if errors:
@@ -268,7 +271,10 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
         "whose id prefix (`portfolio-…`, `watchlist-…`) precedes it. Per socket and (component, "
         "symbol), a shown value counts once: only when it differs from the value that row last "
         "showed, and only if the newest tick that set the symbol to that value is newer than "
-        "the last one counted there; latency = receipt − that tick's `ts`. So full renders "
+        "the last one counted there; latency = receipt − that tick's `ts`, receipt being when "
+        "the socket read that completed the frame returned (a load generator parses 500 "
+        "sockets' frames on one core, which no browser does: how long after reading it got "
+        "to them is in the details, not in the latency). So full renders "
         "and rows re-rendered for bid/ask/P&L repeat no old price, while a value first seen "
         "in a full render after a reconnect counts with its true age. Samples: ticks published "
         f"in the window, received by its end + {GRACE_S:g} s (a slower delivery is not "
