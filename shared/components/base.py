@@ -90,8 +90,10 @@ class Component(Generic[S]):
     price and its P&L). True, for parts that stand alone (a watchlist's quote cells): each
     topic is rendered once, by the owner of the topic's partition, for every page."""
     live_interval: ClassVar[float] = 0.0
-    """The least time (seconds) between two tick-driven updates of one live instance:
-    ticks in between are merged, so a slow-moving panel (a gauge) repaints less often."""
+    """About the time (seconds) between two tick-driven updates of one live instance:
+    ticks in between are merged, so a slow-moving panel (a gauge) repaints less often. The
+    instances are updated in staggered slices by partition (``LIVE_SLICES``), a slice per
+    tick, so the work is spread over the ticks."""
     stencils: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Blocks rendered on the hot path as compiled stencils (block → the string fields of
     its view ``v``); see :class:`~shared.components.rendering.Stencil`."""

@@ -9,8 +9,13 @@ users as one message per partition (the shared parts just before the first of th
 :data:`PARTITIONS_PER_WRITE`), each the last this component sends that partition for the
 tick, so the gateway sends that partition's pages their frames while the pass goes on; and
 end with the ``ui.shared`` message that names the tick (the gateway's cue that this
-component is done with it). A component with a
-``live_interval`` runs at most that often, on the first tick after it is due.
+component is done with it).
+
+A component with a ``live_interval`` brings each instance up to date about that often.
+Its partitions are split into :data:`LIVE_SLICES` slices that fall due in turn, a slice
+on the first tick after it is due (or, with a quiet feed, then): so a tick carries a
+slice's work, not all of it every few ticks (that made every page wait for a whole pass
+of it on those ticks).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared import wire
@@ -28,12 +34,22 @@ from shared.components.rendering import Part
 if TYPE_CHECKING:
     from shared.components.live import LiveSessions
 
-__all__ = ["PARTITIONS_PER_WRITE", "TICK_GRACE_S", "TickDriver"]
+__all__ = ["LIVE_SLICES", "PARTITIONS_PER_WRITE", "TICK_GRACE_S", "TickDriver"]
 
 log = logging.getLogger(__name__)
 
 TICK_GRACE_S = 0.3  # a rate-limited component waits this long past due for the next tick
 PARTITIONS_PER_WRITE = 8  # partitions' messages a pass publishes between two NATS writes
+LIVE_SLICES = 4  # a rate-limited component's partitions fall due in this many turns
+
+
+@dataclass(slots=True)
+class _Slice:
+    """Partitions ``p`` with ``p % LIVE_SLICES == index`` of one rate-limited component."""
+
+    index: int
+    due: float
+    pending: set[str] = field(default_factory=set)  # tickers changed since it last ran
 
 
 class TickDriver:
@@ -44,12 +60,12 @@ class TickDriver:
         self._pending_ts: Any = None
         self._pending_seq: Any = None
         self._last_seq: int | None = None  # the seq of the last tick received
-        self._last_run: dict[str, float] = {}
+        self._slices: dict[str, list[_Slice]] = {}  # per rate-limited component
         self._wakeups: set[str] = set()
         # topics any live instance shows, per component (recomputed after a full render)
         self._watched: dict[str, set[str] | None] = {}
         # live instances per component, grouped by partition (regrouped when they change)
-        self._groups: dict[str, list[list[tuple[int, LiveInstance]]]] = {}
+        self._groups: dict[str, list[tuple[int, list[tuple[int, LiveInstance]]]]] = {}
         self._tick_ready = asyncio.Event()
         self._tick_idle = asyncio.Event()
         self._tick_idle.set()
@@ -71,7 +87,11 @@ class TickDriver:
             return
         self._live.prices.apply(prices)
         for cls in self._live.tick_components:
-            self._pending.setdefault(cls.name, set()).update(prices)
+            if cls.live_interval > 0:
+                for piece in self._slices_of(cls):
+                    piece.pending.update(prices)
+            else:
+                self._pending.setdefault(cls.name, set()).update(prices)
         self._pending_ts = payload.get("ts")
         self._pending_seq = payload.get("seq")
         self._count_gap(self._pending_seq)
@@ -115,22 +135,15 @@ class TickDriver:
         tick once every component has said it is done with that tick.
         """
         ts, seq = self._pending_ts, self._pending_seq
-        now = self._live.clock()
         for cls in self._live.tick_components:
-            tickers = self._pending.get(cls.name)
-            if cls.live_interval > 0 and tickers:
-                due = self._last_run.get(cls.name, 0.0) + cls.live_interval
-                if now < due:  # merged into a later run: the first tick after it is due,
-                    if cls.name not in self._wakeups:  # or this wake-up if the feed is quiet
-                        self._wakeups.add(cls.name)
-                        delay = due - now + TICK_GRACE_S
-                        asyncio.get_running_loop().call_later(delay, self._wake, cls.name)
-                    tickers = None
-                else:
-                    self._last_run[cls.name] = now
-            if tickers:
+            partitions: set[int] | None = None  # all
+            if cls.live_interval > 0:
+                tickers, partitions = self._due(cls)
+            else:
+                tickers = self._pending.get(cls.name) or set()
                 self._pending[cls.name] = set()
-                shared = await self._tick_component(cls, tickers, ts, seq)
+            if tickers:
+                shared = await self._tick_component(cls, tickers, ts, seq, partitions)
             else:
                 shared = {}
             # done with the tick (with the shared parts if no partition followed them)
@@ -138,12 +151,53 @@ class TickDriver:
                 cls.name, ts, shared, tick=seq, by_topic=cls.shared_by_topic
             )
 
+    def _slices_of(self, cls: type[Component]) -> list[_Slice]:
+        slices = self._slices.get(cls.name)
+        if slices is None:  # the first falls due at once, the others in turn after it
+            now, step = self._live.clock(), cls.live_interval / LIVE_SLICES
+            slices = self._slices[cls.name] = [
+                _Slice(i, now + i * step) for i in range(LIVE_SLICES)
+            ]
+        return slices
+
+    def _due(self, cls: type[Component]) -> tuple[set[str], set[int]]:
+        """The tickers and partitions of the slices of ``cls`` that are due (none: the
+        others wait for a later tick, or for a wake-up if the feed goes quiet)."""
+        now, interval = self._live.clock(), cls.live_interval
+        early = interval / (2 * LIVE_SLICES)  # a tick a little early still takes its slice
+        tickers: set[str] = set()
+        indexes: set[int] = set()
+        later: list[float] = []
+        for piece in self._slices_of(cls):
+            if not piece.pending:
+                continue
+            if now < piece.due - early:
+                later.append(piece.due)
+                continue
+            tickers |= piece.pending
+            indexes.add(piece.index)
+            piece.pending = set()
+            piece.due += interval  # in step: the slices stay a turn apart
+            if piece.due < now:
+                piece.due = now + interval  # the feed was quiet: start afresh
+        if later and cls.name not in self._wakeups:
+            self._wakeups.add(cls.name)
+            delay = min(later) - now + TICK_GRACE_S
+            asyncio.get_running_loop().call_later(delay, self._wake, cls.name)
+        partitions = {p for p in range(wire.LIVE_PARTITIONS) if p % LIVE_SLICES in indexes}
+        return tickers, partitions
+
     def _wake(self, name: str) -> None:
         self._wakeups.discard(name)
         self._tick_ready.set()
 
     async def _tick_component(
-        self, cls: type[Component], tickers: set[str], ts: Any, seq: Any
+        self,
+        cls: type[Component],
+        tickers: set[str],
+        ts: Any,
+        seq: Any,
+        partitions: set[int] | None = None,
     ) -> dict[str, list[Part]]:
         """Publish every instance's changes partition by partition, the shared parts before
         the first of them; the shared parts still to publish (no partition had changes:
@@ -155,7 +209,10 @@ class TickDriver:
         prices = {t: book.quote(t) for t in tickers}
         message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
         batch = publisher.batch(cls.name, stamp(message), tick=seq)
-        for i, members in enumerate(self._by_partition(cls.name), 1):
+        groups = self._by_partition(cls.name)
+        if partitions is not None:
+            groups = [(p, members) for p, members in groups if p in partitions]
+        for i, (_partition, members) in enumerate(groups, 1):
             for user_id, instance in members:
                 component = instance.component
                 async with instance.lock:
@@ -182,7 +239,7 @@ class TickDriver:
                 await asyncio.sleep(0)
         return shared
 
-    def _by_partition(self, name: str) -> list[list[tuple[int, LiveInstance]]]:
+    def _by_partition(self, name: str) -> list[tuple[int, list[tuple[int, LiveInstance]]]]:
         """The live instances of component ``name``, grouped by their user's partition, in
         ascending partition order (every service the same: a page whose partition one
         component has done is soon done by the others)."""
@@ -191,7 +248,7 @@ class TickDriver:
             by: dict[int, list[tuple[int, LiveInstance]]] = {}
             for user_id, instance in self._live.instances.of(name).items():
                 by.setdefault(wire.partition_of(user_id), []).append((user_id, instance))
-            groups = self._groups[name] = [by[p] for p in sorted(by)]
+            groups = self._groups[name] = [(p, by[p]) for p in sorted(by)]
         return groups
 
     def _shown(self, cls: type[Component], tickers: set[str]) -> list[str]:

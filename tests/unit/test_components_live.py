@@ -12,6 +12,7 @@ from shared.components import Component, ComponentContext, LiveSessions, Registr
 from shared.components.live import subject_pattern
 from shared.components.rendering import Part
 from shared.components.testing import trader, ui_updates
+from shared.components.ticking import LIVE_SLICES
 from tests.example_service.components import Portfolio, registry
 from tests.example_service.fakes import FakeClock
 
@@ -126,6 +127,47 @@ async def test_a_ticks_shared_parts_precede_its_partitions_in_order_then_the_mar
     assert numbers == sorted({wire.partition_of(u) for u in range(1, 41)})
     assert all(p["tick"] == 7 for _, p in partitions)
     assert marker["tick"] == 7 and "done" not in marker and marker["topics"] == {}
+    await live.stop()
+
+
+async def test_a_rate_limited_component_updates_its_partitions_in_staggered_slices() -> None:
+    slow_registry = Registry()
+
+    @slow_registry.register("portfolio")
+    class SlowPortfolio(Portfolio):
+        template_dir = str(TEMPLATES)
+        live_interval = 1.0
+
+    clock = FakeClock()
+    bus = InMemoryBus()
+    live = LiveSessions(slow_registry, bus, heartbeat_interval=10, clock=clock.monotonic)
+    await live.start()
+    users = range(1, 81)
+    for user_id in users:
+        await bus.publish(wire.SESSION_OPENED, session(f"s{user_id}", user_id, user_id))
+    await live.settled()
+    slice_of = {u: wire.partition_of(u) % LIVE_SLICES for u in users}
+    updated: list[set[int]] = []
+    for seq in range(1, 9):  # two seconds of 250 ms ticks, AAPL moving on each
+        before = len(bus.published)
+        tick = {"seq": seq, "ts": 1700000000.0 + seq, "prices": {"AAPL": 190.0 + seq}}
+        await bus.publish(wire.PRICES_TICKS, tick)
+        await live.settled()
+        updated.append(
+            {
+                u["user"]
+                for s, p in bus.published[before:]
+                if s.endswith(".portfolio") and "shared" not in s
+                for u in p["updates"]
+            }
+        )
+        clock.advance(0.25)
+    # each tick carries one slice; each user is brought up to date once a second
+    for seq, users_updated in enumerate(updated):
+        assert users_updated == {u for u in users if slice_of[u] == seq % LIVE_SLICES}
+    # and up to the newest price, whatever it missed in between
+    last = [p for s, p in bus.published if s.endswith(".portfolio") and "shared" not in s][-1]
+    assert "198" in last["updates"][0]["parts"][0]["html"]
     await live.stop()
 
 
