@@ -9,14 +9,15 @@ delays another (DESIGN.md §3.3).
 
 Frames follow ticks: a component's ``ui.shared`` message carrying a tick's ``seq`` is the
 last it sends for that tick (unless it says ``done: false``: the tick's shared parts, sent
-before its per-partition messages), and a per-user message carrying it is the last its
-producer sends that partition for the tick. A socket holding parts of a tick is told to
-send them once every producer that follows ticks (each replica of each component heard from
-in the last ``EXPECT_S``) is done with that tick, or done with the socket's partition: for
-a component whose parts a page gets from its user's owner only, the owner's message for
-the partition is enough (other replicas send that page nothing); a component whose shared
-parts stand alone must be done with the tick. So a socket gets one frame per tick, as soon
-as its last part is in, while the producers' passes go on over later partitions.
+before its per-partition messages, and with ``partitions`` the only ones that follow), and
+a per-user message carrying it is the last its producer sends that partition for the tick.
+A socket holding parts of a tick is told to send them once every producer that follows
+ticks (each replica of each component heard from in the last ``EXPECT_S``) is done with
+that tick, or done with the socket's partition: for a component whose parts a page gets
+from its user's owner only, the owner's message for the partition is enough (other replicas
+send that page nothing); a component whose shared parts stand alone must be done with the
+tick. So a socket gets one frame per tick, as soon as its last part is in, while the
+producers' passes go on over later partitions.
 
 Fencing (DESIGN.md §8): every per-user message names the epoch of the partition lease it
 was published under. The newest epoch seen per (component, partition) wins and anything
@@ -151,10 +152,14 @@ class Fanout:
             else:
                 wanted = self._shared(component, src, topics)
             await self._deliver(component, topics, wanted, ts, tick)
-            if isinstance(tick, int) and message.get("done") is not False:
+            if not isinstance(tick, int):
+                pass
+            elif message.get("done") is not False:
                 self._tick_done(component, src, tick)
                 if self.on_tick_done is not None:
                     self.on_tick_done(component, ts)
+            elif isinstance(following := message.get("partitions"), list):
+                self._done_but(component, src, tick, following)
         elif tokens[1].isdigit():
             partition = int(tokens[1])
             if self._admit(component, partition, src, message):
@@ -226,6 +231,18 @@ class Fanout:
             del self._done[k]
             self._done_in.pop(k, None)
         self._release(list(self._waiting))
+
+    def _done_but(self, component: str, src: str, tick: int, following: list[Any]) -> None:
+        """The producer sends ``tick`` to the ``following`` partitions only (a slice of
+        a rate-limited component): it is done with every other partition."""
+        key = (component, src)
+        if key not in self._done:
+            return
+        done_in, rest = self._done_in[key], set(following)
+        for partition in range(wire.LIVE_PARTITIONS):
+            if partition not in rest and tick > done_in.get(partition, -1):
+                done_in[partition] = tick
+        self._release([p for p in list(self._waiting) if p not in rest])
 
     def _partition_done(self, component: str, src: str, partition: int, tick: int) -> None:
         """The producer's last message of ``tick`` for ``partition`` is in."""

@@ -75,11 +75,13 @@ class UiPublisher:
         tick: Any = None,
         by_topic: bool = False,
         done: bool = True,
+        partitions: list[int] | None = None,
     ) -> None:
         """One message with the shared parts of every topic that changed. With ``tick``
         it is sent even with no topics: it says the component is done with that tick,
         unless ``done`` is false (the tick's shared parts, sent before its per-partition
-        messages; the marker follows them).
+        messages; the marker follows them). ``partitions``: the only partitions whose
+        messages follow (with ``done`` false): the component is done with all others.
         ``by_topic``: the parts are for every page, each topic under the epoch of its
         partition (``epochs``), so a deposed owner's late parts are dropped."""
         if not topics and tick is None:
@@ -100,6 +102,8 @@ class UiPublisher:
             payload["tick"] = tick
             if not done:
                 payload["done"] = False
+                if partitions is not None:
+                    payload["partitions"] = partitions
         await self._send(wire.ui_shared_subject(component), payload)
 
     async def _send(self, subject: str, payload: dict[str, Any]) -> bool:

@@ -210,8 +210,18 @@ class TickDriver:
         message = {"event": wire.EVENT_PRICE_TICK, "prices": prices, "ts": ts}
         batch = publisher.batch(cls.name, stamp(message), tick=seq)
         groups = self._by_partition(cls.name)
-        if partitions is not None:
+        if partitions is not None:  # a slice: say which partitions follow, done with the rest
             groups = [(p, members) for p, members in groups if p in partitions]
+            await publisher.shared(
+                cls.name,
+                ts,
+                shared,
+                tick=seq,
+                by_topic=cls.shared_by_topic,
+                done=False,
+                partitions=sorted(partitions),
+            )
+            shared = {}
         for i, (_partition, members) in enumerate(groups, 1):
             for user_id, instance in members:
                 component = instance.component

@@ -165,6 +165,17 @@ async def test_a_rate_limited_component_updates_its_partitions_in_staggered_slic
     # each tick carries one slice; each user is brought up to date once a second
     for seq, users_updated in enumerate(updated):
         assert users_updated == {u for u in users if slice_of[u] == seq % LIVE_SLICES}
+    # each slice's pass first names the partitions it covers: the others are done
+    headers = [
+        p
+        for s, p in bus.published
+        if s == wire.ui_shared_subject("portfolio") and p.get("done") is False
+    ]
+    assert [h["tick"] for h in headers] == list(range(1, 9))
+    assert all(
+        {p % LIVE_SLICES for p in h["partitions"]} == {(h["tick"] - 1) % LIVE_SLICES}
+        for h in headers
+    )
     # and up to the newest price, whatever it missed in between
     last = [p for s, p in bus.published if s.endswith(".portfolio") and "shared" not in s][-1]
     assert "198" in last["updates"][0]["parts"][0]["html"]

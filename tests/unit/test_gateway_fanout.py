@@ -188,6 +188,28 @@ async def test_a_page_waits_for_its_partitions_owner_not_for_other_replicas() ->
     assert bob.buffer.go.is_set()
 
 
+async def test_a_slice_of_a_rate_limited_component_holds_back_only_its_partitions() -> None:
+    alice, bob = Socket(1, "a"), Socket(2, "b")
+    fan = fanout(alice, bob)
+    for component in ("portfolio", "risk_metrics"):
+        await fan.on_ui(*marker(component, 1))
+        for user in (1, 2):  # the owners of both partitions
+            subject, batch = updates(component, wire.ui_update(user, [], full=False))
+            await fan.on_ui(subject, {**batch, "tick": 1})
+    # risk's tick-2 pass covers bob's partition only
+    subject, message = marker("risk_metrics", 2)
+    await fan.on_ui(subject, {**message, "done": False, "partitions": [wire.partition_of(2)]})
+    for user in (1, 2):
+        pl = wire.ui_update(user, [part("portfolio-pl-KO")], full=False)
+        subject, batch = updates("portfolio", pl)
+        await fan.on_ui(subject, {**batch, "tick": 2})
+    assert alice.buffer.go.is_set()  # risk sends her partition nothing this tick
+    assert not bob.buffer.go.is_set()  # his partition's risk numbers follow
+    subject, batch = updates("risk_metrics", wire.ui_update(2, [part("risk-gauge")], full=False))
+    await fan.on_ui(subject, {**batch, "tick": 2})
+    assert bob.ids() == ["portfolio-pl-KO", "risk-gauge"]
+
+
 async def test_standalone_shared_parts_wait_for_their_producers_done_marker() -> None:
     alice = Socket(1, "a")
     fan = fanout(alice)
