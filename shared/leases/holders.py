@@ -229,7 +229,17 @@ class PartitionLeases(LeaseHolder):
         if self._draining:
             return
         await store.put(f"m.{self.replica}", b"1")
-        members = sorted(k[2:] for k in await store.keys("m.*"))
+        listed = {k[2:] for k in await store.keys("m.*")}
+        if self.replica not in listed:
+            # just written, so listed: JetStream's KV watch can end before delivering what
+            # it found when this process's event loop is busy (nats-py checks the
+            # consumer's pending count before it has read the messages already sent).
+            # Wanting nothing, this replica would hand every partition over, and take them
+            # back next round: a full render for every page. Another member missing from
+            # the list only makes this replica want partitions it cannot take.
+            log.info("lease round: own membership not listed yet; counted anyway")
+            listed.add(self.replica)
+        members = sorted(listed)
         self.members = members
         wanted = {p for p in range(self.partitions) if rendezvous_owner(p, members) == self.replica}
         lost: set[int] = set()

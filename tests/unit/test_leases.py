@@ -121,6 +121,28 @@ async def test_a_silent_owner_stops_acting_before_its_lease_can_be_taken(
         assert b.epoch(p) > 0
 
 
+async def test_a_member_list_missing_this_replica_does_not_hand_its_partitions_over(
+    clock: ManualClock, store: MemoryLeaseStore
+) -> None:
+    (a,) = await settled(store, clock, "a")
+    assert a.owned == frozenset(range(wire.LIVE_PARTITIONS))
+    lost: list[set[int]] = []
+
+    async def on_lost(partitions: set[int]) -> None:
+        lost.append(partitions)
+
+    a.on_lost = on_lost
+    listed = store.keys
+
+    async def early(pattern: str) -> list[str]:  # a KV watch that ended too soon
+        return []
+
+    store.keys = early  # type: ignore[method-assign]
+    await a.round()
+    store.keys = listed  # type: ignore[method-assign]
+    assert a.owned == frozenset(range(wire.LIVE_PARTITIONS)) and lost == []
+
+
 async def test_draining_gives_everything_back_at_once(
     clock: ManualClock, store: MemoryLeaseStore
 ) -> None:
