@@ -72,7 +72,10 @@ async def _recv(conns: list[Any], kind: str, within_s: float) -> list[Any]:
 async def _order_task(
     port: int, traders: list[Trader], start: float, end: float
 ) -> list[tuple[str, float]]:
-    """Market buys of 1 share at ORDER_RATE_HZ in all, round robin over ``traders``."""
+    """Market buys of 1 share at ORDER_RATE_HZ in all, round robin over ``traders``, each
+    at a random moment of its slot: at exact multiples of 1/ORDER_RATE_HZ every order of a
+    run fell at the same phase of the 250 ms tick, so a run measured either the busiest
+    or the quietest moment of the tick, whichever the phase happened to be."""
     import httpx
 
     results: list[tuple[str, float]] = []
@@ -105,7 +108,7 @@ async def _order_task(
         base_url=f"http://127.0.0.1:{port}", timeout=ORDER_TIMEOUT_S, trust_env=False
     ) as client:
         pending, k = [], 0
-        while (due := start + k / ORDER_RATE_HZ) < end:
+        while (due := start + (k + rng.random()) / ORDER_RATE_HZ) < end:
             await asyncio.sleep(max(0.0, due - time.time()))
             pending.append(asyncio.create_task(one(client, traders[k % len(traders)])))
             k += 1
