@@ -152,14 +152,12 @@ class Fanout:
             else:
                 wanted = self._shared(component, src, topics)
             await self._deliver(component, topics, wanted, ts, tick)
-            if not isinstance(tick, int):
-                pass
-            elif message.get("done") is not False:
+            if isinstance(tick, int) and message.get("done") is not False:
                 self._tick_done(component, src, tick)
                 if self.on_tick_done is not None:
                     self.on_tick_done(component, ts)
-            elif isinstance(following := message.get("partitions"), list):
-                self._done_but(component, src, tick, following)
+            elif isinstance(tick, int) and isinstance(message.get("partitions"), list):
+                self._done_but(component, src, tick, message["partitions"])
         elif tokens[1].isdigit():
             partition = int(tokens[1])
             if self._admit(component, partition, src, message):
