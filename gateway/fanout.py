@@ -7,17 +7,9 @@ every socket whose user's page shows that topic, as the user's latest full rende
 component declared. Writing into a socket's buffer never waits, so a slow socket never
 delays another (DESIGN.md §3.3).
 
-Frames follow ticks: a component's ``ui.shared`` message carrying a tick's ``seq`` is the
-last it sends for that tick (unless it says ``done: false``: the tick's shared parts, sent
-before its per-partition messages, and with ``partitions`` the only ones that follow), and
-a per-user message carrying it is the last its producer sends that partition for the tick.
-A socket holding parts of a tick is told to send them once every producer that follows
-ticks (each replica of each component heard from in the last ``EXPECT_S``) is done with
-that tick, or done with the socket's partition: for a component whose parts a page gets
-from its user's owner only, the owner's message for the partition is enough (other replicas
-send that page nothing); a component whose shared parts stand alone must be done with the
-tick. So a socket gets one frame per tick, as soon as its last part is in, while the
-producers' passes go on over later partitions.
+Frames follow ticks: tick-driven parts wait in their sockets' buffers until
+:class:`~gateway.ticks.TickGate` says every producer is done with the tick, or with the
+socket's partition, so a socket gets one frame per tick.
 
 Fencing (DESIGN.md §8): every per-user message names the epoch of the partition lease it
 was published under. The newest epoch seen per (component, partition) wins and anything
@@ -42,13 +34,19 @@ from typing import Any, Protocol
 
 from gateway.buffer import PartBuffer, message_ts_ms, now_ms, prepare_groups
 from gateway.metrics import GatewayMetrics
+from gateway.ticks import EXPECT_S, RELEASE_TURN, TickGate, release_in_turns
 from shared import wire
 
-__all__ = ["DELIVER_TURN", "EXPECT_S", "Fanout", "LiveSocket"]
+__all__ = [
+    "DELIVER_TURN",
+    "EXPECT_S",
+    "RELEASE_TURN",
+    "Fanout",
+    "LiveSocket",
+    "release_in_turns",
+]
 
-RELEASE_TURN = 64  # sockets released per turn of the event loop
 DELIVER_TURN = 512  # puts of shared parts per turn of the event loop (~1 ms)
-EXPECT_S = 2.0  # a producer silent about ticks for this long is not waited for
 RESYNC_EVERY_S = 1.0  # at most one resync request per (component, partition) this often
 Resync = Callable[[str, int], None]
 
@@ -62,17 +60,10 @@ class LiveSocket(Protocol):
 class Fanout:
     def __init__(self, metrics: GatewayMetrics | None = None, *, tick_wait_s: float = 0.15) -> None:
         self._metrics = metrics
-        self.tick_wait_s = tick_wait_s
-        self._fallback: asyncio.TimerHandle | None = None
         self._sockets: dict[int, set[LiveSocket]] = defaultdict(set)
         self._by_session: dict[str, LiveSocket] = {}
         self._topics: dict[tuple[int, str], frozenset[str]] = {}
         self._watchers: dict[tuple[str, str], set[int]] = defaultdict(set)
-        # (component, producer) → (last tick done, when)
-        self._done: dict[tuple[str, str], tuple[int, float]] = {}
-        # (component, producer) → partition → the last tick it is done with there
-        self._done_in: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
-        self._by_topic: set[str] = set()  # components whose shared parts stand alone
         self.on_tick_done: Callable[[str, float | None], None] | None = None
         self.on_resync: Resync | None = None
         self._partitions: dict[int, int] = {}  # user → live partition
@@ -80,8 +71,7 @@ class Fanout:
         self._seqs: dict[tuple[str, int], tuple[str, int]] = {}  # last (src, seq)
         self._owners: dict[tuple[str, int], str] = {}  # producer of the newest accepted
         self._resynced: dict[tuple[str, int], float] = {}
-        # per partition, sockets holding tick-driven parts → the newest tick among them
-        self._waiting: dict[int, dict[LiveSocket, int]] = defaultdict(dict)
+        self.ticks = TickGate(self.owner, tick_wait_s)
 
     def __len__(self) -> int:
         return len(self._by_session)
@@ -93,9 +83,7 @@ class Fanout:
 
     def remove(self, socket: LiveSocket) -> None:
         self._by_session.pop(socket.session_id, None)
-        waiting = self._waiting.get(self._partitions.get(socket.user_id, -1))
-        if waiting is not None:
-            waiting.pop(socket, None)
+        self.ticks.forget(socket, self._partitions.get(socket.user_id, -1))
         sockets = self._sockets.get(socket.user_id)
         if sockets is None:
             return
@@ -147,23 +135,23 @@ class Fanout:
                 topics = {}
             epochs = message.get("epochs")
             if isinstance(epochs, dict):  # parts for every page, one producer per topic
-                self._by_topic.add(component)
+                self.ticks.by_topic.add(component)
                 wanted = self._shared_by_topic(component, epochs, topics)
             else:
                 wanted = self._shared(component, src, topics)
             await self._deliver(component, topics, wanted, ts, tick)
             if isinstance(tick, int) and message.get("done") is not False:
-                self._tick_done(component, src, tick)
+                self.ticks.done(component, src, tick)
                 if self.on_tick_done is not None:
                     self.on_tick_done(component, ts)
             elif isinstance(tick, int) and isinstance(message.get("partitions"), list):
-                self._done_but(component, src, tick, message["partitions"])
+                self.ticks.done_but(component, src, tick, message["partitions"])
         elif tokens[1].isdigit():
             partition = int(tokens[1])
             if self._admit(component, partition, src, message):
                 self._updates(component, message.get("updates"), ts, tick)
                 if tick is not None:
-                    self._partition_done(component, src, partition, tick)
+                    self.ticks.partition_done(component, src, partition, tick)
 
     def _dropped(self, reason: str) -> None:
         if self._metrics is not None:
@@ -219,84 +207,6 @@ class Fanout:
         if self.on_resync is not None:
             self.on_resync(component, partition)
 
-    def _tick_done(self, component: str, src: str, tick: int) -> None:
-        now = time.monotonic()
-        key = (component, src)
-        self._done[key] = (max(tick, self._done.get(key, (tick, 0))[0]), now)
-        self._done_in.pop(key, None)  # done with the tick: with each partition of it
-        expired = [k for k, (_seq, at) in self._done.items() if now - at >= EXPECT_S]
-        for k in expired:
-            del self._done[k]
-            self._done_in.pop(k, None)
-        self._release(list(self._waiting))
-
-    def _done_but(self, component: str, src: str, tick: int, following: list[Any]) -> None:
-        """The producer sends ``tick`` to the ``following`` partitions only (a slice of
-        a rate-limited component): it is done with every other partition."""
-        key = (component, src)
-        if key not in self._done:
-            return
-        done_in, rest = self._done_in[key], set(following)
-        for partition in range(wire.LIVE_PARTITIONS):
-            if partition not in rest and tick > done_in.get(partition, -1):
-                done_in[partition] = tick
-        self._release([p for p in list(self._waiting) if p not in rest])
-
-    def _partition_done(self, component: str, src: str, partition: int, tick: int) -> None:
-        """The producer's last message of ``tick`` for ``partition`` is in."""
-        key = (component, src)
-        if key not in self._done:
-            return  # not (yet) known to follow ticks: its done marker counts
-        done_in = self._done_in[key]
-        if tick > done_in.get(partition, -1):
-            done_in[partition] = tick
-            self._release([partition])
-
-    def _done_through(self, partition: int) -> float:
-        """The newest tick every producer is done with, for the pages of ``partition``.
-
-        A producer counts as done when it is done with the tick; or, for a component whose
-        pages get its parts from their user's owner only, when the partition's owner is
-        done with the partition (another replica sends these pages nothing). Until every
-        producer is done, a socket waits, so a frame never mixes one replica's newer
-        numbers with another's older ones."""
-        through = float("inf")
-        for key, (done, _at) in self._done.items():
-            component, src = key
-            if component not in self._by_topic:
-                owner = self._owners.get((component, partition))
-                if owner is not None and owner != src:
-                    continue
-                if owner is not None:
-                    done = max(done, self._done_in.get(key, {}).get(partition, done))
-            through = min(through, done)
-        return through
-
-    def _release(self, partitions: Iterable[int]) -> None:
-        """Release the sockets of ``partitions`` whose newest tick is done."""
-        ready: list[LiveSocket] = []
-        for partition in partitions:
-            waiting = self._waiting.get(partition)
-            if not waiting:
-                continue
-            through = self._done_through(partition)
-            sockets = [s for s, newest in waiting.items() if newest <= through]
-            for socket in sockets:
-                del waiting[socket]
-            if not waiting:
-                del self._waiting[partition]
-            ready += sockets
-        release_in_turns(ready)
-        if not self._waiting and self._fallback is not None:
-            self._fallback.cancel()
-            self._fallback = None
-
-    def _release_waiting(self) -> None:
-        """Every socket holding tick-driven parts may send them (a producer is late)."""
-        self._fallback = None
-        release_in_turns([s for waiting in self._waiting.values() for s in waiting])
-        self._waiting.clear()
-
     def _put(
         self,
         socket: LiveSocket,
@@ -312,13 +222,7 @@ class Fanout:
             return
         socket.buffer.put_tick(parts, ts)
         if parts:
-            waiting = self._waiting[self._partitions.get(socket.user_id, -1)]
-            newest = waiting.get(socket)
-            if newest is None or tick > newest:
-                waiting[socket] = tick
-            if self._fallback is None:  # a component that never says "done" delays no one
-                loop = asyncio.get_running_loop()
-                self._fallback = loop.call_later(self.tick_wait_s, self._release_waiting)
+            self.ticks.hold(socket, self._partitions.get(socket.user_id, -1), tick)
 
     def _updates(self, component: str, updates: Any, ts: float | None, tick: int | None) -> None:
         """A per-user message: each update to the sockets it is for, its parts checked
@@ -422,21 +326,3 @@ class Fanout:
                 if turn <= 0:  # between users: their sockets are looked up afresh
                     await asyncio.sleep(0)
                     turn = DELIVER_TURN
-
-
-def release_in_turns(sockets: list[LiveSocket]) -> None:
-    """Let these sockets send their frames, :data:`RELEASE_TURN` per turn of the event
-    loop. Released all at once, a tick's thousand sends ran back to back (~50 ms) before
-    the loop read anything else: every request (an order) waited that long at each of
-    its awaits. In turns, what arrived meanwhile is served between them."""
-    for socket in sockets[:RELEASE_TURN]:
-        socket.buffer.release()
-    rest = sockets[RELEASE_TURN:]
-    if rest:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a synchronous caller: no loop to take turns on
-            release_in_turns(rest)
-            return
-        # a timer, not call_soon: what the loop reads from its sockets is queued before it
-        loop.call_later(0, release_in_turns, rest)

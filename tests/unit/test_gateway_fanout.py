@@ -127,7 +127,7 @@ async def test_parts_of_another_component_or_malformed_messages_are_dropped() ->
     assert alice.ids() == []
     # a made-up component is ignored whole: no parts, and it is never waited for
     await fan.on_ui("ui.shared.made_up", {"component": "made_up", "topics": {}, "tick": 1})
-    assert fan._done == {}
+    assert fan.ticks.done_with == {}
 
 
 async def test_a_ticks_parts_wait_until_every_component_is_done_with_the_pages_partition() -> None:
