@@ -44,9 +44,15 @@ class Releasable(Protocol):
 class TickGate:
     """Which producers are done with which tick (and partition), and the sockets waiting."""
 
-    def __init__(self, owner: Owner, tick_wait_s: float = 0.15) -> None:
+    def __init__(
+        self,
+        owner: Owner,
+        tick_wait_s: float = 0.15,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._owner = owner  # (component, partition) → the producer that owns it
         self.tick_wait_s = tick_wait_s
+        self._clock = clock
         self._fallback: asyncio.TimerHandle | None = None
         # (component, producer) → (last tick done, when)
         self.done_with: dict[tuple[str, str], tuple[int, float]] = {}
@@ -73,7 +79,7 @@ class TickGate:
 
     def done(self, component: str, src: str, tick: int) -> None:
         """The producer is done with ``tick`` (its marker)."""
-        now = time.monotonic()
+        now = self._clock()
         key = (component, src)
         self.done_with[key] = (max(tick, self.done_with.get(key, (tick, 0))[0]), now)
         self._done_in.pop(key, None)  # done with the tick: with each partition of it
