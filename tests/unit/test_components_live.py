@@ -3,48 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from shared import wire
 from shared.bus import InMemoryBus
 from shared.components import Component, ComponentContext, LiveSessions, Registry
 from shared.components.live import subject_pattern
-from shared.components.rendering import Part
-from shared.components.testing import trader, ui_updates
-from shared.components.ticking import LIVE_SLICES
-from tests.example_service.components import Portfolio, registry
+from shared.components.testing import trader
 from tests.example_service.fakes import FakeClock
-
-TEMPLATES = Path(__file__).resolve().parents[1] / "example_service" / "templates"
-
-
-def session(sid: str = "s1", user_id: int = 1, account_id: int = 1) -> dict[str, Any]:
-    return {
-        "session_id": sid,
-        "user_id": user_id,
-        "account_id": account_id,
-        "username": f"u{user_id}",
-        "permissions": ["trade"],
-    }
-
-
-def ui(bus: InMemoryBus, user_id: int = 1, component: str = "portfolio") -> list[dict[str, Any]]:
-    return ui_updates(bus.published, user_id, component)
-
-
-async def _live(clock: FakeClock | None = None) -> tuple[InMemoryBus, LiveSessions]:
-    bus = InMemoryBus()
-    clock = clock or FakeClock()
-    live = LiveSessions(
-        registry,
-        bus,
-        context=lambda identity: ComponentContext(user=identity),
-        heartbeat_interval=10,
-        clock=clock.monotonic,
-    )
-    await live.start()
-    return bus, live
+from tests.unit.live_support import TEMPLATES, live_sessions, session, ui
 
 
 def test_subject_pattern() -> None:
@@ -53,7 +20,7 @@ def test_subject_pattern() -> None:
 
 
 async def test_open_publishes_a_full_render_of_each_live_component() -> None:
-    bus, live = await _live()
+    bus, live = await live_sessions()
     await bus.publish(wire.SESSION_OPENED, session())
     await live.settled()
     [msg] = ui(bus)
@@ -65,125 +32,8 @@ async def test_open_publishes_a_full_render_of_each_live_component() -> None:
     await live.stop()
 
 
-async def test_a_ticks_partitions_are_published_while_the_pass_goes_on() -> None:
-    bus, live = await _live()
-    users = range(1, 41)  # spread over many partitions
-    for user_id in users:
-        await bus.publish(wire.SESSION_OPENED, session(f"s{user_id}", user_id, user_id))
-    await live.settled()
-    before = len(bus.published)
-    seen_mid_pass: list[int] = []
-
-    async def meanwhile() -> None:  # another task (a mount, a request) during the pass
-        while not any(s.startswith("ui.shared.portfolio") for s, _ in bus.published[before:]):
-            ui_messages = [s for s, _ in bus.published[before:] if s.endswith(".portfolio")]
-            seen_mid_pass.append(len(ui_messages))
-            await asyncio.sleep(0)
-
-    watcher = asyncio.create_task(meanwhile())
-    await bus.publish(wire.PRICES_TICKS, {"seq": 1, "ts": 1700000000.25, "prices": {"AAPL": 195.0}})
-    await live.settled()
-    await asyncio.wait_for(watcher, 5)
-    partitions = {wire.partition_of(u) for u in users}
-    sent = [s for s, _ in bus.published[before:] if s.endswith(".portfolio") and "shared" not in s]
-    assert len(sent) == len(partitions)  # one message per partition, as before
-    assert any(0 < n < len(partitions) for n in seen_mid_pass)  # some out, some still to come
-    await live.stop()
-
-
-async def test_a_ticks_shared_parts_precede_its_partitions_in_order_then_the_marker() -> None:
-    shared_registry = Registry()
-
-    @shared_registry.register("portfolio")
-    class SharedPortfolio(Portfolio):
-        template_dir = str(TEMPLATES)
-
-        def topics(self) -> list[str]:
-            return [p["symbol"] for p in self.state["positions"]]
-
-        @classmethod
-        def topic_parts(cls, topics: Any, prices: Any) -> dict[str, list[Part]]:
-            return {
-                t: [Part(f"portfolio-last-{t}", f'<b id="portfolio-last-{t}">1</b>')]
-                for t in topics
-            }
-
-    bus = InMemoryBus()
-    live = LiveSessions(shared_registry, bus, heartbeat_interval=10, clock=FakeClock().monotonic)
-    await live.start()
-    for user_id in range(1, 41):
-        await bus.publish(wire.SESSION_OPENED, session(f"s{user_id}", user_id, user_id))
-    await live.settled()
-    before = len(bus.published)
-    await bus.publish(wire.PRICES_TICKS, {"seq": 7, "ts": 1700000000.25, "prices": {"AAPL": 195.0}})
-    await live.settled()
-    sent = [(s, p) for s, p in bus.published[before:] if s.endswith(".portfolio")]
-    (first, shared_parts), *partitions, (last, marker) = sent
-    # the shared parts first, saying more follows; each partition once, in order; the marker
-    assert first == last == wire.ui_shared_subject("portfolio")
-    assert shared_parts["tick"] == 7 and shared_parts["done"] is False
-    assert list(shared_parts["topics"]) == ["AAPL"]
-    numbers = [int(s.split(".")[1]) for s, _ in partitions]
-    assert numbers == sorted({wire.partition_of(u) for u in range(1, 41)})
-    assert all(p["tick"] == 7 for _, p in partitions)
-    assert marker["tick"] == 7 and "done" not in marker and marker["topics"] == {}
-    await live.stop()
-
-
-async def test_a_rate_limited_component_updates_its_partitions_in_staggered_slices() -> None:
-    slow_registry = Registry()
-
-    @slow_registry.register("portfolio")
-    class SlowPortfolio(Portfolio):
-        template_dir = str(TEMPLATES)
-        live_interval = 1.0
-
-    clock = FakeClock()
-    bus = InMemoryBus()
-    live = LiveSessions(slow_registry, bus, heartbeat_interval=10, clock=clock.monotonic)
-    await live.start()
-    users = range(1, 81)
-    for user_id in users:
-        await bus.publish(wire.SESSION_OPENED, session(f"s{user_id}", user_id, user_id))
-    await live.settled()
-    slice_of = {u: wire.partition_of(u) % LIVE_SLICES for u in users}
-    updated: list[set[int]] = []
-    for seq in range(1, 9):  # two seconds of 250 ms ticks, AAPL moving on each
-        before = len(bus.published)
-        tick = {"seq": seq, "ts": 1700000000.0 + seq, "prices": {"AAPL": 190.0 + seq}}
-        await bus.publish(wire.PRICES_TICKS, tick)
-        await live.settled()
-        updated.append(
-            {
-                u["user"]
-                for s, p in bus.published[before:]
-                if s.endswith(".portfolio") and "shared" not in s
-                for u in p["updates"]
-            }
-        )
-        clock.advance(0.25)
-    # each tick carries one slice; each user is brought up to date once a second
-    for seq, users_updated in enumerate(updated):
-        assert users_updated == {u for u in users if slice_of[u] == seq % LIVE_SLICES}
-    # each slice's pass first names the partitions it covers: the others are done
-    headers = [
-        p
-        for s, p in bus.published
-        if s == wire.ui_shared_subject("portfolio") and p.get("done") is False
-    ]
-    assert [h["tick"] for h in headers] == list(range(1, 9))
-    assert all(
-        {p % LIVE_SLICES for p in h["partitions"]} == {(h["tick"] - 1) % LIVE_SLICES}
-        for h in headers
-    )
-    # and up to the newest price, whatever it missed in between
-    last = [p for s, p in bus.published if s.endswith(".portfolio") and "shared" not in s][-1]
-    assert "198" in last["updates"][0]["parts"][0]["html"]
-    await live.stop()
-
-
 async def test_tick_publishes_only_changed_parts_with_the_tick_ts() -> None:
-    bus, live = await _live()
+    bus, live = await live_sessions()
     await bus.publish(wire.SESSION_OPENED, session())
     await live.settled()
     await bus.publish(wire.PRICES_TICKS, {"seq": 1, "ts": 1700000000.25, "prices": {"AAPL": 195.0}})
@@ -207,7 +57,7 @@ async def test_tick_publishes_only_changed_parts_with_the_tick_ts() -> None:
 
 
 async def test_one_instance_per_user_shared_by_sessions() -> None:
-    bus, live = await _live()
+    bus, live = await live_sessions()
     await bus.publish(wire.SESSION_OPENED, session("a"))
     await live.settled()
     await bus.publish(wire.SESSION_OPENED, session("b"))
@@ -230,7 +80,7 @@ async def test_one_instance_per_user_shared_by_sessions() -> None:
 
 
 async def test_account_subjects_reach_only_that_account() -> None:
-    bus, live = await _live()
+    bus, live = await live_sessions()
     await bus.publish(wire.SESSION_OPENED, session("a", user_id=1, account_id=11))
     await live.settled()
     await bus.publish(wire.SESSION_OPENED, session("b", user_id=2, account_id=22))
@@ -247,7 +97,7 @@ async def test_account_subjects_reach_only_that_account() -> None:
 
 async def test_missed_heartbeats_forget_the_session() -> None:
     clock = FakeClock()
-    bus, live = await _live(clock)
+    bus, live = await live_sessions(clock)
     await bus.publish(wire.SESSION_OPENED, session())
     await live.settled()
     clock.advance(25)
@@ -266,7 +116,7 @@ async def test_missed_heartbeats_forget_the_session() -> None:
 
 
 async def test_heartbeat_for_an_unknown_session_opens_it() -> None:
-    bus, live = await _live()
+    bus, live = await live_sessions()
     await bus.publish(wire.SESSION_HEARTBEAT, session())
     await live.settled()
     assert ui(bus)[0]["full"] is True
@@ -274,7 +124,7 @@ async def test_heartbeat_for_an_unknown_session_opens_it() -> None:
 
 
 async def test_failing_instance_does_not_stop_the_others(caplog: Any) -> None:
-    bus, live = await _live()
+    bus, live = await live_sessions()
     await bus.publish(wire.SESSION_OPENED, session("a", 1, 1))
     await live.settled()
     await bus.publish(wire.SESSION_OPENED, session("b", 2, 2))
@@ -288,7 +138,7 @@ async def test_failing_instance_does_not_stop_the_others(caplog: Any) -> None:
 
 
 async def test_adopt_takes_over_event_state_and_publishes_the_difference() -> None:
-    bus, live = await _live()
+    bus, live = await live_sessions()
     await bus.publish(wire.SESSION_OPENED, session())
     await live.settled()
     posted = live.instances[(1, "watchlist")].component
