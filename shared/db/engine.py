@@ -117,6 +117,7 @@ def create_engine(url: str, *, pool_size: int = 5, null_pool: bool = False) -> A
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        pool_use_lifo=True,
     )
 
 
