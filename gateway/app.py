@@ -45,7 +45,9 @@ class GatewayPart(Part):
         g.freshness.connected = lambda: bool(bus.is_connected)
 
         async def on_revoked(_subject: str, payload: dict[str, Any]) -> None:
-            g.hub.close_session(str(payload.get("web_session_id")), CLOSE_POLICY, "logged out")
+            session_id = str(payload.get("web_session_id"))
+            g.sessions.drop(session_id)
+            g.hub.close_session(session_id, CLOSE_POLICY, "logged out")
 
         def resync_later(components: list[str], partitions: list[int]) -> None:
             task = asyncio.create_task(ws.reannounce(g, bus, components, partitions))

@@ -108,12 +108,12 @@ async def login(request: Request) -> Response:
         return _login_page(request, 401, "Invalid username or password.", username)
 
     await g.throttle(request.app.state.db).succeeded(slots)
+    replaces = g.cookie.session_id(request)
     session_id = await create_session(
-        request.app.state.db,
-        user.id,
-        g.settings.session_max_age_s,
-        replaces=g.cookie.session_id(request),
+        request.app.state.db, user.id, g.settings.session_max_age_s, replaces=replaces
     )
+    if replaces is not None:
+        g.sessions.drop(replaces)
     g.metrics.logins.labels("ok").inc()
     response = RedirectResponse("/", status_code=303)
     g.cookie.set(response, session_id, secure=secure(request))
@@ -134,6 +134,7 @@ async def logout(request: Request) -> Response:
     if not tokens_match(g.csrf_token(user.session_id), given):
         return Response("CSRF token missing or invalid", status_code=403)
     await revoke_session(request.app.state.db, user.session_id)
+    g.sessions.drop(user.session_id)
     g.hub.close_session(user.session_id, 1008, "logged out")
     try:
         bus = request.app.state.bus

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +23,7 @@ from shared.identity import PERM_TRADE, Identity
 
 __all__ = [
     "SESSION_COOKIE",
+    "SessionCache",
     "SessionCookie",
     "SessionUser",
     "create_session",
@@ -113,7 +116,9 @@ Sessions = async_sessionmaker[AsyncSession]
 
 
 _SESSION_USER = Read(
-    select(User.id, User.username, User.display_name, User.can_trade, Account.id)
+    select(
+        User.id, User.username, User.display_name, User.can_trade, Account.id, WebSession.expires_at
+    )
     .join(WebSession, WebSession.user_id == User.id)
     .join(Account, Account.user_id == User.id)
     .where(
@@ -124,30 +129,89 @@ _SESSION_USER = Read(
 )
 
 
-async def load_session(sessions: Sessions, session_id: str) -> SessionUser | None:
+class SessionCache:
+    """The sessions this replica found valid in the last ``ttl_s`` seconds, so that a
+    request or handshake checks its session without a database round trip. Under load
+    that round trip was the slowest step of an order in the gateway: each await of it
+    waited behind a tick's fan-out. The heartbeat finds the sessions of this replica's
+    sockets valid every ``HEARTBEAT_INTERVAL_S``, so a trader's orders never ask.
+
+    An entry goes when its session expires, when this replica logs it out or replaces it
+    at a login, when any replica announces a logout (``gateway.session.revoked``), and
+    when the heartbeat finds the session ended. So only a session ended without that
+    announcement (NATS down, a row revoked by hand) is still honoured here, for at most
+    ``ttl_s`` (``GATEWAY_SESSION_CACHE_S``; 0 turns the cache off). Only valid sessions
+    are kept, at most ``max_entries`` (the oldest go first)."""
+
+    def __init__(
+        self,
+        ttl_s: float,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._users: dict[str, tuple[SessionUser, float]] = {}  # id → (user, until)
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def get(self, session_id: str) -> SessionUser | None:
+        entry = self._users.get(session_id)
+        if entry is None:
+            return None
+        if self._clock() >= entry[1]:
+            del self._users[session_id]
+            return None
+        return entry[0]
+
+    def put(self, user: SessionUser, expires_at: datetime) -> None:
+        """``user``'s session was found valid just now; it ends at ``expires_at``."""
+        if self.ttl_s <= 0:
+            return
+        left = (expires_at - datetime.now(UTC)).total_seconds()
+        self._users.pop(user.session_id, None)  # re-inserted last: the newest
+        self._users[user.session_id] = (user, self._clock() + min(self.ttl_s, left))
+        while len(self._users) > self.max_entries:
+            del self._users[next(iter(self._users))]
+
+    def drop(self, session_id: str) -> None:
+        self._users.pop(session_id, None)
+
+
+async def load_session(
+    sessions: Sessions, session_id: str, cache: SessionCache | None = None
+) -> SessionUser | None:
     """The user of an unrevoked, unexpired session, or ``None`` (every request and
-    handshake asks: one prepared statement, no transaction)."""
+    handshake asks: from ``cache``, else one prepared statement, no transaction)."""
+    if cache is not None and (cached := cache.get(session_id)) is not None:
+        return cached
     async with sessions() as db:
         row = await _SESSION_USER.first(db, session_id=session_id, now=datetime.now(UTC))
     if row is None:
         return None
-    user_id, username, display_name, can_trade, account_id = row
+    user_id, username, display_name, can_trade, account_id, expires_at = row
     permissions = frozenset({PERM_TRADE}) if can_trade else frozenset()
     identity = Identity(user_id, account_id, username, permissions, public_id(session_id))
-    return SessionUser(session_id, identity, display_name or username)
+    user = SessionUser(session_id, identity, display_name or username)
+    if cache is not None:
+        cache.put(user, expires_at)
+    return user
 
 
-async def valid_sessions(sessions: Sessions, session_ids: set[str]) -> set[str]:
-    """Which of ``session_ids`` are unrevoked and unexpired (one query for all)."""
+async def valid_sessions(sessions: Sessions, session_ids: set[str]) -> dict[str, datetime]:
+    """Which of ``session_ids`` are unrevoked and unexpired, and when each expires (one
+    query for all)."""
     if not session_ids:
-        return set()
-    query = select(WebSession.id).where(
+        return {}
+    query = select(WebSession.id, WebSession.expires_at).where(
         WebSession.id.in_(session_ids),
         WebSession.revoked_at.is_(None),
         WebSession.expires_at > datetime.now(UTC),
     )
     async with sessions() as db:
-        return set((await db.execute(query)).scalars())
+        return {sid: expires for sid, expires in (await db.execute(query)).all()}
 
 
 REVOKED_KEPT = timedelta(minutes=5)  # long enough for every socket of it to notice
@@ -195,10 +259,11 @@ async def _revoke(db: AsyncSession, session_id: str, now: datetime) -> None:
 
 
 async def current_user(conn: HTTPConnection) -> SessionUser | None:
-    """The logged-in user of this request or socket, from its cookie and the database."""
+    """The logged-in user of this request or socket, from its cookie and the database (or
+    this replica's :class:`SessionCache`)."""
     gw = conn.app.state.gw
     session_id = gw.cookie.session_id(conn)
     if session_id is None:
         return None
-    user: SessionUser | None = await load_session(conn.app.state.db, session_id)
+    user: SessionUser | None = await load_session(conn.app.state.db, session_id, gw.sessions)
     return user

@@ -16,6 +16,11 @@ class GatewaySettings(ServiceSettings):
     port: int = 8000
     session_secret: SecretStr = SecretStr(DEV_PLACEHOLDER_SECRET)
     session_max_age_s: int = 12 * 3600
+    # a session found valid is not looked up again for this long; the heartbeat re-checks
+    # the sessions of this replica's sockets every HEARTBEAT_INTERVAL_S (gateway/sessions.py
+    # SessionCache: logouts reach every replica's cache over NATS at once; a session ended
+    # without that, e.g. while NATS is down, is honoured here this much longer); 0 = off
+    session_cache_s: float = Field(default=15.0, ge=0, le=60)
     fragment_timeout_ms: int = 500
     # Origins allowed to open /ws; empty means the gateway's own origin (the request's Host).
     allowed_origins: list[str] = []

@@ -18,7 +18,7 @@ from gateway.hub import SocketHub
 from gateway.metrics import GatewayMetrics
 from gateway.pace import Pace
 from gateway.security import CachedStaticFiles
-from gateway.sessions import SessionCookie
+from gateway.sessions import SessionCache, SessionCookie
 from gateway.settings import GatewaySettings
 from gateway.throttle import LoginThrottle
 
@@ -35,6 +35,7 @@ class Gateway:
     metrics: GatewayMetrics
     static: CachedStaticFiles
     cookie: SessionCookie = field(init=False)
+    sessions: SessionCache = field(init=False)
     login_csrf: LoginCsrf = field(init=False)
     _throttle: LoginThrottle | None = field(default=None, init=False)
     hub: SocketHub = field(default_factory=SocketHub)
@@ -48,6 +49,7 @@ class Gateway:
         s = self.settings
         secret = s.session_secret.get_secret_value()
         self.cookie = SessionCookie(secret, s.session_max_age_s)
+        self.sessions = SessionCache(s.session_cache_s)
         self.login_csrf = LoginCsrf(secret)
         self.fanout = Fanout(self.metrics, tick_wait_s=s.ws_tick_wait_ms / 1000)
         self.pace = pace = Pace(s.ws_frame_interval_ms / 1000, s.ws_slow_frame_interval_ms / 1000)

@@ -231,8 +231,11 @@ async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
         if conn not in still_open:
             continue
         if valid is not None and conn.web_session_id not in valid:
+            g.sessions.drop(conn.web_session_id)
             conn.request_close(CLOSE_POLICY, "session ended")
         else:
+            if valid is not None:  # found valid just now: its requests need not ask again
+                g.sessions.put(conn.user, valid[conn.web_session_id])
             alive.append(conn.user.announcement(conn.session_id))
     for start in range(0, len(alive), HEARTBEAT_BATCH):
         batch = {"sessions": alive[start : start + HEARTBEAT_BATCH]}
@@ -276,7 +279,7 @@ async def _authorise(websocket: WebSocket, g: Gateway) -> tuple[SessionUser | No
         return None, "no_session"
     if not tokens_match(g.csrf_token(session_id), websocket.query_params.get("csrf")):
         return None, "csrf"
-    user = await load_session(websocket.app.state.db, session_id)
+    user = await load_session(websocket.app.state.db, session_id, g.sessions)
     return (user, "ok") if user is not None else (None, "session_invalid")
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gateway.app import create_app
 from gateway.sessions import SESSION_COOKIE
@@ -242,3 +242,40 @@ async def test_a_malformed_login_is_a_4xx_never_a_5xx(
     assert token
     r = await client.post("/login", data={**form, "csrf_token": token.group(1)})
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
+
+
+async def test_a_logout_on_another_replica_is_refused_here_at_once(
+    settings: GatewaySettings,
+) -> None:
+    settings = settings.model_copy(update={"session_cache_s": 60.0})
+    async with (
+        running(create_app(settings), base_url="http://gateway") as a,
+        running(create_app(settings), base_url="http://gateway") as b,
+    ):
+        await login(a, "alice", TEST_PASSWORD)
+        b.cookies.set(SESSION_COOKIE, a.cookies[SESSION_COOKIE], domain="gateway.local")
+        assert (await b.get("/")).status_code == 200  # b found it valid: believed for 60 s
+        token = csrf_of_page((await a.get("/")).text)
+        assert (await a.post("/logout", data={"csrf_token": token})).status_code == 303
+        # the logout reaches b over NATS, long before its cache would let the session go
+        for _ in range(100):
+            if (await b.get("/")).status_code == 303:
+                break
+            await asyncio.sleep(0.05)
+        assert (await b.get("/")).status_code == 303
+
+
+async def test_a_session_ended_without_an_announcement_lapses_with_the_cache(
+    settings: GatewaySettings,
+) -> None:
+    settings = settings.model_copy(update={"session_cache_s": 2.0})
+    async with running(create_app(settings), base_url="http://gateway") as client:
+        await login(client, "alice", TEST_PASSWORD)
+        assert (await client.get("/")).status_code == 200
+        engine = create_engine(settings.database_url, null_pool=True)
+        async with session_factory(engine)() as s, s.begin():  # by hand: no announcement
+            await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
+        await engine.dispose()
+        assert (await client.get("/")).status_code == 200  # still believed, for 2 s at most
+        await asyncio.sleep(2.1)
+        assert (await client.get("/")).status_code == 303

@@ -232,6 +232,23 @@ async def test_sessions_ended_elsewhere_close_their_sockets(
         assert bob_ws.close_code == 1008
 
 
+async def test_the_heartbeat_keeps_the_sessions_of_open_sockets_believed(
+    settings: GatewaySettings,
+) -> None:
+    # a trader's orders then never look the session up: the heartbeat found it valid
+    settings = settings.model_copy(update={"heartbeat_interval_s": 0.3, "session_cache_s": 0.5})
+    async with gateway(settings) as served, browser(served, "alice") as a, a.socket():
+        sessions = served.server.config.app.state.gw.sessions
+        sid = await _web_session_of(settings.database_url, "alice")
+        await asyncio.sleep(1.5)  # three lifetimes of an entry: only the heartbeat renews it
+        assert sessions.get(sid) is not None
+        engine = create_engine(settings.database_url, null_pool=True)
+        async with session_factory(engine)() as s, s.begin():
+            await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
+        await engine.dispose()
+        await wait_until(lambda: sessions.get(sid) is None, 3)  # the next one drops it
+
+
 def _tiny_receive_window(port: int) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
