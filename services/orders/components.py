@@ -27,7 +27,7 @@ from services.orders.execution import (
     lock_position,
     order_event,
 )
-from services.orders.queries import OrderRow, order_rows, tickers
+from services.orders.queries import OrderRow, order_rows
 from services.orders.schema import OrderSchema, new_client_order_id
 from services.orders.settings import OrdersDeps
 from services.orders.venue import ORDER_METRICS
@@ -156,14 +156,13 @@ class OrderComponent(FormComponent[OrderState]):
         )
         self.state.setdefault("notices", [])
         self.state.setdefault("whatif", None)
-        self.state["symbols"] = await tickers(self.session)
+        self.state["symbols"] = await self.deps.tickers.get(self.session)
         await self._load_orders()
 
     async def _load_orders(self) -> None:
         account_id = int(self.request.user.account_id or 0)
-        self.state["open_orders"] = await order_rows(self.session, account_id, True, OPEN_LIMIT)
-        self.state["recent_orders"] = await order_rows(
-            self.session, account_id, False, RECENT_LIMIT
+        self.state["open_orders"], self.state["recent_orders"] = await order_rows(
+            self.session, account_id, OPEN_LIMIT, RECENT_LIMIT
         )
 
     def get_context(self) -> dict[str, Any]:
@@ -270,7 +269,7 @@ class OrderComponent(FormComponent[OrderState]):
         if self._needs_confirmation(assessment, data):
             return
 
-        order_id = await session.scalar(
+        order = await session.scalar(
             insert(Order)
             .values(
                 account_id=account_id,
@@ -284,12 +283,11 @@ class OrderComponent(FormComponent[OrderState]):
                 filled_qty=0,
             )
             .on_conflict_do_nothing(index_elements=["account_id", "client_order_id"])
-            .returning(Order.id)
+            .returning(Order)  # the row as stored (its id, defaults): no read after it
         )
-        if order_id is None:  # lost a race for this client order id: show the winner
+        if order is None:  # lost a race for this client order id: show the winner
             await self._answer_existing(data)
             return
-        order = await session.get_one(Order, order_id)
         if price is not None:
             await execute_fill(session, account, order, symbol, position, price)
             message = rules.describe_fill(

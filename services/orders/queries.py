@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Order, Symbol
 from shared.db.reads import Read
 
-__all__ = ["OrderRow", "order_rows", "tickers"]
+__all__ = ["OrderRow", "TickerList", "order_rows"]
 
 _COLUMNS = (
     Order.id,
@@ -62,31 +64,51 @@ def _row(row: Any) -> OrderRow:
     }
 
 
-def _newest(*, open_only: bool) -> Read:
+def _newest(*, open_only: bool) -> Select[*tuple[Any, ...]]:
     query = (
-        select(*_COLUMNS)
+        select(literal(open_only).label("open_only"), *_COLUMNS)
         .join(Symbol, Order.symbol_id == Symbol.id)
         .where(Order.account_id == bindparam("account_id"))
         .order_by(Order.id.desc())
-        .limit(bindparam("limit"))
+        .limit(bindparam("open_limit" if open_only else "limit"))
     )
     if open_only:
         query = query.where(Order.status == "open")
-    return Read(query)
+    return query
 
 
-_NEWEST = {True: _newest(open_only=True), False: _newest(open_only=False)}
+# both lists in one round trip (each is a few rows)
+_LISTS = union_all(_newest(open_only=True), _newest(open_only=False)).subquery()
+_NEWEST = Read(select(*_LISTS.c))
 _TICKERS = Read(select(Symbol.ticker).order_by(Symbol.ticker))
 
 
 async def order_rows(
-    session: AsyncSession, account_id: int, open_only: bool, limit: int
-) -> list[OrderRow]:
-    """The account's newest orders (only ``open`` ones with ``open_only``), newest first."""
-    rows = await _NEWEST[open_only].rows(session, account_id=account_id, limit=limit)
-    return [_row(r) for r in rows]
+    session: AsyncSession, account_id: int, open_limit: int, limit: int
+) -> tuple[list[OrderRow], list[OrderRow]]:
+    """The account's newest ``open_limit`` open orders and newest ``limit`` orders of any
+    status, each newest first."""
+    rows = await _NEWEST.rows(session, account_id=account_id, open_limit=open_limit, limit=limit)
+    rows.sort(key=lambda r: r[1], reverse=True)  # by id: a union keeps no order
+    return [_row(r[1:]) for r in rows if r[0]], [_row(r[1:]) for r in rows if not r[0]]
 
 
-async def tickers(session: AsyncSession) -> list[str]:
-    """Every ticker, in order (the ticket's list of symbols)."""
-    return await _TICKERS.scalars(session)
+class TickerList:
+    """Every ticker, in order (the ticket's list of symbols), read at most once every
+    ``max_age_s``: the universe changes with a migration or a seed, and each mount (a
+    thousand of them when traders connect) and each event then skips a round trip. A
+    symbol added since shows in the list that much later; an order for it is checked
+    against the table whatever the list says."""
+
+    def __init__(self, max_age_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._tickers: list[str] | None = None
+        self._read_at = 0.0
+
+    async def get(self, session: AsyncSession) -> list[str]:
+        now = self._clock()
+        if self._tickers is None or now - self._read_at >= self.max_age_s:
+            self._tickers = await _TICKERS.scalars(session)
+            self._read_at = now
+        return self._tickers

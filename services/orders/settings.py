@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.orders.queries import TickerList
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -29,13 +30,14 @@ class OrdersSettings(ServiceSettings):
 
 @dataclass(frozen=True)
 class OrdersDeps:
-    """What the order ticket sees as ``self.request.deps``: the service's limits and the
+    """What the order ticket sees as ``self.request.deps``: the service's limits, the
     outbox relay to wake once an order's transaction has committed (none in unit tests:
-    the defaults)."""
+    the defaults) and the process's list of tickers."""
 
     max_feed_silence_s: float = MAX_FEED_SILENCE_S
     confirm_share: float = CONFIRM_SHARE
     outbox: OutboxRelay | None = None
+    tickers: TickerList = field(default_factory=TickerList)
 
     @classmethod
     def of(cls, settings: OrdersSettings, outbox: OutboxRelay) -> OrdersDeps:

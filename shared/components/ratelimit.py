@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, cast
 
-from sqlalchemy import Table, delete, func, insert, select, text
+from sqlalchemy import BigInteger, DateTime, Integer, String, Table, bindparam, delete, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.components.errors import RateLimited
@@ -44,6 +44,33 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 
 
 _TABLE = cast(Table, RateLimitHit.__table__)
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+# One round trip under the lock: forget the key's hits older than the window, count the
+# rest, and add this one if that leaves room (every part reads the rows as they were when
+# the statement began: the count sees neither the deletion nor the addition).
+_COUNT_AND_ADD = (
+    text(
+        f"""
+        WITH gone AS (DELETE FROM {_TABLE.name} WHERE key = :key AND at <= :cut),
+        held AS (
+            SELECT count(*) AS n, min(at) AS oldest FROM {_TABLE.name}
+            WHERE key = :key AND at > :cut
+        ),
+        added AS (
+            INSERT INTO {_TABLE.name} (key, at) SELECT :key, :now FROM held WHERE n < :limit
+            RETURNING id
+        )
+        SELECT held.n, held.oldest, (SELECT id FROM added) FROM held
+        """
+    )
+    .bindparams(
+        bindparam("key", type_=String()),
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("cut", type_=DateTime(timezone=True)),
+        bindparam("limit", type_=Integer()),
+    )
+    .columns(n=Integer(), oldest=DateTime(timezone=True), id=BigInteger())
+)
 
 
 def utc_now() -> datetime:
@@ -141,24 +168,14 @@ class PostgresRateLimiter:
             return await self._hit(own, key, rate)
 
     async def _hit(self, session: AsyncSession, key: str, rate: Rate) -> RateLimitStatus:
-        table = _TABLE
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
-        )
+        # the lock first, on its own: a statement reads the rows committed when it began,
+        # so a count in the same statement could miss a hit committed while it waited
+        await session.execute(_LOCK, {"key": key})
         now = self._clock()
-        await session.execute(
-            delete(table).where(table.c.key == key, table.c.at <= now - rate.delta)
-        )
-        count, oldest = (
-            await session.execute(
-                select(func.count(), func.min(table.c.at)).where(table.c.key == key)
-            )
-        ).one()
-        if count >= rate.limit:
+        params = {"key": key, "now": now, "cut": now - rate.delta, "limit": rate.limit}
+        count, oldest, hit_id = (await session.execute(_COUNT_AND_ADD, params)).one()
+        if hit_id is None:
             raise RateLimited(_retry_after(oldest, rate.delta, now), rate.limit, rate.window, key)
-        hit_id = (
-            await session.execute(insert(table).values(key=key, at=now).returning(table.c.id))
-        ).scalar_one()
         reset = _retry_after(oldest or now, rate.delta, now)
         return RateLimitStatus(key, rate.limit, rate.window, rate.limit - count - 1, reset, hit_id)
 
