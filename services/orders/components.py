@@ -23,7 +23,7 @@ from services.orders.execution import (
     cancel,
     execute_fill,
     find_symbol,
-    lock_account,
+    lock_account_and_find,
     lock_position,
     order_event,
 )
@@ -247,13 +247,12 @@ class OrderComponent(FormComponent[OrderState]):
         when_answered(ORDER_METRICS.answered)  # submit → ack, whatever the answer
         data = self.validated_data
         session, account_id = self.session, int(self.request.user.account_id or 0)
-        try:
-            account = await lock_account(session, account_id)  # serialises this account
+        try:  # the account's lock serialises its orders
+            account, symbol = await lock_account_and_find(session, account_id, data["symbol"])
         except rules.Rejected as exc:
             raise FieldError(exc.field, exc.reason) from None
         if await self._answer_existing(data):
             return
-        symbol = await find_symbol(session, data["symbol"])
         if symbol is None:
             raise FieldError("symbol", f"Unknown symbol: {data['symbol']}")
         side, qty, limit = data["side"], data["quantity"], data["limit_price"]

@@ -31,6 +31,7 @@ __all__ = [
     "execute_fill",
     "find_symbol",
     "lock_account",
+    "lock_account_and_find",
     "lock_position",
     "margin_after",
     "now_ms",
@@ -57,6 +58,24 @@ async def lock_account(session: AsyncSession, account_id: int) -> Account:
     if account is None:
         raise Rejected("__all__", "No trading account")
     return account
+
+
+async def lock_account_and_find(
+    session: AsyncSession, account_id: int, ticker: str
+) -> tuple[Account, Symbol | None]:
+    """:func:`lock_account` and :func:`find_symbol` in one round trip (an order's first)."""
+    row = (
+        await session.execute(
+            select(Account, Symbol)
+            .outerjoin(Symbol, Symbol.ticker == ticker.strip().upper())
+            .where(Account.id == account_id)
+            .with_for_update(of=Account)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if row is None:
+        raise Rejected("__all__", "No trading account")
+    return row[0], row[1]
 
 
 async def lock_position(session: AsyncSession, account_id: int, symbol_id: int) -> Position | None:
