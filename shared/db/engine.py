@@ -34,7 +34,9 @@ class MeteredPool(AsyncAdaptedQueuePool):
     milliseconds, it tripled the round trips of a one-query transaction. A database
     that restarts takes longer than that to come back, so its dropped connections are
     still found by the ping; one used after a drop within that second fails its
-    transaction, and SQLAlchemy then replaces every connection of the pool.
+    transaction, and SQLAlchemy then replaces every connection of the pool. The pool is
+    LIFO (:func:`create_engine`): a few requests a second reuse the connection just
+    returned, where a FIFO pool rotated through all of them, each idle past the threshold.
     """
 
     def __init__(
