@@ -6,75 +6,49 @@ import json
 import re
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
 
-from gateway import auth, compose, proxy, ws
 from shared import natsauth
 from shared.db.demo import DEMO_PASSWORD_DEFAULT
-from shared.launcher import SERVICES, ServiceSpec
+from shared.launcher import ServiceSpec
 from shared.settings import DEV_PLACEHOLDER_SECRET
 from tests.unit.deploy_k8s_support import (
-    Peer,
-    allowed,
     applied_docs,
-    autoscalers_of,
-    budgets_of,
     container_env,
     deployment,
     env_item,
     env_values,
-    ingress_paths,
-    isolating,
     k8s,
     k8s_docs,
     kustomization,
     namespace,
     only_container,
-    pod_labels,
     pod_spec,
-    policy_types,
     probe_port,
-    routed,
     run_as_user,
-    selects,
-    selects_only,
     template_secret_keys,
 )
 from tests.unit.deploy_nats_support import NATS_SECRET, password_variable
 from tests.unit.deploy_support import (
-    AUTOSCALED,
     COMPOSE,
     DOCKERFILE,
     FORWARDED_ALLOW_IPS,
-    FORWARDED_FLAG,
     GATEWAY,
     K8S,
-    LEADER_STANDBY,
-    LEASE_TTL_FIELD,
-    LEASED,
     MIGRATE_COMMAND,
-    MIN_REPLICAS,
-    REPLICA_ID,
     SECRET_LIKE,
     SECRET_TEMPLATE,
     SETTINGS,
-    SPECS,
     URL_PASSWORD,
-    assert_takeover_fits,
-    by,
     by_process,
     cpu_cores,
     env_names,
-    field_env,
     gateway_service_urls,
     image_uid,
     kustomize,
     load_script,
     module_env_reads,
-    prestop_in_image,
     secret_env,
     strings,
-    trusted_proxies,
     uvicorn_command,
 )
 
@@ -333,142 +307,6 @@ def test_k8s_ingress_serves_the_gateway_and_its_websocket() -> None:
 # -- replicas and rollouts (DESIGN.md §8, deploy/README.md "Replicas and rollouts") ---------------
 
 
-@by_process
-def test_k8s_runs_two_replicas_at_least(spec: ServiceSpec) -> None:
-    replicas = deployment(spec)["spec"].get("replicas", 1)
-    assert replicas >= MIN_REPLICAS, f"{spec.name}: {replicas} replica(s)"
-
-
-@by_process
-def test_k8s_rollout_never_goes_below_the_replica_count(spec: ServiceSpec) -> None:
-    strategy = deployment(spec)["spec"].get("strategy") or {}
-    assert strategy.get("type", "RollingUpdate") == "RollingUpdate", f"{spec.name}: no Recreate"
-    rolling = strategy.get("rollingUpdate") or {}
-    # Kubernetes' default maxUnavailable is 25 %, which rounds down to 0 for two replicas but
-    # not for the autoscaler's larger counts: say it.
-    assert rolling.get("maxUnavailable") == 0, f"{spec.name}: maxUnavailable must be 0"
-    surge = rolling.get("maxSurge")
-    assert surge not in (None, 0, "0", "0%"), f"{spec.name}: needs a surge pod to roll"
-
-
-@by_process
-def test_k8s_disruption_budget_per_deployment(spec: ServiceSpec) -> None:
-    workload = deployment(spec)
-    budgets = budgets_of(workload)
-    assert len(budgets) == 1, f"{spec.name}: {len(budgets)} PodDisruptionBudgets select its pods"
-    (budget,) = budgets
-    assert budget["apiVersion"] == "policy/v1"
-    assert selects_only(budget["spec"]["selector"], workload), "it selects other pods too"
-    min_available = budget["spec"].get("minAvailable")
-    assert isinstance(min_available, int) and min_available >= 1, "minAvailable: a count >= 1"
-    floor = min(
-        [workload["spec"].get("replicas", 1)]
-        + [hpa["spec"].get("minReplicas", 1) for hpa in autoscalers_of(workload)]
-    )
-    assert floor > min_available, f"{spec.name}: the budget would block every drain"
-
-
-@by_process
-def test_k8s_pods_spread_over_nodes_and_zones(spec: ServiceSpec) -> None:
-    workload = deployment(spec)
-    constraints = pod_spec(workload).get("topologySpreadConstraints") or []
-    by_key = {c["topologyKey"]: c for c in constraints}
-    for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
-        assert key in by_key, f"{spec.name}: no topology spread over {key}"
-        constraint = by_key[key]
-        assert constraint["maxSkew"] == 1, f"{spec.name}: {key}"
-        # DoNotSchedule would leave a replica pending on a one-node or one-zone cluster.
-        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", f"{spec.name}: {key}"
-        assert selects_only(constraint["labelSelector"], workload), f"{spec.name}: {key}"
-
-
-@by(AUTOSCALED)
-def test_k8s_autoscaler_on_cpu(spec: ServiceSpec) -> None:
-    workload = deployment(spec)
-    autoscalers = autoscalers_of(workload)
-    assert len(autoscalers) == 1, f"{spec.name}: {len(autoscalers)} HorizontalPodAutoscalers"
-    (hpa,) = autoscalers
-    assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"]["apiVersion"] == workload["apiVersion"]
-    low, high = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"]
-    assert MIN_REPLICAS <= low < high, f"{spec.name}: {low}..{high}"
-    cpu = [
-        m["resource"]["target"]
-        for m in hpa["spec"].get("metrics") or []
-        if m.get("type") == "Resource" and m["resource"]["name"] == "cpu"
-    ]
-    assert cpu, f"{spec.name}: the autoscaler does not follow CPU"
-    assert cpu[0]["type"] == "Utilization" and 0 < cpu[0]["averageUtilization"] <= 80
-    # Utilization is relative to the request: every container needs one. A limit below one
-    # core would throttle a busy replica (tick latency) before the autoscaler reacts.
-    for container in pod_spec(workload)["containers"]:
-        resources = container.get("resources") or {}
-        assert "cpu" in (resources.get("requests") or {}), f"{spec.name}: no CPU request"
-
-
-def test_k8s_pricefeed_is_one_leader_and_one_standby() -> None:
-    workload = deployment(LEADER_STANDBY)
-    assert workload["spec"]["replicas"] == MIN_REPLICAS, "a leader and one hot standby"
-    assert not autoscalers_of(workload), "more pricefeeds would only be more standbys"
-
-
-def test_k8s_pricefeed_rolls_without_a_feed_gap() -> None:
-    # Recreate would stop both replicas first: a feed gap on every rollout. One surge pod
-    # becomes the new standby (it follows the leader's ticks) before an old pod goes through its
-    # preStop, which hands the lease over within one renewal round.
-    strategy = deployment(LEADER_STANDBY)["spec"]["strategy"]
-    assert strategy == {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-    }
-
-
-@by_process
-def test_k8s_names_each_replica_after_its_pod(spec: ServiceSpec) -> None:
-    item = env_item(only_container(deployment(spec)), REPLICA_ID)
-    assert item, f"{spec.name}: no {REPLICA_ID}"
-    field = (item.get("valueFrom") or {}).get("fieldRef") or {}
-    assert field.get("fieldPath") == "metadata.name", f"{spec.name}: {REPLICA_ID} = the pod name"
-
-
-@by(LEASED)
-def test_k8s_sets_the_lease_ttl(spec: ServiceSpec) -> None:
-    values = env_values(only_container(deployment(spec)))
-    names = field_env(SETTINGS[spec.name], LEASE_TTL_FIELD)
-    given = [values[name] for name in names if name in values]
-    assert given, f"{spec.name}: none of {names} is set"
-    assert all(float(value) > 0 for value in given), f"{spec.name}: {given}"
-
-
-def test_k8s_pricefeed_takeover_fits_the_feed_silence_limit() -> None:
-    assert_takeover_fits(
-        env_values(only_container(deployment(LEADER_STANDBY))),
-        env_values(only_container(deployment(SPECS["orders"]))),
-    )
-
-
-@by_process
-def test_k8s_prestop_releases_leases_before_sigterm(spec: ServiceSpec) -> None:
-    workload = deployment(spec)
-    container = only_container(workload)
-    hook = ((container.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}
-    command = [str(c) for c in hook.get("command") or []]
-    script = load_script("prestop")
-    if spec in LEASED:
-        assert command == ["python", prestop_in_image(), str(spec.default_port)], spec.name
-    else:  # the gateway holds no leases: it only waits for the Ingress to drop it
-        assert command == ["python", prestop_in_image(), script.NO_RELEASE], spec.name
-    # The grace period starts with preStop: release + sleep + uvicorn's graceful shutdown
-    # (its --timeout-graceful-shutdown, else an allowance of 10 s).
-    args = [str(c) for c in container["command"]]
-    flag = "--timeout-graceful-shutdown"
-    shutdown = float(args[args.index(flag) + 1]) if flag in args else 10.0
-    release = script.RELEASE_TIMEOUT_S if spec in LEASED else 0.0
-    prestop = release + script.sleep_seconds(env_values(container))
-    grace = pod_spec(workload).get("terminationGracePeriodSeconds", 30)
-    assert grace > prestop + shutdown, f"{spec.name}: {grace} s grace < {prestop + shutdown} s"
-
-
 def test_k8s_points_the_gateway_at_the_services() -> None:
     env = env_values(only_container(deployment(GATEWAY)))
     services = k8s("Service")
@@ -526,248 +364,6 @@ def test_k8s_nats_secret_template_has_every_identity() -> None:
 
 # The ingress controller's namespace (ingress-nginx's default; ingress.yaml is written for it),
 # and the Gateway API proxies' (a placeholder: httproute.yaml, networkpolicy.yaml).
-INGRESS_NAMESPACE = "ingress-nginx"
-GATEWAY_API_NAMESPACE = "gateway-system"
-POSTGRES_PORT = 5432
-DNS_PORT = 53
-PROBE_PORTS = sorted({spec.default_port for spec in SERVICES} | {4222, 5432, 8080, 8222, 9090})
-
-
-def nats_endpoint() -> tuple[str, int]:
-    """The namespace and port of ``NATS_URL`` (``nats://<service>.<namespace>.svc…:<port>``)."""
-    url = urlsplit(k8s("ConfigMap")["dashboard-common"]["data"]["NATS_URL"])
-    assert url.hostname and url.hostname.count(".") >= 1, f"NATS_URL names no namespace: {url}"
-    return url.hostname.split(".")[1], url.port or 4222
-
-
-def workloads() -> dict[str, dict[str, Any]]:
-    return {**k8s("Deployment"), **k8s("Job")}
-
-
-def callers() -> dict[str, Peer]:
-    """Every kind of client a pod here could see: each Deployment's pods, the ingress
-    controller, a pod of another namespace, an address outside the cluster."""
-    ours = {name: Peer.pod(namespace(), pod_labels(w)) for name, w in k8s("Deployment").items()}
-    return ours | {
-        "ingress controller": Peer.pod(INGRESS_NAMESPACE, {"app.kubernetes.io/name": "x"}),
-        "gateway api proxy": Peer.pod(GATEWAY_API_NAMESPACE, {"app.kubernetes.io/name": "y"}),
-        "another namespace": Peer.pod("default", {"app.kubernetes.io/name": "gateway"}),
-        "outside the cluster": Peer(None),
-    }
-
-
-def test_k8s_network_policies_deny_by_default() -> None:
-    defaults = [
-        policy
-        for policy in k8s("NetworkPolicy").values()
-        if policy["spec"]["podSelector"] in ({}, {"matchLabels": {}})
-        and policy_types(policy) == {"Ingress", "Egress"}
-        and not policy["spec"].get("ingress")
-        and not policy["spec"].get("egress")
-    ]
-    assert defaults, "no default-deny NetworkPolicy (every pod, Ingress and Egress, no rules)"
-
-
-def test_k8s_every_pod_is_isolated() -> None:
-    for name, workload in workloads().items():
-        labels = pod_labels(workload)
-        assert isolating(labels, "Ingress"), f"{name}: no NetworkPolicy selects it for Ingress"
-        assert isolating(labels, "Egress"), f"{name}: no NetworkPolicy selects it for Egress"
-
-
-def test_k8s_only_the_gateway_is_reachable_from_outside_the_namespace() -> None:
-    gateway = deployment(GATEWAY)
-    for name, policy in k8s("NetworkPolicy").items():
-        for rule in policy["spec"].get("ingress") or []:
-            peers = rule.get("from") or [{"ipBlock": {"cidr": "0.0.0.0/0"}}]  # none: anyone
-            if any("namespaceSelector" in p or "ipBlock" in p for p in peers):
-                assert selects_only(policy["spec"]["podSelector"], gateway), (
-                    f"{name} admits traffic from outside the namespace to pods but the gateway"
-                )
-
-
-@by_process
-def test_k8s_who_may_connect_to_each_process(spec: ServiceSpec) -> None:
-    labels = pod_labels(deployment(spec))
-    admitted = {
-        (caller, port)
-        for caller, peer in callers().items()
-        for port in PROBE_PORTS
-        if allowed("Ingress", labels, peer, port)
-    }
-    if spec is GATEWAY:
-        expected = {
-            ("ingress controller", GATEWAY.default_port),
-            ("gateway api proxy", GATEWAY.default_port),
-        }
-    elif spec in gateway_service_urls().values():
-        expected = {(GATEWAY.name, spec.default_port)}
-    else:  # the pricefeed: nothing calls it (probes come from the kubelet, unaffected)
-        expected = set()
-    assert admitted == expected, spec.name
-
-
-def test_k8s_every_pod_reaches_nats_postgres_and_dns() -> None:
-    nats_namespace, nats_port = nats_endpoint()
-    nats = Peer.pod(nats_namespace, {"app.kubernetes.io/name": "nats"})
-    dns = Peer.pod("kube-system", {"k8s-app": "kube-dns"})
-    for name, workload in workloads().items():
-        labels = pod_labels(workload)
-        assert allowed("Egress", labels, nats, nats_port), f"{name} cannot reach NATS"
-        # PostgreSQL's address is the operator's (a managed database, an operator): the port.
-        assert any(
-            allowed("Egress", labels, peer, POSTGRES_PORT)
-            for peer in (Peer(None), Peer.pod("postgres", {}))
-        ), f"{name} cannot reach PostgreSQL"
-        for protocol in ("UDP", "TCP"):
-            assert allowed("Egress", labels, dns, DNS_PORT, protocol), f"{name}: DNS/{protocol}"
-        assert not allowed("Egress", labels, Peer(None), 443), f"{name}: egress is not denied"
-
-
-def test_k8s_only_the_gateway_calls_other_pods_here() -> None:
-    targets = {name: Peer.pod(namespace(), pod_labels(w)) for name, w in k8s("Deployment").items()}
-    listening = sorted({spec.default_port for spec in SERVICES})  # all a pod here listens on
-    for name, workload in workloads().items():
-        labels = pod_labels(workload)
-        reached = {
-            (target, port)
-            for target, peer in targets.items()
-            for port in listening
-            if allowed("Egress", labels, peer, port)
-        }
-        expected = (
-            {(s.name, s.default_port) for s in gateway_service_urls().values()}
-            if name == GATEWAY.name
-            else set()
-        )
-        assert reached == expected, name
-
-
-def test_k8s_network_policies_select_pods_that_exist() -> None:
-    labels = [pod_labels(w) for w in workloads().values()]
-    for name, policy in k8s("NetworkPolicy").items():
-        assert any(selects(policy["spec"]["podSelector"], lab) for lab in labels), name
-
-
-# -- the Ingress routes only what the browser needs -----------------------------------------------
-
-
-def browser_paths() -> list[str]:
-    """A URL of every route of the gateway's browser-facing routers, and a static file."""
-    paths = ["/static/app.css"]
-    for module in (auth, compose, proxy, ws):
-        for route in module.router.routes:
-            paths.append(re.sub(r"\{[^}]+\}", "x", route.path))
-    return paths
-
-
-def test_k8s_ingress_routes_the_browser_paths() -> None:
-    for path in ingress_paths():
-        # ImplementationSpecific means whatever the controller makes of it: not checkable
-        assert path["pathType"] in ("Exact", "Prefix"), path
-    for url in browser_paths():
-        assert routed(url), f"the Ingress does not route {url}"
-
-
-def test_k8s_ingress_does_not_route_internal_endpoints() -> None:
-    for url in ("/metrics", "/readyz", "/healthz", "/ops/release", "/docs", "/openapi.json"):
-        assert not routed(url), f"the Ingress routes {url}"
-    assert routed("/") and not routed("/anything"), "/ must be Exact"
-
-
-# -- forwarded headers ----------------------------------------------------------------------------
-
-
-def test_k8s_gateway_trusts_forwarded_headers_only_from_the_ingress_controller() -> None:
-    for name, workload in workloads().items():
-        command = [str(c) for c in only_container(workload).get("command") or []]
-        assert FORWARDED_FLAG not in command and "*" not in command, name
-    value = env_values(only_container(deployment(GATEWAY))).get(FORWARDED_ALLOW_IPS)
-    assert value, f"the gateway has no {FORWARDED_ALLOW_IPS} (uvicorn would trust 127.0.0.1)"
-    assert trusted_proxies(value)
-
-
-# -- the Gateway API route (httproute.yaml): the same paths, WebSocket-friendly timeouts ----------
-
-
-def http_route() -> dict[str, Any]:
-    (route,) = k8s("HTTPRoute").values()
-    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
-    return route
-
-
-def route_matches() -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """``(rule, path match)`` for every path match of the HTTPRoute."""
-    return [
-        (rule, match["path"])
-        for rule in http_route()["spec"]["rules"]
-        for match in rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
-    ]
-
-
-def route_rule_for(url_path: str) -> dict[str, Any] | None:
-    """The rule serving ``url_path`` as the Gateway API defines matching: Exact is equality;
-    PathPrefix matches whole path elements, a trailing slash ignored; the longest prefix wins,
-    Exact before any prefix."""
-    for rule, path in route_matches():
-        if path["type"] == "Exact" and path["value"] == url_path:
-            return rule
-    prefixes = [
-        (len(_path_elements(path["value"])), rule)
-        for rule, path in route_matches()
-        if path["type"] == "PathPrefix"
-        and _path_elements(url_path)[: len(_path_elements(path["value"]))]
-        == _path_elements(path["value"])
-    ]
-    return max(prefixes, key=lambda item: item[0])[1] if prefixes else None
-
-
-def _path_elements(path: str) -> list[str]:
-    return [e for e in path.split("/") if e]
-
-
-def test_k8s_httproute_serves_the_gateway_service() -> None:
-    route = http_route()
-    gateway_service = k8s("Service")[GATEWAY.name]
-    for rule in route["spec"]["rules"]:
-        for backend in rule["backendRefs"]:
-            assert backend.get("kind", "Service") == "Service"
-            assert backend["name"] == gateway_service["metadata"]["name"]
-            assert backend["port"] in [p["port"] for p in gateway_service["spec"]["ports"]]
-    for parent in route["spec"]["parentRefs"]:
-        assert parent.get("kind", "Gateway") == "Gateway" and parent["name"], parent
-    origins = json.loads(env_values(only_container(deployment(GATEWAY)))["GATEWAY_ALLOWED_ORIGINS"])
-    ingress_hosts = {rule["host"] for i in k8s("Ingress").values() for rule in i["spec"]["rules"]}
-    assert set(route["spec"]["hostnames"]) == ingress_hosts, "the same host as the Ingress"
-    for host in route["spec"]["hostnames"]:
-        if origins:
-            assert f"https://{host}" in origins, "GATEWAY_ALLOWED_ORIGINS lacks the host"
-
-
-def test_k8s_httproute_routes_the_browser_paths_and_nothing_internal() -> None:
-    for _, path in route_matches():
-        assert path["type"] in ("Exact", "PathPrefix"), path  # RegularExpression: not checkable
-    for url in browser_paths():
-        assert route_rule_for(url), f"the HTTPRoute does not route {url}"
-    for url in ("/metrics", "/readyz", "/healthz", "/ops/release", "/docs", "/openapi.json"):
-        assert not route_rule_for(url), f"the HTTPRoute routes {url}"
-    assert route_rule_for("/") and not route_rule_for("/anything"), "/ must be Exact"
-
-
-def test_k8s_httproute_keeps_websockets_open() -> None:
-    # A request timeout covers the whole exchange, i.e. a WebSocket's whole life: "0s" (none)
-    # on the rule serving /ws, a finite one everywhere else.
-    ws_rule = route_rule_for("/ws")
-    assert ws_rule is not None
-    assert (ws_rule.get("timeouts") or {}).get("request") == "0s", "/ws needs request: 0s"
-    assert (ws_rule.get("timeouts") or {}).get("backendRequest", "0s") == "0s"
-    for rule in http_route()["spec"]["rules"]:
-        if rule is not ws_rule:
-            timeout = (rule.get("timeouts") or {}).get("request")
-            assert timeout and timeout != "0s", f"a bound for the other paths: {rule['matches']}"
-
-
-# -- what `kubectl kustomize deploy/k8s` renders (kubectl is optional on a development machine) --
 
 
 @cache
