@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from gateway.csrf import tokens_match
-from gateway.sessions import create_session, current_user, revoke_session
+from gateway.sessions import create_session, current_user, public_id, revoke_session
 from gateway.state import gw
 from gateway.throttle import Throttled
 from shared import wire
@@ -112,8 +112,8 @@ async def login(request: Request) -> Response:
     session_id = await create_session(
         request.app.state.db, user.id, g.settings.session_max_age_s, replaces=replaces
     )
-    if replaces is not None:
-        g.sessions.drop(replaces)
+    if replaces is not None:  # a planted or stolen copy of the old cookie dies everywhere
+        await _ended(request, replaces, "session ended")
     g.metrics.logins.labels("ok").inc()
     response = RedirectResponse("/", status_code=303)
     g.cookie.set(response, session_id, secure=secure(request))
@@ -134,13 +134,20 @@ async def logout(request: Request) -> Response:
     if not tokens_match(g.csrf_token(user.session_id), given):
         return Response("CSRF token missing or invalid", status_code=403)
     await revoke_session(request.app.state.db, user.session_id)
-    g.sessions.drop(user.session_id)
-    g.hub.close_session(user.session_id, 1008, "logged out")
+    await _ended(request, user.session_id, "logged out")
+    return response
+
+
+async def _ended(request: Request, session_id: str, reason: str) -> None:
+    """A session revoked in the table: forget it and close its sockets here, and announce
+    it to every replica (their session caches and sockets) and to the services."""
+    g = gw(request)
+    g.sessions.drop(session_id)
+    g.hub.close_session(session_id, 1008, reason)
     try:
         bus = request.app.state.bus
-        await bus.publish(wire.GATEWAY_SESSION_REVOKED, {"web_session_id": user.session_id})
-        # services refuse identity tokens of this session signed before the logout
-        await bus.publish(wire.SESSION_REVOKED, {"public_id": user.public_id})
+        await bus.publish(wire.GATEWAY_SESSION_REVOKED, {"web_session_id": session_id})
+        # services refuse identity tokens of this session signed before its end
+        await bus.publish(wire.SESSION_REVOKED, {"public_id": public_id(session_id)})
     except Exception:  # the sockets also re-check their session at every heartbeat
-        log.exception("could not announce the logout to other gateway replicas")
-    return response
+        log.exception("could not announce the end of a session to other gateway replicas")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -29,6 +29,7 @@ __all__ = [
     "create_session",
     "current_user",
     "load_session",
+    "public_id",
     "revoke_session",
     "valid_sessions",
 ]
@@ -115,18 +116,37 @@ class SessionCookie:
 Sessions = async_sessionmaker[AsyncSession]
 
 
-_SESSION_USER = Read(
-    select(
-        User.id, User.username, User.display_name, User.can_trade, Account.id, WebSession.expires_at
-    )
-    .join(WebSession, WebSession.user_id == User.id)
-    .join(Account, Account.user_id == User.id)
-    .where(
-        WebSession.id == bindparam("session_id"),
-        WebSession.revoked_at.is_(None),
-        WebSession.expires_at > bindparam("now"),
-    )
+# what a valid session's user is, and when the session expires
+_USER_COLUMNS = (
+    User.id,
+    User.username,
+    User.display_name,
+    User.can_trade,
+    Account.id,
+    WebSession.expires_at,
 )
+
+
+def _valid(query: Select[*tuple[Any, ...]], now: Any) -> Select[*tuple[Any, ...]]:
+    return (
+        query.select_from(WebSession)
+        .join(User, WebSession.user_id == User.id)
+        .join(Account, Account.user_id == User.id)
+        .where(WebSession.revoked_at.is_(None), WebSession.expires_at > now)
+    )
+
+
+_SESSION_USER = Read(
+    _valid(select(*_USER_COLUMNS), bindparam("now")).where(WebSession.id == bindparam("session_id"))
+)
+
+
+def _user_of(session_id: str, row: Sequence[Any]) -> tuple[SessionUser, datetime]:
+    """A row of :data:`_USER_COLUMNS` as the session's user, and when the session expires."""
+    user_id, username, display_name, can_trade, account_id, expires_at = row
+    permissions = frozenset({PERM_TRADE}) if can_trade else frozenset()
+    identity = Identity(user_id, account_id, username, permissions, public_id(session_id))
+    return SessionUser(session_id, identity, display_name or username), expires_at
 
 
 class SessionCache:
@@ -136,12 +156,16 @@ class SessionCache:
     waited behind a tick's fan-out. The heartbeat finds the sessions of this replica's
     sockets valid every ``HEARTBEAT_INTERVAL_S``, so a trader's orders never ask.
 
-    An entry goes when its session expires, when this replica logs it out or replaces it
-    at a login, when any replica announces a logout (``gateway.session.revoked``), and
-    when the heartbeat finds the session ended. So only a session ended without that
-    announcement (NATS down, a row revoked by hand) is still honoured here, for at most
-    ``ttl_s`` (``GATEWAY_SESSION_CACHE_S``; 0 turns the cache off). Only valid sessions
-    are kept, at most ``max_entries`` (the oldest go first)."""
+    The heartbeat's query reads each session's user afresh, so a change to the user (a
+    trading permission taken away) reaches the cache within one heartbeat. An entry goes
+    when its session expires, when a replica logs it out or replaces it at a login (the
+    gateway announces both: ``gateway.session.revoked``), and when the heartbeat finds the
+    session ended. So only a session ended without that announcement (NATS down, a row
+    revoked by hand) is still honoured here, for at most ``ttl_s``
+    (``GATEWAY_SESSION_CACHE_S``; 0 turns the cache off). A lookup that was under way when
+    a session was dropped keeps nothing (:attr:`drops`): it may have read the session
+    before it ended. Only valid sessions are kept, at most ``max_entries`` (the oldest go
+    first)."""
 
     def __init__(
         self,
@@ -153,6 +177,7 @@ class SessionCache:
         self.max_entries = max_entries
         self._clock = clock
         self._users: dict[str, tuple[SessionUser, float]] = {}  # id → (user, until)
+        self.drops = 0  # sessions dropped so far: a lookup begun before one keeps nothing
 
     def __len__(self) -> int:
         return len(self._users)
@@ -166,9 +191,10 @@ class SessionCache:
             return None
         return entry[0]
 
-    def put(self, user: SessionUser, expires_at: datetime) -> None:
-        """``user``'s session was found valid just now; it ends at ``expires_at``."""
-        if self.ttl_s <= 0:
+    def put(self, user: SessionUser, expires_at: datetime, *, drops: int) -> None:
+        """``user``'s session was found valid by a lookup begun when :attr:`drops` was
+        ``drops``; it ends at ``expires_at``."""
+        if self.ttl_s <= 0 or drops != self.drops:
             return
         left = (expires_at - datetime.now(UTC)).total_seconds()
         self._users.pop(user.session_id, None)  # re-inserted last: the newest
@@ -177,6 +203,7 @@ class SessionCache:
             del self._users[next(iter(self._users))]
 
     def drop(self, session_id: str) -> None:
+        self.drops += 1
         self._users.pop(session_id, None)
 
 
@@ -187,31 +214,30 @@ async def load_session(
     handshake asks: from ``cache``, else one prepared statement, no transaction)."""
     if cache is not None and (cached := cache.get(session_id)) is not None:
         return cached
+    drops = cache.drops if cache is not None else 0
     async with sessions() as db:
         row = await _SESSION_USER.first(db, session_id=session_id, now=datetime.now(UTC))
     if row is None:
         return None
-    user_id, username, display_name, can_trade, account_id, expires_at = row
-    permissions = frozenset({PERM_TRADE}) if can_trade else frozenset()
-    identity = Identity(user_id, account_id, username, permissions, public_id(session_id))
-    user = SessionUser(session_id, identity, display_name or username)
+    user, expires_at = _user_of(session_id, row)
     if cache is not None:
-        cache.put(user, expires_at)
+        cache.put(user, expires_at, drops=drops)
     return user
 
 
-async def valid_sessions(sessions: Sessions, session_ids: set[str]) -> dict[str, datetime]:
-    """Which of ``session_ids`` are unrevoked and unexpired, and when each expires (one
-    query for all)."""
+async def valid_sessions(
+    sessions: Sessions, session_ids: set[str]
+) -> dict[str, tuple[SessionUser, datetime]]:
+    """Which of ``session_ids`` are unrevoked and unexpired: each one's user, read afresh,
+    and when it expires (one query for all)."""
     if not session_ids:
         return {}
-    query = select(WebSession.id, WebSession.expires_at).where(
-        WebSession.id.in_(session_ids),
-        WebSession.revoked_at.is_(None),
-        WebSession.expires_at > datetime.now(UTC),
+    query = _valid(select(WebSession.id, *_USER_COLUMNS), datetime.now(UTC)).where(
+        WebSession.id.in_(session_ids)
     )
     async with sessions() as db:
-        return {sid: expires for sid, expires in (await db.execute(query)).all()}
+        rows = (await db.execute(query)).all()
+    return {row[0]: _user_of(row[0], row[1:]) for row in rows}
 
 
 REVOKED_KEPT = timedelta(minutes=5)  # long enough for every socket of it to notice

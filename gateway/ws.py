@@ -220,6 +220,7 @@ async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
     conns = [c for c in g.hub.connections() if isinstance(c, Connection)]
     if not conns:
         return
+    drops = g.sessions.drops  # a session dropped during the query is not cached again
     try:
         valid = await valid_sessions(sessions, {c.web_session_id for c in conns})
     except Exception:
@@ -234,8 +235,8 @@ async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
             g.sessions.drop(conn.web_session_id)
             conn.request_close(CLOSE_POLICY, "session ended")
         else:
-            if valid is not None:  # found valid just now: its requests need not ask again
-                g.sessions.put(conn.user, valid[conn.web_session_id])
+            if valid is not None:  # read just now: its requests need not ask again
+                g.sessions.put(*valid[conn.web_session_id], drops=drops)
             alive.append(conn.user.announcement(conn.session_id))
     for start in range(0, len(alive), HEARTBEAT_BATCH):
         batch = {"sessions": alive[start : start + HEARTBEAT_BATCH]}

@@ -279,3 +279,27 @@ async def test_a_session_ended_without_an_announcement_lapses_with_the_cache(
         assert (await client.get("/")).status_code == 200  # still believed, for 2 s at most
         await asyncio.sleep(2.1)
         assert (await client.get("/")).status_code == 303
+
+
+async def test_a_replaced_session_ends_on_every_replica_at_once(
+    settings: GatewaySettings,
+) -> None:
+    settings = settings.model_copy(update={"session_cache_s": 60.0})
+    async with (
+        running(create_app(settings), base_url="http://gateway") as a,
+        running(create_app(settings), base_url="http://gateway") as b,
+    ):
+        form = (await a.get("/login")).text
+        token = form.split('name="csrf_token" value="')[1].split('"')[0]
+        data = {"username": "alice", "password": TEST_PASSWORD, "csrf_token": token}
+        assert (await a.post("/login", data=data)).status_code == 303
+        old = a.cookies[SESSION_COOKIE]
+        b.cookies.set(SESSION_COOKIE, old, domain="gateway.local")  # e.g. a stolen copy
+        assert (await b.get("/")).status_code == 200  # believed on b for 60 s
+        assert (await a.post("/login", data=data)).status_code == 303  # a stale tab's form
+        assert a.cookies[SESSION_COOKIE] != old
+        for _ in range(100):
+            if (await b.get("/")).status_code == 303:
+                break
+            await asyncio.sleep(0.05)
+        assert (await b.get("/")).status_code == 303

@@ -241,8 +241,12 @@ async def test_the_heartbeat_keeps_the_sessions_of_open_sockets_believed(
         sessions = served.server.config.app.state.gw.sessions
         sid = await _web_session_of(settings.database_url, "alice")
         await asyncio.sleep(1.5)  # three lifetimes of an entry: only the heartbeat renews it
-        assert sessions.get(sid) is not None
+        assert sessions.get(sid).can_trade
         engine = create_engine(settings.database_url, null_pool=True)
+        async with session_factory(engine)() as s, s.begin():  # a permission taken away
+            await s.execute(update(User).where(User.username == "alice").values(can_trade=False))
+        # the heartbeat reads the user afresh: the cache does not keep the old identity
+        await wait_until(lambda: not sessions.get(sid).can_trade, 3)
         async with session_factory(engine)() as s, s.begin():
             await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
         await engine.dispose()
