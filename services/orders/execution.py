@@ -63,7 +63,10 @@ async def lock_account(session: AsyncSession, account_id: int) -> Account:
 async def lock_account_and_find(
     session: AsyncSession, account_id: int, ticker: str
 ) -> tuple[Account, Symbol | None]:
-    """:func:`lock_account` and :func:`find_symbol` in one round trip (an order's first)."""
+    """:func:`lock_account` and :func:`find_symbol` in one round trip (an order's first).
+    The symbol's row is as it was when the statement began, before any wait for the lock:
+    the ticker, id and margin rate do not change meanwhile; its prices trail the feed by
+    a write interval anyway (an order trades at the live book's quote)."""
     row = (
         await session.execute(
             select(Account, Symbol)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC
@@ -105,10 +106,21 @@ class TickerList:
         self._clock = clock
         self._tickers: list[str] | None = None
         self._read_at = 0.0
+        self._reading = asyncio.Lock()  # a thousand mounts at once read it once
+
+    def _fresh(self) -> list[str] | None:
+        if self._tickers is None or self._clock() - self._read_at >= self.max_age_s:
+            return None
+        return self._tickers
 
     async def get(self, session: AsyncSession) -> list[str]:
-        now = self._clock()
-        if self._tickers is None or now - self._read_at >= self.max_age_s:
-            self._tickers = await _TICKERS.scalars(session)
-            self._read_at = now
-        return self._tickers
+        """The list (shared: not to be changed)."""
+        tickers = self._fresh()
+        if tickers is not None:
+            return tickers
+        async with self._reading:
+            tickers = self._fresh()
+            if tickers is None:
+                tickers = self._tickers = await _TICKERS.scalars(session)
+                self._read_at = self._clock()
+        return tickers

@@ -60,7 +60,7 @@ _COUNT_AND_ADD = (
             INSERT INTO {_TABLE.name} (key, at) SELECT :key, :now FROM held WHERE n < :limit
             RETURNING id
         )
-        SELECT held.n, held.oldest, (SELECT id FROM added) FROM held
+        SELECT held.n, held.oldest, (SELECT id FROM added) AS id FROM held
         """
     )
     .bindparams(
