@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -244,25 +245,38 @@ async def test_a_malformed_login_is_a_4xx_never_a_5xx(
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
 
 
-async def test_a_logout_on_another_replica_is_refused_here_at_once(
+@asynccontextmanager
+async def two_replicas(
     settings: GatewaySettings,
-) -> None:
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Two gateways on the same database and NATS, each believing a session for 60 s."""
     settings = settings.model_copy(update={"session_cache_s": 60.0})
     async with (
         running(create_app(settings), base_url="http://gateway") as a,
         running(create_app(settings), base_url="http://gateway") as b,
     ):
+        yield a, b
+
+
+async def refused_soon(client: httpx.AsyncClient) -> None:
+    """The client's session is refused within 5 s (long before a 60 s cache lapses)."""
+    for _ in range(100):
+        if (await client.get("/")).status_code == 303:
+            return
+        await asyncio.sleep(0.05)
+    assert (await client.get("/")).status_code == 303
+
+
+async def test_a_logout_on_another_replica_is_refused_here_at_once(
+    settings: GatewaySettings,
+) -> None:
+    async with two_replicas(settings) as (a, b):
         await login(a, "alice", TEST_PASSWORD)
         b.cookies.set(SESSION_COOKIE, a.cookies[SESSION_COOKIE], domain="gateway.local")
         assert (await b.get("/")).status_code == 200  # b found it valid: believed for 60 s
         token = csrf_of_page((await a.get("/")).text)
         assert (await a.post("/logout", data={"csrf_token": token})).status_code == 303
-        # the logout reaches b over NATS, long before its cache would let the session go
-        for _ in range(100):
-            if (await b.get("/")).status_code == 303:
-                break
-            await asyncio.sleep(0.05)
-        assert (await b.get("/")).status_code == 303
+        await refused_soon(b)  # the logout reaches b over NATS
 
 
 async def test_a_session_ended_without_an_announcement_lapses_with_the_cache(
@@ -284,11 +298,7 @@ async def test_a_session_ended_without_an_announcement_lapses_with_the_cache(
 async def test_a_replaced_session_ends_on_every_replica_at_once(
     settings: GatewaySettings,
 ) -> None:
-    settings = settings.model_copy(update={"session_cache_s": 60.0})
-    async with (
-        running(create_app(settings), base_url="http://gateway") as a,
-        running(create_app(settings), base_url="http://gateway") as b,
-    ):
+    async with two_replicas(settings) as (a, b):
         form = (await a.get("/login")).text
         token = form.split('name="csrf_token" value="')[1].split('"')[0]
         data = {"username": "alice", "password": TEST_PASSWORD, "csrf_token": token}
@@ -298,8 +308,4 @@ async def test_a_replaced_session_ends_on_every_replica_at_once(
         assert (await b.get("/")).status_code == 200  # believed on b for 60 s
         assert (await a.post("/login", data=data)).status_code == 303  # a stale tab's form
         assert a.cookies[SESSION_COOKIE] != old
-        for _ in range(100):
-            if (await b.get("/")).status_code == 303:
-                break
-            await asyncio.sleep(0.05)
-        assert (await b.get("/")).status_code == 303
+        await refused_soon(b)
