@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError
 
 from gateway import auth, compose, proxy, ws
-from gateway.hub import CLOSE_POLICY, CLOSE_RESTART
+from gateway.hub import CLOSE_RESTART
 from gateway.metrics import GatewayMetrics
 from gateway.security import CachedStaticFiles, SecurityHeadersMiddleware
 from gateway.settings import GatewaySettings
@@ -45,9 +45,7 @@ class GatewayPart(Part):
         g.freshness.connected = lambda: bool(bus.is_connected)
 
         async def on_revoked(_subject: str, payload: dict[str, Any]) -> None:
-            session_id = str(payload.get("web_session_id"))
-            g.sessions.drop(session_id)
-            g.hub.close_session(session_id, CLOSE_POLICY, "logged out")
+            g.session_ended(str(payload.get("web_session_id")), "logged out")
 
         def resync_later(components: list[str], partitions: list[int]) -> None:
             task = asyncio.create_task(ws.reannounce(g, bus, components, partitions))

@@ -141,9 +141,7 @@ async def logout(request: Request) -> Response:
 async def _ended(request: Request, session_id: str, reason: str) -> None:
     """A session revoked in the table: forget it and close its sockets here, and announce
     it to every replica (their session caches and sockets) and to the services."""
-    g = gw(request)
-    g.sessions.drop(session_id)
-    g.hub.close_session(session_id, 1008, reason)
+    gw(request).session_ended(session_id, reason)
     try:
         bus = request.app.state.bus
         await bus.publish(wire.GATEWAY_SESSION_REVOKED, {"web_session_id": session_id})

@@ -14,7 +14,7 @@ from gateway.buffer import now_ms
 from gateway.csrf import LoginCsrf, session_token
 from gateway.fanout import Fanout
 from gateway.freshness import Freshness
-from gateway.hub import SocketHub
+from gateway.hub import CLOSE_POLICY, SocketHub
 from gateway.metrics import GatewayMetrics
 from gateway.pace import Pace
 from gateway.security import CachedStaticFiles
@@ -66,6 +66,12 @@ class Gateway:
         self.freshness.tick_done(component, ts_ms)
         if ts_ms is not None:
             self.pace.observe_age((now_ms() - ts_ms) / 1000)
+
+    def session_ended(self, web_session_id: str, reason: str) -> None:
+        """A web session ended (here or, announced over NATS, on another replica): it is
+        believed no more and its sockets here close."""
+        self.sessions.drop(web_session_id)
+        self.hub.close_session(web_session_id, CLOSE_POLICY, reason)
 
     def throttle(self, db: async_sessionmaker[AsyncSession]) -> LoginThrottle:
         """The sign-in throttle (on the app's database, opened in the lifespan)."""
