@@ -14,11 +14,17 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from gateway.csrf import tokens_match
-from gateway.sessions import create_session, current_user, public_id, revoke_session
+from gateway.sessions import (
+    create_session,
+    current_user,
+    public_id,
+    revoke_session,
+    session_user,
+)
 from gateway.state import gw
 from gateway.throttle import Throttled
 from shared import wire
-from shared.db.models import User
+from shared.db.models import Account, User
 
 __all__ = ["router", "secure"]
 
@@ -99,8 +105,13 @@ async def login(request: Request) -> Response:
         return response
 
     async with request.app.state.db() as db:
-        query = select(User).where(User.username == username)
-        user = (await db.execute(query)).scalar_one_or_none()
+        query = (
+            select(User, Account.id)
+            .outerjoin(Account, Account.user_id == User.id)
+            .where(User.username == username)
+        )
+        found = (await db.execute(query)).one_or_none()
+    user, account_id = found if found is not None else (None, None)
     ok = await asyncio.to_thread(_verify, user.password_hash if user else None, password)
     if user is None or not ok:  # the slots stay taken: a failure counts
         g.metrics.logins.labels("failed").inc()
@@ -109,9 +120,15 @@ async def login(request: Request) -> Response:
 
     await g.throttle(request.app.state.db).succeeded(slots)
     replaces = g.cookie.session_id(request)
-    session_id = await create_session(
+    session_id, expires_at = await create_session(
         request.app.state.db, user.id, g.settings.session_max_age_s, replaces=replaces
     )
+    if account_id is not None:  # (without an account no session is valid)
+        # believed at once: the page and its socket, right after, need not look it up
+        who = session_user(
+            session_id, user.id, user.username, user.display_name, user.can_trade, account_id
+        )
+        g.sessions.put(who, expires_at, drops=g.sessions.drops)
     if replaces is not None:  # a planted or stolen copy of the old cookie dies everywhere
         await _ended(request, replaces, "session ended")
     g.metrics.logins.labels("ok").inc()

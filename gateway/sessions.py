@@ -31,6 +31,7 @@ __all__ = [
     "load_session",
     "public_id",
     "revoke_session",
+    "session_user",
     "valid_sessions",
 ]
 
@@ -141,17 +142,32 @@ _SESSION_USER = Read(
 )
 
 
+def session_user(
+    session_id: str,
+    user_id: int,
+    username: str,
+    display_name: str | None,
+    can_trade: bool,
+    account_id: int,
+) -> SessionUser:
+    """The user of session ``session_id``, as the services see it and the page names it."""
+    permissions = frozenset({PERM_TRADE}) if can_trade else frozenset()
+    identity = Identity(user_id, account_id, username, permissions, public_id(session_id))
+    return SessionUser(session_id, identity, display_name or username)
+
+
 def _user_of(session_id: str, row: Sequence[Any]) -> tuple[SessionUser, datetime]:
     """A row of :data:`_USER_COLUMNS` as the session's user, and when the session expires."""
     user_id, username, display_name, can_trade, account_id, expires_at = row
-    permissions = frozenset({PERM_TRADE}) if can_trade else frozenset()
-    identity = Identity(user_id, account_id, username, permissions, public_id(session_id))
-    return SessionUser(session_id, identity, display_name or username), expires_at
+    return session_user(session_id, user_id, username, display_name, can_trade, account_id), (
+        expires_at
+    )
 
 
 class SessionCache:
-    """The sessions this replica found valid in the last ``ttl_s`` seconds, so that a
-    request or handshake checks its session without a database round trip. Under load
+    """The sessions this replica found valid (or created at a login) in the last ``ttl_s``
+    seconds, so that a request or handshake checks its session without a database round
+    trip (the page and the socket that follow a login, and a trader's orders). Under load
     that round trip was the slowest step of an order in the gateway: each await of it
     waited behind a tick's fan-out. The heartbeat finds the sessions of this replica's
     sockets valid every ``HEARTBEAT_INTERVAL_S``, so a trader's orders never ask.
@@ -245,9 +261,11 @@ REVOKED_KEPT = timedelta(minutes=5)  # long enough for every socket of it to not
 
 async def create_session(
     sessions: Sessions, user_id: int, max_age_s: int, *, replaces: str | None = None
-) -> str:
-    """A new session for ``user_id`` (its last login stamped); ``replaces`` is revoked."""
+) -> tuple[str, datetime]:
+    """A new session for ``user_id`` (its last login stamped), and when it expires;
+    ``replaces`` is revoked."""
     now = datetime.now(UTC)
+    expires_at = now + timedelta(seconds=max_age_s)
     session_id = secrets.token_urlsafe(32)
     async with sessions() as db, db.begin():
         if replaces:
@@ -257,7 +275,7 @@ async def create_session(
                 id=session_id,
                 user_id=user_id,
                 created_at=now,
-                expires_at=now + timedelta(seconds=max_age_s),
+                expires_at=expires_at,
             )
         )
         await db.execute(update(User).where(User.id == user_id).values(last_login_at=now))
@@ -268,7 +286,7 @@ async def create_session(
                 (WebSession.expires_at < now) | (WebSession.revoked_at < now - REVOKED_KEPT),
             )
         )
-    return session_id
+    return session_id, expires_at
 
 
 async def revoke_session(sessions: Sessions, session_id: str) -> None:

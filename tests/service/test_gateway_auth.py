@@ -279,6 +279,14 @@ async def test_a_logout_on_another_replica_is_refused_here_at_once(
         await refused_soon(b)  # the logout reaches b over NATS
 
 
+async def revoke_by_hand(settings: GatewaySettings) -> None:
+    """Revoke every session in the table, with no announcement."""
+    engine = create_engine(settings.database_url, null_pool=True)
+    async with session_factory(engine)() as s, s.begin():
+        await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
+    await engine.dispose()
+
+
 async def test_a_session_ended_without_an_announcement_lapses_with_the_cache(
     settings: GatewaySettings,
 ) -> None:
@@ -286,13 +294,22 @@ async def test_a_session_ended_without_an_announcement_lapses_with_the_cache(
     async with running(create_app(settings), base_url="http://gateway") as client:
         await login(client, "alice", TEST_PASSWORD)
         assert (await client.get("/")).status_code == 200
-        engine = create_engine(settings.database_url, null_pool=True)
-        async with session_factory(engine)() as s, s.begin():  # by hand: no announcement
-            await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
-        await engine.dispose()
+        await revoke_by_hand(settings)
         assert (await client.get("/")).status_code == 200  # still believed, for 2 s at most
         await asyncio.sleep(2.1)
         assert (await client.get("/")).status_code == 303
+
+
+async def test_the_replica_that_logs_a_session_in_believes_it_without_a_lookup(
+    settings: GatewaySettings,
+) -> None:
+    async with two_replicas(settings) as (a, b):
+        await login(a, "alice", TEST_PASSWORD)
+        await revoke_by_hand(settings)  # before any request looked the session up
+        page = await a.get("/")
+        assert page.status_code == 200 and "Alice Archer" in page.text  # believed from login
+        b.cookies.set(SESSION_COOKIE, a.cookies[SESSION_COOKIE], domain="gateway.local")
+        assert (await b.get("/")).status_code == 303  # b looks it up: revoked
 
 
 async def test_a_replaced_session_ends_on_every_replica_at_once(
