@@ -22,10 +22,13 @@ from services.orders.execution import (
     assess_order,
     cancel,
     execute_fill,
+    filled_columns,
     find_symbol,
     lock_account_and_find,
     lock_position,
+    lock_position_and_holdings,
     order_event,
+    utc_now,
 )
 from services.orders.queries import OrderRow, order_rows
 from services.orders.schema import OrderSchema, new_client_order_id
@@ -259,15 +262,21 @@ class OrderComponent(FormComponent[OrderState]):
         bid, ask = self._quote(symbol)
         marketable = data["order_type"] == "market" or rules.crosses(side, limit, bid, ask)
         price = rules.touch_price(side, bid, ask) if marketable else None
-        position = await lock_position(session, account_id, symbol.id)
+        if side == "buy":  # the position and the margin's holdings: one read
+            position, held = await lock_position_and_holdings(session, account_id, symbol.id)
+        else:
+            position, held = await lock_position(session, account_id, symbol.id), None
         assessment = await assess_order(
-            session, account, symbol, position, side, qty, price if price is not None else limit
+            session, account, symbol, position, side, qty, limit if price is None else price, held
         )
         if assessment.refusal is not None:
             raise FieldError(assessment.refusal.field, assessment.refusal.reason)
         if self._needs_confirmation(assessment, data):
             return
 
+        state = {"status": "open", "filled_qty": 0}
+        if price is not None:  # filled at once: inserted filled, not written twice
+            state = filled_columns(qty, price, utc_now())
         order = await session.scalar(
             insert(Order)
             .values(
@@ -278,8 +287,7 @@ class OrderComponent(FormComponent[OrderState]):
                 order_type=data["order_type"],
                 quantity=qty,
                 limit_price=limit,
-                status="submitted" if marketable else "open",
-                filled_qty=0,
+                **state,
             )
             .on_conflict_do_nothing(index_elements=["account_id", "client_order_id"])
             .returning(Order)  # the row as stored (its id, defaults): no read after it
@@ -288,7 +296,9 @@ class OrderComponent(FormComponent[OrderState]):
             await self._answer_existing(data)
             return
         if price is not None:
-            await execute_fill(session, account, order, symbol, position, price)
+            await execute_fill(
+                session, account, order, symbol, position, price, inserted_filled=True
+            )
             message = rules.describe_fill(
                 order.id, side, qty, symbol.ticker, price, order.updated_at
             )

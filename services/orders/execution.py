@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders import domain as rules
@@ -29,15 +29,18 @@ __all__ = [
     "cancel",
     "check_margin",
     "execute_fill",
+    "filled_columns",
     "find_symbol",
     "lock_account",
     "lock_account_and_find",
     "lock_position",
+    "lock_position_and_holdings",
     "margin_after",
     "now_ms",
     "order_event",
     "reject",
     "reserved_for_sale",
+    "utc_now",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,32 @@ async def lock_position(session: AsyncSession, account_id: int, symbol_id: int) 
     )
 
 
+async def lock_position_and_holdings(
+    session: AsyncSession, account_id: int, symbol_id: int
+) -> tuple[Position | None, list[tuple[int, domain.Holding]]]:
+    """:func:`lock_position` and what :func:`margin_after` reads, in one round trip (a
+    buy's): the position in ``symbol_id`` (even a closed one), and every open position of
+    the account as a holding, all of them locked (under the account's lock: no wait)."""
+    rows = await session.execute(
+        select(Position, Symbol.ticker, Symbol.last, Symbol.margin_rate)
+        .join(Symbol, Position.symbol_id == Symbol.id)
+        .where(
+            Position.account_id == account_id,
+            or_(Position.quantity > 0, Position.symbol_id == symbol_id),
+        )
+        .with_for_update(of=Position)
+        .execution_options(populate_existing=True)
+    )
+    position, holdings = None, []
+    for row, ticker, last, rate in rows:
+        if row.symbol_id == symbol_id:
+            position = row
+        if row.quantity > 0:
+            holding = domain.Holding(ticker, row.quantity, last, margin_rate=rate)
+            holdings.append((row.symbol_id, holding))
+    return position, holdings
+
+
 async def find_symbol(session: AsyncSession, ticker: str) -> Symbol | None:
     return await session.scalar(
         select(Symbol)
@@ -116,11 +145,18 @@ async def _holdings(session: AsyncSession, account_id: int) -> list[tuple[int, d
 
 
 async def margin_after(
-    session: AsyncSession, account: Account, symbol: Symbol, qty: int
+    session: AsyncSession,
+    account: Account,
+    symbol: Symbol,
+    qty: int,
+    held_now: list[tuple[int, domain.Holding]] | None = None,
 ) -> Decimal:
-    """The margin ``account`` would use after buying ``qty`` of ``symbol`` (table prices)."""
+    """The margin ``account`` would use after buying ``qty`` of ``symbol`` (table prices);
+    ``held_now``: its open positions, if already read (:func:`lock_position_and_holdings`)."""
+    if held_now is None:
+        held_now = await _holdings(session, account.id)
     holdings, held = [], False
-    for symbol_id, holding in await _holdings(session, account.id):
+    for symbol_id, holding in held_now:
         if symbol_id == symbol.id:
             held = True
             holding = domain.Holding(
@@ -162,14 +198,16 @@ async def assess_order(
     side: str,
     qty: int,
     price: Decimal,
+    held_now: list[tuple[int, domain.Holding]] | None = None,
 ) -> rules.Assessment:
     """The pre-trade check (:func:`services.orders.domain.assess`) with what it needs read
-    from the database: the margin after a buy, the position and what open sells reserve."""
+    from the database: the margin after a buy (from ``held_now`` if given: see
+    :func:`margin_after`), the position and what open sells reserve."""
     held = position.quantity if position is not None else 0
     if side == "sell":
         used, reserved = Decimal(0), await reserved_for_sale(session, account.id, symbol.id)
     else:
-        used, reserved = await margin_after(session, account, symbol, qty), 0
+        used, reserved = await margin_after(session, account, symbol, qty, held_now), 0
     return rules.assess(
         side,
         qty,
@@ -183,8 +221,13 @@ async def assess_order(
     )
 
 
-def _utc_now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def filled_columns(qty: int, price: Decimal, now: datetime) -> dict[str, Any]:
+    """An order's columns once all ``qty`` of it filled at ``price``, at ``now``."""
+    return {"status": "filled", "filled_qty": qty, "avg_fill_price": price, "updated_at": now}
 
 
 async def execute_fill(
@@ -194,13 +237,18 @@ async def execute_fill(
     symbol: Symbol,
     position: Position | None,
     price: Decimal,
+    *,
+    inserted_filled: bool = False,
 ) -> Position:
     """Fill all of ``order`` at ``price``: order, fill, position and cash, in ``session``.
+    An order ``inserted_filled`` (a marketable one, inserted with :func:`filled_columns`)
+    is not written again.
 
     The caller holds the account and position locks (and the order's, from the venue).
     Raises :class:`Rejected` (nothing changed) when cash or the position do not cover it.
     """
-    qty, now = order.quantity, _utc_now()
+    qty = order.quantity
+    now = order.updated_at if inserted_filled else utc_now()
     if position is None:
         position = Position(
             account_id=account.id,
@@ -219,8 +267,9 @@ async def execute_fill(
     account.cash += trade.cash
     session.add(position)
     position.updated_at = account.updated_at = now
-    order.status, order.filled_qty, order.avg_fill_price = "filled", qty, price
-    order.updated_at = now
+    if not inserted_filled:
+        for column, value in filled_columns(qty, price, now).items():
+            setattr(order, column, value)
     session.add(Fill(order_id=order.id, quantity=qty, price=price, created_at=now))
     await session.flush()
     return position
@@ -228,12 +277,12 @@ async def execute_fill(
 
 def cancel(order: Order) -> None:
     """Mark an open order cancelled (the caller holds its row lock)."""
-    order.status, order.updated_at = "cancelled", _utc_now()
+    order.status, order.updated_at = "cancelled", utc_now()
 
 
 def reject(order: Order, reason: str) -> None:
     """Mark a stored order rejected (the venue's late checks)."""
-    order.status, order.reject_reason, order.updated_at = "rejected", reason, _utc_now()
+    order.status, order.reject_reason, order.updated_at = "rejected", reason, utc_now()
 
 
 def order_event(order: Order, ticker: str, ts: Any = None) -> dict[str, Any]:

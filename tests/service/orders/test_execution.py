@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.orders.settings import OrdersSettings
@@ -101,6 +101,29 @@ async def test_market_buy_fills_at_ask_and_publishes_after_commit(
         "price": str(aapl.ask),
     }
     assert isinstance(event["ts"], float)
+
+
+async def test_a_market_buy_writes_its_order_once_and_reads_the_positions_once(
+    process: Process, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    engine = process.app.state.db.kw["bind"].sync_engine
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        r = await place(process.client, alice, symbol="AAPL", side="buy", quantity=1)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert "filled: bought 1 AAPL" in r.text
+    order = await last_order(db, alice.account_id)
+    assert (order.status, order.filled_qty) == ("filled", 1)
+    # inserted filled (no second write of the row); one read for the position and margin
+    assert sum(s.startswith("insert into orders") for s in statements) == 1
+    assert not [s for s in statements if s.startswith("update orders")]
+    assert len([s for s in statements if s.startswith("select") and "from positions" in s]) == 1
 
 
 async def test_market_sell_fills_at_bid_and_books_realised_pnl(
