@@ -9,7 +9,6 @@ message ("Order #12 filled: bought 10 AAPL @ 229.88").
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypedDict
 
@@ -30,6 +29,7 @@ from services.orders.execution import (
     order_event,
     utc_now,
 )
+from services.orders.notices import Notice, notice_of, with_notice
 from services.orders.queries import OrderRow, order_rows
 from services.orders.schema import OrderSchema, new_client_order_id
 from services.orders.settings import OrdersDeps
@@ -53,11 +53,9 @@ __all__ = [
     "RECENT_ID",
     "RECENT_LIMIT",
     "Confirmation",
-    "Notice",
     "OrderComponent",
     "OrderSchema",
     "OrderState",
-    "notice_of",
     "registry",
 ]
 
@@ -65,18 +63,9 @@ registry = Registry()
 
 RECENT_LIMIT = 50  # the order history
 OPEN_LIMIT = 50
-NOTICE_LIMIT = 3
 OPEN_ID = wire.element_id("order", "open")
 RECENT_ID = wire.element_id("order", "recent")
 NOTICES_ID = wire.element_id("order", "notices")
-
-
-class Notice(TypedDict):
-    """A resting order that changed away from the ticket (filled, cancelled, rejected)."""
-
-    key: str
-    kind: str
-    text: str
 
 
 class Confirmation(TypedDict):
@@ -98,27 +87,6 @@ class OrderState(TypedDict, total=False):
     whatif: dict[str, Any] | None  # the ticket's what-if lines, or a note why there are none
     errors: dict[str, str]  # the framework's, after a refused event
     values: dict[str, Any]  # what the trader entered, shown again with the errors
-
-
-def notice_of(resting: OrderRow, status: Any, price: Any, ts: Any) -> Notice | None:
-    """What to tell the trader when a resting order (``resting``, as listed while open)
-    changed away from the ticket: filled by the venue (at ``price``, epoch ms ``ts``),
-    cancelled or rejected."""
-    oid = resting["id"]
-    if status == "filled" and price is not None:
-        when = (
-            datetime.fromtimestamp(float(ts) / 1000, UTC) if isinstance(ts, int | float) else None
-        )
-        text = rules.describe_fill(
-            oid, resting["side"], resting["qty"], resting["symbol"], Decimal(str(price)), when
-        )
-    elif status == "cancelled":
-        text = f"Order #{oid} cancelled: {resting['side']} {resting['qty']:,} {resting['symbol']}"
-    elif status == "rejected":
-        text = f"Order #{oid} rejected"
-    else:
-        return None
-    return {"key": f"{oid}-{status}", "kind": str(status), "text": text}
 
 
 def _same_intent(existing: Order, ticker: str, data: Mapping[str, Any]) -> bool:
@@ -184,10 +152,7 @@ class OrderComponent(FormComponent[OrderState]):
                 self._notice(notice_of(resting[row["id"]], row["status"], row["price"], None))
 
     def _notice(self, notice: Notice | None) -> None:
-        if notice is None:
-            return
-        notices = [n for n in self.state.get("notices", []) if n["key"] != notice["key"]]
-        self.state["notices"] = [notice, *notices][:NOTICE_LIMIT]
+        self.state["notices"] = with_notice(self.state.get("notices", []), notice)
 
     def live_parts(self) -> dict[str, PartSpec]:
         # Only the order lists update live; the form is never replaced under the trader.

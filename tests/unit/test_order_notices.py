@@ -6,7 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.orders.components import NOTICE_LIMIT, OrderComponent, notice_of
+from services.orders.components import OrderComponent
+from services.orders.notices import NOTICE_LIMIT, notice_of
 
 RESTING = {"id": 69, "side": "buy", "qty": 1_200, "symbol": "AAPL", "status": "open", "price": None}
 
