@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.orders import domain as rules
 from services.orders.execution import (
@@ -261,6 +262,8 @@ class OrderComponent(FormComponent[OrderState]):
             await self._answer_existing(data)
             return
         if price is not None:
+            # the price as traded, as a venue fill keeps it (the row holds it to 4 places)
+            set_committed_value(order, "avg_fill_price", price)
             await execute_fill(
                 session, account, order, symbol, position, price, inserted_filled=True
             )

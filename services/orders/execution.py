@@ -96,9 +96,10 @@ async def lock_position(session: AsyncSession, account_id: int, symbol_id: int) 
 async def lock_position_and_holdings(
     session: AsyncSession, account_id: int, symbol_id: int
 ) -> tuple[Position | None, list[tuple[int, domain.Holding]]]:
-    """:func:`lock_position` and what :func:`margin_after` reads, in one round trip (a
+    """What :func:`lock_position` and :func:`margin_after` read, in one round trip (a
     buy's): the position in ``symbol_id`` (even a closed one), and every open position of
-    the account as a holding, all of them locked (under the account's lock: no wait)."""
+    the account as a holding. No row lock: the caller holds the account's, under which
+    every write of its positions happens (locking them all cost a write per holding)."""
     rows = await session.execute(
         select(Position, Symbol.ticker, Symbol.last, Symbol.margin_rate)
         .join(Symbol, Position.symbol_id == Symbol.id)
@@ -106,7 +107,6 @@ async def lock_position_and_holdings(
             Position.account_id == account_id,
             or_(Position.quantity > 0, Position.symbol_id == symbol_id),
         )
-        .with_for_update(of=Position)
         .execution_options(populate_existing=True)
     )
     position, holdings = None, []
@@ -248,6 +248,8 @@ async def execute_fill(
     Raises :class:`Rejected` (nothing changed) when cash or the position do not cover it.
     """
     qty = order.quantity
+    if inserted_filled:
+        assert (order.status, order.filled_qty) == ("filled", qty), "not inserted filled"
     now = order.updated_at if inserted_filled else utc_now()
     if position is None:
         position = Position(

@@ -146,6 +146,11 @@ async def test_market_sell_fills_at_bid_and_books_realised_pnl(
     await place(client, alice, symbol="AAPL", side="sell", quantity=qty)
     closed = await book(db, alice.account_id, "AAPL")
     assert closed["position"][:2] == (0, Decimal(0))
+    # buying again reopens the same row
+    r = await place(client, alice, symbol="AAPL", side="buy", quantity=3)
+    assert "filled: bought 3 AAPL" in r.text
+    reopened = await book(db, alice.account_id, "AAPL")
+    assert reopened["position"][:2] == (3, aapl.ask)
 
 
 async def test_limit_order_marketable_on_arrival_fills_at_the_touch(
@@ -315,9 +320,12 @@ async def test_market_orders_fill_at_the_latest_tick_not_the_lagging_table(
     prices = process.app.state.prices
     await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(live_ask - CENT, live_ask)))
     await wait_until(lambda: (prices.quote("AAPL") or {}).get("ask") == str(live_ask))
+    events = await collect(bus, wire.orders_events(alice.account_id))
     await place(process.client, alice, symbol="AAPL", side="buy", quantity=2)
     order = await last_order(db, alice.account_id)
     assert order.status == "filled" and order.avg_fill_price == live_ask
+    await wait_until(lambda: events)
+    assert events[0][1]["price"] == str(live_ask)  # as traded, as a venue fill publishes it
     assert (await symbol(db, "AAPL")).ask == aapl.ask  # the table is not the orders' to write
 
 
