@@ -95,11 +95,16 @@ def quote_view(ticker: str, quote: Any, direction: str, history: list[Decimal]) 
 
 
 def book_view(book: PriceBook, ticker: str) -> dict[str, str] | None:
-    """The quote cells of ``ticker`` from the service's price book (``None``: not in it)."""
+    """The quote cells of ``ticker`` from the service's price book (``None``: not in it),
+    formatted once per quote for every watcher and mount (do not change them)."""
     quote = book.quote(ticker)
     if quote is None:
         return None
-    return quote_view(ticker, quote, book.direction(ticker), book.history(ticker))
+    return book.view(
+        "watchlist.quote",
+        ticker,
+        lambda: quote_view(ticker, quote, book.direction(ticker), book.history(ticker)),
+    )
 
 
 def _stored_view(item: WatchItem) -> dict[str, str]:

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from shared import domain, wire
 from shared.ticks import price_direction, tick_last
@@ -22,6 +22,7 @@ from shared.ticks import price_direction, tick_last
 __all__ = ["HISTORY_POINTS", "PriceBook"]
 
 HISTORY_POINTS = 30
+T = TypeVar("T")
 
 
 class PriceBook:
@@ -30,6 +31,7 @@ class PriceBook:
         self._last: dict[str, Decimal] = {}
         self._dir: dict[str, str] = {}
         self._history: dict[str, deque[Decimal]] = {}
+        self._views: dict[tuple[str, str], tuple[Any, Any]] = {}  # (kind, ticker) → (quote, view)
         self._clock = clock
         self._last_tick: float | None = None
         self._since = clock()  # silent since the book was made, until a first tick
@@ -94,6 +96,19 @@ class PriceBook:
 
     def history(self, ticker: str) -> list[Decimal]:
         return list(self._history.get(ticker, ()))
+
+    def view(self, kind: str, ticker: str, make: Callable[[], T]) -> T:
+        """``make()``, kept per ``kind`` until ``ticker``'s quote changes: what every page
+        that shows the ticker shows alike (a watchlist row's quote cells) is formatted once
+        per tick for all of them, and not again at every mount."""
+        quote = self._quotes.get(ticker)
+        kept = self._views.get((kind, ticker))
+        if kept is not None and kept[0] is quote:
+            view: T = kept[1]
+            return view
+        view = make()
+        self._views[(kind, ticker)] = (quote, view)
+        return view
 
     @property
     def seen_feed(self) -> bool:

@@ -49,6 +49,32 @@ def test_a_tick_is_rendered_once_per_ticker_for_every_watcher() -> None:
     assert WatchlistComponent.topic_parts(["MSFT"], book) == {}  # nothing known, nothing sent
 
 
+def test_a_quote_is_formatted_once_for_every_watcher_and_mount_until_it_changes() -> None:
+    book = PriceBook()
+    book.apply(
+        {"AAPL": _quote("100.00", "99.99", "100.01", "0"), "KO": _quote("60", "59", "61", "0")}
+    )
+    made: list[str] = []
+
+    def make(ticker: str) -> dict[str, str]:
+        made.append(ticker)
+        return {"ticker": ticker}
+
+    first = book.view("quote", "AAPL", lambda: make("AAPL"))
+    assert book.view("quote", "AAPL", lambda: make("AAPL")) is first and made == ["AAPL"]
+    book.apply({"KO": _quote("61", "60", "62", "1")})  # another ticker: still kept
+    assert book.view("quote", "AAPL", lambda: make("AAPL")) is first and made == ["AAPL"]
+    book.apply({"AAPL": _quote("101.25", "101.20", "101.30", "1.25")})
+    assert book.view("quote", "AAPL", lambda: make("AAPL")) is not first
+    assert made == ["AAPL", "AAPL"]
+
+    # the watchlist: a mount after the tick shows it, and a tick's part is the same view
+    html = render(_component(book)).html
+    assert "101.20" in html and "flash-up" in html
+    [part] = WatchlistComponent.topic_parts(["AAPL"], book)["AAPL"]
+    assert compact(part.html) in compact(html)
+
+
 def test_a_tick_changes_nothing_of_the_traders_own() -> None:
     component = _component()
     tracker = PartsTracker()
