@@ -11,14 +11,14 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, NotRequired, TypedDict
 
-from sqlalchemy import BindParameter, bindparam, select
+from sqlalchemy import BindParameter, bindparam
 
 from shared import domain, wire
 from shared.components import Component, IsAuthenticated, PriceBook, Registry
 from shared.components.base import LiveResult
 from shared.components.rendering import Part, money, signed, stencil_parts
 from shared.db.models import Account, Position, Symbol
-from shared.db.queries import held_positions
+from shared.db.queries import account_and_positions
 from shared.db.reads import Read
 from shared.ticks import price_direction, price_moves
 
@@ -42,8 +42,9 @@ SUMMARY_FIELDS = ("id", "value", "cash")
 
 _ZERO = Decimal(0)
 _ACCOUNT: BindParameter[int] = bindparam("account_id")
-_POSITIONS = Read(
-    held_positions(
+_CASH_AND_POSITIONS = Read(
+    account_and_positions(
+        (Account.cash,),
         Position.quantity,
         Position.avg_cost,
         Symbol.ticker,
@@ -52,7 +53,6 @@ _POSITIONS = Read(
         account_id=_ACCOUNT,
     ).order_by(Symbol.ticker)
 )
-_CASH = Read(select(Account.cash).where(Account.id == _ACCOUNT))
 
 
 class PositionRow(TypedDict):
@@ -221,13 +221,13 @@ class PortfolioComponent(Component[PortfolioState]):
     outside_root = frozenset({SUMMARY_ID})
 
     async def mount(self) -> None:
-        account_id = self.request.user.account_id
-        rows = await _POSITIONS.rows(self.session, account_id=account_id)
+        rows = await _CASH_AND_POSITIONS.rows(self.session, account_id=self.request.user.account_id)
         self.state["positions"] = [
             _row(ticker, qty, avg_cost, last, prev_close)
-            for qty, avg_cost, ticker, last, prev_close in rows
+            for _cash, qty, avg_cost, ticker, last, prev_close in rows
+            if qty is not None  # (an account without positions: one row, its cash)
         ]
-        self.state["cash"] = await _CASH.scalar(self.session, account_id=account_id)
+        self.state["cash"] = rows[0][0] if rows else None
         self._totals()
 
     def _totals(self) -> None:

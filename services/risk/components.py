@@ -35,7 +35,7 @@ from shared import wire
 from shared.components import Component, IsAuthenticated, PartSpec, Registry
 from shared.components.base import LiveResult
 from shared.db.models import Account, Position, RiskAlert, Symbol
-from shared.db.queries import held_positions
+from shared.db.queries import account_and_positions
 from shared.db.reads import Read
 from shared.ticks import price_moves
 
@@ -58,9 +58,9 @@ registry = Registry()
 MAX_ALERTS = 10
 
 _ACCOUNT: BindParameter[int] = bindparam("account_id")
-_LIMIT = Read(select(Account.margin_limit).where(Account.id == _ACCOUNT))
-_HOLDINGS = Read(
-    held_positions(
+_LIMIT_AND_HOLDINGS = Read(
+    account_and_positions(
+        (Account.margin_limit,),
         Position.quantity,
         Symbol.ticker,
         Symbol.last,
@@ -104,13 +104,14 @@ class RiskMetricsComponent(Component[RiskState]):
 
     async def mount(self) -> None:
         account_id = self.request.user.account_id
-        limit = await _LIMIT.scalar(self.session, account_id=account_id)
-        rows = await _HOLDINGS.rows(self.session, account_id=account_id)
+        rows = await _LIMIT_AND_HOLDINGS.rows(self.session, account_id=account_id)
         alerts = await _ALERTS.rows(self.session, account_id=account_id)
+        limit = rows[0][0] if rows else None
         self.state["margin_limit"] = limit if limit is not None else Decimal(0)
         self.state["holdings"] = [
             {"symbol": t, "qty": q, "last": last, "margin_rate": rate, "sector": sector}
-            for q, t, last, rate, sector in rows
+            for _limit, q, t, last, rate, sector in rows
+            if q is not None  # (an account without positions: one row, its limit)
         ]
         self.state["alerts"] = [
             {"level": level, "text": text, "ts": _epoch_ms(created)}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, select
+from sqlalchemy import BindParameter, Select, and_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from shared.db.models import Position, Symbol
+from shared.db.models import Account, Position, Symbol
 
-__all__ = ["held_positions"]
+__all__ = ["account_and_positions", "held_positions"]
 
 
 def held_positions(
@@ -28,3 +28,21 @@ def held_positions(
     if account_id is not None:
         query = query.where(Position.account_id == account_id)
     return query
+
+
+def account_and_positions(
+    account_columns: tuple[InstrumentedAttribute[Any], ...],
+    *columns: InstrumentedAttribute[Any],
+    account_id: int | BindParameter[int],
+) -> Select[Any]:
+    """One account's ``account_columns`` and ``columns`` of each of its open positions
+    (joined with its symbol, as :func:`held_positions`), in one round trip: a row per
+    position, or one row whose position columns are all None when it holds none; no row
+    without the account. Unordered."""
+    return (
+        select(*account_columns, *columns)
+        .select_from(Account)
+        .outerjoin(Position, and_(Position.account_id == Account.id, Position.quantity > 0))
+        .outerjoin(Symbol, Position.symbol_id == Symbol.id)
+        .where(Account.id == account_id)
+    )

@@ -5,14 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.portfolio.app import create_app
 from services.portfolio.settings import PortfolioSettings
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
-from shared.db.models import Position, Symbol
+from shared.db.models import Account, Position, Symbol
 from tests.support import (
     collect,
     collect_ui,
@@ -171,3 +171,24 @@ async def test_fragment_shows_the_latest_tick_not_the_lagging_database(
             return "123,456.78" in r.text
 
         await wait_until(shows_tick)
+
+
+async def test_an_account_without_positions_shows_none_and_its_cash(
+    settings: PortfolioSettings, bus: NatsBus
+) -> None:
+    bob = await identity_of(settings.database_url, "bob", "bob-tab-1")
+    engine = create_engine(settings.database_url, null_pool=True)
+    async with session_factory(engine)() as s, s.begin():
+        await s.execute(
+            update(Position).where(Position.account_id == bob.account_id).values(quantity=0)
+        )
+        cash = await s.scalar(select(Account.cash).where(Account.id == bob.account_id))
+    await engine.dispose()
+    assert cash is not None
+    ui = await collect_ui(bus, bob.user_id, "portfolio")
+    async with running(create_app(settings)):
+        await bus.publish(wire.SESSION_OPENED, session_payload(bob))
+        await wait_until(lambda: len(ui) >= 1)
+    root, summary = ui[0][1]["parts"]
+    assert "No open positions." in root["html"] and "portfolio-row-" not in root["html"]
+    assert f'<span class="account-cash">{cash:,.2f}</span>' in summary["html"]

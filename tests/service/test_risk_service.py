@@ -6,6 +6,7 @@ import re
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select, update
 
 from services.risk.app import create_app
 from services.risk.components import ALERTS_ID, EXPOSURE_ID, GAUGE_ID
@@ -13,7 +14,7 @@ from services.risk.settings import RiskSettings
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
-from shared.db.models import RiskAlert, Symbol
+from shared.db.models import Account, Position, RiskAlert, Symbol
 from shared.db.queries import held_positions
 from shared.identity import Identity
 from tests.support import (
@@ -158,3 +159,19 @@ async def test_live_gauge_and_alerts_per_account(settings: RiskSettings, bus: Na
         assert bob_text in ui_bob[1][1]["parts"][0]["html"]
         assert text not in ui_bob[1][1]["parts"][0]["html"]
         assert len(ui) == 3
+
+
+async def test_an_account_without_positions_shows_its_limit_unused(settings: RiskSettings) -> None:
+    bob = await identity_of(settings.database_url, "bob")
+    engine = create_engine(settings.database_url, null_pool=True)
+    async with session_factory(engine)() as s, s.begin():
+        await s.execute(
+            update(Position).where(Position.account_id == bob.account_id).values(quantity=0)
+        )
+        limit = await s.scalar(select(Account.margin_limit).where(Account.id == bob.account_id))
+    await engine.dispose()
+    assert limit
+    async with running(create_app(settings)) as client:
+        r = await client.get("/components/risk_metrics", headers=identity_headers(bob))
+    assert r.status_code == 200
+    assert f"0 / {limit:,.0f} (" in r.text and _SHOWN.findall(r.text) == ["0.0"]
