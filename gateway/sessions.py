@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -11,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import Select, bindparam, delete, select, update
+from sqlalchemy import Select, any_, bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -25,10 +27,10 @@ __all__ = [
     "SESSION_COOKIE",
     "SessionCache",
     "SessionCookie",
+    "SessionLookups",
     "SessionUser",
     "create_session",
     "current_user",
-    "load_session",
     "public_id",
     "revoke_session",
     "session_user",
@@ -137,8 +139,10 @@ def _valid(query: Select[*tuple[Any, ...]], now: Any) -> Select[*tuple[Any, ...]
     )
 
 
-_SESSION_USER = Read(
-    _valid(select(*_USER_COLUMNS), bindparam("now")).where(WebSession.id == bindparam("session_id"))
+_SESSION_USERS = Read(
+    _valid(select(WebSession.id, *_USER_COLUMNS), bindparam("now")).where(
+        WebSession.id == any_(bindparam("ids", type_=ARRAY(WebSession.id.type)))
+    )
 )
 
 
@@ -223,22 +227,73 @@ class SessionCache:
         self._users.pop(session_id, None)
 
 
-async def load_session(
-    sessions: Sessions, session_id: str, cache: SessionCache | None = None
-) -> SessionUser | None:
-    """The user of an unrevoked, unexpired session, or ``None`` (every request and
-    handshake asks: from ``cache``, else one prepared statement, no transaction)."""
-    if cache is not None and (cached := cache.get(session_id)) is not None:
-        return cached
-    drops = cache.drops if cache is not None else 0
-    async with sessions() as db:
-        row = await _SESSION_USER.first(db, session_id=session_id, now=datetime.now(UTC))
-    if row is None:
-        return None
-    user, expires_at = _user_of(session_id, row)
-    if cache is not None:
-        cache.put(user, expires_at, drops=drops)
-    return user
+_Batch = dict[str, "asyncio.Future[SessionUser | None]"]  # session id → its waiters' answer
+
+
+class SessionLookups:
+    """Looks up the sessions that the cache does not hold, in batches: the lookups begun
+    in one turn of the event loop share one query. After a gateway restart every tab
+    reconnects at once, and each handshake looked its session up alone: a round trip and
+    a pooled connection each, a thousand of them queueing for a pool of a few."""
+
+    def __init__(self, cache: SessionCache) -> None:
+        self.cache = cache
+        self.queries = 0  # lookups made (tests)
+        self._batch: _Batch | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def user(self, sessions: Sessions, session_id: str) -> SessionUser | None:
+        """The user of an unrevoked, unexpired session, or ``None`` (every request and
+        handshake asks: from the cache, else in the next batch's prepared statement)."""
+        cached = self.cache.get(session_id)
+        if cached is not None:
+            return cached
+        loop = asyncio.get_running_loop()
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = {}
+            # a session dropped from now on may have been read before it ended: not kept
+            loop.call_soon(self._start, sessions, batch, self.cache.drops)
+        future = batch.get(session_id)
+        if future is None:
+            future = batch[session_id] = loop.create_future()
+            future.add_done_callback(_retrieved)
+        # one waiter's cancellation (a closed tab) does not fail another's
+        return await asyncio.shield(future)
+
+    def _start(self, sessions: Sessions, batch: _Batch, drops: int) -> None:
+        self._batch = None
+        task = asyncio.create_task(self._look_up(sessions, batch, drops))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _look_up(self, sessions: Sessions, batch: _Batch, drops: int) -> None:
+        self.queries += 1
+        try:
+            async with sessions() as db:
+                rows = await _SESSION_USERS.rows(db, ids=list(batch), now=datetime.now(UTC))
+        except Exception as exc:  # every waiter hears it (the database is down: a 503)
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except asyncio.CancelledError:
+            for future in batch.values():
+                future.cancel()
+            raise
+        found = {row[0]: _user_of(row[0], row[1:]) for row in rows}
+        for session_id, future in batch.items():
+            hit = found.get(session_id)
+            if hit is not None:
+                self.cache.put(hit[0], hit[1], drops=drops)
+            if not future.done():
+                future.set_result(hit[0] if hit is not None else None)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a failed lookup's exception seen, should every waiter have gone."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def valid_sessions(
@@ -309,5 +364,5 @@ async def current_user(conn: HTTPConnection) -> SessionUser | None:
     session_id = gw.cookie.session_id(conn)
     if session_id is None:
         return None
-    user: SessionUser | None = await load_session(conn.app.state.db, session_id, gw.sessions)
+    user: SessionUser | None = await gw.lookups.user(conn.app.state.db, session_id)
     return user

@@ -18,7 +18,7 @@ from gateway.hub import CLOSE_POLICY, SocketHub
 from gateway.metrics import GatewayMetrics
 from gateway.pace import Pace
 from gateway.security import CachedStaticFiles
-from gateway.sessions import SessionCache, SessionCookie
+from gateway.sessions import SessionCache, SessionCookie, SessionLookups
 from gateway.settings import GatewaySettings
 from gateway.throttle import LoginThrottle
 
@@ -36,6 +36,7 @@ class Gateway:
     static: CachedStaticFiles
     cookie: SessionCookie = field(init=False)
     sessions: SessionCache = field(init=False)
+    lookups: SessionLookups = field(init=False)
     login_csrf: LoginCsrf = field(init=False)
     _throttle: LoginThrottle | None = field(default=None, init=False)
     hub: SocketHub = field(default_factory=SocketHub)
@@ -50,6 +51,7 @@ class Gateway:
         secret = s.session_secret.get_secret_value()
         self.cookie = SessionCookie(secret, s.session_max_age_s)
         self.sessions = SessionCache(s.session_cache_s)
+        self.lookups = SessionLookups(self.sessions)
         self.login_csrf = LoginCsrf(secret)
         self.fanout = Fanout(self.metrics, tick_wait_s=s.ws_tick_wait_ms / 1000)
         self.pace = pace = Pace(s.ws_frame_interval_ms / 1000, s.ws_slow_frame_interval_ms / 1000)

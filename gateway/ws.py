@@ -33,7 +33,7 @@ from gateway.csrf import tokens_match
 from gateway.freshness import KEEPALIVE_S
 from gateway.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN
 from gateway.security import origin_allowed
-from gateway.sessions import SessionUser, load_session, valid_sessions
+from gateway.sessions import SessionUser, valid_sessions
 from gateway.state import Gateway, gw
 from shared import wire
 
@@ -280,7 +280,7 @@ async def _authorise(websocket: WebSocket, g: Gateway) -> tuple[SessionUser | No
         return None, "no_session"
     if not tokens_match(g.csrf_token(session_id), websocket.query_params.get("csrf")):
         return None, "csrf"
-    user = await load_session(websocket.app.state.db, session_id, g.sessions)
+    user = await g.lookups.user(websocket.app.state.db, session_id)
     return (user, "ok") if user is not None else (None, "session_invalid")
 
 
