@@ -11,12 +11,13 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import inspect, select, text
+from sqlalchemy import update as sql_update
 
 from services.pricefeed.domain import Quote
 from shared import wire
 from shared.bus import MessageBus
 from shared.db.engine import create_engine, session_factory
-from shared.db.models import Account, User
+from shared.db.models import Account, Position, User
 from shared.identity import PERM_TRADE, Identity, sign_identity
 from shared.settings import DEV_PLACEHOLDER_SECRET
 
@@ -25,6 +26,7 @@ __all__ = [
     "ManualProvider",
     "Received",
     "StubSessions",
+    "close_positions",
     "collect",
     "collect_ui",
     "identity_headers",
@@ -236,3 +238,17 @@ async def terminate_backend(database_url: str, pid: int) -> None:
             await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     finally:
         await other.dispose()
+
+
+async def close_positions(database_url: str, account_id: int, figure: Any) -> Any:
+    """Close every position of ``account_id`` (quantity 0) and return the account's
+    ``figure`` (a column of accounts)."""
+    engine = create_engine(database_url, null_pool=True)
+    try:
+        async with session_factory(engine)() as s, s.begin():
+            await s.execute(
+                sql_update(Position).where(Position.account_id == account_id).values(quantity=0)
+            )
+            return await s.scalar(select(figure).where(Account.id == account_id))
+    finally:
+        await engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from services.portfolio.app import create_app
 from services.portfolio.settings import PortfolioSettings
@@ -14,6 +14,7 @@ from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import Account, Position, Symbol
 from tests.support import (
+    close_positions,
     collect,
     collect_ui,
     identity_headers,
@@ -177,13 +178,7 @@ async def test_an_account_without_positions_shows_none_and_its_cash(
     settings: PortfolioSettings, bus: NatsBus
 ) -> None:
     bob = await identity_of(settings.database_url, "bob", "bob-tab-1")
-    engine = create_engine(settings.database_url, null_pool=True)
-    async with session_factory(engine)() as s, s.begin():
-        await s.execute(
-            update(Position).where(Position.account_id == bob.account_id).values(quantity=0)
-        )
-        cash = await s.scalar(select(Account.cash).where(Account.id == bob.account_id))
-    await engine.dispose()
+    cash = await close_positions(settings.database_url, bob.account_id, Account.cash)
     assert cash is not None
     ui = await collect_ui(bus, bob.user_id, "portfolio")
     async with running(create_app(settings)):

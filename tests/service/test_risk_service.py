@@ -6,7 +6,6 @@ import re
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, update
 
 from services.risk.app import create_app
 from services.risk.components import ALERTS_ID, EXPOSURE_ID, GAUGE_ID
@@ -14,10 +13,11 @@ from services.risk.settings import RiskSettings
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
-from shared.db.models import Account, Position, RiskAlert, Symbol
+from shared.db.models import Account, RiskAlert, Symbol
 from shared.db.queries import held_positions
 from shared.identity import Identity
 from tests.support import (
+    close_positions,
     collect_ui,
     identity_headers,
     identity_of,
@@ -163,13 +163,7 @@ async def test_live_gauge_and_alerts_per_account(settings: RiskSettings, bus: Na
 
 async def test_an_account_without_positions_shows_its_limit_unused(settings: RiskSettings) -> None:
     bob = await identity_of(settings.database_url, "bob")
-    engine = create_engine(settings.database_url, null_pool=True)
-    async with session_factory(engine)() as s, s.begin():
-        await s.execute(
-            update(Position).where(Position.account_id == bob.account_id).values(quantity=0)
-        )
-        limit = await s.scalar(select(Account.margin_limit).where(Account.id == bob.account_id))
-    await engine.dispose()
+    limit = await close_positions(settings.database_url, bob.account_id, Account.margin_limit)
     assert limit
     async with running(create_app(settings)) as client:
         r = await client.get("/components/risk_metrics", headers=identity_headers(bob))
