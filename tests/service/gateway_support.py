@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.testing import Served, csrf_of_page, login
+from gateway.wsprotocol import GatewayWebSocketProtocol
 from shared.bus import NatsBus
 from shared.devservers import free_port
 from tests.conftest import TEST_PASSWORD
@@ -52,7 +53,9 @@ class Browser:
 
 @asynccontextmanager
 async def gateway(settings: GatewaySettings) -> AsyncIterator[Served]:
-    async with Served(create_app(settings)) as served:
+    """The gateway on a real uvicorn with its production WebSocket protocol (the launcher's:
+    its deflate settings and its direct sends)."""
+    async with Served(create_app(settings), ws=GatewayWebSocketProtocol) as served:
         yield served
 
 
