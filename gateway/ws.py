@@ -9,7 +9,10 @@ and forwards parts as out-of-band swaps through its :class:`~gateway.buffer.Part
 
 The fan-out only writes into the buffer, so a slow socket never delays another; one sender
 task per socket drains it, at most one frame per ``ws_frame_interval_ms`` with the newest
-version of each element, and a send that has not finished after ``ws_send_timeout_s``
+version of each element. When a tick releases a socket whose task is idle, whose pace allows
+a frame and whose client keeps up, the release writes the frame itself, straight through
+the protocol (:class:`~gateway.wsprotocol.DirectSend`); otherwise the task sends it, and
+a send that has not finished after ``ws_send_timeout_s``
 (checked every second) closes the socket (1013: the browser reconnects and gets full
 renders). Dead peers are found by the server's protocol pings: run uvicorn with
 ``--ws-ping-interval``/``--ws-ping-timeout`` (defaults 20 s / 20 s).
