@@ -247,9 +247,6 @@ class PartBuffer:
     _parts: dict[str, str] = field(default_factory=dict)
     _stamps: dict[str, float] = field(default_factory=dict)
     _timer: asyncio.TimerHandle | None = None
-    inline: Callable[[], bool] | None = None
-    """The socket's fast path at a release: sends what is pending at once if it can
-    (True), else the sender is woken (``go``)."""
 
     def __len__(self) -> int:
         return len(self._parts)
@@ -330,12 +327,10 @@ class PartBuffer:
                     self._timer = loop.call_later(self.gather_s, self.release)
 
     def release(self) -> None:
-        """Let the sender send what is pending (or send it now: :attr:`inline`)."""
+        """Let the sender send what is pending."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.inline is not None and self.inline():
-            return
         self.go.set()
 
     def drain(self) -> Drained:

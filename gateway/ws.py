@@ -9,10 +9,7 @@ and forwards parts as out-of-band swaps through its :class:`~gateway.buffer.Part
 
 The fan-out only writes into the buffer, so a slow socket never delays another; one sender
 task per socket drains it, at most one frame per ``ws_frame_interval_ms`` with the newest
-version of each element. When a tick releases a socket whose task is idle, whose pace allows
-a frame and whose client keeps up, the release writes the frame itself, straight through
-the protocol (:class:`~gateway.wsprotocol.DirectSend`); otherwise the task sends it, and
-a send that has not finished after ``ws_send_timeout_s``
+version of each element, and a send that has not finished after ``ws_send_timeout_s``
 (checked every second) closes the socket (1013: the browser reconnects and gets full
 renders). Dead peers are found by the server's protocol pings: run uvicorn with
 ``--ws-ping-interval``/``--ws-ping-timeout`` (defaults 20 s / 20 s).
@@ -31,14 +28,13 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from gateway.buffer import Drained, PartBuffer, now_ms
+from gateway.buffer import PartBuffer, now_ms
 from gateway.csrf import tokens_match
 from gateway.freshness import KEEPALIVE_S
 from gateway.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN
 from gateway.security import origin_allowed
 from gateway.sessions import SessionUser, valid_sessions
 from gateway.state import Gateway, gw
-from gateway.wsprotocol import DIRECT_SEND, DirectSend
 from shared import wire
 
 __all__ = [
@@ -74,11 +70,6 @@ class Connection:
         )
         self.last_sent = 0.0  # loop time of the last frame
         self.sending_since: float | None = None  # loop time the unfinished send began
-        # the protocol's own write (no ASGI round), when it serves this socket
-        self._direct: DirectSend | None = websocket.scope.get("extensions", {}).get(DIRECT_SEND)
-        self._idle = False  # the sender task waits for a release
-        if self._direct is not None:
-            self.buffer.inline = self._send_inline
         self._close: tuple[int, str] | None = None
         self._close_requested = asyncio.Event()
 
@@ -140,18 +131,14 @@ class Connection:
     async def _send(self) -> None:
         metrics, buffer, pace = self.g.metrics, self.buffer, self.g.pace
         loop = asyncio.get_running_loop()
+        last_sent = -pace.slow_interval_s
         while True:
             # released by the fan-out once a tick is complete, or soon after urgent parts
-            self._idle = True
             await buffer.go.wait()
-            self._idle = False
-            if not buffer.ready.is_set() and not buffer.overflowed:
-                buffer.go.clear()  # sent from the release meanwhile (_send_inline)
-                continue
-            spacing = self.last_sent + pace.interval_s - loop.time()
+            spacing = last_sent + pace.interval_s - loop.time()
             if spacing > 0:
                 await asyncio.sleep(spacing)
-            self.last_sent = loop.time()
+            last_sent = self.last_sent = loop.time()
             drained = self.buffer.drain()
             if drained.overflowed:
                 metrics.overflows.inc()
@@ -162,37 +149,11 @@ class Connection:
                 self.sending_since = loop.time()
                 await self.ws.send_text(frame)
                 self.sending_since = None
-            self._count(drained)
-
-    def _send_inline(self) -> bool:
-        """The release's fast path: write the pending frame now, through the protocol,
-        when the sender task is idle, the pace allows a frame and the client keeps up;
-        False otherwise (the task sends it). At a thousand sockets, waking a task per
-        frame and the ASGI round of its send were ~1/8 of the gateway's CPU."""
-        direct = self._direct
-        if direct is None or not self._idle or self.buffer.overflowed or not direct.ready():
-            return False
-        now = asyncio.get_running_loop().time()
-        if now < self.last_sent + self.g.pace.interval_s:
-            return False
-        self.last_sent = now
-        drained = self.buffer.drain()
-        try:
-            for frame in drained.frames:
-                direct.send(frame)
-        except Exception:  # the connection broke under the write: it reconnects
-            log.debug("socket %s: direct send failed", self.session_id, exc_info=True)
-            self.request_close(CLOSE_TRY_AGAIN, "send failed")
-        self._count(drained)
-        return True
-
-    def _count(self, drained: Drained) -> None:
-        metrics = self.g.metrics
-        metrics.frames.inc(len(drained.frames))
-        metrics.parts.inc(drained.parts)
-        if drained.oldest_ts_ms is not None:
-            latency = max(0.0, now_ms() - drained.oldest_ts_ms) / 1000
-            metrics.latency_sent.observe(latency)
+            metrics.frames.inc(len(drained.frames))
+            metrics.parts.inc(drained.parts)
+            if drained.oldest_ts_ms is not None:
+                latency = max(0.0, now_ms() - drained.oldest_ts_ms) / 1000
+                metrics.latency_sent.observe(latency)
 
 
 async def heartbeat_forever(g: Gateway, sessions: Any, bus: Any) -> None:

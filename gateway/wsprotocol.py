@@ -48,44 +48,13 @@ from gateway.settings import GatewaySettings
 
 __all__ = [
     "CLIENT_MAX_WINDOW_BITS",
-    "DIRECT_SEND",
     "Deflate",
     "DeflateFactory",
-    "DirectSend",
     "GatewayWebSocketProtocol",
     "PerMessageZlibNg",
 ]
 
 CLIENT_MAX_WINDOW_BITS = 12  # the page sends nothing but a close: a small inflate window
-DIRECT_SEND = "gateway.direct_send"  # the scope extension holding a socket's DirectSend
-
-
-class DirectSend:
-    """Writes text frames straight through the protocol (no ASGI message, no await): the
-    gateway's hot path, for a socket whose client keeps up. :meth:`ready` says whether a
-    frame can be written now; when it cannot (closing, or the transport's buffer above
-    its high-water mark, where uvicorn's own send would wait), the caller uses the ASGI
-    send."""
-
-    __slots__ = ("_protocol",)
-
-    def __init__(self, protocol: GatewayWebSocketProtocol) -> None:
-        self._protocol = protocol
-
-    def ready(self) -> bool:
-        p = self._protocol
-        return (
-            p.handshake_complete
-            and not p.close_sent
-            and not p.disconnected
-            and p.writable.is_set()
-            and not p.transport.is_closing()
-        )
-
-    def send(self, text: str) -> None:
-        p = self._protocol
-        p.conn.send_text(text.encode())
-        p.transport.write(b"".join(p.conn.data_to_send()))
 
 
 @dataclass(frozen=True)
@@ -167,12 +136,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 max_size=config.ws_max_size,
                 logger=self.conn.logger,
             )
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None:  # (an upgrade that is not a handshake has none)
-            scope.setdefault("extensions", {})[DIRECT_SEND] = DirectSend(self)
 
     @classmethod
     def settings(cls) -> Deflate:

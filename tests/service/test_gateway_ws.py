@@ -19,7 +19,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.testing import Served
-from gateway.wsprotocol import DirectSend
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
@@ -183,27 +182,6 @@ async def test_parts_arrive_as_oob_swaps_and_only_to_their_user(
             assert not any(f'id="{i}"' in seen for i in others), seen
         metrics = (await a.client.get("/metrics")).text
         assert 'gateway_ui_latency_seconds_count{stage="sent"}' in metrics
-
-
-async def test_frames_are_written_straight_through_the_protocol(
-    settings: GatewaySettings, bus: NatsBus, alice: Identity, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    written: list[str] = []
-    through_protocol = DirectSend.send
-
-    def send(self: DirectSend, text: str) -> None:
-        written.append(text)
-        through_protocol(self, text)
-
-    monkeypatch.setattr(DirectSend, "send", send)
-    events = await opened(bus)
-    async with alice_and_bob(settings, events) as (_a, alice_ws, _bob_ws):
-        await asyncio.sleep(settings.ws_frame_interval_ms / 1000 + 0.2)  # the pace allows one
-        await send_ui(bus, alice.user_id, "watchlist", part("watchlist-row-AAPL", "1"))
-        frame = ""
-        while 'id="watchlist-row-AAPL"' not in frame:
-            frame = await recv(alice_ws, 3)
-    assert frame in written  # not through the sender task's ASGI send
 
 
 async def _web_session_of(database_url: str, username: str) -> str:

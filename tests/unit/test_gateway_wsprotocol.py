@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 
 from gateway.testing import Served
-from gateway.wsprotocol import DIRECT_SEND, Deflate, GatewayWebSocketProtocol
+from gateway.wsprotocol import Deflate, GatewayWebSocketProtocol
 
 FRAMES = [
     f'<div hx-swap-oob="true" id="watchlist-quote-T{i % 7}" class="cells">{100 + i}.25</div>'
@@ -30,19 +30,9 @@ async def frames(websocket: WebSocket) -> None:
     await websocket.close()
 
 
-async def direct_frames(websocket: WebSocket) -> None:
-    await websocket.accept()
-    direct = websocket.scope["extensions"][DIRECT_SEND]
-    assert direct.ready()
-    for frame in FRAMES:
-        direct.send(frame)
-    await websocket.close()
-    assert not direct.ready()  # closing: the caller falls back to the ASGI send
-
-
 @asynccontextmanager
-async def serving(ws: Any, endpoint: Any = frames, **config: Any) -> AsyncIterator[Served]:
-    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+async def serving(ws: Any, **config: Any) -> AsyncIterator[Served]:
+    app = Starlette(routes=[WebSocketRoute("/ws", frames)])
     async with Served(app, ws=ws, lifespan="off", **config) as served:
         yield served
 
@@ -63,14 +53,6 @@ async def test_the_settings_window_and_level_are_negotiated_and_frames_arrive_wh
     assert "permessage-deflate" in accepted
     assert "server_max_window_bits=14" in accepted  # uvicorn's own protocol says 12
     assert received == FRAMES  # every frame decompresses to what was sent, in order
-
-
-async def test_frames_written_directly_arrive_whole_compressed_and_in_order() -> None:
-    protocol = GatewayWebSocketProtocol.with_deflate(Deflate(level=2, window_bits=14, mem_level=5))
-    async with serving(protocol, direct_frames) as served:
-        accepted, received = await receive_all(served)
-    assert "permessage-deflate" in accepted
-    assert received == FRAMES
 
 
 async def test_without_explicit_settings_the_environment_decides(
