@@ -112,18 +112,23 @@ _REQUEST = re.compile(
 )
 
 
-def _clean(htmls: list[str]) -> bool:
-    """Whether none of ``htmls`` can hold anything :func:`_unsafe` refuses. Screening the
-    parts joined is the same as screening each: no pattern can span the separator."""
-    low = _SEPARATOR.join(htmls).encode().lower()
+def _lowered(htmls: list[str]) -> bytes:
+    """``htmls`` joined, as the screen reads them. Screening the parts joined is the same
+    as screening each: no pattern can span the separator."""
+    return _SEPARATOR.join(htmls).encode().lower()
+
+
+def _clean(low: bytes) -> bool:
+    """Whether parts lowered by :func:`_lowered` can hold nothing :func:`_unsafe` refuses."""
     return not any(pattern.search(low) for pattern in _SCREEN)
 
 
-def _unsafe(component: str, html: str) -> str | None:
-    """Why ``html`` may not reach a page, or ``None``."""
+def _unsafe(component: str, html: str, screened: bytes | None = None) -> str | None:
+    """Why ``html`` may not reach a page, or ``None``. ``screened``: ``html`` lowered,
+    already known to fail the screen (a lone full render: not lowered and screened twice)."""
     raw = html.encode()
-    low = raw.lower()  # ASCII only: the same length, so offsets in it are offsets in raw
-    if not any(pattern.search(low) for pattern in _SCREEN):
+    low = raw.lower() if screened is None else screened  # ASCII only: offsets as in raw
+    if screened is None and _clean(low):
         return None
     if any(pattern.search(low) for pattern in _FORBIDDEN):
         return "active content"
@@ -157,9 +162,12 @@ def prepare_groups(
     prepared = {
         key: _elements(component, prefix + "-", raw, dropped) for key, raw in groups.items()
     }
-    if _clean([html for parts in prepared.values() for _id, html in parts]):
+    htmls = [html for parts in prepared.values() for _id, html in parts]
+    low = _lowered(htmls)
+    if _clean(low):
         return prepared
-    return {key: _safe(component, parts, dropped) for key, parts in prepared.items()}
+    screened = low if len(htmls) == 1 else None  # the one part that failed the screen
+    return {key: _safe(component, parts, dropped, screened) for key, parts in prepared.items()}
 
 
 def _elements(
@@ -184,11 +192,14 @@ def _elements(
 
 
 def _safe(
-    component: str, parts: list[tuple[str, str]], dropped: Callable[[str], None] | None
+    component: str,
+    parts: list[tuple[str, str]],
+    dropped: Callable[[str], None] | None,
+    screened: bytes | None = None,
 ) -> list[tuple[str, str]]:
     safe = []
     for part_id, html in parts:
-        reason = _unsafe(component, html)
+        reason = _unsafe(component, html, screened)
         if reason is None:
             safe.append((part_id, html))
         else:

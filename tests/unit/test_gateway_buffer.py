@@ -155,6 +155,8 @@ def test_active_content_and_foreign_requests_never_reach_a_page() -> None:
     assert prepare_parts("portfolio", parts, reasons.append) == []
     assert len(reasons) == len(bad)
     assert set(reasons) == {"active content", "request to a foreign URL"}
+    for one in parts:  # alone, as a full render comes: the same verdict
+        assert prepare_parts("portfolio", [one]) == []
     # what the components really send passes: requests to their own event URLs
     good = [
         {
@@ -197,6 +199,8 @@ def test_active_content_is_refused_whatever_its_case_or_the_whitespace_before_it
     parts = [{"id": "portfolio-x", "html": html} for html in bad]
     assert prepare_parts("portfolio", parts, reasons.append) == []
     assert len(reasons) == len(bad)
+    for one in parts:  # alone, as a full render comes: the same verdict
+        assert prepare_parts("portfolio", [one]) == []
     good = '<div id="portfolio-x" title="…">▲ <b HX-GET="/c/portfolio/x">Ünïcode on</b></div>'
     assert prepare_parts("portfolio", [{"id": "portfolio-x", "html": good}]) != []
 
