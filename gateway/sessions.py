@@ -270,8 +270,7 @@ class SessionLookups:
     async def _look_up(self, sessions: Sessions, batch: _Batch, drops: int) -> None:
         self.queries += 1
         try:
-            async with sessions() as db:
-                rows = await _SESSION_USERS.rows(db, ids=list(batch), now=datetime.now(UTC))
+            found = await valid_sessions(sessions, set(batch))
         except Exception as exc:  # every waiter hears it (the database is down: a 503)
             for future in batch.values():
                 if not future.done():
@@ -281,7 +280,6 @@ class SessionLookups:
             for future in batch.values():
                 future.cancel()
             raise
-        found = {row[0]: _user_of(row[0], row[1:]) for row in rows}
         for session_id, future in batch.items():
             hit = found.get(session_id)
             if hit is not None:
@@ -303,11 +301,8 @@ async def valid_sessions(
     and when it expires (one query for all)."""
     if not session_ids:
         return {}
-    query = _valid(select(WebSession.id, *_USER_COLUMNS), datetime.now(UTC)).where(
-        WebSession.id.in_(session_ids)
-    )
     async with sessions() as db:
-        rows = (await db.execute(query)).all()
+        rows = await _SESSION_USERS.rows(db, ids=list(session_ids), now=datetime.now(UTC))
     return {row[0]: _user_of(row[0], row[1:]) for row in rows}
 
 
