@@ -16,7 +16,8 @@ from sqlalchemy import BindParameter, bindparam
 from shared import domain, wire
 from shared.components import Component, IsAuthenticated, PriceBook, Registry
 from shared.components.base import LiveResult
-from shared.components.rendering import Part, money, signed, stencil_parts
+from shared.components.formatting import money, signed
+from shared.components.rendering import Part, stencil_parts
 from shared.db.models import Account, Position, Symbol
 from shared.db.queries import account_and_positions
 from shared.db.reads import Read

@@ -13,7 +13,7 @@ from services.risk.state import LEVELS, RiskState, SectorRow
 from shared import domain, wire
 from shared.charts import bar_width
 from shared.components import PartSpec
-from shared.components.rendering import money
+from shared.components.formatting import money
 
 __all__ = ["ALERTS_ID", "EXPOSURE_ID", "GAUGE_ID", "SUMMARY_ID", "Views", "refresh", "views_of"]
 

@@ -12,7 +12,8 @@ from sqlalchemy.dialects.postgresql import insert
 from shared import domain, wire
 from shared.charts import sparkline_points
 from shared.components import Component, FieldError, IsAuthenticated, PriceBook, Registry
-from shared.components.rendering import Part, money, signed, stencil_parts
+from shared.components.formatting import money, signed
+from shared.components.rendering import Part, stencil_parts
 from shared.db.models import Symbol, WatchlistItem
 from shared.db.reads import Read
 from shared.ticks import tick_field, tick_last

@@ -11,7 +11,6 @@ import re
 import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
 from operator import itemgetter
 from pathlib import Path
@@ -22,6 +21,7 @@ from jinja2_fragments import render_block
 from markupsafe import escape
 
 from shared.components.base import Component, PartSpec
+from shared.components.formatting import money, pct, price, qty, signed
 
 __all__ = [
     "Changes",
@@ -32,13 +32,8 @@ __all__ = [
     "base_context",
     "compact",
     "environment_for",
-    "money",
-    "pct",
-    "price",
-    "qty",
     "render",
     "render_parts",
-    "signed",
     "stencil_parts",
 ]
 
@@ -57,79 +52,6 @@ class Part:
 
     def to_wire(self) -> dict[str, str]:
         return {"id": self.id, "html": self.html}
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if type(value) is Decimal:
-        return value
-    if value is None or value == "":
-        return None
-    try:
-        return value if isinstance(value, Decimal) else Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-
-
-_QUANTUM = {places: Decimal(1).scaleb(-places) for places in range(9)}
-# format specs, built once: a nested ``{places}`` in an f-string costs as much as the rounding
-_GROUPED = {places: f",.{places}f" for places in _QUANTUM}
-_SIGNED = {places: f"+,.{places}f" for places in _QUANTUM}
-
-
-def _round(number: Decimal, places: int) -> Decimal:
-    quantum = _QUANTUM.get(places)
-    if quantum is None:
-        quantum = Decimal(1).scaleb(-places)
-    # positional: ``rounding=`` as a keyword doubles the cost of this hot call
-    return number.quantize(quantum, ROUND_HALF_UP)
-
-
-def money(value: Any, places: int = 2) -> str:
-    """``1234.5`` → ``"1,234.50"`` (half up)."""
-    if type(value) is Decimal and places in _GROUPED:  # the hot path: one call, not four
-        return format(value.quantize(_QUANTUM[places], ROUND_HALF_UP), _GROUPED[places])
-    number = _decimal(value)
-    if number is None:
-        return ""
-    return format(_round(number, places), _GROUPED.get(places) or f",.{places}f")
-
-
-def price(value: Any, places: int = 4) -> str:
-    """A unit price as precise as it is stored, never fewer than two places:
-    ``28.6774`` → ``"28.6774"``, ``28.6`` → ``"28.60"`` (an average cost the trader can
-    check the P&L against)."""
-    number = _decimal(value)
-    if number is None:
-        return ""
-    rounded = _round(number, places)
-    exponent = rounded.normalize().as_tuple().exponent
-    shown = max(2, -exponent) if isinstance(exponent, int) and rounded else 2
-    return f"{rounded:,.{min(shown, places)}f}"
-
-
-def pct(value: Any) -> str:
-    """``12.345`` → ``"12.35"`` (add the ``%`` in the template)."""
-    return money(value, 2)
-
-
-def qty(value: Any) -> str:
-    """``1500`` → ``"1,500"``; fractional quantities keep their decimals."""
-    number = _decimal(value)
-    if number is None:
-        return ""
-    if number == number.to_integral_value():
-        return f"{int(number):,}"
-    return f"{number.normalize():,f}"
-
-
-def signed(value: Any, places: int = 2) -> str:
-    """``12.3`` → ``"+12.30"``, ``-4`` → ``"-4.00"``."""
-    if type(value) is Decimal and places in _SIGNED:
-        return format(value.quantize(_QUANTUM[places], ROUND_HALF_UP), _SIGNED[places])
-    number = _decimal(value)
-    if number is None:
-        return ""
-    return format(_round(number, places), _SIGNED.get(places) or f"+,.{places}f")
 
 
 _template_dirs: dict[type[Component], Path] = {}

@@ -13,15 +13,8 @@ from markupsafe import Markup
 
 from shared.components import PartsTracker, render, render_parts
 from shared.components.base import Component
-from shared.components.rendering import (
-    Stencil,
-    environment_for,
-    money,
-    pct,
-    qty,
-    render_block,
-    signed,
-)
+from shared.components.formatting import money, pct, qty, signed
+from shared.components.rendering import Stencil, environment_for, render_block
 from shared.components.testing import mount_component
 from tests.example_service.components import Order, Portfolio, Watchlist
 
