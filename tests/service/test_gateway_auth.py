@@ -36,6 +36,11 @@ async def client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+def with_session(client: httpx.AsyncClient, cookie: str) -> None:
+    """``client`` sends this session cookie from now on (a kept, copied or stolen one)."""
+    client.cookies.set(SESSION_COOKIE, cookie, domain="gateway.local")
+
+
 async def rows(database_url: str, query: object) -> list[object]:
     engine = create_engine(database_url, null_pool=True)
     try:
@@ -127,7 +132,7 @@ async def test_each_login_gets_a_new_session_and_revokes_the_old_one(
     assert len(sessions) == 2
     assert sessions[0].revoked_at is not None and sessions[1].revoked_at is None  # type: ignore[attr-defined]
     client.cookies.clear()
-    client.cookies.set(SESSION_COOKIE, first, domain="gateway.local")
+    with_session(client, first)
     assert (await client.get("/")).status_code == 303
 
 
@@ -142,7 +147,7 @@ async def test_logout_needs_the_csrf_token_then_revokes_the_session(
     r = await client.post("/logout", data={"csrf_token": token})
     assert r.status_code == 303 and r.headers["location"] == "/login"
     assert SESSION_COOKIE not in client.cookies
-    client.cookies.set(SESSION_COOKIE, cookie, domain="gateway.local")  # a kept copy is dead too
+    with_session(client, cookie)  # a kept copy is dead too
     assert (await client.get("/")).status_code == 303
 
 
@@ -272,7 +277,7 @@ async def test_a_logout_on_another_replica_is_refused_here_at_once(
 ) -> None:
     async with two_replicas(settings) as (a, b):
         await login(a, "alice", TEST_PASSWORD)
-        b.cookies.set(SESSION_COOKIE, a.cookies[SESSION_COOKIE], domain="gateway.local")
+        with_session(b, a.cookies[SESSION_COOKIE])
         assert (await b.get("/")).status_code == 200  # b found it valid: believed for 60 s
         token = csrf_of_page((await a.get("/")).text)
         assert (await a.post("/logout", data={"csrf_token": token})).status_code == 303
@@ -308,7 +313,7 @@ async def test_the_replica_that_logs_a_session_in_believes_it_without_a_lookup(
         await revoke_by_hand(settings)  # before any request looked the session up
         page = await a.get("/")
         assert page.status_code == 200 and "Alice Archer" in page.text  # believed from login
-        b.cookies.set(SESSION_COOKIE, a.cookies[SESSION_COOKIE], domain="gateway.local")
+        with_session(b, a.cookies[SESSION_COOKIE])
         assert (await b.get("/")).status_code == 303  # b looks it up: revoked
 
 
@@ -321,7 +326,7 @@ async def test_a_replaced_session_ends_on_every_replica_at_once(
         data = {"username": "alice", "password": TEST_PASSWORD, "csrf_token": token}
         assert (await a.post("/login", data=data)).status_code == 303
         old = a.cookies[SESSION_COOKIE]
-        b.cookies.set(SESSION_COOKIE, old, domain="gateway.local")  # e.g. a stolen copy
+        with_session(b, old)  # e.g. a stolen copy
         assert (await b.get("/")).status_code == 200  # believed on b for 60 s
         assert (await a.post("/login", data=data)).status_code == 303  # a stale tab's form
         assert a.cookies[SESSION_COOKIE] != old
