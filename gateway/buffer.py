@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from gateway import markup
 from shared import wire
 
 __all__ = [
@@ -34,29 +35,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_FIRST_TAG = re.compile(r"^\s*<([A-Za-z][A-Za-z0-9-]*)")
-_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
-_OOB_ATTR = re.compile(r"\shx-swap-oob\s*=", re.IGNORECASE)
+_TAG_NAME = re.compile(r"[\t\n\f ]*<([A-Za-z][A-Za-z0-9-]*)")
 _OOB = ' hx-swap-oob="true"'
 K = TypeVar("K")
 
 
 def with_oob(html: str) -> str | None:
-    """``html`` with ``hx-swap-oob="true"`` in its first tag; ``None`` if it is not an element."""
-    if html[:1] == "<":  # nearly every part: no whitespace before the tag
-        match = _TAG_NAME.match(html, 1)
-        if match is None:
-            return None
-        begin, end = 0, match.end()
-    else:
-        match = _FIRST_TAG.match(html)
-        if match is None:
-            return None
-        begin, end = match.start(1) - 1, match.end()
-    tag_close = html.find(">", end)
-    if _OOB_ATTR.search(html, end, tag_close if tag_close >= 0 else len(html)):
-        return html[begin:]
-    return html[begin:end] + _OOB + html[end:]
+    """``html`` with ``hx-swap-oob="true"`` in its first tag, after its name (a part that
+    :func:`gateway.markup.check` let through has none of its own); ``None`` if it does not
+    begin with a tag."""
+    match = _TAG_NAME.match(html)
+    if match is None:
+        return None
+    return html[match.start(1) - 1 : match.end()] + _OOB + html[match.end() :]
 
 
 def message_ts_ms(value: Any) -> float | None:
@@ -73,138 +64,44 @@ def message_ts_ms(value: Any) -> float | None:
     return None
 
 
-# What a part must hold for any pattern below to match: a part with none of it (a tick's
-# numbers, nearly every part) is let through after this one screen, made once over all the
-# parts of a message. Everything is matched in the parts' UTF-8 lower-cased as ASCII: HTML's
-# tag and attribute names and its whitespace are ASCII, case-insensitive (and ``str.lower``
-# of a 22 KB full render holding any non-ASCII character took ~0.7 ms, ~4x the screen).
-_SCREEN = tuple(
-    re.compile(pattern)
-    for pattern in (
-        rb"<(?:script|iframe|object|embed|base|meta|link|frame|style)",
-        rb"on(?<=[\s\x1c-\x1f\"'/\x80-\xff]on)",  # after a space, quote, / (or non-ASCII)
-        rb"javascript",
-        rb"hx-(?!swap-oob)",  # any htmx attribute but the swap
-    )
-)
-_SEPARATOR = "\x00"  # joins parts for the screen: in no pattern, and in no UTF-8 sequence
-# What no part may carry, whoever sent it: scripts and other active elements, inline event
-# handlers, javascript: URLs, htmx's inline handlers and evaluated values. Each pattern
-# begins with a literal so that ``re`` skips to it (one alternation of them all,
-# case-insensitive, took ~2 ms for a 24 KB full render).
-_FORBIDDEN = tuple(
-    re.compile(pattern)
-    for pattern in (
-        rb"<\s*/?\s*(?:script|iframe|object|embed|base|meta|link|frame|style)\b",
-        # an on…= attribute; any space or non-ASCII byte before it counts, as ``str``
-        # patterns counted Unicode spaces (HTML's attribute names end at ASCII ones only)
-        rb"on(?<=[\s\x1c-\x1f\"'/\x80-\xff]on)[a-z]+\s*=",
-        rb"javascript\s*:",
-        rb"hx-(?<!\whx-)"  # a word starting "hx-" (or "data-hx-")
-        rb"(?:on\b|on[:-]|(?:vals|headers|vars)\s*=\s*[\"']?\s*(?:js|javascript)\s*:)",
-    )
-)
-# Requests a part may make: only to its own component's event URLs (and its fragment).
-# Found in the lower-cased bytes (not case-insensitively: that made ``re`` try every
-# position, ~0.9 ms per full render); the URL is read as written, at the same offsets.
-_REQUEST = re.compile(
-    rb"hx-(?<!\whx-)(?:get|post|put|patch|delete)\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>]+))"
-)
-
-
-def _lowered(htmls: list[str]) -> bytes:
-    """``htmls`` joined, as the screen reads them. Screening the parts joined is the same
-    as screening each: no pattern can span the separator."""
-    return _SEPARATOR.join(htmls).encode().lower()
-
-
-def _clean(low: bytes) -> bool:
-    """Whether parts lowered by :func:`_lowered` can hold nothing :func:`_unsafe` refuses."""
-    return not any(pattern.search(low) for pattern in _SCREEN)
-
-
-def _unsafe(component: str, html: str, screened: bytes | None = None) -> str | None:
-    """Why ``html`` may not reach a page, or ``None``. ``screened``: ``html`` lowered,
-    already known to fail the screen (a lone full render: not lowered and screened twice)."""
-    raw = html.encode()
-    low = raw.lower() if screened is None else screened  # ASCII only: offsets as in raw
-    if screened is None and _clean(low):
-        return None
-    if any(pattern.search(low) for pattern in _FORBIDDEN):
-        return "active content"
-    own = (f"/c/{component}/".encode(), f"/fragments/{component}".encode())
-    for match in _REQUEST.finditer(low):
-        group = next(g for g in (1, 2, 3) if match.start(g) >= 0)
-        if not raw.startswith(own, match.start(group), match.end(group)):
-            return "request to a foreign URL"  # paths are case-sensitive: as written
-    return None
-
-
 def prepare_parts(
     component: str, raw_parts: Any, dropped: Callable[[str], None] | None = None
 ) -> list[tuple[str, str]]:
     """A message's parts as ``(id, html with hx-swap-oob)``, dropping what a component may
-    not send: anything that is not one element with an id of that component's prefix, and
-    anything active (scripts, event handlers, requests to URLs not the component's own).
-    ``dropped`` hears why each dropped part was dropped (the gateway counts them)."""
-    return prepare_groups(component, {0: raw_parts}, dropped).get(0, [])
-
-
-def prepare_groups(
-    component: str, groups: dict[K, Any], dropped: Callable[[str], None] | None = None
-) -> dict[K, list[tuple[str, str]]]:
-    """:func:`prepare_parts` for each group of parts of one message (its topics, its
-    users' updates), screened for active content all at once."""
-    prefix = wire.ID_PREFIX.get(component)
-    if prefix is None:
+    not send: anything :func:`gateway.markup.check` refuses (not exactly one element of the
+    HTML the components use, an id not the part's or not the component's, anything active,
+    a request to a URL not the component's own). ``dropped`` hears why each dropped part
+    was dropped (the gateway counts them)."""
+    if component not in wire.ID_PREFIX:
         log.warning("dropping parts of unknown component %r", component[:32])
-        return {}
-    prepared = {
-        key: _elements(component, prefix + "-", raw, dropped) for key, raw in groups.items()
-    }
-    htmls = [html for parts in prepared.values() for _id, html in parts]
-    low = _lowered(htmls)
-    if _clean(low):
-        return prepared
-    screened = low if len(htmls) == 1 else None  # the one part that failed the screen
-    return {key: _safe(component, parts, dropped, screened) for key, parts in prepared.items()}
-
-
-def _elements(
-    component: str, own: str, raw_parts: Any, dropped: Callable[[str], None] | None
-) -> list[tuple[str, str]]:
-    """The parts that are one element each, with an id starting with ``own``."""
+        return []
     elements: list[tuple[str, str]] = []
     for raw in raw_parts or ():
         if isinstance(raw, dict):
             part_id, html = raw.get("id"), raw.get("html")
         else:
             part_id = html = None
-        oob = with_oob(html) if isinstance(html, str) else None
-        if oob is None or not part_id or not isinstance(part_id, str):
+        if not isinstance(part_id, str) or not isinstance(html, str):
             _drop(component, part_id, "not an element", dropped)
-        elif not part_id.startswith(own):
-            # services swap their own component's elements only, never the gateway's page
-            _drop(component, part_id, "foreign id", dropped)
+            continue
+        reason = markup.check(component, part_id, html)
+        oob = with_oob(html) if reason is None else None
+        if oob is None:
+            _drop(component, part_id, reason or "not an element", dropped)
         else:
             elements.append((part_id, oob))
     return elements
 
 
-def _safe(
-    component: str,
-    parts: list[tuple[str, str]],
-    dropped: Callable[[str], None] | None,
-    screened: bytes | None = None,
-) -> list[tuple[str, str]]:
-    safe = []
-    for part_id, html in parts:
-        reason = _unsafe(component, html, screened)
-        if reason is None:
-            safe.append((part_id, html))
-        else:
-            _drop(component, part_id, reason, dropped)
-    return safe
+def prepare_groups(
+    component: str, groups: dict[K, Any], dropped: Callable[[str], None] | None = None
+) -> dict[K, list[tuple[str, str]]]:
+    """:func:`prepare_parts` for each group of parts of one message (its topics, its
+    users' updates)."""
+    if component not in wire.ID_PREFIX:
+        log.warning("dropping parts of unknown component %r", component[:32])
+        return {}
+    return {key: prepare_parts(component, raw, dropped) for key, raw in groups.items()}
 
 
 def _drop(component: str, part_id: Any, reason: str, dropped: Callable[[str], None] | None) -> None:

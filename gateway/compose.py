@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup, escape
 
+from gateway import markup
 from gateway.sessions import SessionUser, current_user
 from gateway.state import Gateway, gw
 from gateway.upstream import component_url, upstream_headers
@@ -73,6 +74,11 @@ async def fetch_fragment(g: Gateway, user: SessionUser, component: str) -> Marku
         g.metrics.fragment_seconds.labels(component).observe(time.perf_counter() - started)
     if outcome == "ok" and response.status_code != 200:
         outcome = f"http_{response.status_code}"
+    if outcome == "ok":
+        reason = markup.check(component, wire.element_id(component, "root"), response.text)
+        if reason is not None:  # the same rules as its live parts (gateway/markup.py)
+            log.warning("fragment %s refused (%s)", component, reason)
+            outcome = "refused"
     g.metrics.fragments.labels(component, outcome).inc()
     if outcome == "ok":
         return Markup(response.text)

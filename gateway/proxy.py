@@ -1,7 +1,9 @@
 """``POST /c/{component}/{event}``: a browser event, checked here and forwarded to its service.
 
 Nothing is forwarded without a valid session and the session's CSRF token in ``X-CSRF-Token``.
-The service's status, body and rate-limit headers come back unchanged.
+The service's status, body and rate-limit headers come back unchanged, once the body passed
+the check every live part passes (:mod:`gateway.markup`): an answer the page would swap
+(2xx, 422) must be the component's own root element.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from gateway import markup
 from gateway.csrf import tokens_match
 from gateway.sessions import current_user
 from gateway.state import gw
@@ -34,10 +37,8 @@ PASSED_THROUGH = (
     "ratelimit-limit",
     "ratelimit-remaining",
     "ratelimit-reset",
-    "hx-trigger",
-    "hx-retarget",
-    "hx-reswap",
-)
+)  # not htmx's HX-Retarget, HX-Reswap or HX-Trigger: an answer swaps where its request said
+_SWAPPED = re.compile(r"[23]\d\d|422")  # what the page swaps (page.html's responseHandling)
 _FORWARDED = ("content-type", "accept", "hx-request", "hx-trigger", "hx-target")
 
 
@@ -91,6 +92,16 @@ async def component_event(request: Request, component: str, event: str) -> Respo
         log.warning("event %s/%s failed: %s", component, event, exc)
         g.metrics.events.labels(component, "timeout").inc()
         return Response(uncertain(component), status_code=504)
+    if upstream.content and _SWAPPED.fullmatch(str(upstream.status_code)):
+        reason = markup.check(component, wire.element_id(component, "root"), upstream.text)
+        if reason is not None:  # the same rules as its live parts (gateway/markup.py)
+            log.warning("event %s/%s: answer refused (%s)", component, event, reason)
+            g.metrics.events.labels(component, "refused").inc()
+            return Response(
+                f"The {SERVICE_NAMES.get(component, component)} service's answer was refused "
+                "by the gateway. It may have been applied: reload before retrying.",
+                status_code=502,
+            )
     g.metrics.events.labels(component, str(upstream.status_code)).inc()
     kept = {k: v for k in PASSED_THROUGH if (v := upstream.headers.get(k)) is not None}
     return Response(upstream.content, status_code=upstream.status_code, headers=kept)

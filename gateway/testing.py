@@ -68,17 +68,22 @@ class Served:
 class StandIn:
     """A component service that answers ``GET /components/{name}`` and events, and records calls.
 
-    ``delay_s`` slows every answer; ``event_status`` / ``event_headers`` shape event answers.
+    ``delay_s`` slows every answer; ``event_status`` / ``event_headers`` shape event answers;
+    ``html``, when set, is what it answers instead of its own root element (as a compromised
+    or broken service could).
     """
 
     name: str
     delay_s: float = 0.0
     event_status: int = 200
     event_headers: dict[str, str] = field(default_factory=dict)
+    html: str | None = None
     secret: str = DEV_PLACEHOLDER_SECRET
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def fragment(self) -> str:
+        if self.html is not None:
+            return self.html
         root = wire.element_id(self.name, "root")
         return f'<div id="{root}" data-component="{self.name}">{self.name} fragment</div>'
 
@@ -120,7 +125,7 @@ class StandIn:
             await asyncio.sleep(self.delay_s)
             if identity is None:
                 return Response(status_code=401)
-            html = (
+            html = self.html or (
                 f'<div id="{wire.element_id(self.name, "root")}">{event} {self.event_status}</div>'
             )
             return HTMLResponse(html, self.event_status, headers=self.event_headers)

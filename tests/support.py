@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import inspect, select, text
 from sqlalchemy import update as sql_update
 
+from gateway import markup
 from services.pricefeed.domain import Quote
 from shared import wire
 from shared.bus import MessageBus
@@ -213,6 +214,18 @@ def session_payload(identity: Identity) -> dict[str, Any]:
     )
 
 
+REFUSED: list[tuple[str, str, str]] = []
+"""Parts a service published that the gateway would drop: (component, id, why). A test that
+collected any fails (tests/service/conftest.py): what a service renders must reach a page."""
+
+
+def _check_parts(component: str, parts: Iterable[dict[str, Any]]) -> None:
+    for part in parts:
+        reason = markup.check(component, str(part.get("id")), str(part.get("html")))
+        if reason is not None:
+            REFUSED.append((component, str(part.get("id")), reason))
+
+
 async def collect_ui(bus: MessageBus, user_id: int, component: str) -> Received:
     """Every update of ``component`` for ``user_id`` from now on, one entry per update
     (they are published batched per partition), each with its message's component and ts."""
@@ -223,6 +236,7 @@ async def collect_ui(bus: MessageBus, user_id: int, component: str) -> Received:
             return
         for update in payload.get("updates", ()):
             if update.get("user") == user_id:
+                _check_parts(payload["component"], update.get("parts") or ())
                 received.append(
                     (subj, {"component": payload["component"], "ts": payload.get("ts"), **update})
                 )

@@ -105,6 +105,9 @@ def stack(
     running = launch(env, tmp_path_factory.mktemp("stack"))
     yield running
     shut_down(running)
+    # what the services rendered in every test reached the pages: the gateway refused nothing
+    refused = [line for line in running.lines if "dropping a " in line or " refused (" in line]
+    assert not refused, "the gateway refused a service's HTML:\n" + "".join(refused[:10])
     nats.stop()
     devservers.run_async(devservers.drop_database(pg_server_uri, name))
 

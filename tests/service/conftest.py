@@ -18,7 +18,19 @@ from shared import devservers
 from shared.db.engine import create_engine, session_factory
 from shared.identity import Identity
 from shared.settings import ServiceSettings
+from tests import support
 from tests.support import identity_of
+
+
+@pytest.fixture(autouse=True)
+def parts_reach_the_page() -> Iterator[None]:
+    """Every part a test collected from a service is one the gateway lets through (a
+    template the gateway's check refuses would vanish from the page, silently but for the
+    gateway's drop counter)."""
+    support.REFUSED.clear()
+    yield
+    refused, support.REFUSED[:] = list(support.REFUSED), []
+    assert not refused, f"parts the gateway would drop: {refused[:5]}"
 
 
 @pytest.fixture

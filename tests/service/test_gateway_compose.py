@@ -240,3 +240,25 @@ async def test_the_retry_route_returns_the_fragment_once_the_service_is_back(
         client.cookies.clear()
         r = await client.get("/fragments/watchlist")
         assert r.status_code == 401 and r.headers["hx-redirect"] == "/login"
+
+
+async def test_a_fragment_the_gateway_would_not_forward_live_is_not_composed(
+    settings: GatewaySettings,
+) -> None:
+    """A service's fragment passes the check its live parts pass: one element, its root."""
+    stand_ins = {c: StandIn(c) for c in wire.COMPONENTS}
+    stand_ins["portfolio"].html = (
+        '<div id="portfolio-root">positions</div>'
+        '<form id="logout-form" hx-post="/c/order/submit" hx-trigger="load"></form>'
+    )
+    async with stack(settings, dict(stand_ins)) as client:
+        r = await client.get("/")
+        again = await client.get("/fragments/portfolio")
+        outcomes = await fragment_outcomes(client)
+    assert r.status_code == 200
+    assert "Portfolio unavailable, retrying…" in r.text and "/c/order/submit" not in r.text
+    assert r.text.count('id="logout-form"') == 1  # the page's own
+    assert again.status_code == 200 and "/c/order/submit" not in again.text
+    assert outcomes["portfolio"] == {"refused": 2}
+    for component in ("watchlist", "order", "risk_metrics"):
+        assert StandIn(component).fragment() in r.text

@@ -96,6 +96,37 @@ async def test_service_answers_pass_through_unchanged(
         assert r.headers[name] == value
 
 
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<div id="order-root"></div><div id="logout-form">log in again</div>',
+        '<div id="order-root"><form hx-post="/c/order/../portfolio/close" hx-trigger="load">'
+        "</form></div>",
+        '<div id="order-root"><div hx-swap-oob="innerHTML:body">gone</div></div>',
+        '<div id="portfolio-root">not the order ticket</div>',
+    ],
+)
+async def test_an_answer_the_page_would_swap_is_checked_like_a_live_part(
+    env: Env, html: str
+) -> None:
+    env.orders.html = html
+    env.orders.event_headers = {"HX-Retarget": "#logout-form", "HX-Reswap": "outerHTML"}
+    for status in (200, 422):
+        env.orders.event_status = status
+        r = await env.client.post(
+            "/c/order/submit", data=FORM, headers={wire.HEADER_CSRF: env.csrf}
+        )
+        assert r.status_code == 502
+        assert "answer was refused by the gateway" in r.text and "logout" not in r.text
+    env.orders.event_status = 429  # the page does not swap it: passed through as it is
+    r = await env.client.post("/c/order/submit", data=FORM, headers={wire.HEADER_CSRF: env.csrf})
+    assert r.status_code == 429 and r.text == html
+    env.orders.html, env.orders.event_status = None, 200  # a good answer: no swap elsewhere
+    r = await env.client.post("/c/order/submit", data=FORM, headers={wire.HEADER_CSRF: env.csrf})
+    assert r.status_code == 200 and r.text == '<div id="order-root">submit 200</div>'
+    assert "hx-retarget" not in r.headers and "hx-reswap" not in r.headers
+
+
 async def test_unknown_components_and_events_are_404_and_services_down_are_503(env: Env) -> None:
     h = {wire.HEADER_CSRF: env.csrf}
     assert (await env.client.post("/c/nope/submit", data=FORM, headers=h)).status_code == 404
