@@ -8,15 +8,20 @@ gateway reads it the way the browser will, and refuses what it cannot read that 
   comment, no ``<`` in text, attribute values quoted. So there is no second element for
   htmx to swap, and none of the HTML parser's repairs (an implied end tag, a reconstructed
   formatting element, raw text) can move anything out of it.
-- **Its id is the part's**, and every id inside it carries the component's prefix: a part
-  cannot stand in for another component's element or the gateway's own.
+- **Its id is the part's**, and every id inside it, and every id it names (``for``,
+  ``list``, the ``aria-*`` references), carries the component's prefix: a part cannot stand
+  in for another component's element or the gateway's own, nor click or label them.
 - **Only the tags and attributes the components' templates use** (:data:`TAGS`,
-  and ``_FREE``'s attributes): no script, style, link or frame, no ``on…`` handler, no ``href``,
-  ``src`` or ``action``, no ``hx-swap-oob`` (the gateway adds it), ``hx-boost``, ``hx-on``
-  or ``hx-headers``. Of htmx's attributes, requests go only to the component's own event
-  URLs (``/c/<component>/<event>``, ``/fragments/<component>``, exactly: no ``..``, no
-  escapes), targets and selectors name ``this``, a tag nearby or an element of the
-  component, ``hx-vals`` is JSON (never ``js:``), ``hx-trigger`` has no ``[…]`` filter.
+  ``_FREE``, ``_REFS``): no script, style, link or frame, no ``on…`` handler, no ``href``,
+  ``src`` or ``action``, no ``hx-swap-oob`` (the gateway adds it), ``hx-boost``, ``hx-on``,
+  ``hx-headers`` or ``data-ws-*``. Of htmx's attributes, requests go only to the
+  component's own event URLs (``/c/<component>/<event>``, ``/fragments/<component>``,
+  exactly: no ``..``, no escapes); targets and selectors name ``this``, ``closest form``,
+  ``find <tag>`` or an element of the component (htmx's ``next``/``previous`` search the
+  whole page); ``hx-vals`` is JSON (never ``js:``); ``hx-trigger`` has no ``[…]`` filter,
+  no ``every``, and listens ``from:`` the component only.
+- **Bounded**: at most :data:`_MAX_CHARS` and :data:`_MAX_DEPTH` elements deep; every
+  step is linear (it runs on the gateway's event loop).
 
 :func:`check` answers for one part: a quick full match of one precompiled pattern for the
 plain parts of a tick (no request, no form; nearly every part), else the tokenizer.
@@ -45,14 +50,26 @@ _VOID = frozenset({"input"})
 _PLAIN = ("div", "span", "label", "time")  # no parsing rule of their own: the quick pattern
 # attributes with no effect but what they show (any value), then those checked one by one
 _FREE = frozenset(
-    """class role title type name value for placeholder list inputmode autocomplete tabindex
-    step min max maxlength minlength datetime required selected checked disabled readonly
-    viewBox preserveAspectRatio points x y width height""".split()
+    """class role title type name value placeholder inputmode autocomplete tabindex step
+    min max maxlength minlength datetime required selected checked disabled readonly
+    viewBox preserveAspectRatio points x y width height aria-label aria-hidden aria-live
+    aria-invalid aria-busy aria-current aria-expanded aria-pressed aria-selected aria-sort
+    aria-valuenow aria-valuemin aria-valuemax aria-valuetext aria-atomic aria-disabled
+    aria-required aria-level data-symbol data-component data-ticket data-ticket-focus
+    data-notice data-status data-side data-optimistic data-optimistic-message""".split()
+)
+# attributes naming other elements by id: the component's own only (a label's "for" clicks
+# the control it names, a datalist feeds the input that lists it)
+_REFS = frozenset(
+    """for list aria-labelledby aria-describedby aria-controls aria-owns aria-details
+    aria-activedescendant aria-errormessage aria-flowto""".split()
 )
 _QUICK_NAMES = (
-    r"(?:class|role|aria-[a-z-]+|data-(?!hx-)[a-z0-9-]+|title"
-    r"|viewBox|preserveAspectRatio|points|x|y|width|height)"
+    r"(?:class|role|title|aria-(?:label|hidden|live)|data-(?:symbol|status|side)"
+    r"|viewBox|preserveAspectRatio|points|x|y|width|height)(?=[\t\n\f =/>])"
 )
+_MAX_CHARS = 262_144  # a part or an answer: a full render is ~20 KB
+_MAX_DEPTH = 128  # elements open at once (Chromium flattens past ~512)
 _QUICK_DEPTH = 6
 _QUICK_MAX = 2048  # a tick's parts; a full render goes straight to the tokens
 _EVENT_NAME = r"[a-z_][a-z0-9_]{0,63}"
@@ -85,7 +102,10 @@ def _trie(words: Iterable[str]) -> str:
     return pattern(tree)
 
 
-_FREE_NAMES = _trie(_FREE)
+_END = r"(?=[\t\n\f =/>])"  # a name ends there: "aria-label" is not "aria-labelledby"
+_FREE_NAMES = _trie(_FREE) + _END
+_REF_NAMES = _trie(_REFS) + _END
+_FREE_LOWER = frozenset(name.lower() for name in _FREE)
 _CHECKED = frozenset(
     "id hx-get hx-post hx-put hx-patch hx-delete hx-target hx-select hx-include hx-swap"
     " hx-trigger hx-vals".split()
@@ -100,12 +120,16 @@ def check(component: str, part_id: str, html: str) -> str | None:
     if prefix is None or not part_id.startswith(prefix + "-"):
         return "foreign id"
     own = prefix + "-"
+    if len(html) > _MAX_CHARS:
+        return "not an element"
     quick = _quick(own).fullmatch(html) if len(html) <= _QUICK_MAX else None
     if quick is not None:
         first = quick["id"] if quick["id"] is not None else quick["id1"]
     else:
         if _lexicon(component, own).fullmatch(html) is None:
             return _why(component, own, html)
+        if not html.strip("\t\n\f ").endswith(">"):
+            return "not an element"  # text after the element (an answer would show it)
         reason = _structure(html)
         if reason is not None:
             return reason
@@ -152,19 +176,25 @@ def _lexicon(component: str, own: str) -> re.Pattern[str]:
     only allowed attributes and values: start tags, end tags and text (no ``<``)."""
     own_id = re.escape(own)
     urls = rf"(?:/fragments/{component}|/c/{component}/{_EVENT_NAME})"
-    nearby = rf"(?:this|(?:closest|find|next|previous) [a-z][a-z0-9]*|#{own_id}[A-Za-z0-9_-]*)"
+    own_ref = rf"#{own_id}[A-Za-z0-9_-]*"
+    # never a selector reaching past the component: not "closest body", not "next section"
+    nearby = rf"(?:this|closest form|find [a-z][a-z0-9]*|{own_ref})"
+    refs = rf"{own_id}{_ID_CHARS}(?: {own_id}{_ID_CHARS})*"
+    plain = r"(?:(?!from:|every)[A-Za-z0-9:._ ,-])"
+    trigger = rf"{plain}*(?:from:(?:closest form|{own_ref}){plain}*)*"
 
     def quoted(inner: str) -> str:
         return f"(?:\"{inner}\"|'{inner}')"
 
     value = rf"{_SPACE}*={_SPACE}*"
     attribute = (
-        rf"{_SPACE}+(?:(?:{_FREE_NAMES}|aria-[a-z-]+|data-(?!hx-)[a-z0-9-]+)(?:{value}{_VALUE})?"
+        rf"{_SPACE}+(?:{_FREE_NAMES}(?:{value}{_VALUE})?"
         rf"|id{value}{quoted(own_id + _ID_CHARS)}"
+        rf"|{_REF_NAMES}{value}{quoted(refs)}"
         rf"|hx-(?:get|post|put|patch|delete){value}{quoted(urls)}"
         rf"|hx-(?:target|select|include){value}{quoted(nearby)}"
         rf"|hx-swap{value}{quoted('[A-Za-z0-9:._ -]*')}"
-        rf"|hx-trigger{value}{quoted('[A-Za-z0-9:._ ,-]*')}"
+        rf"|hx-trigger{value}{quoted(trigger)}"
         rf"|hx-vals{value}(?:\"{_SPACE}*\{{[^\"]*\"|'{_SPACE}*\{{[^']*'))"
     )
     # "/>" closes only an input (void) and the shapes of an svg, which always close so
@@ -181,37 +211,41 @@ _TAGS = re.compile(r"<(/?[a-z0-9]+)")  # in a part whose tokens passed: every ta
 
 def _structure(html: str) -> str | None:
     """Whether the tags of ``html`` (its tokens already checked) make one element that the
-    parser builds as written: each closed in order, nothing it would close, move or drop."""
+    parser builds as written: each closed in order, nothing it would close, move or drop.
+    Linear: what it must know of the open elements it counts as they open and close."""
     stack: list[str] = []
     tags = _TAGS.findall(html)
     last = len(tags) - 1
-    paragraphs = 0  # open p elements: one would close at anything but phrasing content
+    open_kinds = dict.fromkeys(_COUNTED, 0)  # p, form, button, headings open now
     for i, tag in enumerate(tags):
         if tag[0] == "/":
             tag = tag[1:]
             if not stack or stack.pop() != tag:
                 return "not an element"
-            if tag == "p":
-                paragraphs -= 1
+            if tag in _KIND:
+                open_kinds[_KIND[tag]] -= 1
             if not stack and i != last:
                 return "not an element"  # a second element follows
             continue
         parent = stack[-1] if stack else ""
-        if tag in _SHAPES or tag in _VOID:  # they close themselves
-            if (parent == "svg") != (tag in _SHAPES) or not stack:
-                return "not an element"
-            continue
         if parent in _PARENTS and tag not in _PARENTS[parent]:
             return "not an element"  # svg: shapes; ul: li; select, datalist: option; option: text
         if tag in _CHILDREN and parent not in _CHILDREN[tag]:
             return "not an element"  # an li only in a ul, an option in a select or datalist
-        if paragraphs and tag not in _PHRASING:
+        if open_kinds["p"] and tag not in _PHRASING:
             return "not an element"  # it would close the paragraph
-        if tag in _OWN_KIND and not _OWN_KIND[tag].isdisjoint(stack):
-            return "not an element"  # the parser would close or drop it
-        if tag == "p":
-            paragraphs += 1
+        if tag in _SHAPES or tag in _VOID:  # they close themselves, inside the element
+            if not stack or (tag in _SHAPES) != (parent == "svg"):
+                return "not an element"
+            continue
+        kind = _KIND.get(tag)
+        if kind is not None:
+            if kind != "p" and open_kinds[kind]:
+                return "not an element"  # the parser would close or drop it
+            open_kinds[kind] += 1
         stack.append(tag)
+        if len(stack) > _MAX_DEPTH:
+            return "not an element"
     return None if not stack and tags else "not an element"
 
 
@@ -223,13 +257,8 @@ _PARENTS = {
     "option": frozenset(),
 }
 _CHILDREN = {"li": frozenset({"ul"}), "option": frozenset({"select", "datalist"})}
-_HEADINGS = frozenset({"h2", "h3"})
-_OWN_KIND = {
-    "form": frozenset({"form"}),
-    "button": frozenset({"button"}),
-    "h2": _HEADINGS,
-    "h3": _HEADINGS,
-}
+_KIND = {"p": "p", "form": "form", "button": "button", "h2": "heading", "h3": "heading"}
+_COUNTED = frozenset(_KIND.values())
 
 
 _ANY_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)([^<>]*)")
@@ -248,11 +277,7 @@ def _why(component: str, own: str, html: str) -> str:
             reasons.add("active content")
         for name, *values in _ANY_ATTR.findall(attrs):
             name = name.lower()
-            if (
-                name not in _FREE
-                and name not in _CHECKED
-                and not (name.startswith(("aria-", "data-")) and not name.startswith("data-hx-"))
-            ):
+            if name not in _FREE_LOWER and name not in _CHECKED and name not in _REFS:
                 reasons.add("active content")
                 continue
             value = next((v for v in values if v), "")
@@ -262,7 +287,7 @@ def _why(component: str, own: str, html: str) -> str:
                 continue  # the value would do: the part is refused for its form
             if name in _REQUESTS:
                 reasons.add("request to a foreign URL")
-            elif name == "id":
+            elif name == "id" or name in _REFS:
                 reasons.add("foreign id")
             else:
                 reasons.add("active content")

@@ -172,7 +172,7 @@ def test_a_frame_mixing_every_component_swaps_every_part(new_page: Any, stack: S
 
     def part(i: str) -> dict[str, str]:
         tag, attrs = shapes[i]
-        return {"id": i, "html": f'<{tag} id="{i}" {attrs} data-e2e="{marker}">{i}</{tag}>'}
+        return {"id": i, "html": f'<{tag} id="{i}" {attrs} data-status="{marker}">{i}</{tag}>'}
 
     # each component's parts as its service publishes them, back to back: the gateway
     # sends what arrives within its gather window as one frame
@@ -183,7 +183,7 @@ def test_a_frame_mixing_every_component_swaps_every_part(new_page: Any, stack: S
             window.__landed = new Set();
             new MutationObserver((records) => {
                 for (const r of records) for (const n of r.addedNodes)
-                    if (n.dataset && n.dataset.e2e === marker) window.__landed.add(n.id);
+                    if (n.dataset && n.dataset.status === marker) window.__landed.add(n.id);
             }).observe(document.body, {childList: true, subtree: true});
         }""",
         marker,

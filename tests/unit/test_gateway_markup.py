@@ -127,6 +127,43 @@ def refused(html: str, part_id: str = PID, component: str = "portfolio") -> str 
         ('<div id="portfolio-x"></script></div>', "active content"),
         ('<div id="portfolio-x" hx-on:click="steal()">x</div>', "active content"),
         ('<div id="portfolio-x" onclick="steal()">x</div>', "active content"),
+        # selectors, references and triggers that reach past the component
+        (
+            '<div id="portfolio-x" hx-post="/c/portfolio/t" hx-include="closest body">x</div>',
+            "active content",
+        ),
+        (
+            '<div id="portfolio-x" hx-post="/c/portfolio/t" hx-target="next section">x</div>',
+            "active content",
+        ),
+        (
+            '<div id="portfolio-x" hx-post="/c/portfolio/t" hx-target="closest main">x</div>',
+            "active content",
+        ),
+        (
+            '<div id="portfolio-x" hx-post="/c/portfolio/t" hx-trigger="input from:body">x</div>',
+            "active content",
+        ),
+        (
+            '<div id="portfolio-x" hx-post="/c/portfolio/t" hx-trigger="every 1ms">x</div>',
+            "active content",
+        ),
+        (
+            '<label id="portfolio-x" for="order-root-buy" data-ticket="{}">AAPL</label>',
+            "foreign id",
+        ),
+        ('<div id="portfolio-x"><input list="order-root-symbols"></div>', "foreign id"),
+        ('<div id="portfolio-x" aria-owns="portfolio-y risk-gauge">x</div>', "foreign id"),
+        ('<div id="portfolio-x" data-ws-connect="wss://evil.example/s">1</div>', "active content"),
+        # what the parser would make several elements of, or show beside the element
+        (
+            '<select id="portfolio-x"><option>x</option><input id="portfolio-y"></select>',
+            "not an element",
+        ),
+        ('<div id="portfolio-x"><ul><input></ul></div>', "not an element"),
+        ('<div id="portfolio-x"><section>a</section></div>trailing text', "not an element"),
+        ("<div>" * 100 + '<div id="portfolio-x"></div>' + "</div>" * 100, "foreign id"),
+        ('<div id="portfolio-x">' + "<div>" * 200 + "</div>" * 201, "not an element"),
     ],
 )
 def test_what_a_page_must_not_get_is_refused_with_its_reason(html: str, reason: str) -> None:
@@ -174,10 +211,27 @@ def test_what_a_page_must_not_get_is_refused_with_its_reason(html: str, reason: 
             "</section>\n",
         ),
         ("order", "order-root", '<div id="order-root" hx-get="/fragments/order">Loading</div>'),
+        (
+            "order",
+            "order-root",
+            '<form id="order-root" hx-post="/c/order/whatif" hx-target="#order-root-whatif"'
+            ' hx-trigger="input from:closest form delay:300ms" aria-labelledby="order-root-t">'
+            '<label for="order-root-symbol">Symbol</label>'
+            '<input id="order-root-symbol" list="order-root-symbols">'
+            '<div id="order-root-whatif" aria-live="polite"></div></form>',
+        ),
     ],
 )
 def test_what_the_templates_send_goes_through(component: str, part_id: str, html: str) -> None:
     assert check(component, part_id, html) is None
+
+
+def test_a_deep_or_huge_part_is_refused_without_reading_it_all() -> None:
+    """Nesting and size are bounded (each check is linear: it runs on the event loop)."""
+    nested = '<div id="portfolio-x">' + "<h2>x</h2>" * 1000 + "</div>"
+    assert check("portfolio", PID, nested) is None
+    huge = '<div id="portfolio-x">' + "x" * 300_000 + "</div>"
+    assert check("portfolio", PID, huge) == "not an element"
 
 
 def test_a_part_of_a_tick_and_the_same_part_through_the_tokens_agree() -> None:
