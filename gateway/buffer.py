@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from gateway import markup
+from gateway.markup import with_oob
 from shared import wire
 
 __all__ = [
@@ -35,19 +35,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_TAG_NAME = re.compile(r"[\t\n\f ]*<([A-Za-z][A-Za-z0-9-]*)")
-_OOB = ' hx-swap-oob="true"'
 K = TypeVar("K")
-
-
-def with_oob(html: str) -> str | None:
-    """``html`` with ``hx-swap-oob="true"`` in its first tag, after its name (a part that
-    :func:`gateway.markup.check` let through has none of its own); ``None`` if it does not
-    begin with a tag."""
-    match = _TAG_NAME.match(html)
-    if match is None:
-        return None
-    return html[match.start(1) - 1 : match.end()] + _OOB + html[match.end() :]
 
 
 def message_ts_ms(value: Any) -> float | None:
@@ -84,8 +72,7 @@ def prepare_parts(
         if not isinstance(part_id, str) or not isinstance(html, str):
             _drop(component, part_id, "not an element", dropped)
             continue
-        reason = markup.check(component, part_id, html)
-        oob = with_oob(html) if reason is None else None
+        oob, reason = markup.swappable(component, part_id, html)
         if oob is None:
             _drop(component, part_id, reason or "not an element", dropped)
         else:

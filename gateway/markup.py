@@ -36,7 +36,7 @@ from typing import Any
 
 from shared import wire
 
-__all__ = ["TAGS", "check"]
+__all__ = ["TAGS", "check", "swappable", "with_oob"]
 
 _SPACE = r"[\t\n\f ]"  # HTML's whitespace (a carriage return is not: refused, not guessed)
 _VALUE = r"(?:\"[^\"<]*\"|'[^'<]*')"  # no "<": every "<" of a part opens a tag
@@ -64,10 +64,8 @@ _REFS = frozenset(
     """for list aria-labelledby aria-describedby aria-controls aria-owns aria-details
     aria-activedescendant aria-errormessage aria-flowto""".split()
 )
-_QUICK_NAMES = (
-    r"(?:class|role|title|aria-(?:label|hidden|live)|data-(?:symbol|status|side)"
-    r"|viewBox|preserveAspectRatio|points|x|y|width|height)(?=[\t\n\f =/>])"
-)
+_QUICK_ATTRIBUTES = """class role title aria-label aria-hidden aria-live data-symbol data-status
+    data-side viewBox preserveAspectRatio points x y width height""".split()
 _MAX_CHARS = 262_144  # a part or an answer: a full render is ~20 KB
 _MAX_DEPTH = 128  # elements open at once (Chromium flattens past ~512)
 _QUICK_DEPTH = 6
@@ -105,6 +103,7 @@ def _trie(words: Iterable[str]) -> str:
 _END = r"(?=[\t\n\f =/>])"  # a name ends there: "aria-label" is not "aria-labelledby"
 _FREE_NAMES = _trie(_FREE) + _END
 _REF_NAMES = _trie(_REFS) + _END
+_QUICK_NAMES = _trie(_QUICK_ATTRIBUTES) + _END
 _FREE_LOWER = frozenset(name.lower() for name in _FREE)
 _CHECKED = frozenset(
     "id hx-get hx-post hx-put hx-patch hx-delete hx-target hx-select hx-include hx-swap"
@@ -116,26 +115,55 @@ def check(component: str, part_id: str, html: str) -> str | None:
     """Why ``html`` may not reach a page as the part ``part_id`` of ``component``, or
     ``None``. The reasons are the gateway's drop labels: ``not an element``, ``foreign id``,
     ``active content``, ``request to a foreign URL``."""
-    prefix = wire.ID_PREFIX.get(component)
-    if prefix is None or not part_id.startswith(prefix + "-"):
-        return "foreign id"
-    own = prefix + "-"
+    return swappable(component, part_id, html)[1]
+
+
+_OOB = ' hx-swap-oob="true"'
+_TAG_NAME = re.compile(r"[\t\n\f ]*<([A-Za-z][A-Za-z0-9-]*)")
+
+
+def with_oob(html: str) -> str | None:
+    """``html`` with ``hx-swap-oob="true"`` in its first tag, after its name (a part that
+    :func:`check` let through has none of its own); ``None`` if it does not begin with a tag."""
+    match = _TAG_NAME.match(html)
+    if match is None:
+        return None
+    return html[match.start(1) - 1 : match.end()] + _OOB + html[match.end() :]
+
+
+def swappable(component: str, part_id: str, html: str) -> tuple[str | None, str | None]:
+    """``(html as the gateway sends it, None)``: with ``hx-swap-oob="true"`` in its first tag,
+    if :func:`check` lets it through; else ``(None, why not)``. The hot path: every part."""
+    quick = _QUICK.get(component)
+    if quick is None:
+        if component not in wire.ID_PREFIX:
+            return None, "foreign id"
+        quick = _QUICK[component] = _quick(wire.ID_PREFIX[component] + "-")
+    own = wire.ID_PREFIX[component] + "-"
+    if not part_id.startswith(own):
+        return None, "foreign id"
     if len(html) > _MAX_CHARS:
-        return "not an element"
-    quick = _quick(own).fullmatch(html) if len(html) <= _QUICK_MAX else None
-    if quick is not None:
-        first = quick["id"] if quick["id"] is not None else quick["id1"]
-    else:
-        if _lexicon(component, own).fullmatch(html) is None:
-            return _why(component, own, html)
-        if not html.strip("\t\n\f ").endswith(">"):
-            return "not an element"  # text after the element (an answer would show it)
-        reason = _structure(html)
-        if reason is not None:
-            return reason
-        match = _FIRST_ID.match(html)
-        first = None if match is None else match[1] if match[1] is not None else match[2]
-    return None if first == part_id else "foreign id"
+        return None, "not an element"
+    match = quick.fullmatch(html) if len(html) <= _QUICK_MAX else None
+    if match is not None:
+        if (match["id"] or match["id1"]) != part_id:
+            return None, "foreign id"
+        begin, end = match.start("t0") - 1, match.end("t0")
+        return html[begin:end] + _OOB + html[end:], None
+    if _lexicon(component, own).fullmatch(html) is None:
+        return None, _why(component, own, html)
+    if not html.strip("\t\n\f ").endswith(">"):
+        return None, "not an element"  # text after the element (an answer would show it)
+    reason = _structure(html)
+    if reason is not None:
+        return None, reason
+    first = _FIRST_ID.match(html)
+    if first is None or (first[1] if first[1] is not None else first[2]) != part_id:
+        return None, "foreign id"
+    return with_oob(html), None
+
+
+_QUICK: dict[str, re.Pattern[str]] = {}  # by component
 
 
 @cache
@@ -146,12 +174,12 @@ def _quick(own: str) -> re.Pattern[str]:
     own = re.escape(own)
     attr = (
         rf"(?:{_SPACE}+(?:{_QUICK_NAMES}(?:{_SPACE}*={_SPACE}*{_VALUE})?"
-        rf"|id{_SPACE}*={_SPACE}*(?:\"{own}[^\"<]*\"|'{own}[^'<]*')))"
+        rf"|id{_SPACE}*={_SPACE}*(?:\"{own}{_ID_CHARS}\"|'{own}{_ID_CHARS}')))"
     )
     # the element's own attributes: its first id is the part's (read out, group "id")
     head = (
         rf"(?:{_SPACE}+{_QUICK_NAMES}(?:{_SPACE}*={_SPACE}*{_VALUE})?)*+"
-        rf"{_SPACE}+id{_SPACE}*={_SPACE}*(?:\"(?P<id>{own}[^\"<]*)\"|'(?P<id1>{own}[^'<]*)')"
+        rf"{_SPACE}+id{_SPACE}*={_SPACE}*(?:\"(?P<id>{own}{_ID_CHARS})\"|'(?P<id1>{own}{_ID_CHARS})')"
         rf"{attr}*+"
     )
     svg = (

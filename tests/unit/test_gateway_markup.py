@@ -25,6 +25,7 @@ def refused(html: str, part_id: str = PID, component: str = "portfolio") -> str 
         ('<div id="portfolio-y" id="portfolio-x">y</div>', "foreign id"),  # the first counts
         ('<div class="x">no id</div>', "foreign id"),
         ('<div id="portfolio-x"><span id="risk-gauge">0</span></div>', "foreign id"),
+        ('<div id="portfolio-x&amp;y">1</div>', "foreign id"),  # the browser reads "x&y"
         ('<div id="portfolio-x" hx-swap-oob="innerHTML:body">pwned</div>', "active content"),
         (
             '<div id="portfolio-x"><span hx-swap-oob="true" id="portfolio-y">1</span></div>',
