@@ -71,7 +71,7 @@ _MAX_DEPTH = 128  # elements open at once (Chromium flattens past ~512)
 _QUICK_DEPTH = 6
 _QUICK_MAX = 2048  # a tick's parts; a full render goes straight to the tokens
 _EVENT_NAME = r"[a-z_][a-z0-9_]{0,63}"
-_ID_CHARS = r"[A-Za-z0-9_.:-]*"
+_ID_CHARS = r"[A-Za-z0-9_.:-]*+"  # possessive, as every repetition here: linear
 _PHRASING = frozenset({"span", "button", "input", "label", "time", "select", "datalist", "svg"})
 _FIRST_ID = re.compile(  # the first id of the first tag of a part already checked
     rf"{_SPACE}*<[a-z0-9]+"
@@ -204,12 +204,12 @@ def _lexicon(component: str, own: str) -> re.Pattern[str]:
     only allowed attributes and values: start tags, end tags and text (no ``<``)."""
     own_id = re.escape(own)
     urls = rf"(?:/fragments/{component}|/c/{component}/{_EVENT_NAME})"
-    own_ref = rf"#{own_id}[A-Za-z0-9_-]*"
+    own_ref = rf"#{own_id}[A-Za-z0-9_-]*+(?![A-Za-z0-9_.:-])"  # possessive: linear
     # never a selector reaching past the component: not "closest body", not "next section"
     nearby = rf"(?:this|closest form|find [a-z][a-z0-9]*|{own_ref})"
     refs = rf"{own_id}{_ID_CHARS}(?: {own_id}{_ID_CHARS})*"
     plain = r"(?:(?!from:|every)[A-Za-z0-9:._ ,-])"
-    trigger = rf"{plain}*(?:from:(?:closest form|{own_ref}){plain}*)*"
+    trigger = rf"{plain}*+(?:from:(?:closest form(?![A-Za-z0-9_.:-])|{own_ref}){plain}*+)*+"
 
     def quoted(inner: str) -> str:
         return f"(?:\"{inner}\"|'{inner}')"
@@ -260,12 +260,12 @@ def _structure(html: str) -> str | None:
             return "not an element"  # svg: shapes; ul: li; select, datalist: option; option: text
         if tag in _CHILDREN and parent not in _CHILDREN[tag]:
             return "not an element"  # an li only in a ul, an option in a select or datalist
-        if open_kinds["p"] and tag not in _PHRASING:
-            return "not an element"  # it would close the paragraph
         if tag in _SHAPES or tag in _VOID:  # they close themselves, inside the element
             if not stack or (tag in _SHAPES) != (parent == "svg"):
                 return "not an element"
-            continue
+            continue  # (an input is phrasing content, a shape is inside an svg)
+        if open_kinds["p"] and tag not in _PHRASING:
+            return "not an element"  # it would close the paragraph
         kind = _KIND.get(tag)
         if kind is not None:
             if kind != "p" and open_kinds[kind]:

@@ -227,12 +227,21 @@ def test_what_the_templates_send_goes_through(component: str, part_id: str, html
     assert check(component, part_id, html) is None
 
 
-def test_a_deep_or_huge_part_is_refused_without_reading_it_all() -> None:
-    """Nesting and size are bounded (each check is linear: it runs on the event loop)."""
+@pytest.mark.timeout(20)  # each is milliseconds; a pattern that backtracks takes hours
+def test_a_deep_huge_or_crafted_part_is_answered_without_backtracking() -> None:
+    """Nesting and size are bounded, and every pattern is linear (the check runs on the
+    gateway's event loop: one slow part would stall every trader's frames)."""
     nested = '<div id="portfolio-x">' + "<h2>x</h2>" * 1000 + "</div>"
     assert check("portfolio", PID, nested) is None
     huge = '<div id="portfolio-x">' + "x" * 300_000 + "</div>"
     assert check("portfolio", PID, huge) == "not an element"
+    listens = " ".join(["from:#portfolio-aaaaaaaa"] * 40)  # each split tried: 2**40
+    crafted = f'<div id="portfolio-x" hx-get="/c/portfolio/x" hx-trigger="click {listens}!">t</div>'
+    assert check("portfolio", PID, crafted) == "active content"
+    long_ref = '<div id="portfolio-x" hx-trigger="click from:#portfolio-' + "a" * 100_000 + '!">'
+    assert check("portfolio", PID, long_ref + "t</div>") == "active content"
+    shapes = '<p id="portfolio-x"><svg viewBox="0 0 1 1"><rect x="0"/></svg> 12 %</p>'
+    assert check("portfolio", PID, shapes) is None  # a shape in an svg in a paragraph
 
 
 def test_a_part_of_a_tick_and_the_same_part_through_the_tokens_agree() -> None:
