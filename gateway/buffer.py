@@ -63,6 +63,12 @@ def prepare_parts(
     if component not in wire.ID_PREFIX:
         log.warning("dropping parts of unknown component %r", component[:32])
         return []
+    return _elements(component, raw_parts, dropped)
+
+
+def _elements(
+    component: str, raw_parts: Any, dropped: Callable[[str], None] | None
+) -> list[tuple[str, str]]:
     elements: list[tuple[str, str]] = []
     for raw in raw_parts or ():
         if isinstance(raw, dict):
@@ -88,7 +94,7 @@ def prepare_groups(
     if component not in wire.ID_PREFIX:
         log.warning("dropping parts of unknown component %r", component[:32])
         return {}
-    return {key: prepare_parts(component, raw, dropped) for key, raw in groups.items()}
+    return {key: _elements(component, raw, dropped) for key, raw in groups.items()}
 
 
 def _drop(component: str, part_id: Any, reason: str, dropped: Callable[[str], None] | None) -> None:

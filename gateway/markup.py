@@ -134,12 +134,13 @@ def with_oob(html: str) -> str | None:
 def swappable(component: str, part_id: str, html: str) -> tuple[str | None, str | None]:
     """``(html as the gateway sends it, None)``: with ``hx-swap-oob="true"`` in its first tag,
     if :func:`check` lets it through; else ``(None, why not)``. The hot path: every part."""
-    quick = _QUICK.get(component)
-    if quick is None:
+    known = _QUICK.get(component)
+    if known is None:
         if component not in wire.ID_PREFIX:
             return None, "foreign id"
-        quick = _QUICK[component] = _quick(wire.ID_PREFIX[component] + "-")
-    own = wire.ID_PREFIX[component] + "-"
+        own = wire.ID_PREFIX[component] + "-"
+        known = _QUICK[component] = (own, _quick(own))
+    own, quick = known
     if not part_id.startswith(own):
         return None, "foreign id"
     if len(html) > _MAX_CHARS:
@@ -163,7 +164,7 @@ def swappable(component: str, part_id: str, html: str) -> tuple[str | None, str 
     return with_oob(html), None
 
 
-_QUICK: dict[str, re.Pattern[str]] = {}  # by component
+_QUICK: dict[str, tuple[str, re.Pattern[str]]] = {}  # component → its id prefix, pattern
 
 
 @cache
