@@ -128,7 +128,10 @@ class OrderComponent(FormComponent[OrderState]):
         )
         self.state.setdefault("notices", [])
         self.state.setdefault("whatif", None)
-        self.state["symbols"] = await self.deps.tickers.get(self.session)
+        # an event's answer replaces only the desk (the template's hx-select), never the
+        # list of symbols: not read nor sent again with every order and what-if (17 KB
+        # for 565 symbols)
+        self.state["symbols"] = [] if self.answering else await self.deps.tickers.get(self.session)
         await self._load_orders()
 
     async def _load_orders(self) -> None:

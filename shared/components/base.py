@@ -108,6 +108,9 @@ class Component(Generic[S]):
         self.request = request if request is not None else ComponentContext()
         self.component_id = component_id
         self.state: S = state if state is not None else cast(S, {})
+        self.answering: str | None = None
+        """The event this instance is answering (set before ``mount()``), ``None`` for a
+        mount: an answer may leave out what the page already holds (``hx-preserve``)."""
         self._uow: UnitOfWork | None = None
 
     # -- hooks a component overrides -------------------------------------------------

@@ -112,6 +112,7 @@ def base_context(component: Component) -> dict[str, Any]:
         "component": component.name,
         "component_id": component.component_id,
         "root_id": component.root_id,
+        "answering": component.answering,
         "optimistic": component.optimistic,
         "event_url": component.event_url,
         **component.get_context(),

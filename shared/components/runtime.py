@@ -179,6 +179,7 @@ async def dispatch(
     component = cls(context, component_id=component_id)
     if not component.has_event(event):
         raise UnknownEvent(cls.name, event)
+    component.answering = event
     check(cls.permission_classes, component)
     uow = component._uow = UnitOfWork(context.db)
     snapshot: dict[str, Any] | None = None

@@ -11,6 +11,7 @@ from tests.e2e.conftest import login
 
 pytestmark = pytest.mark.e2e
 
+SYMBOLS = "#order-root-symbols option"
 RECORD_MESSAGES_JS = """() => {
   window.__messages = [];
   const record = () => {
@@ -32,6 +33,8 @@ def test_market_buy_shows_pending_then_fills_into_the_portfolio(new_page: Any) -
     login(page, "alice")
     page.wait_for_selector("#order-root form.order-form")
     assert page.locator("#portfolio-row-KO").count() == 0
+    offered = page.locator(SYMBOLS).count()
+    assert offered > 50  # every demo symbol, from the page's own render
     page.evaluate(RECORD_MESSAGES_JS)
     fill_order(page, "ko", 10)
     page.click("#order-root button[value=buy]")
@@ -44,6 +47,8 @@ def test_market_buy_shows_pending_then_fills_into_the_portfolio(new_page: Any) -
     assert row.query_selector(".qty").text_content().strip() == "10"
     # the next order form carries a fresh client order id and an empty form
     assert page.input_value("#order-root input[name=quantity]") == ""
+    # the answer held no symbols and replaced only the desk: the page kept its list
+    assert page.locator(SYMBOLS).count() == offered
 
 
 def test_refused_order_shows_the_reason_and_changes_nothing(new_page: Any) -> None:
@@ -58,6 +63,7 @@ def test_refused_order_shows_the_reason_and_changes_nothing(new_page: Any) -> No
     assert page.input_value("#order-root input[name=quantity]") == "5000"  # kept for editing
     page.wait_for_timeout(500)
     assert page.text_content("#portfolio-row-AAPL .qty").strip() == held
+    assert page.locator(SYMBOLS).count() > 50  # the refusal's answer kept the page's list
 
 
 def test_viewer_cannot_trade(new_page: Any) -> None:

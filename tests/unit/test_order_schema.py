@@ -143,7 +143,7 @@ def _component(**state: Any) -> OrderComponent:
 def test_rendered_form_follows_the_page_conventions() -> None:
     html = render(_component()).html
     assert '<section id="order-root" class="panel" data-component="order"' in html
-    assert 'hx-post="/c/order/submit"' in html and 'hx-target="#order-root"' in html
+    assert 'hx-post="/c/order/submit"' in html and 'hx-target="#order-root-desk"' in html
     assert "data-optimistic=" in html and "Sending order…" in html
     assert "<p data-optimistic-message" in html
     assert 'name="client_order_id" value="cid-1"' in html

@@ -54,6 +54,39 @@ async def test_the_what_if_is_the_pre_trade_check(
     assert "whatif-cost" not in await whatif(client, alice, symbol="AAPL", quantity="")
 
 
+def symbol_list(html: str) -> list[str]:
+    """The symbols the ticket's datalist offers."""
+    start = html.index('<datalist id="order-root-symbols">')
+    body = html[start : html.index("</datalist>", start)]
+    return [o.split('"', 1)[0] for o in body.split('<option value="')[1:]]
+
+
+async def test_the_page_gets_the_symbols_once_and_answers_leave_them_out(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    """The page's ticket lists every symbol, outside the desk that an event's answer
+    replaces; an answer (a submit, a refusal, a what-if) lists none, so it does not grow
+    with the market."""
+    await set_cash(db, alice.account_id, 10_000)
+    page = await client.get("/components/order", headers=identity_headers(alice))
+    assert {"AAPL", "MSFT"} <= set(symbol_list(page.text))
+    desk = page.text.index('<div id="order-root-desk">')
+    assert page.text.index("</datalist>") < desk
+    assert page.text.count('hx-target="#order-root-desk" hx-select="#order-root-desk"') == 1
+    answers = [
+        await submit(client, alice, symbol="AAPL", side="buy", quantity=1),
+        await submit(client, alice, symbol="NOPE", side="buy", quantity=1),
+        await client.post(
+            "/components/order/events/whatif",
+            data={"symbol": "AAPL", "quantity": "2"},
+            headers=identity_headers(alice),
+        ),
+    ]
+    assert [r.status_code for r in answers] == [200, 422, 200]
+    for r in answers:
+        assert symbol_list(r.text) == []
+
+
 async def test_a_large_buy_waits_for_its_confirmation(
     client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
 ) -> None:
