@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from gateway import auth, compose, proxy, ws
 from gateway.hub import CLOSE_RESTART
 from gateway.metrics import GatewayMetrics
+from gateway.pace import announce_forever
 from gateway.security import CachedStaticFiles, SecurityHeadersMiddleware
 from gateway.settings import GatewaySettings
 from gateway.state import STATIC_DIR, Gateway
@@ -69,6 +71,7 @@ class GatewayPart(Part):
         self._tasks = [
             asyncio.create_task(ws.heartbeat_forever(g, app.state.db, bus)),
             asyncio.create_task(g.pace.run()),
+            asyncio.create_task(announce_forever(g.pace, bus, f"gateway-{uuid.uuid4().hex[:12]}")),
             asyncio.create_task(ws.status_forever(g)),
             asyncio.create_task(ws.services_forever(g)),
         ]

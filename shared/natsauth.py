@@ -40,6 +40,7 @@ def _kv(service: str) -> str:
 _COMPONENT_PUBLISH = (wire.UI_ALL, wire.LIVE_REFRESH_ALL, wire.GATEWAY_RESYNC, *JETSTREAM)
 _COMPONENT_SUBSCRIBE = (
     wire.SESSION_ALL,
+    wire.GATEWAY_PACE,
     wire.PRICES_TICKS,
     wire.ORDERS_EVENTS_ALL,
     wire.RISK_BREACH_ALL,
@@ -49,7 +50,7 @@ _COMPONENT_SUBSCRIBE = (
 
 IDENTITIES: dict[str, Permissions] = {
     "gateway": Permissions(
-        publish=(wire.SESSION_ALL, wire.GATEWAY_SESSION_REVOKED),
+        publish=(wire.SESSION_ALL, wire.GATEWAY_SESSION_REVOKED, wire.GATEWAY_PACE),
         subscribe=(wire.UI_ALL, wire.GATEWAY_RESYNC, wire.GATEWAY_SESSION_REVOKED, INBOX),
     ),
     "pricefeed": Permissions(

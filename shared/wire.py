@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "COMPONENTS",
+    "GATEWAY_PACE",
     "GATEWAY_SESSION_REVOKED",
     "HEADER_CSRF",
     "HEADER_IDENTITY",
@@ -49,6 +50,10 @@ SESSION_ANNOUNCE = "session.announce"
 # component service → gateways: I took over these partitions, re-announce their sockets
 # {components: [...], partitions: [...]}
 GATEWAY_RESYNC = "gateway.resync"
+# gateway → component services: this gateway cannot keep up with the ticks; bring live
+# instances up to date at most once per ``interval`` seconds (the ticks in between merged)
+# until ``ttl`` seconds pass without another {src, interval, ttl} (interval 0: every tick)
+GATEWAY_PACE = "gateway.pace"
 # any replica → the owner of a user's live instance: reload it from the database
 # ``live.refresh.<component>`` {user: id}
 LIVE_REFRESH_ALL = "live.refresh.*"

@@ -123,6 +123,7 @@ class LiveSessions:
             handlers[pattern] = self._deliverer(routes)
         if self.tick_components:
             handlers[wire.PRICES_TICKS] = self.ticks.on_tick
+            handlers[wire.GATEWAY_PACE] = self.ticks.pace.on_pace
         for subject, handler in handlers.items():
             self._subs.append(await self.bus.subscribe(subject, handler))
         await self.bus.flush()  # subscribed at the server before anyone is told we are up

@@ -57,6 +57,12 @@ class ComponentMetrics:
             "Ticks merged into a later one because the service was busy (skip to newest).",
             registry=self.registry,
         )
+        self.pace = Gauge(
+            "component_live_pace_seconds",
+            "Least time between two live passes, as the slowest gateway asks (gateway.pace; "
+            "0: every tick).",
+            registry=self.registry,
+        )
         self.tick_seconds = Histogram(
             "component_live_tick_seconds",
             "Time to bring every live instance up to one (merged) tick and publish.",

@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared import wire
 from shared.components.base import Component
 from shared.components.instance import LiveInstance, changes_after, stamp
+from shared.components.pacing import GatewayPace
 from shared.components.rendering import Part
 
 if TYPE_CHECKING:
@@ -70,6 +72,9 @@ class TickDriver:
         self._tick_idle = asyncio.Event()
         self._tick_idle.set()
         self._ticks_waiting = 0
+        self.pace = GatewayPace(live.clock)
+        """How often the gateways can take this service's live updates (``gateway.pace``)."""
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests hold it
 
     def forget_topics(self, component: str) -> None:
         """The topics some instance of ``component`` shows, or its instances, may have
@@ -126,6 +131,17 @@ class TickDriver:
                 self._live.metrics.tick_seconds.observe(time.perf_counter() - started)
             if not self._tick_ready.is_set():
                 self._tick_idle.set()
+            await self._keep_pace(started)
+
+    async def _keep_pace(self, started: float) -> None:
+        """While a gateway cannot keep up, the next pass starts no sooner than its interval
+        after this one started: the ticks in between merge into it."""
+        interval = self.pace.interval()
+        if self._live.metrics is not None:
+            self._live.metrics.pace.set(interval)
+        wait = started + interval - time.perf_counter()
+        if interval > 0 and wait > 0:
+            await self.sleep(wait)
 
     async def process_ticks(self) -> None:
         """Bring every tick-driven component up to the ticks merged so far.

@@ -94,6 +94,7 @@ async def test_each_identity_may_publish_only_its_own_subjects(server: Server) -
         parts = await received(gateway, wire.UI_ALL)  # the gateway reads every ui.* part
         ticks = await received(portfolio, wire.PRICES_TICKS)
         sessions = await received(portfolio, wire.SESSION_ALL)
+        paces = await received(portfolio, wire.GATEWAY_PACE)
 
         # a forged part from the gateway's identity (or anyone who stole it) goes nowhere
         await gateway.publish(wire.ui_subject(1, "portfolio"), {"n": "forged"})
@@ -101,9 +102,12 @@ async def test_each_identity_may_publish_only_its_own_subjects(server: Server) -
         await portfolio.publish(wire.PRICES_TICKS, {"n": "fake tick"})
         # ...nor announce sessions; the allowed ones pass
         await portfolio.publish(wire.SESSION_OPENED, {"n": "fake session"})
+        # ...nor slow the other services down as if it were a gateway
+        await portfolio.publish(wire.GATEWAY_PACE, {"n": "fake pace"})
         await portfolio.publish(wire.ui_subject(1, "portfolio"), {"n": "part"})
         await pricefeed.publish(wire.PRICES_TICKS, {"n": "tick"})
         await gateway.publish(wire.SESSION_OPENED, {"n": "session"})
+        await gateway.publish(wire.GATEWAY_PACE, {"n": "pace"})
         for bus in (gateway, portfolio, pricefeed):
             await bus.flush()
 
@@ -112,11 +116,12 @@ async def test_each_identity_may_publish_only_its_own_subjects(server: Server) -
 
         # the server says it refused each forbidden publish, and delivers the allowed ones
         await wait_until(lambda: violations(gateway_refused) >= 1)
-        await wait_until(lambda: violations(portfolio_refused) >= 2)
-        await wait_until(lambda: parts and ticks and sessions)
+        await wait_until(lambda: violations(portfolio_refused) >= 3)
+        await wait_until(lambda: parts and ticks and sessions and paces)
         assert [p["n"] for _s, p in parts] == ["part"]
         assert [p["n"] for _s, p in ticks] == ["tick"]
         assert [p["n"] for _s, p in sessions] == ["session"]
+        assert [p["n"] for _s, p in paces] == ["pace"]
     finally:
         for bus in (gateway, portfolio, pricefeed):
             await bus.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -187,3 +188,48 @@ async def test_an_account_without_positions_shows_none_and_its_cash(
     root, summary = ui[0][1]["parts"]
     assert "No open positions." in root["html"] and "portfolio-row-" not in root["html"]
     assert f'<span class="account-cash">{cash:,.2f}</span>' in summary["html"]
+
+
+async def test_a_gateway_that_cannot_keep_up_slows_the_passes_until_it_recovers(
+    settings: PortfolioSettings, bus: NatsBus
+) -> None:
+    """``gateway.pace``: while a gateway asks, ticks that come within its interval are one
+    pass (the newest price, one update, one "done"); once it says it is back (or its ask
+    lapses), every tick is a pass again."""
+    alice = await identity_of(settings.database_url, "alice", "alice-tab-pace")
+    ui = await collect_ui(bus, alice.user_id, "portfolio")
+    shared = await collect(bus, wire.ui_shared_subject("portfolio"))
+    app = create_app(settings)
+
+    def markers() -> list[int]:
+        return [p["tick"] for _s, p in shared if "tick" in p and p.get("done") is not False]
+
+    async def tick(seq: int) -> None:
+        price = f"{300 + seq}.00"
+        quote = {"last": price, "bid": price, "ask": price, "chg_pct": "0"}
+        await bus.publish(wire.PRICES_TICKS, {"seq": seq, "ts": seq, "prices": {"AAPL": quote}})
+
+    async with running(app):
+        pace = app.state.live.ticks.pace
+        await bus.publish(wire.SESSION_OPENED, session_payload(alice))
+        await wait_until(lambda: len(ui) >= 1)
+        await bus.publish(wire.GATEWAY_PACE, {"src": "gw-test", "interval": 2.0, "ttl": 10})
+        await wait_until(lambda: pace.interval() == 2.0)
+        await tick(1)
+        await wait_until(lambda: markers() == [1])
+        book = app.state.live.prices
+        for seq in (2, 3, 4, 5):  # each once the service has the one before: ~0.1 s apart
+            await tick(seq)
+            await wait_until(lambda seq=seq: book.last("AAPL") == Decimal(300 + seq))  # type: ignore[misc]
+            await asyncio.sleep(0.1)  # time for a pass, had the gateway not asked for 2 s
+        await wait_until(lambda: 5 in markers())
+        assert markers() == [1, 5]
+        assert [u["ts"] for _s, u in ui[1:]] == [1, 5]  # alice: one update, the newest price
+        assert ">305.00<" in shared[-2][1]["topics"]["AAPL"][0]["html"]
+
+        await bus.publish(wire.GATEWAY_PACE, {"src": "gw-test", "interval": 0, "ttl": 10})
+        await wait_until(lambda: pace.interval() == 0)
+        for seq in (6, 7):
+            await tick(seq)
+            await wait_until(lambda seq=seq: seq in markers())  # type: ignore[misc]
+        assert markers() == [1, 5, 6, 7]

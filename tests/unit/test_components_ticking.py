@@ -131,3 +131,49 @@ async def test_a_rate_limited_component_updates_its_partitions_in_staggered_slic
     last = [p for s, p in bus.published if s.endswith(".portfolio") and "shared" not in s][-1]
     assert "198" in last["updates"][0]["parts"][0]["html"]
     await live.stop()
+
+
+async def test_a_gateway_that_cannot_keep_up_gets_one_pass_per_its_interval() -> None:
+    """``gateway.pace``: after a pass the driver waits out the interval a gateway asked
+    for, and the ticks that came meanwhile are one pass (the newest prices); without an
+    ask (or once it lapses) every tick is a pass."""
+    clock = FakeClock()
+    bus, live = await live_sessions(clock)
+    waits: list[float] = []
+    wake = asyncio.Event()
+
+    async def held(seconds: float) -> None:  # the pause between passes, released by the test
+        waits.append(seconds)
+        await wake.wait()
+        wake.clear()
+
+    live.ticks.sleep = held
+    await bus.publish(wire.SESSION_OPENED, session("s1", 1, 1))
+    await live.settled()
+
+    def markers() -> list[int]:
+        return [p["tick"] for s, p in bus.published if s == wire.ui_shared_subject("portfolio")]
+
+    async def tick(seq: int, price: float) -> None:
+        await bus.publish(
+            wire.PRICES_TICKS, {"seq": seq, "ts": 1.7e12 + seq, "prices": {"AAPL": price}}
+        )
+
+    await bus.publish(wire.GATEWAY_PACE, {"src": "g1", "interval": 0.5, "ttl": 3})
+    await tick(1, 195.0)
+    await live.settled()  # tick 1's pass is done; the driver waits out the interval
+    assert markers() == [1] and len(waits) == 1 and 0 < waits[0] <= 0.5
+    await tick(2, 196.0)
+    await tick(3, 197.0)
+    await asyncio.sleep(0.05)  # the driver has both ticks, but waits
+    assert markers() == [1]
+    wake.set()
+    await live.settled()
+    assert markers() == [1, 3]  # one pass for both, with the newest price
+    wake.set()  # the wait after that pass
+    clock.advance(3)  # the ask lapses: every tick is a pass again, and nothing waits
+    for seq in (4, 5):
+        await tick(seq, 190.0 + seq)
+        await live.settled()
+    assert markers() == [1, 3, 4, 5] and len(waits) == 2
+    await live.stop()

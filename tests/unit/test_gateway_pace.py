@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from gateway.pace import Pace
+from gateway.pace import Pace, announce_forever
+from shared import wire
+from shared.bus import InMemoryBus
+from tests.support import wait_until
 
 
 def test_a_late_loop_slows_frames_down_and_a_punctual_one_speeds_them_up_again() -> None:
@@ -57,3 +61,51 @@ async def test_probing_measures_the_loops_lateness() -> None:
     await asyncio.wait_for(readings.wait(), 5)
     task.cancel()
     assert pace.slowed and pace.lag_s > 0.04
+
+
+def test_once_slowed_it_stays_slowed_for_the_hold() -> None:
+    """The services slow down with the gateway, which then looks recovered at once: the
+    hold keeps it from flapping between every tick and the slow pace."""
+    now = [0.0]
+    pace = Pace(0.1, 0.5, hold_s=10.0, clock=lambda: now[0])
+    for _ in range(5):
+        pace.observe_age(3.0)
+    assert pace.slowed
+    for _ in range(10):
+        pace.observe_age(0.1)
+        pace.observe(0.0)
+    now[0] = 9.9
+    pace.observe(0.0)
+    assert pace.slowed  # punctual again, but within the hold
+    now[0] = 10.0
+    pace.observe(0.0)
+    assert not pace.slowed
+
+
+async def test_a_slowed_gateway_asks_the_services_to_pace_and_says_when_it_is_back() -> None:
+    bus = InMemoryBus()
+    pace = Pace(0.1, 0.5)
+    task = asyncio.create_task(announce_forever(pace, bus, "gw-1", every_s=0.001))
+
+    async def asked(count: int) -> list[dict[str, Any]]:
+        said = await wait_until(
+            lambda: len(p := [p for s, p in bus.published if s == wire.GATEWAY_PACE]) >= count and p
+        )
+        assert isinstance(said, list)
+        return said
+
+    for _ in range(5):
+        pace.observe(0.15)  # late: slowed
+    said = await asked(2)
+    assert said[0] == {"src": "gw-1", "interval": 0.5, "ttl": 0.003}
+    for _ in range(10):
+        pace.observe(0.0)  # back to every tick: said once, then nothing
+    said = await asked(len(said) + 1)
+    assert said[-1]["interval"] == 0
+    recovered = len(said)
+    await asyncio.sleep(0.01)  # many turns of the announcer while every tick goes out
+    for _ in range(5):
+        pace.observe(0.15)  # slowed again: the next thing it says
+    said = await asked(recovered + 1)
+    assert [p["interval"] for p in said[recovered - 1 : recovered + 1]] == [0, 0.5]
+    task.cancel()
