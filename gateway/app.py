@@ -71,7 +71,14 @@ class GatewayPart(Part):
         self._tasks = [
             asyncio.create_task(ws.heartbeat_forever(g, app.state.db, bus)),
             asyncio.create_task(g.pace.run()),
-            asyncio.create_task(announce_forever(g.pace, bus, f"gateway-{uuid.uuid4().hex[:12]}")),
+            asyncio.create_task(
+                announce_forever(
+                    g.pace,
+                    bus,
+                    f"gateway-{uuid.uuid4().hex[:12]}",
+                    hold_s=g.settings.ws_pace_hold_s,
+                )
+            ),
             asyncio.create_task(ws.status_forever(g)),
             asyncio.create_task(ws.services_forever(g)),
         ]

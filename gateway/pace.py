@@ -11,11 +11,9 @@ loop that keeps time but cannot read NATS fast enough: at 1,500 traders on a sat
 2-core box the gateway read messages ~10 s late (megabytes queued in its NATS socket)
 while its timers were 16 ms late.
 
-Fewer frames alone do not drain that backlog: what the gateway reads stays the same. So
-while slowed it also asks the component services to update their live instances at its
-frame interval (:func:`announce_forever`, ``gateway.pace``), and once slowed it stays so
-for at least ``hold_s`` (the services' lighter load would otherwise make it look
-recovered a moment later, and the page's "busy" line flap).
+Fewer frames alone do not drain that second backlog: what the gateway reads stays the
+same. So while it reads ticks late it also asks the component services to update their
+live instances at its slow frame interval (:func:`announce_forever`, ``gateway.pace``).
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ class Pace:
         fast_below_s: float = 0.02,
         slow_age_above_s: float = 0.5,
         fast_age_below_s: float = 0.25,
-        hold_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_interval_s = base_interval_s
@@ -55,11 +52,9 @@ class Pace:
         self.fast_below_s = fast_below_s
         self.slow_age_above_s = slow_age_above_s
         self.fast_age_below_s = fast_age_below_s
-        self.hold_s = hold_s
         self.lag_s = 0.0
         self.age_s = 0.0
         self._clock = clock
-        self._slow_until = 0.0
 
     @property
     def slowed(self) -> bool:
@@ -80,13 +75,14 @@ class Pace:
     def _decide(self) -> None:
         if self.lag_s > self.slow_above_s or self.age_s > self.slow_age_above_s:
             self.interval_s = self.slow_interval_s
-            self._slow_until = self._clock() + self.hold_s
-        elif (
-            self.lag_s < self.fast_below_s
-            and self.age_s < self.fast_age_below_s
-            and self._clock() >= self._slow_until
-        ):
+        elif self.lag_s < self.fast_below_s and self.age_s < self.fast_age_below_s:
             self.interval_s = self.base_interval_s
+
+    @property
+    def behind(self) -> bool:
+        """Whether this gateway reads the ticks late: it reads NATS slower than the services
+        write, and what it has not read yet piles up (a late loop alone does not)."""
+        return self.age_s > self.slow_age_above_s
 
     async def run(self) -> None:
         """Probe the loop forever (cancel to stop)."""
@@ -96,18 +92,30 @@ class Pace:
             self.observe(self._clock() - started - self.probe_s)
 
 
-async def announce_forever(pace: Pace, bus: Any, src: str, every_s: float = 1.0) -> None:
-    """Every ``every_s`` while slowed, ask the component services to pace their live
-    updates to this gateway's frames (``gateway.pace``, valid three times as long); once
-    the pace is back, say so (interval 0). The services cut their work with the
-    gateway's, so the backlog drains instead of growing (:mod:`shared.components.pacing`)."""
-    said = False
+async def announce_forever(
+    pace: Pace,
+    bus: Any,
+    src: str,
+    *,
+    every_s: float = 1.0,
+    hold_s: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """While this gateway reads the ticks late (:attr:`Pace.behind`) and for ``hold_s``
+    after, ask the component services every ``every_s`` to update their pages no more
+    often than its slow frame interval (``gateway.pace``, valid three times as long);
+    then say it is back (interval 0). The services cut their work with the gateway's,
+    so the backlog drains instead of growing (:mod:`shared.components.pacing`); the hold
+    keeps the services' lighter load from ending the ask at once."""
+    said, until = False, float("-inf")
     while True:
         await asyncio.sleep(every_s)
-        slowed = pace.slowed
-        if not slowed and not said:
+        if pace.behind:
+            until = clock() + hold_s
+        asking = clock() < until
+        if not asking and not said:
             continue
-        interval = pace.interval_s if slowed else 0.0
+        interval = pace.slow_interval_s if asking else 0.0
         try:
             await bus.publish(
                 wire.GATEWAY_PACE, {"src": src, "interval": interval, "ttl": 3 * every_s}
@@ -115,4 +123,4 @@ async def announce_forever(pace: Pace, bus: Any, src: str, every_s: float = 1.0)
         except Exception:  # NATS away: the services forget the ask after its ttl
             log.warning("could not announce the gateway's pace", exc_info=True)
             continue
-        said = slowed
+        said = asking

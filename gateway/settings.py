@@ -47,9 +47,9 @@ class GatewaySettings(ServiceSettings):
     # while this process's event loop runs late (overload), at most one frame per socket
     # per ws_slow_frame_interval_ms: later frames, never a growing backlog
     ws_slow_frame_interval_ms: int = 500
-    # ... and asks the component services to update their pages no faster (gateway.pace),
-    # for at least ws_slow_hold_s before trying every tick again
-    ws_slow_hold_s: float = 10.0
+    # while it reads ticks more than 0.5 s late (smoothed), and ws_pace_hold_s after, it
+    # asks the component services to update their pages no more often (gateway.pace)
+    ws_pace_hold_s: float = 5.0
     # permessage-deflate (browsers always offer it; GATEWAY_WS_DEFLATE=false in the launcher
     # declines it): by default each message compressed on its own with zlib-ng (~4.6x less
     # CPU than a zlib compressor kept per socket with hundreds of sockets, for ~1.7x the
