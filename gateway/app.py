@@ -77,6 +77,7 @@ class GatewayPart(Part):
                     bus,
                     f"gateway-{uuid.uuid4().hex[:12]}",
                     hold_s=g.settings.ws_pace_hold_s,
+                    on_ask=g.metrics.pace_ask.set,
                 )
             ),
             asyncio.create_task(ws.status_forever(g)),

@@ -103,6 +103,11 @@ class GatewayMetrics:
             "Least time between two frames to one socket (longer while the loop runs late).",
             registry=r,
         )
+        self.pace_ask = Gauge(
+            "gateway_pace_ask_seconds",
+            "Interval this gateway asks the services to update pages at (0: every tick).",
+            registry=r,
+        )
         self.loop_lag = Gauge(
             "gateway_event_loop_lag_seconds", "Smoothed lateness of the event loop.", registry=r
         )

@@ -100,27 +100,44 @@ async def announce_forever(
     every_s: float = 1.0,
     hold_s: float = 5.0,
     clock: Callable[[], float] = time.monotonic,
+    on_ask: Callable[[float], None] | None = None,
 ) -> None:
     """While this gateway reads the ticks late (:attr:`Pace.behind`) and for ``hold_s``
     after, ask the component services every ``every_s`` to update their pages no more
-    often than its slow frame interval (``gateway.pace``, valid three times as long);
-    then say it is back (interval 0). The services cut their work with the gateway's,
-    so the backlog drains instead of growing (:mod:`shared.components.pacing`); the hold
-    keeps the services' lighter load from ending the ask at once."""
+    often than an interval (``gateway.pace``, valid three times as long); then say it is
+    back (interval 0). The services cut their work with the gateway's, so the backlog
+    drains instead of growing (:mod:`shared.components.pacing`); the hold keeps the
+    services' lighter load from ending the ask at once.
+
+    The interval starts at the slow frame interval. If, once the services have had time
+    to show its effect (as long as the ticks' lateness, and a turn), the ticks are still
+    late and not a quarter less late than when it was asked, that pace is still more than
+    this machine can carry: the interval doubles, up to
+    :data:`~shared.wire.PACE_MAX_INTERVAL_S`, and stays until the ask ends. ``on_ask``
+    hears every interval said (for the metrics)."""
     said, until = False, float("-inf")
+    interval, changed, age_then = pace.slow_interval_s, 0.0, 0.0
     while True:
         await asyncio.sleep(every_s)
+        now = clock()
         if pace.behind:
-            until = clock() + hold_s
-        asking = clock() < until
-        if not asking and not said:
-            continue
-        interval = pace.slow_interval_s if asking else 0.0
+            if now >= until:  # a new ask
+                interval, changed, age_then = pace.slow_interval_s, now, pace.age_s
+            elif now - changed >= pace.age_s + every_s and pace.age_s > 0.75 * age_then:
+                interval = min(2 * interval, wire.PACE_MAX_INTERVAL_S)
+                changed, age_then = now, pace.age_s
+            until = now + hold_s
+        asking = now < until
+        if not asking:
+            interval = pace.slow_interval_s
+            if not said:
+                continue
+        ask = interval if asking else 0.0
         try:
-            await bus.publish(
-                wire.GATEWAY_PACE, {"src": src, "interval": interval, "ttl": 3 * every_s}
-            )
+            await bus.publish(wire.GATEWAY_PACE, {"src": src, "interval": ask, "ttl": 3 * every_s})
         except Exception:  # NATS away: the services forget the ask after its ttl
             log.warning("could not announce the gateway's pace", exc_info=True)
             continue
         said = asking
+        if on_ask is not None:
+            on_ask(ask)

@@ -54,6 +54,7 @@ GATEWAY_RESYNC = "gateway.resync"
 # instances up to date at most once per ``interval`` seconds (the ticks in between merged)
 # until ``ttl`` seconds pass without another {src, interval, ttl} (interval 0: every tick)
 GATEWAY_PACE = "gateway.pace"
+PACE_MAX_INTERVAL_S = 2.0  # the slowest pace a gateway asks for, and a service keeps
 # any replica → the owner of a user's live instance: reload it from the database
 # ``live.refresh.<component>`` {user: id}
 LIVE_REFRESH_ALL = "live.refresh.*"

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shared import wire
+
 __all__ = ["MAX_INTERVAL_S", "MAX_TTL_S", "GatewayPace"]
 
-MAX_INTERVAL_S = 2.0  # never slower than this, whatever a gateway asks
+MAX_INTERVAL_S = wire.PACE_MAX_INTERVAL_S  # never slower than this, whatever a gateway asks
 MAX_TTL_S = 10.0
 
 

@@ -106,3 +106,47 @@ async def test_a_gateway_reading_ticks_late_asks_the_services_to_pace_then_says_
     await wait_until(lambda: len(asked()) > back)
     assert [p["interval"] for p in asked()[back - 1 : back + 1]] == [0, 0.5]
     task.cancel()
+
+
+async def test_a_pace_the_machine_still_cannot_carry_is_slowed_further_up_to_the_limit() -> None:
+    """An ask gets time to work (as long as the ticks are late, and a turn); if the ticks
+    are then still late and not a quarter less so, the interval doubles, never past the limit. While
+    they get less late it holds, and the next ask starts again at the frame interval."""
+    bus = InMemoryBus()
+    now = [0.0]
+    pace = Pace(0.1, 0.5)
+    said: list[float] = []
+    task = asyncio.create_task(
+        announce_forever(
+            pace, bus, "gw-1", every_s=0.001, hold_s=5.0, clock=lambda: now[0], on_ask=said.append
+        )
+    )
+
+    def late(age_s: float) -> None:
+        for _ in range(30):
+            pace.observe_age(age_s)
+
+    async def at(t: float) -> float:  # the interval asked once the clock reads t
+        now[0] = t
+        for _ in range(5):
+            await asyncio.sleep(0.002)
+        return said[-1]
+
+    late(3.0)
+    assert await at(0.0) == 0.5
+    assert await at(2.0) == 0.5  # too soon to tell: ticks read now were sent before the ask
+    assert await at(3.1) == 1.0  # still 3 s late: not enough
+    assert await at(4.0) == 1.0
+    assert await at(6.2) == 2.0
+    assert await at(9.5) == wire.PACE_MAX_INTERVAL_S == 2.0  # the limit
+    late(1.0)
+    assert await at(13.0) == 2.0  # draining: held while behind and for the hold after
+    late(0.1)
+    assert await at(17.0) == 2.0
+    assert await at(18.1) == 0.0  # caught up for the hold: back to every tick
+    late(3.0)
+    assert await at(20.0) == 0.5  # a new ask starts again at the frame interval
+    late(2.0)
+    assert await at(23.5) == 0.5  # a third less late: that pace works
+    task.cancel()
+    assert [p["interval"] for s, p in bus.published if s == wire.GATEWAY_PACE][-1] == 0.5
