@@ -38,7 +38,6 @@ class GatewayPart(Part):
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._resyncs: set[asyncio.Task[None]] = set()
 
     async def start(self, app: FastAPI) -> None:
         g: Gateway = app.state.gw
@@ -49,19 +48,17 @@ class GatewayPart(Part):
         async def on_revoked(_subject: str, payload: dict[str, Any]) -> None:
             g.session_ended(str(payload.get("web_session_id")), "logged out")
 
-        def resync_later(components: list[str], partitions: list[int]) -> None:
-            task = asyncio.create_task(ws.reannounce(g, bus, components, partitions))
-            self._resyncs.add(task)
-            task.add_done_callback(self._resyncs.discard)
-
         async def on_resync(_subject: str, payload: dict[str, Any]) -> None:
             components, partitions = payload.get("components"), payload.get("partitions")
             if isinstance(components, list) and isinstance(partitions, list):
-                resync_later(
-                    [str(c) for c in components], [p for p in partitions if isinstance(p, int)]
+                ws.reannounce(
+                    g, [str(c) for c in components], [p for p in partitions if isinstance(p, int)]
                 )
 
-        g.fanout.on_resync = lambda component, partition: resync_later([component], [partition])
+        def on_gap(component: str, partition: int) -> None:
+            ws.reannounce(g, [component], [partition])
+
+        g.fanout.on_resync = on_gap
         self._subs = [
             await bus.subscribe(wire.GATEWAY_SESSION_REVOKED, on_revoked),
             await bus.subscribe(wire.GATEWAY_RESYNC, on_resync),
@@ -69,6 +66,7 @@ class GatewayPart(Part):
             await bus.subscribe(wire.UI_ALL, g.fanout.on_ui),
         ]
         self._tasks = [
+            asyncio.create_task(g.admissions.run(bus)),
             asyncio.create_task(ws.heartbeat_forever(g, app.state.db, bus)),
             asyncio.create_task(g.pace.run()),
             asyncio.create_task(
@@ -86,7 +84,7 @@ class GatewayPart(Part):
 
         async def resync() -> None:  # parts published while NATS was away are lost
             for conn in g.hub.connections():
-                await conn.announce()
+                conn.announce()
 
         bus.on_reconnect(resync)
 
@@ -97,8 +95,6 @@ class GatewayPart(Part):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for task in list(self._resyncs):
-            task.cancel()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

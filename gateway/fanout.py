@@ -66,6 +66,8 @@ class Fanout:
         self._watchers: dict[tuple[str, str], set[int]] = defaultdict(set)
         self.on_tick_done: Callable[[str, float | None], None] | None = None
         self.on_resync: Resync | None = None
+        # a full render addressed to one socket arrived: (its session id, component)
+        self.on_rendered: Callable[[str, str], None] | None = None
         self._partitions: dict[int, int] = {}  # user → live partition
         self._epochs: dict[tuple[str, int], int] = {}  # newest epoch per partition
         self._seqs: dict[tuple[str, int], tuple[str, int]] = {}  # last (src, seq)
@@ -244,6 +246,8 @@ class Fanout:
                 if target is None or target.user_id != user_id:
                     continue
                 targets: tuple[LiveSocket, ...] = (target,)
+                if full and self.on_rendered is not None:
+                    self.on_rendered(target.session_id, component)
             else:
                 targets = tuple(sockets)
             topics = update.get("topics")

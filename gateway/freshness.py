@@ -39,6 +39,13 @@ def panel_status_id(component: str) -> str:
     return f"freshness-{component}"
 
 
+def _feed_status(state: str, text: str) -> str:
+    return (
+        f'<span id="{FEED_STATUS_ID}" hx-swap-oob="true" class="feed feed--{state}" '
+        f'role="status" aria-live="polite" data-state="{state}">{escape(text)}</span>'
+    )
+
+
 def _moment(ts_ms: float | None) -> str:
     if ts_ms is None:
         return ""
@@ -84,6 +91,10 @@ class Freshness:
         }
         return sorted(late | self.unreachable)
 
+    def waiting(self) -> str:
+        """``#feed-status`` for a page whose live components are not in yet."""
+        return _feed_status("waiting", "waiting for prices")
+
     def element(self) -> str:
         """``#feed-status`` as an out-of-band element."""
         if not self.connected():
@@ -103,10 +114,7 @@ class Freshness:
                 state, text = "delayed", "delayed — the server is busy: fewer updates"
             else:
                 state, text = "live", "prices live"
-        return (
-            f'<span id="{FEED_STATUS_ID}" hx-swap-oob="true" class="feed feed--{state}" '
-            f'role="status" aria-live="polite" data-state="{state}">{escape(text)}</span>'
-        )
+        return _feed_status(state, text)
 
     def panel(self, component: str) -> str:
         """A panel's freshness line: hidden while its numbers follow the feed, "delayed —

@@ -103,6 +103,21 @@ class GatewayMetrics:
             "Least time between two frames to one socket (longer while the loop runs late).",
             registry=r,
         )
+        self.announce_queued = Gauge(
+            "gateway_announce_queued",
+            "Sockets waiting for their turn to be announced to the services.",
+            registry=r,
+        )
+        self.announce_outstanding = Gauge(
+            "gateway_announce_outstanding",
+            "Sockets announced and waiting for their full renders (at most the window).",
+            registry=r,
+        )
+        self.announce_timeouts = Counter(
+            "gateway_announce_timeouts",
+            "Announced sockets whose full renders did not all come within the timeout.",
+            registry=r,
+        )
         self.pace_ask = Gauge(
             "gateway_pace_ask_seconds",
             "Interval this gateway asks the services to update pages at (0: every tick).",

@@ -50,6 +50,10 @@ class GatewaySettings(ServiceSettings):
     # while it reads ticks more than 0.5 s late (smoothed), and ws_pace_hold_s after, it
     # asks the component services to update their pages no more often (gateway.pace)
     ws_pace_hold_s: float = 5.0
+    # at most ws_announce_window sockets announced to the services and waiting for their
+    # full renders at once; one waits at most ws_announce_timeout_s (gateway/admission.py)
+    ws_announce_window: int = Field(default=64, ge=1)
+    ws_announce_timeout_s: float = Field(default=5.0, gt=0)
     # permessage-deflate (browsers always offer it; GATEWAY_WS_DEFLATE=false in the launcher
     # declines it): by default each message compressed on its own with zlib-ng (~4.6x less
     # CPU than a zlib compressor kept per socket with hundreds of sockets, for ~1.7x the

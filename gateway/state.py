@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from gateway.admission import Admissions
 from gateway.buffer import now_ms
 from gateway.csrf import LoginCsrf, session_token
 from gateway.fanout import Fanout
@@ -41,6 +42,7 @@ class Gateway:
     _throttle: LoginThrottle | None = field(default=None, init=False)
     hub: SocketHub = field(default_factory=SocketHub)
     fanout: Fanout = field(init=False)
+    admissions: Admissions = field(init=False)
     pace: Pace = field(init=False)
     freshness: Freshness = field(init=False)
     templates: Jinja2Templates = field(init=False)
@@ -59,6 +61,15 @@ class Gateway:
         self.metrics.loop_lag.set_function(lambda: pace.lag_s)
         self.freshness = Freshness(pace, stale_after_s=s.feed_stale_after_s)
         self.fanout.on_tick_done = self._tick_done
+        self.admissions = admissions = Admissions(
+            window=s.ws_announce_window,
+            timeout_s=s.ws_announce_timeout_s,
+            metrics=self.metrics,
+            excused=lambda: self.freshness.unreachable,
+        )
+        self.fanout.on_rendered = admissions.rendered
+        self.metrics.announce_queued.set_function(lambda: admissions.queued)
+        self.metrics.announce_outstanding.set_function(lambda: admissions.outstanding)
         self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
         self.templates.env.globals["static_url"] = self.static.url
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -30,7 +29,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from gateway.buffer import PartBuffer, now_ms
 from gateway.csrf import tokens_match
-from gateway.freshness import KEEPALIVE_S
+from gateway.freshness import FEED_STATUS_ID, KEEPALIVE_S
 from gateway.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN
 from gateway.security import origin_allowed
 from gateway.sessions import SessionUser, valid_sessions
@@ -51,8 +50,6 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 CLOSE_TIMEOUT_S = 2.0
 HEARTBEAT_BATCH = 500
-RESYNC_BATCH = 100
-RESYNC_JITTER_S = 0.25  # between batches of a re-announcement: no burst of mounts
 STATUS = "gateway"  # the buffer's name for the gateway's own parts
 
 
@@ -68,6 +65,7 @@ class Connection:
         self.buffer = PartBuffer(
             max_parts=g.settings.ws_buffer_max_parts, gather_s=g.settings.ws_gather_ms / 1000
         )
+        self.announced = False  # the services have heard of this socket's session
         self.last_sent = 0.0  # loop time of the last frame
         self.sending_since: float | None = None  # loop time the unfinished send began
         self._close: tuple[int, str] | None = None
@@ -78,18 +76,22 @@ class Connection:
             self._close = (code, reason)
         self._close_requested.set()
 
-    async def announce(self) -> None:
-        """(Re)announce this socket's session: the services answer with full renders."""
-        await self.bus.publish(wire.SESSION_OPENED, self.user.announcement(self.session_id))
+    def announce(self, components: Iterable[str] = wire.COMPONENTS) -> None:
+        """(Re)announce this socket's session when the window allows: the services answer
+        with full renders (:mod:`gateway.admission`)."""
+        self.g.admissions.ask(self, components)
+
+    def admitted(self) -> None:
+        """Its full renders are in: the page's freshness, from now on as every page's."""
+        self.show_status(self.g.freshness.parts())
 
     async def run(self) -> None:
         metrics = self.g.metrics
         self.g.hub.add(self)
         self.g.fanout.add(self)
-        self.show_status(self.g.freshness.parts())
         metrics.sockets.inc()
         try:
-            await self.announce()
+            self.announce()
             tasks = [
                 asyncio.create_task(self._receive()),
                 asyncio.create_task(self._send()),
@@ -113,11 +115,15 @@ class Connection:
         finally:
             self.g.hub.remove(self)
             self.g.fanout.remove(self)
+            self.g.admissions.forget(self.session_id)
             metrics.sockets.dec()
-            try:
-                await self.bus.publish(wire.SESSION_CLOSED, self.user.announcement(self.session_id))
-            except Exception:
-                log.warning("could not publish session.closed for %s", self.session_id)
+            if self.announced:
+                try:
+                    await self.bus.publish(
+                        wire.SESSION_CLOSED, self.user.announcement(self.session_id)
+                    )
+                except Exception:
+                    log.warning("could not publish session.closed for %s", self.session_id)
 
     def show_status(self, parts: list[tuple[str, str]]) -> None:
         """Send the page's ``#feed-status`` and panel freshness with the next frame."""
@@ -143,7 +149,7 @@ class Connection:
             if drained.overflowed:
                 metrics.overflows.inc()
                 # Ask the services for full renders of everything instead of the lost parts.
-                await self.announce()
+                self.announce()
             for frame in drained.frames:
                 # no timer per send: status_forever closes a socket whose send waits too long
                 self.sending_since = loop.time()
@@ -181,11 +187,15 @@ async def status_forever(g: Gateway) -> None:
         changed, sent = element != sent, element
         now = loop.time()
         quiet_before, stuck_before = now - KEEPALIVE_S, now - g.settings.ws_send_timeout_s
+        waiting = [(FEED_STATUS_ID, g.freshness.waiting())]
         for conn in g.hub.connections():
             if not isinstance(conn, Connection):
                 continue
             if conn.sending_since is not None and conn.sending_since < stuck_before:
                 conn.request_close(CLOSE_TRY_AGAIN, "too slow")
+            elif g.admissions.pending(conn.session_id):
+                if conn.last_sent < quiet_before:  # its renders are not in: not "live" yet
+                    conn.show_status(waiting)
             elif changed or conn.last_sent < quiet_before:
                 conn.show_status(parts if changed else parts[:1])  # keep-alive: the header
 
@@ -237,38 +247,27 @@ async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
         else:
             if valid is not None:  # read just now: its requests need not ask again
                 g.sessions.put(*valid[conn.web_session_id], drops=drops)
-            alive.append(conn.user.announcement(conn.session_id))
+            if conn.announced:  # else the services would mount it out of its turn
+                alive.append(conn.user.announcement(conn.session_id))
     for start in range(0, len(alive), HEARTBEAT_BATCH):
         batch = {"sessions": alive[start : start + HEARTBEAT_BATCH]}
         with contextlib.suppress(Exception):
             await bus.publish(wire.SESSION_HEARTBEAT, batch)
 
 
-async def reannounce(
-    g: Gateway, bus: Any, components: Iterable[str], partitions: Iterable[int]
-) -> None:
+def reannounce(g: Gateway, components: Iterable[str], partitions: Iterable[int]) -> int:
     """Announce again the sockets of users in ``partitions`` (a replica took them over,
     or their updates had a gap): their owners answer with full renders of
-    ``components``. Sent in shuffled batches with jitter, so a takeover of hundreds of
-    users reaches the new owner as a stream rather than a burst."""
-    wanted = set(partitions)
+    ``components``, a window at a time (:mod:`gateway.admission`). How many sockets."""
+    wanted, names = set(partitions), sorted(set(components))
     conns = [
         c
         for c in g.hub.connections()
         if isinstance(c, Connection) and wire.partition_of(c.user_id) in wanted
     ]
-    random.shuffle(conns)
-    names = sorted(set(components))
-    for start in range(0, len(conns), RESYNC_BATCH):
-        await asyncio.sleep(random.uniform(0, RESYNC_JITTER_S))
-        batch = conns[start : start + RESYNC_BATCH]
-        sessions = [c.user.announcement(c.session_id) for c in batch]
-        try:
-            await bus.publish(wire.SESSION_ANNOUNCE, {"components": names, "sessions": sessions})
-        except Exception:
-            log.warning("could not re-announce %d sockets", len(batch))
-            continue
-        g.metrics.resyncs.inc(len(batch))
+    for conn in conns:
+        conn.announce(names)
+    return len(conns)
 
 
 async def _authorise(websocket: WebSocket, g: Gateway) -> tuple[SessionUser | None, str]:

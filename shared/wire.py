@@ -137,8 +137,10 @@ def ui_update(
 ) -> dict[str, object]:
     """One user's entry in a ``ui.<partition>.<component>`` message's ``updates``.
 
-    ``session`` targets one socket (a connecting tab's full render); ``topics`` (sent with
-    every full render) names the shared parts this user's page shows for the component.
+    ``session`` targets one socket (a connecting tab's full render; with no parts: the
+    component shows that page nothing, as for a user without its permission); ``topics``
+    (sent with every full render) names the shared parts this user's page shows for the
+    component.
     """
     update: dict[str, object] = {"user": user_id, "full": full, "parts": parts}
     if session is not None:

@@ -264,6 +264,9 @@ class LiveSessions:
             try:
                 component = await mount(cls, self._context(identity))
             except PermissionDenied:
+                batch = self.publisher.batch(cls.name, stamp({}))
+                batch.nothing(identity.user_id, identity.session_id)
+                await batch.send()
                 return
             except Exception:
                 log.exception("live mount of %s for user %s failed", cls.name, identity.user_id)

@@ -143,6 +143,12 @@ class UiBatch:
         )
         self._by_partition[wire.partition_of(user_id)].append(update)
 
+    def nothing(self, user_id: int, session: str) -> None:
+        """The component shows nothing on that socket's page (its user may not see it): an
+        empty full render, so the gateway does not wait for one."""
+        update = wire.ui_update(user_id, [], full=True, session=session)
+        self._by_partition[wire.partition_of(user_id)].append(update)
+
     def __len__(self) -> int:
         return sum(len(u) for u in self._by_partition.values())
 

@@ -3,6 +3,7 @@ socket, and the session announcements it publishes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +15,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.testing import Served, csrf_of_page, login
 from gateway.wsprotocol import GatewayWebSocketProtocol
+from shared import wire
 from shared.bus import NatsBus
 from shared.devservers import free_port
 from tests.conftest import TEST_PASSWORD
@@ -72,3 +74,17 @@ async def opened(bus: NatsBus) -> list[tuple[str, dict[str, Any]]]:
 
 def of(events: list[tuple[str, dict[str, Any]]], subject: str) -> list[dict[str, Any]]:
     return [payload for subj, payload in events if subj == subject]
+
+
+async def render_page(bus: NatsBus, announcement: dict[str, Any]) -> None:
+    """What the component services answer an announced socket with: a full render of each
+    component, addressed to that socket."""
+    user_id, session = int(announcement["user_id"]), str(announcement["session_id"])
+    for component in wire.COMPONENTS:
+        root = f"{wire.ID_PREFIX[component]}-root"
+        update = wire.ui_update(
+            user_id, [{"id": root, "html": f'<section id="{root}"></section>'}], full=True,
+            session=session,
+        )  # fmt: skip
+        message = {"component": component, "ts": time.time() * 1000, "updates": [update]}
+        await bus.publish(wire.ui_subject(user_id, component), message)

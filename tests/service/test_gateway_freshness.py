@@ -14,7 +14,14 @@ from gateway.settings import GatewaySettings
 from gateway.testing import Served, StandIn
 from shared import wire
 from shared.bus import NatsBus
-from tests.service.gateway_support import browser, gateway, of, opened, unserved_settings
+from tests.service.gateway_support import (
+    browser,
+    gateway,
+    of,
+    opened,
+    render_page,
+    unserved_settings,
+)
 from tests.support import wait_until
 
 pytestmark = pytest.mark.service
@@ -44,6 +51,7 @@ async def _told_how_fresh(
 ) -> None:
     async with gateway(settings) as served, browser(served, "alice") as a, a.socket() as ws:
         await wait_until(lambda: of(events, wire.SESSION_OPENED))
+        await render_page(bus, of(events, wire.SESSION_OPENED)[0])
 
         async def status(state: str) -> str:
             async with asyncio.timeout(10):
@@ -53,7 +61,7 @@ async def _told_how_fresh(
                     if found and found[1] == state:
                         return frame
 
-        assert 'id="feed-status"' in await status("waiting")  # on connect
+        assert 'id="feed-status"' in await status("waiting")  # its page is in, no tick yet
         done = {"component": "portfolio", "ts": time.time() * 1000, "topics": {}, "tick": 1}
         await bus.publish(wire.ui_shared_subject("portfolio"), done)
         assert "prices live" in await status("live")

@@ -9,7 +9,9 @@ from shared import wire
 from shared.bus import InMemoryBus
 from shared.components import Component, ComponentContext, LiveSessions, Registry
 from shared.components.live import subject_pattern
+from shared.components.permissions import HasTradingPermission, IsAuthenticated
 from shared.components.testing import trader
+from tests.example_service.components import Portfolio
 from tests.example_service.fakes import FakeClock
 from tests.unit.live_support import TEMPLATES, live_sessions, session, ui
 
@@ -249,4 +251,28 @@ async def test_an_event_during_a_slow_mount_is_not_overwritten_by_the_mounts_old
     assert [i["ticker"] for i in state["items"]] == ["AAPL", "MSFT"]
     last = ui(bus, component="watchlist")[-1]
     assert last["full"] and "watchlist-row-MSFT" in last["parts"][0]["html"]
+    await live.stop()
+
+
+async def test_a_live_component_the_user_may_not_see_tells_the_page_it_shows_nothing() -> None:
+    """A socket's user without a component's permission gets no instance of it, and an
+    empty full render addressed to that socket: the gateway stops waiting for one."""
+    traders_only = Registry()
+
+    @traders_only.register("portfolio")
+    class TradersPortfolio(Portfolio):
+        template_dir = str(TEMPLATES)
+        permission_classes = [IsAuthenticated, HasTradingPermission]
+
+    bus = InMemoryBus()
+    live = LiveSessions(traders_only, bus, context=lambda identity: ComponentContext(user=identity))
+    await live.start()
+    await bus.publish(wire.SESSION_OPENED, {**session("viewer-tab", 2, 2), "permissions": []})
+    await bus.publish(wire.SESSION_OPENED, session("trader-tab", 1, 1))
+    await live.settled()
+    [nothing] = ui(bus, 2)
+    assert nothing == {**nothing, "full": True, "parts": [], "session": "viewer-tab"}
+    assert (2, "portfolio") not in live.instances
+    [full] = ui(bus, 1)
+    assert full["full"] and full["parts"] and full["session"] == "trader-tab"
     await live.stop()
