@@ -66,6 +66,7 @@ class Connection:
             max_parts=g.settings.ws_buffer_max_parts, gather_s=g.settings.ws_gather_ms / 1000
         )
         self.announced = False  # the services have heard of this socket's session
+        self.rendered = False  # its first full renders are in (or will not come)
         self.last_sent = 0.0  # loop time of the last frame
         self.sending_since: float | None = None  # loop time the unfinished send began
         self._close: tuple[int, str] | None = None
@@ -83,6 +84,7 @@ class Connection:
 
     def admitted(self) -> None:
         """Its full renders are in: the page's freshness, from now on as every page's."""
+        self.rendered = True
         self.show_status(self.g.freshness.parts())
 
     async def run(self) -> None:
@@ -193,7 +195,7 @@ async def status_forever(g: Gateway) -> None:
                 continue
             if conn.sending_since is not None and conn.sending_since < stuck_before:
                 conn.request_close(CLOSE_TRY_AGAIN, "too slow")
-            elif g.admissions.pending(conn.session_id):
+            elif not conn.rendered:
                 if conn.last_sent < quiet_before:  # its renders are not in: not "live" yet
                     conn.show_status(waiting)
             elif changed or conn.last_sent < quiet_before:
