@@ -13,7 +13,8 @@ while its timers were 16 ms late.
 
 Fewer frames alone do not drain that second backlog: what the gateway reads stays the
 same. So while it reads ticks late it also asks the component services to update their
-live instances at its slow frame interval (:func:`announce_forever`, ``gateway.pace``).
+live instances at its slow frame interval (:func:`announce_forever`, ``gateway.pace``), or
+slower while that is not enough; its own frames then keep the pace it asked.
 """
 
 from __future__ import annotations
@@ -54,11 +55,19 @@ class Pace:
         self.fast_age_below_s = fast_age_below_s
         self.lag_s = 0.0
         self.age_s = 0.0
+        self.asked_s = 0.0  # the pace asked of the services (:func:`announce_forever`)
         self._clock = clock
 
     @property
     def slowed(self) -> bool:
-        return self.interval_s > self.base_interval_s
+        return self.frame_s > self.base_interval_s
+
+    @property
+    def frame_s(self) -> float:
+        """The least time between two frames to one socket: never shorter than the pace
+        asked of the services (a pass every 2 s makes one frame per socket, not one per
+        component's pass)."""
+        return max(self.interval_s, self.asked_s)
 
     def observe(self, lag_s: float) -> None:
         """One measurement of how late a timer fired; updates the smoothed lag and pace."""
@@ -138,6 +147,6 @@ async def announce_forever(
         except Exception:  # NATS away: the services forget the ask after its ttl
             log.warning("could not announce the gateway's pace", exc_info=True)
             continue
-        said = asking
+        said, pace.asked_s = asking, ask
         if on_ask is not None:
             on_ask(ask)

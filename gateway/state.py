@@ -57,7 +57,7 @@ class Gateway:
         self.login_csrf = LoginCsrf(secret)
         self.fanout = Fanout(self.metrics, tick_wait_s=s.ws_tick_wait_ms / 1000)
         self.pace = pace = Pace(s.ws_frame_interval_ms / 1000, s.ws_slow_frame_interval_ms / 1000)
-        self.metrics.frame_interval.set_function(lambda: pace.interval_s)
+        self.metrics.frame_interval.set_function(lambda: pace.frame_s)
         self.metrics.loop_lag.set_function(lambda: pace.lag_s)
         self.freshness = Freshness(pace, stale_after_s=s.feed_stale_after_s)
         self.fanout.on_tick_done = self._tick_done

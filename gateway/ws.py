@@ -143,7 +143,7 @@ class Connection:
         while True:
             # released by the fan-out once a tick is complete, or soon after urgent parts
             await buffer.go.wait()
-            spacing = last_sent + pace.interval_s - loop.time()
+            spacing = last_sent + pace.frame_s - loop.time()
             if spacing > 0:
                 await asyncio.sleep(spacing)
             last_sent = self.last_sent = loop.time()

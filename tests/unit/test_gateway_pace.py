@@ -136,6 +136,7 @@ async def test_a_pace_the_machine_still_cannot_carry_is_slowed_further_up_to_the
     assert await at(0.0) == 0.5
     assert await at(2.0) == 0.5  # too soon to tell: ticks read now were sent before the ask
     assert await at(3.1) == 1.0  # still 3 s late: not enough
+    assert pace.frame_s == 1.0  # its own frames keep that pace too: one per pass
     assert await at(4.0) == 1.0
     assert await at(6.2) == 2.0
     assert await at(9.5) == wire.PACE_MAX_INTERVAL_S == 2.0  # the limit
@@ -144,6 +145,7 @@ async def test_a_pace_the_machine_still_cannot_carry_is_slowed_further_up_to_the
     late(0.1)
     assert await at(17.0) == 2.0
     assert await at(18.1) == 0.0  # caught up for the hold: back to every tick
+    assert pace.frame_s == pace.interval_s == 0.1
     late(3.0)
     assert await at(20.0) == 0.5  # a new ask starts again at the frame interval
     late(2.0)
