@@ -79,7 +79,17 @@ def launch(env: dict[str, str], data_dir: Path, timeout: float = 120) -> Stack:
     while not any("dashboard ready" in line for line in lines):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail("the stack did not come up:\n" + "".join(lines[-80:]))
+            process.wait(10)
+            if process.stdout is not None:
+                process.stdout.close()
+            # the first error explains it; the last lines are mostly everything stopping
+            first = next((i for i, line in enumerate(lines) if "ERROR" in line), len(lines))
+            pytest.fail(
+                "the stack did not come up:\n"
+                + "".join(lines[first : first + 40])
+                + "--- its last lines:\n"
+                + "".join(lines[-80:])
+            )
         time.sleep(0.1)
     return Stack(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, process, lines)
 
