@@ -3,7 +3,8 @@
 The handshake is refused (HTTP 403, before any data) unless the Origin is allowed, the session
 cookie is valid and the ``csrf`` query parameter is the session's CSRF token. An accepted socket
 joins the gateway's :class:`~gateway.fanout.Fanout` (one ``ui.>`` subscription for the whole
-process), announces itself (``session.opened``; :func:`heartbeat_forever` re-checks every
+process), announces itself when :mod:`gateway.admission` lets it (``session.opened``; a
+window of sockets waits for full renders at once; :func:`heartbeat_forever` re-checks every
 socket's session and sends one batched ``session.heartbeat`` per interval; ``session.closed``),
 and forwards parts as out-of-band swaps through its :class:`~gateway.buffer.PartBuffer`.
 
