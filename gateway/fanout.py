@@ -64,7 +64,9 @@ class Fanout:
         self._by_session: dict[str, LiveSocket] = {}
         self._topics: dict[tuple[int, str], frozenset[str]] = {}
         self._watchers: dict[tuple[str, str], set[int]] = defaultdict(set)
-        self.on_tick_done: Callable[[str, float | None], None] | None = None
+        # a component is done with a tick: (component, the tick's ts, when its service sent
+        # the marker), both epoch ms when the message says
+        self.on_tick_done: Callable[[str, float | None, float | None], None] | None = None
         self.on_resync: Resync | None = None
         # a full render addressed to one socket arrived: (its session id, component)
         self.on_rendered: Callable[[str, str], None] | None = None
@@ -145,7 +147,7 @@ class Fanout:
             if isinstance(tick, int) and message.get("done") is not False:
                 self.ticks.done(component, src, tick)
                 if self.on_tick_done is not None:
-                    self.on_tick_done(component, ts)
+                    self.on_tick_done(component, ts, message_ts_ms(message.get("sent")))
             elif isinstance(tick, int) and isinstance(message.get("partitions"), list):
                 self.ticks.done_but(component, src, tick, message["partitions"])
         elif tokens[1].isdigit():

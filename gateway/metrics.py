@@ -126,6 +126,16 @@ class GatewayMetrics:
         self.loop_lag = Gauge(
             "gateway_event_loop_lag_seconds", "Smoothed lateness of the event loop.", registry=r
         )
+        self.tick_age = Gauge(
+            "gateway_tick_age_seconds",
+            "Smoothed age of a tick when a component's last message of it is read.",
+            registry=r,
+        )
+        self.read_delay = Gauge(
+            "gateway_read_delay_seconds",
+            "Smoothed time from a service sending a tick's last message to its reading here.",
+            registry=r,
+        )
         self.overflows = Counter(
             "gateway_ws_buffer_overflows", "Per-socket buffers that overflowed.", registry=r
         )

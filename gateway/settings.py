@@ -47,8 +47,9 @@ class GatewaySettings(ServiceSettings):
     # while this process's event loop runs late (overload), at most one frame per socket
     # per ws_slow_frame_interval_ms: later frames, never a growing backlog
     ws_slow_frame_interval_ms: int = 500
-    # while it reads ticks more than 0.5 s late (smoothed), and ws_pace_hold_s after, it
-    # asks the component services to update their pages no more often (gateway.pace)
+    # while it reads the services' messages more than 0.5 s after they were sent (smoothed)
+    # it asks them to update their pages no more often (gateway.pace); after ws_pace_hold_s
+    # of reading under 0.25 s late it tries half that interval, back to every tick
     ws_pace_hold_s: float = 5.0
     # at most ws_announce_window sockets announced to the services and waiting for their
     # full renders at once; one waits at most ws_announce_timeout_s (gateway/admission.py)

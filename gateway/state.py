@@ -59,6 +59,8 @@ class Gateway:
         self.pace = pace = Pace(s.ws_frame_interval_ms / 1000, s.ws_slow_frame_interval_ms / 1000)
         self.metrics.frame_interval.set_function(lambda: pace.frame_s)
         self.metrics.loop_lag.set_function(lambda: pace.lag_s)
+        self.metrics.tick_age.set_function(lambda: pace.age_s)
+        self.metrics.read_delay.set_function(lambda: pace.read_s)
         self.freshness = Freshness(pace, stale_after_s=s.feed_stale_after_s)
         self.fanout.on_tick_done = self._tick_done
         self.admissions = admissions = Admissions(
@@ -73,12 +75,16 @@ class Gateway:
         self.templates = Jinja2Templates(directory=TEMPLATES_DIR)
         self.templates.env.globals["static_url"] = self.static.url
 
-    def _tick_done(self, component: str, ts_ms: float | None) -> None:
-        """A component is done with a tick: the page's freshness, and how far behind the
-        feed this gateway reads (its frames slow down past half a second)."""
+    def _tick_done(self, component: str, ts_ms: float | None, sent_ms: float | None) -> None:
+        """A component is done with a tick: the page's freshness, how far behind the feed
+        this gateway reads (its frames slow down past half a second), and how late it
+        reads what the services send."""
         self.freshness.tick_done(component, ts_ms)
+        now = now_ms()
         if ts_ms is not None:
-            self.pace.observe_age((now_ms() - ts_ms) / 1000)
+            self.pace.observe_age((now - ts_ms) / 1000)
+        if sent_ms is not None:
+            self.pace.observe_read((now - sent_ms) / 1000)
 
     def session_ended(self, web_session_id: str, reason: str) -> None:
         """A web session ended (here or, announced over NATS, on another replica): it is

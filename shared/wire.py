@@ -59,7 +59,9 @@ PACE_MAX_INTERVAL_S = 2.0  # the slowest pace a gateway asks for, and a service 
 # ``live.refresh.<component>`` {user: id}
 LIVE_REFRESH_ALL = "live.refresh.*"
 # ui.<partition>.<component>: per-user updates, batched per partition and tick;
-# ui.shared.<component>: parts every user who shows their topic sees alike.
+# ui.shared.<component>: parts every user who shows their topic sees alike. Every ui.*
+# message names its producer and sequence (src, seq) and when it was sent (sent, epoch ms:
+# how late a gateway reads, apart from how long the services took over the tick's ts).
 UI_ALL = "ui.>"
 UI_SHARED = "shared"
 LIVE_PARTITIONS = 64

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import defaultdict
 from typing import Any, Protocol
 
@@ -109,6 +110,7 @@ class UiPublisher:
     async def _send(self, subject: str, payload: dict[str, Any]) -> bool:
         self._seq[subject] += 1
         payload["src"], payload["seq"] = self.src, self._seq[subject]
+        payload["sent"] = round(time.time() * 1000, 1)  # the gateway tells its lag from ours
         try:
             await self.bus.publish(subject, payload)
         except Exception:

@@ -22,7 +22,7 @@ from tests.service.gateway_support import (
     render_page,
     unserved_settings,
 )
-from tests.support import wait_until
+from tests.support import collect, wait_until
 
 pytestmark = pytest.mark.service
 
@@ -88,3 +88,36 @@ async def _told_how_fresh(
             assert "prices live" in await status("live")
         finally:
             caught_up.cancel()
+
+
+async def test_the_gateway_tells_reading_late_from_ticks_the_services_took_long_over(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    """Only what this gateway reads late asks the services to pace: ticks 3 s old but read
+    as soon as they were sent (a long pass) do not; read 3 s after they were sent do."""
+    asked = await collect(bus, wire.GATEWAY_PACE)
+    async with gateway(settings) as served, browser(served, "alice") as a:
+
+        async def gauge(name: str) -> float:
+            text = (await a.client.get("/metrics")).text
+            found = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+            assert found, name
+            return float(found[1])
+
+        async def finish_ticks(age_ms: float, read_late_ms: float, count: int) -> None:
+            for tick in range(count):
+                now = time.time() * 1000
+                done = {"component": "portfolio", "topics": {}, "tick": tick}
+                done |= {"ts": now - age_ms, "sent": now - read_late_ms}
+                await bus.publish(wire.ui_shared_subject("portfolio"), done)
+                await asyncio.sleep(0.05)
+
+        await finish_ticks(3_000, 0, 20)  # a long pass: old ticks, read at once
+        assert await gauge("gateway_tick_age_seconds") > 2.0
+        assert await gauge("gateway_read_delay_seconds") < 0.25
+        await asyncio.sleep(1.5)  # the announcer's turn: nothing to ask
+        assert asked == []
+        await finish_ticks(3_000, 3_000, 20)  # the same ticks, read 3 s after they were sent
+        assert await gauge("gateway_read_delay_seconds") > 2.0
+        await wait_until(lambda: asked, timeout=5)
+        assert asked[0][1]["interval"] == 0.5

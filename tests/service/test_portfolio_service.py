@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import pytest
@@ -144,6 +145,9 @@ async def test_live_session_full_render_then_changed_rows_only(
         await wait_until(lambda: any(p.get("tick") == 4 for _, p in shared))
         await ui.settled()
         assert len(ui) == 4
+        # every ui.* message says when it was sent: how late a gateway reads it
+        done = next(p for _, p in shared if p.get("tick") == 4)
+        assert abs(done["sent"] - time.time() * 1000) < 10_000
 
 
 async def test_fragment_shows_the_latest_tick_not_the_lagging_database(
