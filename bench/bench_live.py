@@ -41,6 +41,7 @@ from bench.live_report import (
     QUIET_CAP_S,
     QUIET_CORES,
     Level,
+    order_split,
     table,
 )
 from bench.live_seed import Trader
@@ -170,9 +171,13 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         await asyncio.sleep(max(0.0, start - time.time()))
         stack.resolve()
         c0 = stack.cpu(extra)
+        http0 = await asyncio.to_thread(stack.http_seconds)
         orders = asyncio.create_task(_order_task(port, traders[:ORDER_TRADERS], start, end))
         await asyncio.sleep(max(0.0, end - time.time()))
         c1 = stack.cpu(extra)
+        split = order_split(http0, await asyncio.to_thread(stack.http_seconds))
+        if split is not None:
+            level.notes.append(split)
         level.gateway_rss_mb = (stack.gateway_idle_mb, stack.rss_mb("gateway"))
         per_process = cores(c0, c1, level.window_s)
         level.per_process = per_process

@@ -22,6 +22,7 @@ __all__ = [
     "QUIET_CAP_S",
     "QUIET_CORES",
     "Level",
+    "order_split",
     "table",
 ]
 
@@ -306,4 +307,25 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
         + "\n".join(_cpu_row(lv) for lv in levels)
         + "\n\n#### Details\n\n"
         + "\n".join(_detail(lv) for lv in levels)
+    )
+
+
+def order_split(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> str | None:
+    """Where an order's time went: the mean HTTP time (arrival to the start of the answer)
+    of the gateway and of the orders service over the window, from their ``/metrics``
+    counts and sums before and after it (``Stack.http_seconds``)."""
+    means: dict[str, float] = {}
+    for name in ("gateway", "orders"):
+        if name in before and name in after:
+            count = after[name][0] - before[name][0]
+            if count > 0:
+                means[name] = 1000 * (after[name][1] - before[name][1]) / count
+    if len(means) < 2:
+        return None
+    gateway, orders = means["gateway"], means["orders"]
+    return (
+        f"an order's HTTP time, mean: the gateway {gateway:,.0f} ms, of which the orders "
+        f"service {orders:,.0f} ms (the gateway's share and the hop: {gateway - orders:,.0f} ms)"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 from bench.live_seed import Trader, seed_market
@@ -33,6 +35,7 @@ SECRET = "bench-only-session-secret-0123456789abcdef"
 STACK = ("gateway", "portfolio", "watchlist", "orders", "risk", "pricefeed", "postgres", "nats")
 TICK_DRIVEN = ("portfolio", "watchlist", "risk")
 READY_TIMEOUT_S = 120.0
+HTTP_SECONDS = re.compile(r"^http_request_seconds_(count|sum) (\S+)$", re.M)
 
 
 # -- the stack ------------------------------------------------------------------------------
@@ -53,6 +56,24 @@ class Stack:
     idle: float = 0.0  # cores of portfolio + watchlist + risk with no socket open
     idle_cores: dict[str, float] = field(default_factory=dict)  # per process, no socket open
     gateway_idle_mb: float = float("nan")  # the gateway's RSS once started, no socket open
+
+    def http_seconds(self) -> dict[str, tuple[float, float]]:
+        """Per process (the gateway, orders): HTTP requests answered so far and their total
+        time from arrival to the start of the answer (``/metrics``; health checks and
+        scrapes not counted), or nothing for one that does not answer."""
+        found: dict[str, tuple[float, float]] = {}
+        for name, port in (("gateway", self.gateway_port), ("orders", self.port("orders"))):
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                continue
+            values = dict(HTTP_SECONDS.findall(text))
+            if "count" in values and "sum" in values:
+                found[name] = (float(values["count"]), float(values["sum"]))
+        return found
+
+    def port(self, service: str) -> int:
+        return int(self.env[f"{service.upper()}_PORT"])
 
     @property
     def gateway_port(self) -> int:

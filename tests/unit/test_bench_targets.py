@@ -3,7 +3,7 @@ much each missed one was missed."""
 
 from __future__ import annotations
 
-from bench.live_report import TARGET_N, Level, _detail, connect_cpu, targets
+from bench.live_report import TARGET_N, Level, _detail, connect_cpu, order_split, targets
 from bench.live_support import calibrate
 
 
@@ -67,3 +67,14 @@ def test_the_machine_speed_is_a_positive_cpu_time_and_reported() -> None:
     )
     lv.calibration_ms = 87.4
     assert "a fixed Python workload took 87 ms of CPU" in _detail(lv)
+
+
+def test_an_orders_time_is_split_between_the_gateway_and_the_orders_service() -> None:
+    before = {"gateway": (10.0, 1.0), "orders": (10.0, 0.5)}
+    after = {"gateway": (70.0, 10.0), "orders": (70.0, 4.1)}  # 60 orders: 150 and 60 ms
+    assert order_split(before, after) == (
+        "an order's HTTP time, mean: the gateway 150 ms, of which the orders service 60 ms "
+        "(the gateway's share and the hop: 90 ms)"
+    )
+    assert order_split(before, {"gateway": (70.0, 10.0)}) is None  # orders did not answer
+    assert order_split(before, before) is None  # no order in the window
