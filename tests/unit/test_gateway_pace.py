@@ -118,26 +118,8 @@ async def test_the_pace_slows_while_not_enough_and_follows_the_load_back_down() 
     still reads late and not a quarter less so, the interval doubles, never past the limit.
     Once it reads in time for the hold, it tries half the interval, step by step; a try
     that makes it late again is undone at once and the next try waits twice as long."""
-    bus = InMemoryBus()
-    now = [0.0]
-    pace = Pace(0.1, 0.5)
-    said: list[float] = []
-    task = asyncio.create_task(
-        announce_forever(
-            pace, bus, "gw-1", every_s=0.001, hold_s=5.0, clock=lambda: now[0], on_ask=said.append
-        )
-    )
-
-    def late(delay_s: float) -> None:
-        for _ in range(30):
-            pace.observe_read(delay_s)
-
-    async def at(t: float) -> float:  # the interval asked once the clock reads t
-        now[0] = t
-        for _ in range(5):
-            await asyncio.sleep(0.002)
-        return said[-1]
-
+    a = Announcer()
+    late, at, pace = a.late, a.at, a.pace
     late(3.0)
     assert await at(0.0) == 0.5
     assert await at(2.0) == 0.5  # too soon to tell: what it reads now was sent before the ask
@@ -164,33 +146,15 @@ async def test_the_pace_slows_while_not_enough_and_follows_the_load_back_down() 
     assert pace.frame_s == pace.interval_s == 0.1
     late(3.0)
     assert await at(46.0) == 0.5  # a new ask starts again at the slow frame interval
-    task.cancel()
-    assert [p["interval"] for s, p in bus.published if s == wire.GATEWAY_PACE][-1] == 0.5
+    a.task.cancel()
+    assert [p["interval"] for s, p in a.bus.published if s == wire.GATEWAY_PACE][-1] == 0.5
 
 
 async def test_a_pace_that_keeps_up_without_room_to_spare_holds() -> None:
     """Reading between the thresholds (0.25–0.5 s late) neither slows further nor tries a
     lighter pace: the calm that lets it try one begins only with time to spare."""
-    bus = InMemoryBus()
-    now = [0.0]
-    pace = Pace(0.1, 0.5)
-    said: list[float] = []
-    task = asyncio.create_task(
-        announce_forever(
-            pace, bus, "gw-1", every_s=0.001, hold_s=5.0, clock=lambda: now[0], on_ask=said.append
-        )
-    )
-
-    def late(delay_s: float) -> None:
-        for _ in range(30):
-            pace.observe_read(delay_s)
-
-    async def at(t: float) -> float:
-        now[0] = t
-        for _ in range(5):
-            await asyncio.sleep(0.002)
-        return said[-1]
-
+    a = Announcer()
+    late, at = a.late, a.at
     late(3.0)
     assert await at(0.0) == 0.5
     late(0.4)
@@ -199,4 +163,35 @@ async def test_a_pace_that_keeps_up_without_room_to_spare_holds() -> None:
     late(0.1)
     assert await at(31.0) == 0.5  # room to spare: the calm begins
     assert await at(36.0) == 0.0
-    task.cancel()
+    a.task.cancel()
+
+
+class Announcer:
+    """:func:`announce_forever` on a clock the test sets, a turn every millisecond."""
+
+    def __init__(self) -> None:
+        self.bus, self.now, self.pace = InMemoryBus(), 0.0, Pace(0.1, 0.5)
+        self.said: list[float] = []
+        self.task = asyncio.create_task(
+            announce_forever(
+                self.pace,
+                self.bus,
+                "gw-1",
+                every_s=0.001,
+                hold_s=5.0,
+                clock=lambda: self.now,
+                on_ask=self.said.append,
+            )
+        )
+
+    def late(self, delay_s: float) -> None:
+        """The gateway reads ``delay_s`` after the services sent (smoothed to it)."""
+        for _ in range(30):
+            self.pace.observe_read(delay_s)
+
+    async def at(self, t: float) -> float:
+        """The interval asked once the clock reads ``t``."""
+        self.now = t
+        for _ in range(5):
+            await asyncio.sleep(0.002)
+        return self.said[-1]
