@@ -64,7 +64,10 @@ async def fetch_fragment(g: Gateway, user: SessionUser, component: str) -> Marku
     outcome = "ok"
     try:
         async with asyncio.timeout(timeout):
-            response = await g.client.get(url, headers=upstream_headers(g, user), timeout=timeout)
+            with g.fanout.serving():
+                response = await g.client.get(
+                    url, headers=upstream_headers(g, user), timeout=timeout
+                )
     except (TimeoutError, httpx.TimeoutException):
         outcome = "timeout"
     except httpx.HTTPError as exc:

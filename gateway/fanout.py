@@ -27,9 +27,10 @@ fenced by that partition's epoch. A gap in the owner's ``seq`` on a partition me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from gateway.buffer import PartBuffer, message_ts_ms, now_ms, prepare_groups
@@ -41,12 +42,14 @@ __all__ = [
     "DELIVER_TURN",
     "EXPECT_S",
     "RELEASE_TURN",
+    "REQUEST_TURN_S",
     "Fanout",
     "LiveSocket",
     "release_in_turns",
 ]
 
 DELIVER_TURN = 512  # puts of shared parts per turn of the event loop (~1 ms)
+REQUEST_TURN_S = 0.002  # while a request waits for a service: a turn of the loop this often
 RESYNC_EVERY_S = 1.0  # at most one resync request per (component, partition) this often
 Resync = Callable[[str, int], None]
 
@@ -76,6 +79,8 @@ class Fanout:
         self._owners: dict[tuple[str, int], str] = {}  # producer of the newest accepted
         self._resynced: dict[tuple[str, int], float] = {}
         self.ticks = TickGate(self.owner, tick_wait_s)
+        self._waiting = 0  # requests waiting for a service's answer (:meth:`serving`)
+        self._turned = 0.0
 
     def __len__(self) -> int:
         return len(self._by_session)
@@ -120,8 +125,28 @@ class Fanout:
         else:
             self._topics.pop(key, None)
 
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """While a trader's request waits for a service (an order, a page's fragments).
+
+        The NATS client hands this handler every message it has read without returning
+        to the event loop, and after a tick that is a burst of tens of milliseconds: an
+        answer that arrived meanwhile waited for its end (60 ms on average at 500
+        traders, twice the orders service's own time in a slow hour). While a request
+        waits, each message first gives the loop a turn every :data:`REQUEST_TURN_S`.
+        Only then: the turns also let the sockets' writes in between, and reading the
+        tick later would make the pace (:mod:`gateway.pace`) see the gateway as late."""
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+
     async def on_ui(self, subject: str, message: dict[str, Any]) -> None:
         """The handler of the gateway's one ``ui.>`` subscription."""
+        if self._waiting and time.monotonic() - self._turned >= REQUEST_TURN_S:
+            await asyncio.sleep(0)
+            self._turned = time.monotonic()
         tokens = subject.split(".")
         component = str(message.get("component", ""))
         if len(tokens) != 3 or tokens[2] != component or component not in wire.ID_PREFIX:

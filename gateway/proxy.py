@@ -76,9 +76,13 @@ async def component_event(request: Request, component: str, event: str) -> Respo
     headers = {k: v for k in _FORWARDED if (v := request.headers.get(k)) is not None}
     headers.update(upstream_headers(g, user))
     try:
-        upstream = await g.client.post(
-            url, content=bytes(body), headers=headers, timeout=g.settings.event_timeout_ms / 1000
-        )
+        with g.fanout.serving():
+            upstream = await g.client.post(
+                url,
+                content=bytes(body),
+                headers=headers,
+                timeout=g.settings.event_timeout_ms / 1000,
+            )
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         log.warning("event %s/%s: service unreachable: %s", component, event, exc)
         g.metrics.events.labels(component, "unreachable").inc()

@@ -385,3 +385,23 @@ async def test_shared_parts_for_many_pages_are_delivered_in_turns() -> None:
     assert holding and 0 < holding[0] < n  # served between two turns, not after the last
     assert [s.ids() for s in sockets[:-1]] == [["watchlist-quote-KO"]] * (n - 1)
     assert sockets[-1].ids() == []  # gone before its turn came
+
+
+async def test_a_request_waiting_for_a_service_gets_turns_of_the_loop_between_messages() -> None:
+    a = Socket(1, "a")
+    fan = fanout(a)
+    message = updates("portfolio", wire.ui_update(1, [part("portfolio-pl-X")], full=False))
+    answered: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    loop.call_soon(answered.append, 1)  # an answer from a service, ready to be read
+    await fan.on_ui(*message)
+    assert answered == []  # no request waits: the burst of messages is read at once
+
+    with fan.serving(), fan.serving():  # two requests wait
+        await fan.on_ui(*message)
+        assert answered == [1]  # its answer is read between two messages
+    loop.call_soon(answered.append, 2)
+    await fan.on_ui(*message)  # every request answered: no turn
+    assert answered == [1]
+    assert a.ids() == ["portfolio-pl-X"]
