@@ -220,10 +220,13 @@ class OrderComponent(FormComponent[OrderState]):
         data = self.validated_data
         session, account_id = self.session, int(self.request.user.account_id or 0)
         try:  # the account's lock serialises its orders
-            account, symbol = await lock_account_and_find(session, account_id, data["symbol"])
+            account, symbol, existing = await lock_account_and_find(
+                session, account_id, data["symbol"], data["client_order_id"]
+            )
         except rules.Rejected as exc:
             raise FieldError(exc.field, exc.reason) from None
-        if await self._answer_existing(data):
+        if existing is not None:
+            await self._answer_existing(data, existing)
             return
         if symbol is None:
             raise FieldError("symbol", f"Unknown symbol: {data['symbol']}")
@@ -262,7 +265,7 @@ class OrderComponent(FormComponent[OrderState]):
             .returning(Order)  # the row as stored (its id, defaults): no read after it
         )
         if order is None:  # lost a race for this client order id: show the winner
-            await self._answer_existing(data)
+            await self._answer_existing(data, await self._placed(data["client_order_id"]))
             return
         if price is not None:
             # the price as traded, as a venue fill keeps it (the row holds it to 4 places)
@@ -351,21 +354,22 @@ class OrderComponent(FormComponent[OrderState]):
             )
         self.state["whatif"] = rules.whatif_view(views["buy"], views["sell"])
 
-    async def _answer_existing(self, data: Mapping[str, Any]) -> bool:
-        """Idempotency: an already used client order id answers with its order."""
+    async def _placed(self, client_order_id: str) -> tuple[Order, str]:
         row = (
             await self.session.execute(
                 select(Order, Symbol.ticker)
                 .join(Symbol, Order.symbol_id == Symbol.id)
                 .where(
                     Order.account_id == self.request.user.account_id,
-                    Order.client_order_id == data["client_order_id"],
+                    Order.client_order_id == client_order_id,
                 )
             )
-        ).first()
-        if row is None:
-            return False
-        existing, ticker = row
+        ).one()
+        return row[0], row[1]
+
+    async def _answer_existing(self, data: Mapping[str, Any], placed: tuple[Order, str]) -> None:
+        """Idempotency: an already used client order id answers with its order."""
+        existing, ticker = placed
         if not _same_intent(existing, ticker, data):
             # e.g. two tabs rendered the same form: never drop a different order silently
             raise FieldError(
@@ -375,7 +379,6 @@ class OrderComponent(FormComponent[OrderState]):
             )
         await self._load_orders()
         self._answer(existing, f"Order #{existing.id} already received: {existing.status}")
-        return True
 
     async def on_cancel(self, order_id: int) -> None:
         order = await self.session.scalar(

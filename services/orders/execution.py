@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from services.orders import domain as rules
 from services.orders.domain import Rejected
@@ -64,16 +65,30 @@ async def lock_account(session: AsyncSession, account_id: int) -> Account:
 
 
 async def lock_account_and_find(
-    session: AsyncSession, account_id: int, ticker: str
-) -> tuple[Account, Symbol | None]:
-    """:func:`lock_account` and :func:`find_symbol` in one round trip (an order's first).
-    The symbol's row is as it was when the statement began, before any wait for the lock:
-    the ticker, id and margin rate do not change meanwhile; its prices trail the feed by
-    a write interval anyway (an order trades at the live book's quote)."""
+    session: AsyncSession, account_id: int, ticker: str, client_order_id: str
+) -> tuple[Account, Symbol | None, tuple[Order, str] | None]:
+    """:func:`lock_account`, :func:`find_symbol` and the account's order placed with
+    ``client_order_id`` (with its ticker), in one round trip (an order's first).
+
+    The symbol's and the order's rows are as they were when the statement began, before
+    any wait for the lock: the ticker, id and margin rate do not change meanwhile, and
+    the symbol's prices trail the feed by a write interval anyway (an order trades at the
+    live book's quote). An order with the same id committed during that wait is not
+    seen here; the insert's conflict on the id then finds it."""
+    placed = aliased(Symbol)
     row = (
         await session.execute(
-            select(Account, Symbol)
+            select(Account, Symbol, Order, placed.ticker)
+            .select_from(Account)
             .outerjoin(Symbol, Symbol.ticker == ticker.strip().upper())
+            .outerjoin(
+                Order,
+                and_(
+                    Order.account_id == Account.id,
+                    Order.client_order_id == client_order_id,
+                ),
+            )
+            .outerjoin(placed, placed.id == Order.symbol_id)
             .where(Account.id == account_id)
             .with_for_update(of=Account)
             .execution_options(populate_existing=True)
@@ -81,7 +96,8 @@ async def lock_account_and_find(
     ).first()
     if row is None:
         raise Rejected("__all__", "No trading account")
-    return row[0], row[1]
+    account, symbol, existing, existing_ticker = row
+    return account, symbol, None if existing is None else (existing, existing_ticker)
 
 
 async def lock_position(session: AsyncSession, account_id: int, symbol_id: int) -> Position | None:

@@ -142,6 +142,8 @@ async def test_same_client_order_id_yields_one_order(
         )
     )
     assert [a.status_code for a in answers] == [200] * 5
+    # each that waited for the first one's lock found its order (by the id's conflict)
+    assert sum("already received" in a.text for a in answers) == 4
     final = await book(db, alice.account_id, "KO")
     assert len(final["orders"]) == 2 and final["fills"] == before["fills"] + 2
 

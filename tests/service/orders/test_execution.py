@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.orders import components, queries
 from services.orders.settings import OrdersSettings
 from shared import domain, wire
 from shared.bus import NatsBus
@@ -103,15 +104,24 @@ async def test_market_buy_fills_at_ask_and_publishes_after_commit(
     assert isinstance(event["ts"], float)
 
 
-async def test_a_market_buy_writes_its_order_once_and_reads_the_positions_once(
-    process: Process, db: async_sessionmaker[AsyncSession], alice: Identity
+async def test_a_market_buy_writes_its_order_once_in_few_reads(
+    process: Process,
+    db: async_sessionmaker[AsyncSession],
+    alice: Identity,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     engine = process.app.state.db.kw["bind"].sync_engine
     statements: list[str] = []
+    lists_read: list[int] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(" ".join(statement.split()).lower())
 
+    async def order_rows(*args: Any) -> Any:
+        lists_read.append(1)
+        return await queries.order_rows(*args)
+
+    monkeypatch.setattr(components, "order_rows", order_rows)
     event.listen(engine, "before_cursor_execute", seen)
     try:
         r = await place(process.client, alice, symbol="AAPL", side="buy", quantity=1)
@@ -124,6 +134,10 @@ async def test_a_market_buy_writes_its_order_once_and_reads_the_positions_once(
     assert sum(s.startswith("insert into orders") for s in statements) == 1
     assert not [s for s in statements if s.startswith("update orders")]
     assert len([s for s in statements if s.startswith("select") and "from positions" in s]) == 1
+    # an order placed with this form's id is looked for in the account's locking read
+    reads_of_orders = [s for s in statements if s.startswith("select") and " orders" in s]
+    assert len(reads_of_orders) == 1 and "for update of accounts" in reads_of_orders[0]
+    assert lists_read == [1, 1]  # the mount's, and after the order (its answer shows both)
 
 
 async def test_market_sell_fills_at_bid_and_books_realised_pnl(
