@@ -44,32 +44,18 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 
 
 _TABLE = cast(Table, RateLimitHit.__table__)
-_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-# One round trip under the lock: forget the key's hits older than the window, count the
-# rest, and add this one if that leaves room (every part reads the rows as they were when
-# the statement began: the count sees neither the deletion nor the addition).
-_COUNT_AND_ADD = (
-    text(
-        f"""
-        WITH gone AS (DELETE FROM {_TABLE.name} WHERE key = :key AND at <= :cut),
-        held AS (
-            SELECT count(*) AS n, min(at) AS oldest FROM {_TABLE.name}
-            WHERE key = :key AND at > :cut
-        ),
-        added AS (
-            INSERT INTO {_TABLE.name} (key, at) SELECT :key, :now FROM held WHERE n < :limit
-            RETURNING id
-        )
-        SELECT held.n, held.oldest, (SELECT id FROM added) AS id FROM held
-        """
-    )
+# The key's lock, its old hits forgotten, the rest counted and this one added if that
+# leaves room: one round trip (the function's statements each see what the one before
+# committed; migration 0006).
+_HIT = (
+    text("SELECT held, oldest, hit_id FROM rate_limit_hit(:key, :now, :cut, :limit)")
     .bindparams(
         bindparam("key", type_=String()),
         bindparam("now", type_=DateTime(timezone=True)),
         bindparam("cut", type_=DateTime(timezone=True)),
         bindparam("limit", type_=Integer()),
     )
-    .columns(n=Integer(), oldest=DateTime(timezone=True), id=BigInteger())
+    .columns(held=Integer(), oldest=DateTime(timezone=True), hit_id=BigInteger())
 )
 
 
@@ -168,12 +154,9 @@ class PostgresRateLimiter:
             return await self._hit(own, key, rate)
 
     async def _hit(self, session: AsyncSession, key: str, rate: Rate) -> RateLimitStatus:
-        # the lock first, on its own: a statement reads the rows committed when it began,
-        # so a count in the same statement could miss a hit committed while it waited
-        await session.execute(_LOCK, {"key": key})
         now = self._clock()
         params = {"key": key, "now": now, "cut": now - rate.delta, "limit": rate.limit}
-        count, oldest, hit_id = (await session.execute(_COUNT_AND_ADD, params)).one()
+        count, oldest, hit_id = (await session.execute(_HIT, params)).one()
         if hit_id is None:
             raise RateLimited(_retry_after(oldest, rate.delta, now), rate.limit, rate.window, key)
         reset = _retry_after(oldest or now, rate.delta, now)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import wire
@@ -68,6 +68,24 @@ class TestPostgresRateLimiter(RateLimiterContract):
         await other.dispose()
         assert sum(results) == 5
         assert await count_rows(engine, "race") == 5
+
+    async def test_a_hit_in_a_callers_transaction_is_one_round_trip(
+        self, engine: AsyncEngine
+    ) -> None:
+        statements: list[str] = []
+
+        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        limiter = PostgresRateLimiter(clock=FakeClock())
+        event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                await limiter.hit("one-trip", Rate(5, 60), session)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", seen)
+        assert len(statements) == 1 and "rate_limit_hit(" in statements[0]
+        assert await count_rows(engine, "one-trip") == 1
 
 
 def _settings(database_url: str) -> ServiceSettings:
