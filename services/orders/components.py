@@ -128,10 +128,14 @@ class OrderComponent(FormComponent[OrderState]):
         )
         self.state.setdefault("notices", [])
         self.state.setdefault("whatif", None)
-        # an event's answer replaces only the desk (the template's hx-select), never the
-        # list of symbols: not read nor sent again with every order and what-if (17 KB
-        # for 565 symbols)
-        self.state["symbols"] = [] if self.answering else await self.deps.tickers.get(self.session)
+        # an event's answer replaces only the desk (the template's hx-select): not the list
+        # of symbols (17 KB for 565 symbols), nor the notices and order lists, which are
+        # live parts. Those lists are read only after a change, for the live instance to
+        # adopt: by every handler that answers 200 (what-if is page-only, never adopted).
+        if self.answering:
+            self.state.update({"symbols": [], "open_orders": [], "recent_orders": []})
+            return
+        self.state["symbols"] = await self.deps.tickers.get(self.session)
         await self._load_orders()
 
     async def _load_orders(self) -> None:
@@ -244,6 +248,7 @@ class OrderComponent(FormComponent[OrderState]):
         if assessment.refusal is not None:
             raise FieldError(assessment.refusal.field, assessment.refusal.reason)
         if self._needs_confirmation(assessment, data):
+            await self._load_orders()  # adopted by the live instance with this answer
             return
 
         state = {"status": "open", "filled_qty": 0}

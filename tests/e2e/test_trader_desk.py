@@ -299,6 +299,7 @@ def test_the_order_history_says_what_happened_and_cancels_open_orders(new_page: 
     resting = outcome(page, "open")
     order_id = resting["text"].split()[1].lstrip("#")
     row = page.locator(f"#order-recent-{order_id}")
+    row.wait_for()  # a live part: it comes over the socket, beside the answer
     cells = [c.strip() for c in row.locator("[role=cell]").all_text_contents()]
     assert cells[0] == order_id and cells[2:7] == ["buy", "KO", "limit", "3", "1.50"]
     assert len(cells[1]) == 8 and cells[1].count(":") == 2  # placed at, HH:MM:SS UTC
