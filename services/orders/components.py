@@ -31,7 +31,7 @@ from services.orders.execution import (
     utc_now,
 )
 from services.orders.notices import Notice, notice_of, with_notice
-from services.orders.queries import OrderRow, order_rows
+from services.orders.queries import OrderRow, order_rows, placed_order
 from services.orders.schema import OrderSchema, new_client_order_id
 from services.orders.settings import OrdersDeps
 from services.orders.venue import ORDER_METRICS
@@ -270,7 +270,8 @@ class OrderComponent(FormComponent[OrderState]):
             .returning(Order)  # the row as stored (its id, defaults): no read after it
         )
         if order is None:  # lost a race for this client order id: show the winner
-            await self._answer_existing(data, await self._placed(data["client_order_id"]))
+            placed = await placed_order(session, account_id, data["client_order_id"])
+            await self._answer_existing(data, placed)
             return
         if price is not None:
             # the price as traded, as a venue fill keeps it (the row holds it to 4 places)
@@ -358,19 +359,6 @@ class OrderComponent(FormComponent[OrderState]):
                 self.session, account, found, position, side, qty, price
             )
         self.state["whatif"] = rules.whatif_view(views["buy"], views["sell"])
-
-    async def _placed(self, client_order_id: str) -> tuple[Order, str]:
-        row = (
-            await self.session.execute(
-                select(Order, Symbol.ticker)
-                .join(Symbol, Order.symbol_id == Symbol.id)
-                .where(
-                    Order.account_id == self.request.user.account_id,
-                    Order.client_order_id == client_order_id,
-                )
-            )
-        ).one()
-        return row[0], row[1]
 
     async def _answer_existing(self, data: Mapping[str, Any], placed: tuple[Order, str]) -> None:
         """Idempotency: an already used client order id answers with its order."""

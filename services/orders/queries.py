@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db.models import Order, Symbol
 from shared.db.reads import Read
 
-__all__ = ["OrderRow", "TickerList", "order_rows"]
+__all__ = ["OrderRow", "TickerList", "order_rows", "placed_order"]
 
 _COLUMNS = (
     Order.id,
@@ -92,6 +92,20 @@ async def order_rows(
     rows = await _NEWEST.rows(session, account_id=account_id, open_limit=open_limit, limit=limit)
     rows.sort(key=lambda r: r[1], reverse=True)  # by id: a union keeps no order
     return [_row(r[1:]) for r in rows if r[0]], [_row(r[1:]) for r in rows if not r[0]]
+
+
+async def placed_order(
+    session: AsyncSession, account_id: int, client_order_id: str
+) -> tuple[Order, str]:
+    """The account's order placed with ``client_order_id``, and its ticker (it exists)."""
+    row = (
+        await session.execute(
+            select(Order, Symbol.ticker)
+            .join(Symbol, Order.symbol_id == Symbol.id)
+            .where(Order.account_id == account_id, Order.client_order_id == client_order_id)
+        )
+    ).one()
+    return row[0], row[1]
 
 
 class TickerList:
