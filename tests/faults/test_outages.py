@@ -54,7 +54,8 @@ def portfolio_rows(page: Any) -> dict[str, tuple[str, str]]:
     return {r["id"]: (r["qty"], r["avg"]) for r in snapshot(page)["rows"]}
 
 
-def buy(page: Any, ticker: str, quantity: int) -> None:
+def buy(page: Any, ticker: str, quantity: int) -> str:
+    """Buy at the market through the ticket; the order's id, from the ticket's outcome."""
     page.fill("#order-root input[name=symbol]", ticker)
     page.fill("#order-root input[name=quantity]", str(quantity))
     page.click("#order-root button[value=buy]")
@@ -62,6 +63,8 @@ def buy(page: Any, ticker: str, quantity: int) -> None:
         "() => document.querySelector('#order-root [data-optimistic-message]')"
         "?.textContent.includes('filled')"
     )
+    outcome = page.text_content("#order-root [data-optimistic-message]") or ""
+    return outcome.split("#", 1)[1].split()[0]
 
 
 def test_a_nats_outage_with_pages_open_and_orders_placed_loses_nothing(
@@ -83,8 +86,7 @@ def test_a_nats_outage_with_pages_open_and_orders_placed_loses_nothing(
     assert "no connection to the price feed" in page.text_content("#feed-status")
     # the orders service stores the orders (HTTP and PostgreSQL need no NATS); their
     # events stay in the outbox until the broker has them
-    buy(page, "KO", 7)
-    buy(page, "KO", 5)
+    bought = [buy(page, "KO", 7), buy(page, "KO", 5)]
     during = book(fault_stack.database_url, "alice", "KO")
     assert during["qty"] == before["qty"] + 12 and during["unsent"] >= 2
     fault_stack.kill("orders")  # and the process holding those rows dies
@@ -101,6 +103,8 @@ def test_a_nats_outage_with_pages_open_and_orders_placed_loses_nothing(
         arg=str(before["qty"] + 12),
         timeout=30_000,
     )
+    for order_id in bought:  # the order history is live parts: it follows once NATS is back
+        page.wait_for_selector(f"#order-recent-{order_id}", timeout=30_000)
     assert page.evaluate("() => window.__same_page === true")
     after = book(fault_stack.database_url, "alice", "KO")
     assert after["qty"] == before["qty"] + 12
