@@ -95,7 +95,10 @@ class RateLimitStatus:
 
 
 def _retry_after(oldest: datetime, window: timedelta, now: datetime) -> int:
-    return max(1, math.ceil((oldest + window - now).total_seconds()))
+    # never past the window: with hits at once, one that read the clock before another
+    # can take the key's lock after it, and find a hit newer than its own "now"
+    waited = math.ceil((oldest + window - now).total_seconds())
+    return min(max(1, waited), math.ceil(window.total_seconds()))
 
 
 class RateLimiter(Protocol):

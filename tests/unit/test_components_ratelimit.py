@@ -68,6 +68,20 @@ class RateLimiterContract:
             await limiter.hit("k", rate)
         assert info.value.retry_after == 20  # the t=20 hit expires at t=80
 
+    async def test_retry_after_is_never_longer_than_the_window(
+        self, make_limiter: MakeLimiter
+    ) -> None:
+        # two requests at once: the one that read the clock first can get the key's lock
+        # second, and find a hit newer than its own "now" (as a clock a little behind)
+        clock = FakeClock()
+        limiter = make_limiter(clock)
+        clock.advance(2)
+        await limiter.hit("k", Rate(1, 60))
+        clock.advance(-0.5)
+        with pytest.raises(RateLimited) as info:
+            await limiter.hit("k", Rate(1, 60))
+        assert info.value.retry_after == 60
+
     async def test_keys_are_independent(self, make_limiter: MakeLimiter) -> None:
         limiter = make_limiter(FakeClock())
         await limiter.hit("a", Rate(1, 60))
