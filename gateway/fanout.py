@@ -132,7 +132,7 @@ class Fanout:
         The NATS client hands this handler every message it has read without returning
         to the event loop, and after a tick that is a burst of tens of milliseconds: an
         answer that arrived meanwhile waited for its end (60 ms on average at 500
-        traders, twice the orders service's own time in a slow hour). While a request
+        traders in a slow hour, about as long as the orders service took). While a request
         waits, each message first gives the loop a turn every :data:`REQUEST_TURN_S`.
         Only then: the turns also let the sockets' writes in between, and reading the
         tick later would make the pace (:mod:`gateway.pace`) see the gateway as late."""
