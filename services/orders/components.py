@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any, TypedDict
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services.orders import domain as rules
@@ -24,6 +23,7 @@ from services.orders.execution import (
     execute_fill,
     filled_columns,
     find_symbol,
+    insert_order,
     lock_account_and_find,
     lock_position,
     lock_position_and_holdings,
@@ -254,20 +254,16 @@ class OrderComponent(FormComponent[OrderState]):
         state = {"status": "open", "filled_qty": 0}
         if price is not None:  # filled at once: inserted filled, not written twice
             state = filled_columns(qty, price, utc_now())
-        order = await session.scalar(
-            insert(Order)
-            .values(
-                account_id=account_id,
-                client_order_id=data["client_order_id"],
-                symbol_id=symbol.id,
-                side=side,
-                order_type=data["order_type"],
-                quantity=qty,
-                limit_price=limit,
-                **state,
-            )
-            .on_conflict_do_nothing(index_elements=["account_id", "client_order_id"])
-            .returning(Order)  # the row as stored (its id, defaults): no read after it
+        order = await insert_order(
+            session,
+            account_id=account_id,
+            client_order_id=data["client_order_id"],
+            symbol_id=symbol.id,
+            side=side,
+            order_type=data["order_type"],
+            quantity=qty,
+            limit_price=limit,
+            **state,
         )
         if order is None:  # lost a race for this client order id: show the winner
             placed = await placed_order(session, account_id, data["client_order_id"])

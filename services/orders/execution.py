@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -32,6 +33,7 @@ __all__ = [
     "execute_fill",
     "filled_columns",
     "find_symbol",
+    "insert_order",
     "lock_account",
     "lock_account_and_find",
     "lock_position",
@@ -64,6 +66,52 @@ async def lock_account(session: AsyncSession, account_id: int) -> Account:
     return account
 
 
+_PLACED = aliased(Symbol)
+# built once: an order's statements are the same every time but for their parameters, and
+# building one (its columns, joins and clauses) cost more CPU than running it
+_LOCK_ACCOUNT_AND_FIND = (
+    select(Account, Symbol, Order, _PLACED.ticker)
+    .select_from(Account)
+    .outerjoin(Symbol, Symbol.ticker == bindparam("ticker"))
+    .outerjoin(
+        Order,
+        and_(Order.account_id == Account.id, Order.client_order_id == bindparam("client_order_id")),
+    )
+    .outerjoin(_PLACED, _PLACED.id == Order.symbol_id)
+    .where(Account.id == bindparam("account_id"))
+    .with_for_update(of=Account)
+    .execution_options(populate_existing=True)
+)
+_LOCK_POSITION = (
+    select(Position)
+    .where(Position.account_id == bindparam("account_id"))
+    .where(Position.symbol_id == bindparam("symbol_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_POSITION_AND_HOLDINGS = (
+    select(Position, Symbol.ticker, Symbol.last, Symbol.margin_rate)
+    .join(Symbol, Position.symbol_id == Symbol.id)
+    .where(
+        Position.account_id == bindparam("account_id"),
+        or_(Position.quantity > 0, Position.symbol_id == bindparam("symbol_id")),
+    )
+    .execution_options(populate_existing=True)
+)
+_FIND_SYMBOL = (
+    select(Symbol)
+    .where(Symbol.ticker == bindparam("ticker"))
+    .execution_options(populate_existing=True)
+)
+
+_RESERVED_FOR_SALE = select(func.coalesce(func.sum(Order.quantity - Order.filled_qty), 0)).where(
+    Order.account_id == bindparam("account_id"),
+    Order.symbol_id == bindparam("symbol_id"),
+    Order.side == "sell",
+    Order.status == "open",
+)
+
+
 async def lock_account_and_find(
     session: AsyncSession, account_id: int, ticker: str, client_order_id: str
 ) -> tuple[Account, Symbol | None, tuple[Order, str] | None]:
@@ -75,25 +123,12 @@ async def lock_account_and_find(
     the symbol's prices trail the feed by a write interval anyway (an order trades at the
     live book's quote). An order with the same id committed during that wait is not
     seen here; the insert's conflict on the id then finds it."""
-    placed = aliased(Symbol)
-    row = (
-        await session.execute(
-            select(Account, Symbol, Order, placed.ticker)
-            .select_from(Account)
-            .outerjoin(Symbol, Symbol.ticker == ticker.strip().upper())
-            .outerjoin(
-                Order,
-                and_(
-                    Order.account_id == Account.id,
-                    Order.client_order_id == client_order_id,
-                ),
-            )
-            .outerjoin(placed, placed.id == Order.symbol_id)
-            .where(Account.id == account_id)
-            .with_for_update(of=Account)
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    params = {
+        "account_id": account_id,
+        "ticker": ticker.strip().upper(),
+        "client_order_id": client_order_id,
+    }
+    row = (await session.execute(_LOCK_ACCOUNT_AND_FIND, params)).first()
     if row is None:
         raise Rejected("__all__", "No trading account")
     account, symbol, existing, existing_ticker = row
@@ -101,12 +136,8 @@ async def lock_account_and_find(
 
 
 async def lock_position(session: AsyncSession, account_id: int, symbol_id: int) -> Position | None:
-    return await session.scalar(
-        select(Position)
-        .where(Position.account_id == account_id, Position.symbol_id == symbol_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    params = {"account_id": account_id, "symbol_id": symbol_id}
+    return await session.scalar(_LOCK_POSITION, params)
 
 
 async def lock_position_and_holdings(
@@ -116,15 +147,8 @@ async def lock_position_and_holdings(
     buy's): the position in ``symbol_id`` (even a closed one), and every open position of
     the account as a holding. No row lock: the caller holds the account's, under which
     every write of its positions happens (locking them all cost a write per holding)."""
-    rows = await session.execute(
-        select(Position, Symbol.ticker, Symbol.last, Symbol.margin_rate)
-        .join(Symbol, Position.symbol_id == Symbol.id)
-        .where(
-            Position.account_id == account_id,
-            or_(Position.quantity > 0, Position.symbol_id == symbol_id),
-        )
-        .execution_options(populate_existing=True)
-    )
+    params = {"account_id": account_id, "symbol_id": symbol_id}
+    rows = await session.execute(_POSITION_AND_HOLDINGS, params)
     position, holdings = None, []
     for row, ticker, last, rate in rows:
         if row.symbol_id == symbol_id:
@@ -136,11 +160,7 @@ async def lock_position_and_holdings(
 
 
 async def find_symbol(session: AsyncSession, ticker: str) -> Symbol | None:
-    return await session.scalar(
-        select(Symbol)
-        .where(Symbol.ticker == ticker.strip().upper())
-        .execution_options(populate_existing=True)
-    )
+    return await session.scalar(_FIND_SYMBOL, {"ticker": ticker.strip().upper()})
 
 
 async def _holdings(session: AsyncSession, account_id: int) -> list[tuple[int, domain.Holding]]:
@@ -195,14 +215,8 @@ async def check_margin(session: AsyncSession, account: Account, symbol: Symbol, 
 
 async def reserved_for_sale(session: AsyncSession, account_id: int, symbol_id: int) -> int:
     """What the account's open sell orders of ``symbol_id`` still reserve."""
-    reserved = await session.scalar(
-        select(func.coalesce(func.sum(Order.quantity - Order.filled_qty), 0)).where(
-            Order.account_id == account_id,
-            Order.symbol_id == symbol_id,
-            Order.side == "sell",
-            Order.status == "open",
-        )
-    )
+    params = {"account_id": account_id, "symbol_id": symbol_id}
+    reserved = await session.scalar(_RESERVED_FOR_SALE, params)
     return int(reserved or 0)
 
 
@@ -235,6 +249,26 @@ async def assess_order(
         held=held,
         reserved=reserved,
     )
+
+
+_INSERTS: dict[tuple[str, ...], Any] = {}  # by the columns given: an open and a filled order
+
+
+async def insert_order(session: AsyncSession, **columns: Any) -> Order | None:
+    """Insert an order, unless the account has one with its ``client_order_id`` already:
+    the row as stored (its id, its defaults), or None. No read after the write."""
+    names = tuple(sorted(columns))
+    statement = _INSERTS.get(names)
+    if statement is None:  # the placeholders are not named as columns: SQLAlchemy's rule
+        statement = _INSERTS[names] = (
+            insert(Order)
+            .values({name: bindparam(f"new_{name}") for name in names})
+            .on_conflict_do_nothing(index_elements=["account_id", "client_order_id"])
+            .returning(Order)
+        )
+    params = {f"new_{name}": value for name, value in columns.items()}
+    order: Order | None = await session.scalar(statement, params)
+    return order
 
 
 def utc_now() -> datetime:
