@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import wire
@@ -36,6 +36,21 @@ KEEP_PUBLISHED = timedelta(hours=1)
 STREAM_MAX_AGE_S = 24 * 3600.0  # the order events stream keeps a day
 STOP_TIMEOUT_S = 5.0
 BACKLOG_INTERVAL_S = 1.0  # the backlog is counted at most this often
+
+# a relay's statements, built once (a round follows every order's commit)
+_PENDING = (
+    select(OutboxMessage)
+    .where(OutboxMessage.published_at.is_(None))
+    .order_by(OutboxMessage.id)
+    .limit(bindparam("batch"))
+    .with_for_update(skip_locked=True)
+)
+_PUBLISHED = (
+    update(OutboxMessage)
+    .where(OutboxMessage.id.in_(bindparam("ids", expanding=True)))
+    .values(published_at=bindparam("at"))
+    .execution_options(synchronize_session=False)  # the session ends with the round
+)
 
 
 def stage(session: AsyncSession, subject: str, payload: dict[str, Any]) -> None:
@@ -96,15 +111,7 @@ class OutboxRelay:
                 await ensure(*self.stream, STREAM_MAX_AGE_S)
             self._stream_ready = True
         async with sessions() as session, session.begin():
-            pending = (
-                await session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.published_at.is_(None))
-                    .order_by(OutboxMessage.id)
-                    .limit(self.batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            pending = (await session.scalars(_PENDING, {"batch": self.batch})).all()
             acked: list[int] = []
             failure: Exception | None = None
             for message in pending:
@@ -120,11 +127,7 @@ class OutboxRelay:
                     request_id_var.reset(token)
                 acked.append(message.id)
             if acked:
-                await session.execute(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.id.in_(acked))
-                    .values(published_at=datetime.now(UTC))
-                )
+                await session.execute(_PUBLISHED, {"ids": acked, "at": datetime.now(UTC)})
         self.published += len(acked)
         if failure is not None:
             raise failure
