@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -83,6 +84,7 @@ class InvalidIdentity(Exception):
         super().__init__(reason)
 
 
+@lru_cache(maxsize=8)  # one per secret (two while a secret rotates): built once, not per request
 def _serializer(secret: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret, salt=_SALT)
 
