@@ -28,7 +28,7 @@ from shared.bus import MessageBus, decode, encode
 from shared.db.models import OutboxMessage
 from shared.observability import request_id_var
 
-__all__ = ["OutboxRelay", "stage"]
+__all__ = ["OutboxRelay", "stage", "staged"]
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,21 @@ _PUBLISHED = (
 )
 
 
-def stage(session: AsyncSession, subject: str, payload: dict[str, Any]) -> None:
-    """Add ``payload`` for ``subject`` to the current transaction's outbox, with the id of
-    the request being served (published with it, so one order can be followed from the
-    click to the fill to the socket)."""
+def staged(subject: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The outbox row's values for ``payload`` on ``subject``, with the id of the request
+    being served (published with it, so one order can be followed from the click to the
+    fill to the socket)."""
     rid = request_id_var.get()
-    session.add(
-        OutboxMessage(
-            subject=subject,
-            payload=decode(encode(payload)),
-            request_id=None if rid == "-" else rid[:64],
-        )
-    )
+    return {
+        "subject": subject,
+        "payload": decode(encode(payload)),
+        "request_id": None if rid == "-" else rid[:64],
+    }
+
+
+def stage(session: AsyncSession, subject: str, payload: dict[str, Any]) -> None:
+    """Add ``payload`` for ``subject`` to the current transaction's outbox (:func:`staged`)."""
+    session.add(OutboxMessage(**staged(subject, payload)))
 
 
 class OutboxRelay:

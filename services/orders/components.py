@@ -16,11 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services.orders import domain as rules
+from services.orders.booking import book_fill, place_filled
 from services.orders.execution import (
     announce,
     assess_order,
     cancel,
-    execute_fill,
     filled_columns,
     find_symbol,
     insert_order,
@@ -214,9 +214,37 @@ class OrderComponent(FormComponent[OrderState]):
 
     def _publish_after_commit(self, order: Order, ticker: str) -> None:
         announce(self.session, order.account_id, order_event(order, ticker))
+        self._wake_relay_after_commit()
+
+    def _wake_relay_after_commit(self) -> None:
         relay = self.deps.outbox
         if relay is not None:
             self.on_commit(relay.wake)
+
+    async def _place_filled(
+        self,
+        columns: dict[str, Any],
+        account: Account,
+        symbol: Symbol,
+        position: Position | None,
+        price: Decimal,
+    ) -> Order | None:
+        """A marketable order, placed filled at ``price`` and booked in one statement
+        (:mod:`services.orders.booking`); None if its client order id was used meanwhile."""
+        try:
+            booking = book_fill(
+                account, position, symbol.ticker, columns["side"], columns["quantity"], price
+            )
+        except rules.Rejected as exc:
+            raise FieldError(exc.field, exc.reason) from None
+        now = utc_now()
+        filled = {**columns, **filled_columns(columns["quantity"], price, now)}
+        event = order_event(Order(**filled), symbol.ticker)  # its order_id: set as inserted
+        subject = wire.orders_events(columns["account_id"])
+        order = await place_filled(self.session, filled, booking, price, now, (subject, event))
+        if order is not None:  # the price as traded (the row holds it to 4 places)
+            set_committed_value(order, "avg_fill_price", price)
+        return order
 
     # -- events ----------------------------------------------------------------------
     async def on_submit(self) -> None:
@@ -251,36 +279,31 @@ class OrderComponent(FormComponent[OrderState]):
             await self._load_orders()  # adopted by the live instance with this answer
             return
 
-        state = {"status": "open", "filled_qty": 0}
-        if price is not None:  # filled at once: inserted filled, not written twice
-            state = filled_columns(qty, price, utc_now())
-        order = await insert_order(
-            session,
-            account_id=account_id,
-            client_order_id=data["client_order_id"],
-            symbol_id=symbol.id,
-            side=side,
-            order_type=data["order_type"],
-            quantity=qty,
-            limit_price=limit,
-            **state,
-        )
+        columns = {
+            "account_id": account_id,
+            "client_order_id": data["client_order_id"],
+            "symbol_id": symbol.id,
+            "side": side,
+            "order_type": data["order_type"],
+            "quantity": qty,
+            "limit_price": limit,
+        }
+        if price is None:
+            order = await insert_order(session, **columns, status="open", filled_qty=0)
+        else:
+            order = await self._place_filled(columns, account, symbol, position, price)
         if order is None:  # lost a race for this client order id: show the winner
             placed = await placed_order(session, account_id, data["client_order_id"])
             await self._answer_existing(data, placed)
             return
-        if price is not None:
-            # the price as traded, as a venue fill keeps it (the row holds it to 4 places)
-            set_committed_value(order, "avg_fill_price", price)
-            await execute_fill(
-                session, account, order, symbol, position, price, inserted_filled=True
-            )
+        if price is not None:  # its event is in the outbox already
             message = rules.describe_fill(
                 order.id, side, qty, symbol.ticker, price, order.updated_at
             )
+            self._wake_relay_after_commit()
         else:
             message = rules.describe_open(order.id, side, qty, symbol.ticker, limit)
-        self._publish_after_commit(order, symbol.ticker)
+            self._publish_after_commit(order, symbol.ticker)
         client_order_id = data["client_order_id"]
         self.on_commit(lambda: failpoints.hit("orders.after_commit", client_order_id))
         await self._load_orders()

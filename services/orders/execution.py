@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from services.orders import domain as rules
+from services.orders.booking import book_fill
 from services.orders.domain import Rejected
 from shared import domain, wire
 from shared.db.models import Account, Fill, Order, Position, Symbol
@@ -287,41 +288,23 @@ async def execute_fill(
     symbol: Symbol,
     position: Position | None,
     price: Decimal,
-    *,
-    inserted_filled: bool = False,
 ) -> Position:
-    """Fill all of ``order`` at ``price``: order, fill, position and cash, in ``session``.
-    An order ``inserted_filled`` (a marketable one, inserted with :func:`filled_columns`)
-    is not written again.
+    """Fill all of a resting ``order`` at ``price``: order, fill, position and cash, in
+    ``session`` (a marketable order is placed filled: :mod:`services.orders.booking`).
 
-    The caller holds the account and position locks (and the order's, from the venue).
-    Raises :class:`Rejected` (nothing changed) when cash or the position do not cover it.
+    The caller holds the order, account and position locks. Raises :class:`Rejected`
+    (nothing changed) when cash or the position do not cover it.
     """
-    qty = order.quantity
-    if inserted_filled:
-        assert (order.status, order.filled_qty) == ("filled", qty), "not inserted filled"
-    now = order.updated_at if inserted_filled else utc_now()
+    qty, now = order.quantity, utc_now()
+    booking = book_fill(account, position, symbol.ticker, order.side, qty, price)
     if position is None:
-        position = Position(
-            account_id=account.id,
-            symbol_id=symbol.id,
-            quantity=0,
-            avg_cost=Decimal(0),
-            realised_pnl=Decimal(0),
-        )
-    if order.side == "buy":
-        rules.check_cash(qty, price, account.cash)
-    else:
-        rules.check_sell(symbol.ticker, qty, position.quantity)
-    trade = domain.apply_fill(position.quantity, position.avg_cost, order.side, qty, price)
-    position.quantity, position.avg_cost = trade.qty, trade.avg_cost
-    position.realised_pnl += trade.realised
-    account.cash += trade.cash
+        position = Position(account_id=account.id, symbol_id=symbol.id)
+    position.quantity, position.avg_cost = booking.quantity, booking.avg_cost
+    position.realised_pnl, account.cash = booking.realised_pnl, booking.cash
     session.add(position)
     position.updated_at = account.updated_at = now
-    if not inserted_filled:
-        for column, value in filled_columns(qty, price, now).items():
-            setattr(order, column, value)
+    for column, value in filled_columns(qty, price, now).items():
+        setattr(order, column, value)
     session.add(Fill(order_id=order.id, quantity=qty, price=price, created_at=now))
     await session.flush()
     return position

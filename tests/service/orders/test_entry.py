@@ -9,9 +9,12 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.orders import components, execution
 from services.orders.settings import OrdersSettings
+from shared.db.models import OutboxMessage
 from shared.identity import Identity
 from tests.service.orders.support import book, place, set_cash, submit, symbol
 from tests.support import identity_headers, identity_of
@@ -146,6 +149,41 @@ async def test_same_client_order_id_yields_one_order(
     assert sum("already received" in a.text for a in answers) == 4
     final = await book(db, alice.account_id, "KO")
     assert len(final["orders"]) == 2 and final["fills"] == before["fills"] + 2
+    # and were booked once: one share, its price once (an insert that found the id taken
+    # writes no fill, position, cash or event)
+    assert final["position"][0] == after["position"][0] + 1
+    assert final["cash"] == after["cash"] - (await symbol(db, "KO")).ask
+
+
+async def test_an_id_committed_while_the_lock_was_awaited_is_found_and_booked_once(
+    client: httpx.AsyncClient,
+    db: async_sessionmaker[AsyncSession],
+    alice: Identity,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The account's locking read sees the rows as they were when it began: an order with
+    the form's id committed while it waited for the lock is not among them. The insert's
+    conflict finds it; nothing of the second submit is written (no fill, no position or
+    cash moved, no event)."""
+    cid = uuid4().hex
+    await submit(client, alice, symbol="KO", side="buy", quantity=2, client_order_id=cid)
+    before = await book(db, alice.account_id, "KO")
+    async with db() as s:
+        events = await s.scalar(select(func.count()).select_from(OutboxMessage))
+
+    async def read_before_the_commit(*args: Any) -> Any:
+        account, found, _existing = await execution.lock_account_and_find(*args)
+        return account, found, None  # as if the read began before the first commit
+
+    monkeypatch.setattr(components, "lock_account_and_find", read_before_the_commit)
+    again = await submit(client, alice, symbol="KO", side="buy", quantity=2, client_order_id=cid)
+    assert again.status_code == 200
+    assert f"Order #{before['orders'][-1].id} already received: filled" in again.text
+    after = await book(db, alice.account_id, "KO")
+    assert [o.id for o in after.pop("orders")] == [o.id for o in before.pop("orders")]
+    assert after == before  # cash, position, fills
+    async with db() as s:
+        assert await s.scalar(select(func.count()).select_from(OutboxMessage)) == events
 
 
 async def test_61st_submit_in_a_minute_is_429_and_writes_nothing(

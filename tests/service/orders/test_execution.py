@@ -130,9 +130,15 @@ async def test_a_market_buy_writes_its_order_once_in_few_reads(
     assert "filled: bought 1 AAPL" in r.text
     order = await last_order(db, alice.account_id)
     assert (order.status, order.filled_qty) == ("filled", 1)
-    # inserted filled (no second write of the row); one read for the position and margin
-    assert sum(s.startswith("insert into orders") for s in statements) == 1
-    assert not [s for s in statements if s.startswith("update orders")]
+    # inserted filled and booked in one statement: the order, its fill, the position, the
+    # cash and the order's event (no second write of the row, no write of its own for each)
+    writes = [s for s in statements if not s.startswith("select")]
+    assert len(writes) == 1 and writes[0].startswith("with placed as (insert into orders")
+    for table in ("fills", "positions", "outbox"):
+        assert f"insert into {table}" in writes[0]
+    assert "update accounts set cash" in writes[0]
+    assert not [s for s in statements if "update orders" in s]
+    # one read for the position and margin
     assert len([s for s in statements if s.startswith("select") and "from positions" in s]) == 1
     # an order placed with this form's id is looked for in the account's locking read
     reads_of_orders = [s for s in statements if s.startswith("select") and " orders" in s]
