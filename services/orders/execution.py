@@ -252,7 +252,7 @@ async def assess_order(
     )
 
 
-_INSERTS: dict[tuple[str, ...], Any] = {}  # by the columns given: an open and a filled order
+_INSERTS: dict[tuple[str, ...], Any] = {}  # by the columns given (a filled order: booking.py)
 
 
 async def insert_order(session: AsyncSession, **columns: Any) -> Order | None:
