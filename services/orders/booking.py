@@ -1,5 +1,6 @@
-"""A fill's writes: what it does to the position and the cash (:func:`book_fill`), and a
-marketable order placed filled in one statement (:func:`place_filled`).
+"""A fill's writes: what it does to the position and the cash (:func:`book_fill`), an
+order's columns once filled and its event, and a marketable order placed filled in one
+statement (:func:`place_filled`).
 
 A market order (or a limit order that crosses) is filled as it is placed. Written through
 the ORM that was five round trips after the order's own insert: the account, the fill, the
@@ -12,8 +13,9 @@ lock), the insert returns no row, so nothing else is written and the answer is `
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,13 +23,50 @@ from sqlalchemy import Select, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.orders import domain as rules
-from shared import domain
-from shared.db.models import Account, Fill, Order, OutboxMessage, Position
+from shared import domain, wire
+from shared.db.models import Account, Fill, Order, OutboxMessage, Position, Symbol
 from shared.outbox import staged
 
-__all__ = ["Booking", "book_fill", "place_filled"]
+__all__ = [
+    "Booking",
+    "book_fill",
+    "filled_columns",
+    "now_ms",
+    "order_event",
+    "place_filled",
+    "utc_now",
+]
+
+
+def now_ms() -> float:
+    """Event timestamps, like the ticks': epoch milliseconds."""
+    return time.time() * 1000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def filled_columns(qty: int, price: Decimal, now: datetime) -> dict[str, Any]:
+    """An order's columns once all ``qty`` of it filled at ``price``, at ``now``."""
+    return {"status": "filled", "filled_qty": qty, "avg_fill_price": price, "updated_at": now}
+
+
+def order_event(order: Order, ticker: str, ts: Any = None) -> dict[str, Any]:
+    """The ``orders.events.<account>`` payload (DESIGN.md §3.2)."""
+    price = order.avg_fill_price if order.status == "filled" else order.limit_price
+    return {
+        "order_id": order.id,
+        "status": order.status,
+        "symbol": ticker,
+        "side": order.side,
+        "qty": order.quantity,
+        "price": str(price) if price is not None else None,
+        "ts": ts if ts is not None else now_ms(),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,28 +174,35 @@ _PLACE_FILLED = _statement()
 async def place_filled(
     session: AsyncSession,
     columns: dict[str, Any],
-    booking: Booking,
+    account: Account,
+    symbol: Symbol,
+    position: Position | None,
     price: Decimal,
-    at: datetime,
-    event: tuple[str, dict[str, Any]],
 ) -> Order | None:
-    """Insert the order of ``columns`` filled at ``price`` at ``at`` and book it
-    (``booking``), with ``event`` (subject, payload) in the outbox, its ``order_id`` the
-    new order's: one round trip. ``None`` (nothing written) if the account already has an
-    order with its client order id."""
-    subject, payload = event
-    message = staged(subject, payload)
-    params = {f"o_{name}": columns[name] for name in _ORDER_COLUMNS}
+    """Insert the order of ``columns`` filled at ``price``, and book it, with its event in
+    the outbox: one round trip. ``None`` (nothing written) if the account already has an
+    order with its client order id. Raises :class:`~services.orders.domain.Rejected`
+    (nothing written) when the cash or the position does not cover it (:func:`book_fill`;
+    the caller holds the account's lock)."""
+    qty = columns["quantity"]
+    booking = book_fill(account, position, symbol.ticker, columns["side"], qty, price)
+    now = utc_now()
+    filled = {**columns, **filled_columns(qty, price, now)}
+    # the event's order_id is set in the statement, from the row inserted
+    event = staged(wire.orders_events(account.id), order_event(Order(**filled), symbol.ticker))
+    params = {f"o_{name}": filled[name] for name in _ORDER_COLUMNS}
     params.update(
-        at=at,
+        at=now,
         price=price,
         p_quantity=booking.quantity,
         p_avg_cost=booking.avg_cost,
         p_realised_pnl=booking.realised_pnl,
         cash=booking.cash,
-        m_subject=message["subject"],
-        m_payload=message["payload"],
-        m_request_id=message["request_id"],
+        m_subject=event["subject"],
+        m_payload=event["payload"],
+        m_request_id=event["request_id"],
     )
     order: Order | None = await session.scalar(_PLACE_FILLED, params)
+    if order is not None:  # the price as traded, as a venue fill keeps it (4 places stored)
+        set_committed_value(order, "avg_fill_price", price)
     return order

@@ -13,22 +13,18 @@ from decimal import Decimal
 from typing import Any, TypedDict
 
 from sqlalchemy import select
-from sqlalchemy.orm.attributes import set_committed_value
 
 from services.orders import domain as rules
-from services.orders.booking import book_fill, place_filled
+from services.orders.booking import order_event, place_filled
 from services.orders.execution import (
     announce,
     assess_order,
     cancel,
-    filled_columns,
     find_symbol,
     insert_order,
     lock_account_and_find,
     lock_position,
     lock_position_and_holdings,
-    order_event,
-    utc_now,
 )
 from services.orders.notices import Notice, notice_of, with_notice
 from services.orders.queries import OrderRow, order_rows, placed_order
@@ -221,31 +217,6 @@ class OrderComponent(FormComponent[OrderState]):
         if relay is not None:
             self.on_commit(relay.wake)
 
-    async def _place_filled(
-        self,
-        columns: dict[str, Any],
-        account: Account,
-        symbol: Symbol,
-        position: Position | None,
-        price: Decimal,
-    ) -> Order | None:
-        """A marketable order, placed filled at ``price`` and booked in one statement
-        (:mod:`services.orders.booking`); None if its client order id was used meanwhile."""
-        try:
-            booking = book_fill(
-                account, position, symbol.ticker, columns["side"], columns["quantity"], price
-            )
-        except rules.Rejected as exc:
-            raise FieldError(exc.field, exc.reason) from None
-        now = utc_now()
-        filled = {**columns, **filled_columns(columns["quantity"], price, now)}
-        event = order_event(Order(**filled), symbol.ticker)  # its order_id: set as inserted
-        subject = wire.orders_events(columns["account_id"])
-        order = await place_filled(self.session, filled, booking, price, now, (subject, event))
-        if order is not None:  # the price as traded (the row holds it to 4 places)
-            set_committed_value(order, "avg_fill_price", price)
-        return order
-
     # -- events ----------------------------------------------------------------------
     async def on_submit(self) -> None:
         when_answered(ORDER_METRICS.answered)  # submit → ack, whatever the answer
@@ -291,7 +262,10 @@ class OrderComponent(FormComponent[OrderState]):
         if price is None:
             order = await insert_order(session, **columns, status="open", filled_qty=0)
         else:
-            order = await self._place_filled(columns, account, symbol, position, price)
+            try:  # filled at once: the order, its fill and its event in one statement
+                order = await place_filled(session, columns, account, symbol, position, price)
+            except rules.Rejected as exc:
+                raise FieldError(exc.field, exc.reason) from None
         if order is None:  # lost a race for this client order id: show the winner
             placed = await placed_order(session, account_id, data["client_order_id"])
             await self._answer_existing(data, placed)

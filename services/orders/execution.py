@@ -8,8 +8,6 @@ same account (two requests, two orders-service processes) never interleave.
 from __future__ import annotations
 
 import logging
-import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from services.orders import domain as rules
-from services.orders.booking import book_fill
+from services.orders.booking import book_fill, filled_columns, utc_now
 from services.orders.domain import Rejected
 from shared import domain, wire
 from shared.db.models import Account, Fill, Order, Position, Symbol
@@ -32,7 +30,6 @@ __all__ = [
     "cancel",
     "check_margin",
     "execute_fill",
-    "filled_columns",
     "find_symbol",
     "insert_order",
     "lock_account",
@@ -40,19 +37,11 @@ __all__ = [
     "lock_position",
     "lock_position_and_holdings",
     "margin_after",
-    "now_ms",
-    "order_event",
     "reject",
     "reserved_for_sale",
-    "utc_now",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> float:
-    """Event timestamps, like the ticks': epoch milliseconds."""
-    return time.time() * 1000
 
 
 async def lock_account(session: AsyncSession, account_id: int) -> Account:
@@ -272,15 +261,6 @@ async def insert_order(session: AsyncSession, **columns: Any) -> Order | None:
     return order
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def filled_columns(qty: int, price: Decimal, now: datetime) -> dict[str, Any]:
-    """An order's columns once all ``qty`` of it filled at ``price``, at ``now``."""
-    return {"status": "filled", "filled_qty": qty, "avg_fill_price": price, "updated_at": now}
-
-
 async def execute_fill(
     session: AsyncSession,
     account: Account,
@@ -318,20 +298,6 @@ def cancel(order: Order) -> None:
 def reject(order: Order, reason: str) -> None:
     """Mark a stored order rejected (the venue's late checks)."""
     order.status, order.reject_reason, order.updated_at = "rejected", reason, utc_now()
-
-
-def order_event(order: Order, ticker: str, ts: Any = None) -> dict[str, Any]:
-    """The ``orders.events.<account>`` payload (DESIGN.md §3.2)."""
-    price = order.avg_fill_price if order.status == "filled" else order.limit_price
-    return {
-        "order_id": order.id,
-        "status": order.status,
-        "symbol": ticker,
-        "side": order.side,
-        "qty": order.quantity,
-        "price": str(price) if price is not None else None,
-        "ts": ts if ts is not None else now_ms(),
-    }
 
 
 def announce(session: AsyncSession, account_id: int, event: dict[str, Any]) -> None:

@@ -27,13 +27,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.orders import domain as rules
+from services.orders.booking import order_event
 from services.orders.execution import (
     announce,
     check_margin,
     execute_fill,
     lock_account,
     lock_position,
-    order_event,
     reject,
 )
 from shared.db.models import Order, Symbol
