@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import UTC
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from sqlalchemy import Select, bindparam, literal, select, union_all
+from sqlalchemy import Select, bindparam, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Order, Symbol
@@ -27,7 +26,9 @@ _COLUMNS = (
     Order.limit_price,
     Order.avg_fill_price,
     Order.reject_reason,
-    Order.created_at,
+    # placed at, as the trader reads it: UTC, to the second (formatted by the database: a
+    # timestamp decoded and formatted in Python for each of 100 rows cost more per order)
+    func.to_char(func.timezone("UTC", Order.created_at), "HH24:MI:SS"),
 )
 
 
@@ -48,7 +49,7 @@ class OrderRow(TypedDict):
 
 
 def _row(row: Any) -> OrderRow:
-    oid, status, side, order_type, qty, ticker, limit_price, fill_price, reason, created = row
+    oid, status, side, order_type, qty, ticker, limit_price, fill_price, reason, placed_at = row
     return {
         "id": oid,
         "status": status,
@@ -60,8 +61,7 @@ def _row(row: Any) -> OrderRow:
         "limit": limit_price,
         "fill": fill_price,
         "reason": reason,
-        # placed at, as the trader reads it: UTC, to the second
-        "time": created.astimezone(UTC).strftime("%H:%M:%S") if created is not None else "",
+        "time": placed_at or "",
     }
 
 

@@ -4,6 +4,7 @@ venue's limit fills (exactly once, across processes), cancel."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -144,6 +145,23 @@ async def test_a_market_buy_writes_its_order_once_in_few_reads(
     reads_of_orders = [s for s in statements if s.startswith("select") and " orders" in s]
     assert len(reads_of_orders) == 1 and "for update of accounts" in reads_of_orders[0]
     assert lists_read == [1]  # after the order, for the live instance (not in the mount)
+
+
+async def test_the_history_lists_an_order_as_placed(
+    client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    """A row of the order history: the order's figures, and when it was placed in UTC to
+    the second (formatted by the database)."""
+    await place(client, alice, symbol="KO", side="buy", quantity=2)
+    order = await last_order(db, alice.account_id)
+    async with db() as s:
+        _open, recent = await queries.order_rows(s, alice.account_id, 50, 50)
+    row = recent[0]
+    assert (row["id"], row["status"], row["side"], row["qty"], row["symbol"]) == (
+        order.id, "filled", "buy", 2, "KO"
+    )  # fmt: skip
+    assert row["fill"] == row["price"] == order.avg_fill_price and row["limit"] is None
+    assert row["time"] == order.created_at.astimezone(UTC).strftime("%H:%M:%S")
 
 
 async def test_market_sell_fills_at_bid_and_books_realised_pnl(
