@@ -7,6 +7,7 @@ Playwright through ``executable_path``; in CI a missing browser is a failure, no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from shared import devservers
@@ -94,11 +96,26 @@ def launch(env: dict[str, str], data_dir: Path, timeout: float = 120) -> Stack:
     return Stack(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env, process, lines)
 
 
-def shut_down(stack: Stack) -> None:
+def shut_down(stack: Stack, timeout_s: float = 30.0) -> None:
+    """Stop the launcher as Ctrl-C does (it gives its services 10 s, then kills them). One
+    that has not exited after ``timeout_s`` is killed with every process it started, and
+    the test fails with its last lines: what it was waiting for."""
     stack.process.send_signal(signal.SIGINT)
-    stack.process.wait(30)
-    assert stack.process.stdout
-    stack.process.stdout.close()
+    try:
+        stack.process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        started = psutil.Process(stack.process.pid).children(recursive=True)
+        for process in [*started, psutil.Process(stack.process.pid)]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        stack.process.wait(10)
+        pytest.fail(
+            f"the stack did not stop within {timeout_s:g} s of SIGINT; its last lines:\n"
+            + "".join(stack.lines[-80:])
+        )
+    finally:
+        if stack.process.stdout is not None:
+            stack.process.stdout.close()
 
 
 @pytest.fixture(scope="session")
