@@ -34,6 +34,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+DRAIN_TIMEOUT_S = 5  # how long a closing connection handles what it already received
+
 DURABLE_TIMEOUT_S = 2.0  # a JetStream publish not acknowledged by then failed
 DEDUP_WINDOW_S = 120.0  # a resend with the same Nats-Msg-Id within this is stored once
 SLOW_CONSUMER_LOG_S = 10.0  # nats-py reports every dropped message: log at most this often
@@ -137,6 +139,9 @@ class NatsBus:
             name=name or None,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            # closing waits for the messages already received to be handled, at most this
+            # long (nats-py's 30 s outlasts a platform's stop grace period)
+            drain_timeout=DRAIN_TIMEOUT_S,
             disconnected_cb=bus._disconnected,
             reconnected_cb=bus._reconnected,
             error_cb=bus._error,

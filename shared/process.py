@@ -11,7 +11,11 @@ over within one renewal round instead of one lease TTL).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ __all__ = [
     "Connections",
     "Part",
     "create_process_app",
+    "dump_tasks",
     "release_leases",
     "tune_gc",
 ]
@@ -89,6 +94,9 @@ def create_process_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # main thread only
         own_engine = given.engine is None and given.database
         engine = (
             create_engine(settings.async_database_url, pool_size=settings.db_pool_size)
@@ -115,6 +123,8 @@ def create_process_app(
                 await app.state.bus.close()
             if own_engine and engine is not None:
                 await engine.dispose()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGUSR1)
 
     configure_logging(service, settings.log_level, settings.log_format)
     app = FastAPI(title=service, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -143,6 +153,17 @@ def create_process_app(
         release=release_leases,
     )
     return app
+
+
+def dump_tasks() -> None:
+    """Every asyncio task of the process and where it waits, on stderr: ``kill -USR1 <pid>``
+    (what a process that does not stop is waiting for)."""
+    tasks = asyncio.all_tasks()
+    print(f"--- {len(tasks)} asyncio tasks (SIGUSR1)", file=sys.stderr)
+    for task in tasks:
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
 
 
 def tune_gc() -> None:

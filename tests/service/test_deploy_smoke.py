@@ -151,8 +151,8 @@ class Started:
     log: Path
     port: int = 0
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+    def output(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
 
 
 def start(command: Command, argv: list[str], env: dict[str, str], log: Path) -> Started:
@@ -254,5 +254,11 @@ def test_every_deploy_command_line_starts(
         try:
             each.proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            problems.append(f"{each.command}: still running {STOP_TIMEOUT_S:g} s after SIGTERM")
+            each.proc.send_signal(signal.SIGUSR1)  # its tasks' stacks, into its log
+            time.sleep(2)
+            each.proc.kill()
+            problems.append(
+                f"{each.command}: still running {STOP_TIMEOUT_S:g} s after SIGTERM; its log:\n"
+                + each.output(20_000)
+            )
     assert not problems, "\n\n".join(problems)
