@@ -4,6 +4,7 @@ unit tests. A create is atomic, a renew is a compare-and-set on the last revisio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -86,7 +87,16 @@ class NatsLeaseStore:
         await self._kv.delete(key)
 
     async def keys(self, pattern: str) -> list[str]:
-        watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
+        opening = asyncio.ensure_future(
+            self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
+        )
+        try:
+            watcher = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # nats-py leaves the watcher subscribed when cancelled inside ``watch()``: its
+            # callback would then block on a full queue, and the connection's drain with it
+            opening.add_done_callback(_stop_if_opened)
+            raise
         found: list[str] = []
         try:
             while (entry := await watcher.updates(timeout=2.0)) is not None:
@@ -94,6 +104,22 @@ class NatsLeaseStore:
         finally:
             await watcher.stop()
         return found
+
+
+def _stop_if_opened(opening: asyncio.Future[Any]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        _stopping.add(task := asyncio.ensure_future(_stop(opening.result())))
+        task.add_done_callback(_stopping.discard)
+
+
+async def _stop(watcher: Any) -> None:
+    try:
+        await watcher.stop()
+    except Exception as error:  # the connection closed or is draining: it unsubscribes it
+        log.debug("lease watcher left to the connection's close: %r", error)
+
+
+_stopping: set[asyncio.Future[None]] = set()  # strong references until each has stopped
 
 
 class MemoryLeaseStore:
