@@ -21,7 +21,7 @@ from services.orders.execution import (
     assess_order,
     cancel,
     find_symbol,
-    insert_order,
+    insert_open_order,
     lock_account_and_find,
     lock_position,
     lock_position_and_holdings,
@@ -260,7 +260,7 @@ class OrderComponent(FormComponent[OrderState]):
             "limit_price": limit,
         }
         if price is None:
-            order = await insert_order(session, **columns, status="open", filled_qty=0)
+            order = await insert_open_order(session, columns)
         else:
             try:  # filled at once: the order, its fill and its event in one statement
                 order = await place_filled(session, columns, account, symbol, position, price)

@@ -31,7 +31,7 @@ __all__ = [
     "check_margin",
     "execute_fill",
     "find_symbol",
-    "insert_order",
+    "insert_open_order",
     "lock_account",
     "lock_account_and_find",
     "lock_position",
@@ -241,23 +241,31 @@ async def assess_order(
     )
 
 
-_INSERTS: dict[tuple[str, ...], Any] = {}  # by the columns given (a filled order: booking.py)
+_NEW_ORDER_COLUMNS = (
+    "account_id",
+    "client_order_id",
+    "symbol_id",
+    "side",
+    "order_type",
+    "quantity",
+    "limit_price",
+)
+_INSERT_OPEN = (  # the placeholders are not named as columns: SQLAlchemy's rule
+    insert(Order)
+    .values({name: bindparam(f"new_{name}") for name in _NEW_ORDER_COLUMNS})
+    .values(status="open", filled_qty=0)
+    .on_conflict_do_nothing(index_elements=["account_id", "client_order_id"])
+    .returning(Order)
+)
 
 
-async def insert_order(session: AsyncSession, **columns: Any) -> Order | None:
-    """Insert an order, unless the account has one with its ``client_order_id`` already:
-    the row as stored (its id, its defaults), or None. No read after the write."""
-    names = tuple(sorted(columns))
-    statement = _INSERTS.get(names)
-    if statement is None:  # the placeholders are not named as columns: SQLAlchemy's rule
-        statement = _INSERTS[names] = (
-            insert(Order)
-            .values({name: bindparam(f"new_{name}") for name in names})
-            .on_conflict_do_nothing(index_elements=["account_id", "client_order_id"])
-            .returning(Order)
-        )
-    params = {f"new_{name}": value for name, value in columns.items()}
-    order: Order | None = await session.scalar(statement, params)
+async def insert_open_order(session: AsyncSession, columns: dict[str, Any]) -> Order | None:
+    """Insert a resting order (``columns``: the form's, as for
+    :func:`services.orders.booking.place_filled`), unless the account has one with its
+    ``client_order_id`` already: the row as stored (its id, its defaults), or None. No read
+    after the write."""
+    params = {f"new_{name}": columns[name] for name in _NEW_ORDER_COLUMNS}
+    order: Order | None = await session.scalar(_INSERT_OPEN, params)
     return order
 
 
