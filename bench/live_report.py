@@ -234,6 +234,28 @@ def targets(levels: list[Level]) -> str:
     )
 
 
+def within_goal(levels: list[Level], goal_ms: float = TARGETS[0].goal) -> str:
+    """The largest N of the run whose tick → socket p99 stayed within ``goal_ms``, and the
+    next one up, which did not (issue 11 asks for a table at that N)."""
+    p99 = {
+        lv.n: percentile([v for values in lv.result["samples"].values() for v in values], 0.99)
+        for lv in levels
+        if not lv.failed and any(lv.result.get("samples", {}).values())
+    }
+    within = [n for n, ms in sorted(p99.items()) if ms <= goal_ms]
+    if not within:
+        return f"No N of this run kept the tick → socket p99 within {goal_ms:g} ms.\n\n"
+    n = within[-1]
+    line = f"The largest N of this run with a tick → socket p99 within {goal_ms:g} ms: {n:,}"
+    above = [(m, ms) for m, ms in sorted(p99.items()) if m > n]
+    if above:
+        m, ms = above[0]
+        line += f" ({p99[n]:,.0f} ms); the next, {m:,}: {ms:,.0f} ms"
+    else:
+        line += f" ({p99[n]:,.0f} ms), the largest run"
+    return line + ".\n\n"
+
+
 def table(levels: list[Level], stack: Stack, window: float, warmup: float, load: float) -> str:
     head = (
         "| N | sockets open | fully rendered (never) p50 / p99 s | frames/s "
@@ -302,6 +324,7 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
         + "\n"
         + "\n".join(_row(lv) for lv in levels)
         + "\n\n"
+        + within_goal(levels)
         + targets(levels)
         + "#### CPU by process during the window (cores)\n\n"
         + cpu_head

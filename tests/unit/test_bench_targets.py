@@ -3,7 +3,15 @@ much each missed one was missed."""
 
 from __future__ import annotations
 
-from bench.live_report import TARGET_N, Level, _detail, connect_cpu, order_split, targets
+from bench.live_report import (
+    TARGET_N,
+    Level,
+    _detail,
+    connect_cpu,
+    order_split,
+    targets,
+    within_goal,
+)
 from bench.live_support import calibrate
 
 
@@ -34,6 +42,24 @@ def test_each_target_is_met_or_missed_by_a_ratio() -> None:
     assert "missed by 1.5×" in rows["stack CPU per trader-second"]  # 0.9 ms against 0.6
     assert rows["order ack p99"].endswith("| met |")  # only answered orders are timed
     assert rows["every socket open and fully rendered"].endswith("| not measured |")
+
+
+def test_the_largest_n_within_the_latency_goal_is_named_with_the_next_one_up() -> None:
+    levels = [
+        level(100, p99_ms=60, rendered_all_s=1),
+        level(300, p99_ms=240, rendered_all_s=1),
+        level(TARGET_N, p99_ms=380, rendered_all_s=9),
+        level(1500, p99_ms=200, rendered_all_s=9),  # a lucky larger run counts too
+    ]
+    assert within_goal(levels) == (
+        "The largest N of this run with a tick → socket p99 within 250 ms: 1,500 (200 ms), "
+        "the largest run.\n\n"
+    )
+    assert within_goal(levels[:3]) == (
+        "The largest N of this run with a tick → socket p99 within 250 ms: 300 (240 ms); "
+        "the next, 1,000: 380 ms.\n\n"
+    )
+    assert within_goal(levels[2:3]).startswith("No N of this run kept")
 
 
 def test_without_a_run_at_the_target_size_there_is_no_table() -> None:
