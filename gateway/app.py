@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway import auth, compose, proxy, ws
 from gateway.hub import CLOSE_RESTART
@@ -22,7 +23,7 @@ from gateway.state import STATIC_DIR, Gateway
 from gateway.upstream import open_client
 from shared import wire
 from shared.bus import MessageBus, Subscription
-from shared.db.engine import database_unavailable
+from shared.db.engine import database_busy, database_unavailable
 from shared.process import Connections, Part, create_process_app
 
 __all__ = ["GatewayPart", "create_app"]
@@ -111,7 +112,15 @@ def create_app(
     app = create_process_app("gateway", settings, [GatewayPart()], connections=connections)
 
     async def database_away(request: Request, exc: Exception) -> Response:
-        """PostgreSQL restarting: the page gets a clear 503, not a bare 500."""
+        """PostgreSQL restarting, or every connection in use: the page gets a clear 503, not
+        a bare 500."""
+        if database_busy(exc):
+            log.warning("%s %s: no database connection free", request.method, request.url.path)
+            return PlainTextResponse(
+                "The server is busy. Nothing was submitted; retry in a moment.",
+                status_code=503,
+                headers={wire.HEADER_RETRY_AFTER: "1"},
+            )
         if not database_unavailable(exc):
             raise exc
         log.warning("%s %s: database unavailable", request.method, request.url.path)
@@ -123,6 +132,7 @@ def create_app(
 
     app.add_exception_handler(DBAPIError, database_away)
     app.add_exception_handler(OSError, database_away)
+    app.add_exception_handler(PoolTimeout, database_away)
     app.state.gw = Gateway(settings, GatewayMetrics(app.state.metrics), static)
     app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/static", static, name="static")

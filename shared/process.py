@@ -99,7 +99,11 @@ def create_process_app(
             loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # main thread only
         own_engine = given.engine is None and given.database
         engine = (
-            create_engine(settings.async_database_url, pool_size=settings.db_pool_size)
+            create_engine(
+                settings.async_database_url,
+                pool_size=settings.db_pool_size,
+                pool_timeout=settings.db_pool_timeout_s,
+            )
             if own_engine
             else given.engine
         )

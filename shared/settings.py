@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "DEV_PLACEHOLDER_SECRET",
+    "POOL_TIMEOUT_S",
     "Environment",
     "PlaceholderSecretError",
     "ServiceSettings",
@@ -33,6 +34,11 @@ DEV_PLACEHOLDER_SECRET = "dev-only-insecure-secret-change-me"
 MIN_SECRET_LENGTH = 32  # an HMAC key anyone can guess or brute-force protects nothing
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/trading"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+# how long a database checkout waits for a connection when every one is in use: a request
+# waiting longer is answered "busy, retry" (503) well before the gateway gives up on it
+# (5 s), when it could only say that an order may or may not have been placed
+POOL_TIMEOUT_S = 2.0
 
 
 class PlaceholderSecretError(ValueError):
@@ -113,6 +119,7 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_size: int = 5
+    db_pool_timeout_s: float = Field(POOL_TIMEOUT_S, gt=0)  # then "busy, retry" (503)
     # how often gateways announce their sockets; services forget a session after three
     # missed announcements (one setting for both sides: they must agree)
     heartbeat_interval_s: float = Field(10.0, gt=0, validation_alias="HEARTBEAT_INTERVAL_S")

@@ -35,7 +35,7 @@ from shared.components.ratelimit import (
 from shared.components.registry import Registry
 from shared.components.rendering import render
 from shared.components.runtime import dispatch, mount
-from shared.db.engine import database_unavailable
+from shared.db.engine import database_busy, database_unavailable
 from shared.db.models import Symbol
 from shared.identity import Identity, InvalidIdentity, Revocations, verify_identity
 from shared.leases import LeaseStore, NatsLeaseStore, PartitionLeases
@@ -136,6 +136,18 @@ def unavailable_response() -> Response:
         "The database is unavailable for a moment. Nothing was changed; retry.",
         status_code=503,
         headers={wire.HEADER_RETRY_AFTER: str(DB_RETRY_AFTER_S)},
+    )
+
+
+BUSY_RETRY_AFTER_S = 1
+
+
+def busy_response() -> Response:
+    """Every database connection stayed in use for the pool's timeout (:func:`database_busy`)."""
+    return PlainTextResponse(
+        "The server is busy. Nothing was changed; retry in a moment.",
+        status_code=503,
+        headers={wire.HEADER_RETRY_AFTER: str(BUSY_RETRY_AFTER_S)},
     )
 
 
@@ -304,6 +316,9 @@ def install_component_routes(app: FastAPI, runtime: ComponentRuntime) -> None:
         if database_unavailable(exc):
             log.warning("component %s event %s: database unavailable", name, event)
             return unavailable_response()
+        if database_busy(exc):
+            log.warning("component %s event %s: no database connection free", name, event)
+            return busy_response()
         rid = request_id_var.get()
         log.error("component %s event %s failed [request_id=%s]", name, event, rid, exc_info=exc)
         return text(500, f"Internal error (request id {rid}). Nothing was changed.")

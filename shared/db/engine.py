@@ -14,9 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 
-from shared.settings import async_database_url
+from shared.settings import POOL_TIMEOUT_S, async_database_url
 
-__all__ = ["MeteredPool", "create_engine", "database_unavailable", "ping", "session_factory"]
+__all__ = [
+    "POOL_TIMEOUT_S",
+    "MeteredPool",
+    "create_engine",
+    "database_busy",
+    "database_unavailable",
+    "ping",
+    "session_factory",
+]
 
 
 PING_AFTER_IDLE_S = 1.0
@@ -107,9 +115,16 @@ class MeteredPool(AsyncAdaptedQueuePool):
 logging.getLogger(f"{__name__}.{MeteredPool.__name__}").setLevel(logging.WARNING)
 
 
-def create_engine(url: str, *, pool_size: int = 5, null_pool: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    pool_timeout: float = POOL_TIMEOUT_S,
+    null_pool: bool = False,
+) -> AsyncEngine:
     """An engine on ``url``; its pool (a :class:`MeteredPool`, unless ``null_pool``) holds
-    ``pool_size`` connections plus as many overflow ones."""
+    ``pool_size`` connections plus as many overflow ones, and a checkout waits at most
+    ``pool_timeout`` seconds for one (then :func:`database_busy`)."""
     url = async_database_url(url)
     if null_pool:
         return _create_async_engine(url, poolclass=NullPool)
@@ -118,6 +133,7 @@ def create_engine(url: str, *, pool_size: int = 5, null_pool: bool = False) -> A
         poolclass=MeteredPool,
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_timeout=pool_timeout,
         pool_pre_ping=True,
         pool_use_lifo=True,
     )
@@ -130,6 +146,18 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+def database_busy(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a checkout that gave up waiting for a free connection (every one
+    in use for :data:`POOL_TIMEOUT_S`): nothing was done, and a retry may pass."""
+    for _ in range(8):  # the chain, as in database_unavailable
+        if exc is None:
+            return False
+        if isinstance(exc, sa_exc.TimeoutError):
+            return True
+        exc = exc.__cause__ or getattr(exc, "orig", None)
+    return False
 
 
 def database_unavailable(exc: BaseException | None) -> bool:

@@ -331,3 +331,23 @@ async def test_a_replaced_session_ends_on_every_replica_at_once(
         assert (await a.post("/login", data=data)).status_code == 303  # a stale tab's form
         assert a.cookies[SESSION_COOKIE] != old
         await refused_soon(b)
+
+
+async def test_with_every_database_connection_in_use_a_login_is_503_busy_not_500(
+    settings: GatewaySettings,
+) -> None:
+    busy = settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.2})
+    app = create_app(busy)
+    async with running(app, base_url="http://gateway") as client:
+        engine = app.state.engine
+        held = [await engine.connect(), await engine.connect()]  # the pool's one and overflow
+        try:
+            r = await login(client, "alice", TEST_PASSWORD)
+        finally:
+            for connection in held:
+                await connection.close()
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "1" and "busy" in r.text
+        assert SESSION_COOKIE not in r.cookies
+        r = await login(client, "alice", TEST_PASSWORD)
+        assert r.status_code == 303 and SESSION_COOKIE in r.cookies

@@ -16,7 +16,7 @@ from services.orders import components, execution
 from services.orders.settings import OrdersSettings
 from shared.db.models import OutboxMessage
 from shared.identity import Identity
-from tests.service.orders.support import book, place, set_cash, submit, symbol
+from tests.service.orders.support import book, place, set_cash, started, submit, symbol
 from tests.support import identity_headers, identity_of
 
 pytestmark = pytest.mark.service
@@ -202,3 +202,29 @@ async def test_61st_submit_in_a_minute_is_429_and_writes_nothing(
         before["position"],
         before["fills"],
     )
+
+
+async def test_with_every_database_connection_in_use_an_order_is_503_busy_and_then_placed_once(
+    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity
+) -> None:
+    busy = settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.2})
+    form = {"symbol": "KO", "side": "buy", "quantity": 1, "client_order_id": uuid4().hex}
+    before = await book(db, alice.account_id, "KO")
+    async with started(busy) as process:
+        engine = process.app.state.engine
+        held = [await engine.connect(), await engine.connect()]  # the pool's one and overflow
+        try:
+            r = await submit(process.client, alice, **form)
+        finally:
+            for connection in held:
+                await connection.close()
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "1"
+        assert "busy" in r.text and "Nothing was changed" in r.text
+        await _nothing_written(db, alice, before, "KO")
+        await place(process.client, alice, **form)  # the same form again: placed
+        again = await submit(process.client, alice, **form)  # and only once
+    assert again.status_code == 200 and "already received" in again.text.lower(), again.text
+    after = await book(db, alice.account_id, "KO")
+    assert before["position"] is None  # alice holds no KO in the demo data
+    assert len(after["orders"]) == 1 and after["position"][0] == 1
