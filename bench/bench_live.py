@@ -40,7 +40,9 @@ from bench.live_report import (
     POST_CLOSE_S,
     QUIET_CAP_S,
     QUIET_CORES,
+    TARGETS,
     Level,
+    next_probe,
     order_split,
     table,
 )
@@ -266,8 +268,18 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--users", action="append", help="N, repeatable or 100,300,1000")
     parser.add_argument("--window", type=float, default=20.0, help="measured seconds per N")
     parser.add_argument("--quick", action="store_true", help="50 traders, 8 s window")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="RUNS",
+        help="then up to RUNS more N, looking for the largest N whose tick → socket p99 "
+        f"stays within {TARGETS[0].goal:g} ms (default 2; 0 with --quick)",
+    )
     args = parser.parse_args(argv)
     users = _users(args.users) or ([50] if args.quick else [100, 300, 1000])
+    probes = args.limit if args.limit is not None else (0 if args.quick else 2)
+    most = 2 * max(users) if probes else max(users)  # the traders seeded
     window = 8.0 if args.quick and args.window == 20.0 else args.window
     warmup = 3.0 if args.quick else 5.0
     load = os.getloadavg()[0]
@@ -275,9 +287,11 @@ def main(argv: list[str] | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp_name:
         stack = Stack(Path(tmp_name))
         try:
-            stack.prepare(max(users))
+            stack.prepare(most)
             stack.start()
-            for n in users:
+            queue = list(users)
+            while queue:
+                n = queue.pop(0)
                 level = Level(n, window)
                 levels.append(level)
                 print(f"live: N={n:,} …", file=sys.stderr, flush=True)
@@ -286,10 +300,16 @@ def main(argv: list[str] | None = None) -> str:
                 except Exception as exc:
                     level.failed = f"{type(exc).__name__}: {str(exc)[:300]}"
                     print(f"live: N={n:,} failed: {exc}", file=sys.stderr)
-                if n != users[-1] and (level.failed or level.quiet_after_s is None):
+                if not queue and probes > 0:
+                    probe = next_probe(levels, most)
+                    if probe is not None and probe not in {lv.n for lv in levels}:
+                        queue.append(probe)
+                        probes -= 1
+                if queue and (level.failed or level.quiet_after_s is None):
                     stack.restart()
         finally:
             stack.stop_all()
+    levels.sort(key=lambda lv: lv.n)
     out = table(levels, stack, window, warmup, load)
     print(out)
     return out

@@ -234,14 +234,44 @@ def targets(levels: list[Level]) -> str:
     )
 
 
-def within_goal(levels: list[Level], goal_ms: float = TARGETS[0].goal) -> str:
-    """The largest N of the run whose tick → socket p99 stayed within ``goal_ms``, and the
-    next one up, which did not (issue 11 asks for a table at that N)."""
-    p99 = {
+def _p99s(levels: list[Level]) -> dict[int, float]:
+    """Each level's tick → socket p99 (ms), for the levels that have samples."""
+    return {
         lv.n: percentile([v for values in lv.result["samples"].values() for v in values], 0.99)
         for lv in levels
         if not lv.failed and any(lv.result.get("samples", {}).values())
     }
+
+
+def next_probe(
+    levels: list[Level], most: int, goal_ms: float = TARGETS[0].goal, step: int = 50
+) -> int | None:
+    """The next N to run when looking for the largest N whose tick → socket p99 stays within
+    ``goal_ms``: halfway between the largest N within it and the next one up that is not
+    (1.5× the largest when none above is over, at most ``most``), in multiples of ``step``;
+    ``None`` once they are within a tenth of each other (or ``step``), or none is within."""
+    p99 = _p99s(levels)
+    for lv in levels:  # a level that failed or showed nothing is over the goal
+        p99.setdefault(lv.n, float("inf"))
+    within = [n for n, ms in p99.items() if ms <= goal_ms]
+    if not within:
+        return None
+    low = max(within)
+    over = [n for n, ms in p99.items() if n > low and ms > goal_ms]
+    high = min(over) if over else None
+    if high is None:
+        probe = min(most, int(low * 1.5) // step * step)
+        return probe if probe > low else None
+    if high - low <= max(step, low // 10):
+        return None
+    probe = (low + high) // 2 // step * step
+    return probe if low < probe < high else None
+
+
+def within_goal(levels: list[Level], goal_ms: float = TARGETS[0].goal) -> str:
+    """The largest N of the run whose tick → socket p99 stayed within ``goal_ms``, and the
+    next one up, which did not (issue 11 asks for a table at that N)."""
+    p99 = _p99s(levels)
     within = [n for n, ms in sorted(p99.items()) if ms <= goal_ms]
     if not within:
         return f"No N of this run kept the tick → socket p99 within {goal_ms:g} ms.\n\n"

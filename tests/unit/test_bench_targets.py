@@ -8,6 +8,7 @@ from bench.live_report import (
     Level,
     _detail,
     connect_cpu,
+    next_probe,
     order_split,
     targets,
     within_goal,
@@ -60,6 +61,22 @@ def test_the_largest_n_within_the_latency_goal_is_named_with_the_next_one_up() -
         "the next, 1,000: 380 ms.\n\n"
     )
     assert within_goal(levels[2:3]).startswith("No N of this run kept")
+
+
+def test_the_search_for_the_largest_n_within_the_goal_halves_the_gap_then_stops() -> None:
+    def run(**p99s: float) -> list[Level]:
+        return [level(int(n[1:]), p99_ms=ms, rendered_all_s=1) for n, ms in p99s.items()]
+
+    assert next_probe(run(n100=60, n300=120, n1000=400), most=2000) == 650
+    assert next_probe(run(n300=120, n1000=400, n650=200), most=2000) == 800
+    assert next_probe(run(n650=200, n700=300), most=2000) is None  # within a tenth
+    assert next_probe(run(n300=120, n1000=200), most=2000) == 1500  # none over: go up
+    assert next_probe(run(n1000=200, n1800=240), most=2000) == 2000  # at most the seeded
+    assert next_probe(run(n2000=200), most=2000) is None
+    assert next_probe(run(n100=300, n300=900), most=2000) is None  # none within: nothing
+    failed = run(n300=120)
+    failed.append(Level(n=1000, window_s=20, failed="TimeoutError"))
+    assert next_probe(failed, most=2000) == 650  # a failed level counts as over
 
 
 def test_without_a_run_at_the_target_size_there_is_no_table() -> None:
