@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from shared import wire
 from shared.bus import InMemoryBus
 from shared.components import Component, ComponentContext, LiveSessions, Registry
 from shared.components.live import subject_pattern
+from shared.components.metrics import ComponentMetrics
 from shared.components.permissions import HasTradingPermission, IsAuthenticated
 from shared.components.testing import trader
 from tests.example_service.components import Portfolio
@@ -114,6 +117,19 @@ async def test_missed_heartbeats_forget_the_session() -> None:
     await bus.publish(wire.PRICES_TICKS, {"prices": {"AAPL": 200.0}})
     await live.settled()
     assert len(bus.published) == before + 1
+    await live.stop()
+
+
+async def test_a_session_closed_before_its_queued_mount_began_is_never_mounted() -> None:
+    bus, live = await live_sessions()
+    live.metrics = metrics = ComponentMetrics(CollectorRegistry())
+    await bus.publish(wire.SESSION_OPENED, session("s1", user_id=1))
+    await bus.publish(wire.SESSION_OPENED, session("s2", user_id=2, account_id=2))
+    await bus.publish(wire.SESSION_CLOSED, {"session_id": "s1"})  # before the queue's turn
+    await live.settled()
+    assert ui(bus, user_id=1) == [] and all(key[0] != 1 for key in live.instances)
+    assert [m["full"] for m in ui(bus, user_id=2)] == [True]  # the one still open: mounted
+    assert metrics.mounts_skipped._value.get() == 1
     await live.stop()
 
 
