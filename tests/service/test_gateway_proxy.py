@@ -142,3 +142,28 @@ async def test_oversized_bodies_are_refused(env: Env) -> None:
     body = {"notes": "x" * (70 * 1024)}
     r = await env.client.post("/c/order/submit", data=body, headers={wire.HEADER_CSRF: env.csrf})
     assert r.status_code == 413 and env.orders.calls == []
+
+
+async def test_an_order_unanswered_in_time_is_504_saying_a_retry_cannot_place_it_twice(
+    service_env: None,
+) -> None:
+    orders = StandIn("order", delay_s=1.0)
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with Served(orders.app()) as service:
+        settings = GatewaySettings(
+            orders_url=service.url,
+            portfolio_url=dead,
+            watchlist_url=dead,
+            risk_url=dead,
+            event_timeout_ms=200,
+        )
+        async with Served(create_app(settings)) as gateway:
+            async with httpx.AsyncClient(base_url=gateway.url) as client:
+                await login(client, "bob", TEST_PASSWORD)
+                csrf = csrf_of_page((await client.get("/")).text)
+                r = await client.post(
+                    "/c/order/submit", data=FORM, headers={wire.HEADER_CSRF: csrf}
+                )
+    assert r.status_code == 504
+    assert "did not answer in time" in r.text and "cannot be placed twice" in r.text
+    assert [c["event"] for c in orders.calls if c["kind"] == "event"] == ["submit"]
