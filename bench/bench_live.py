@@ -24,6 +24,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -40,8 +41,11 @@ from bench.live_report import (
     POST_CLOSE_S,
     QUIET_CAP_S,
     QUIET_CORES,
+    SIGNIN_RATE_HZ,
+    SIGNIN_USERS,
     TARGETS,
     Level,
+    SignIn,
     next_probe,
     order_split,
     table,
@@ -51,6 +55,7 @@ from bench.live_stack import STACK, TICK_DRIVEN, Stack, cores, fold
 from bench.live_support import GenConfig, calibrate, loadgen_main
 from bench.relay_support import slow_consumers
 from shared import wire
+from shared.db.demo import demo_password
 from shared.devservers import run_async
 
 __all__ = ["main", "run_level"]
@@ -124,6 +129,55 @@ async def _order_task(
     return results
 
 
+_FORM_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def _signin_task(port: int, start: float, end: float) -> list[SignIn]:
+    """Sign-ins as a browser makes them, at SIGNIN_RATE_HZ over SIGNIN_USERS in turn, each at
+    a random moment of its slot: the login form, ``POST /login``, then ``GET /``."""
+    import httpx
+
+    rng = random.Random(5)
+    password = demo_password()
+
+    async def one(username: str) -> SignIn:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=ORDER_TIMEOUT_S, trust_env=False
+        ) as client:
+            form = await client.get("/login")
+            token = _FORM_TOKEN.search(form.text)
+            if form.status_code != 200 or token is None:
+                return SignIn(f"form {form.status_code}")
+            data = {"username": username, "password": password, "csrf_token": token[1]}
+            t0 = time.perf_counter()
+            r = await client.post("/login", data=data)
+            login_ms = (time.perf_counter() - t0) * 1000
+            if r.status_code != 303:
+                return SignIn(f"login {r.status_code}", login_ms)
+            t0 = time.perf_counter()
+            page = await client.get("/")
+            page_ms = (time.perf_counter() - t0) * 1000
+            if page.status_code != 200:
+                return SignIn(f"page {page.status_code}", login_ms, page_ms)
+            return SignIn("ok", login_ms, page_ms, page.text.count("fragment-unavailable"))
+
+    async def timed(username: str) -> SignIn:
+        try:
+            async with asyncio.timeout(3 * ORDER_TIMEOUT_S):
+                return await one(username)
+        except (TimeoutError, httpx.TimeoutException):
+            return SignIn("timeout")
+        except httpx.HTTPError as exc:
+            return SignIn(type(exc).__name__)
+
+    pending, k = [], 0
+    while (due := start + (k + rng.random()) / SIGNIN_RATE_HZ) < end:
+        await asyncio.sleep(max(0.0, due - time.time()))
+        pending.append(asyncio.create_task(timed(SIGNIN_USERS[k % len(SIGNIN_USERS)])))
+        k += 1
+    return list(await asyncio.gather(*pending))
+
+
 async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
     """One load level on a running stack: connect, warm up, measure, close, wait for quiet."""
     n = level.n
@@ -175,6 +229,7 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         c0 = stack.cpu(extra)
         http0 = await asyncio.to_thread(stack.http_seconds)
         orders = asyncio.create_task(_order_task(port, traders[:ORDER_TRADERS], start, end))
+        signins = asyncio.create_task(_signin_task(port, start, end))
         await asyncio.sleep(max(0.0, end - time.time()))
         c1 = stack.cpu(extra)
         split = order_split(http0, await asyncio.to_thread(stack.http_seconds))
@@ -193,6 +248,7 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         level.cpu = used
         results = await _recv(conns, "result", GRACE_S + 60)
         level.orders = await orders
+        level.signins = await signins
         level.result = _merge([m[1] for m in results])
         for conn in conns:
             conn.send(("close",))

@@ -21,18 +21,34 @@ __all__ = [
     "POST_CLOSE_S",
     "QUIET_CAP_S",
     "QUIET_CORES",
+    "SIGNIN_RATE_HZ",
+    "SIGNIN_USERS",
     "Level",
+    "SignIn",
     "order_split",
+    "signins",
     "table",
 ]
 
 ORDER_TRADERS = 20
 ORDER_RATE_HZ = 2.0
 ORDER_TIMEOUT_S = 10.0
+SIGNIN_RATE_HZ = 0.5  # sign-ins through /login, each then loading the page
+SIGNIN_USERS = ("alice", "bob", "viewer")  # the demo users: no seeded trader is logged out
 GRACE_S = 3.0  # frames of window ticks still count this long after the window
 POST_CLOSE_S = 5.0
 QUIET_CAP_S = 15.0
 QUIET_CORES = 0.10  # portfolio + watchlist + risk within this of their idle use: quiet
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """One sign-in during the window: the form, ``POST /login``, then ``GET /``."""
+
+    status: str  # "ok", else the step that failed and its answer ("login 503")
+    login_ms: float = float("nan")  # POST /login → its redirect
+    page_ms: float = float("nan")  # GET / → the composed page
+    placeholders: int = 0  # fragments the page showed as "unavailable, retrying…"
 
 
 @dataclass
@@ -45,6 +61,7 @@ class Level:
     after_close: dict[str, float] = field(default_factory=dict)
     quiet_after_s: float | None = None
     orders: list[tuple[str, float]] = field(default_factory=list)
+    signins: list[SignIn] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failed: str = ""
     open_s: float | None = None  # from the first handshake until every socket was open
@@ -114,6 +131,21 @@ def connect_cpu(level: Level) -> str:
     )
 
 
+def signins(done: list[SignIn]) -> str:
+    """The sign-ins of a window: how many worked, their times, the page's placeholders."""
+    ok = [one for one in done if one.status == "ok"]
+    failed = Counter(one.status for one in done if one.status != "ok")
+    login = [one.login_ms for one in ok]
+    page = [one.page_ms for one in ok]
+    return (
+        f"sign-ins {len(ok)} of {len(done)} ok"
+        + (f" ({dict(failed)})" if failed else "")
+        + f": login p50 {_f(percentile(login, 0.5))} / p99 {_f(percentile(login, 0.99))} ms, "
+        f"then the page p50 {_f(percentile(page, 0.5))} / p99 {_f(percentile(page, 0.99))} ms "
+        f"with {sum(one.placeholders for one in ok)} of {4 * len(ok)} fragments as placeholders"
+    )
+
+
 def _detail(level: Level) -> str:
     if level.failed:
         return f"- N={level.n:,}: failed ({level.failed})."
@@ -143,6 +175,8 @@ def _detail(level: Level) -> str:
     ]
     if errors:
         bits.append(f"order errors {dict(errors)}")
+    if level.signins:
+        bits.append(signins(level.signins))
     if r["errors"]:
         bits.append(f"first handshake errors {r['errors'][:2]}")
     if level.connect_cpu:
@@ -316,7 +350,12 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
         "slot (not in step with the ticks); ack = HTTP round trip of the 2xx answers; errors = "
         f"non-2xx or no answer in {ORDER_TIMEOUT_S:g} s; the details split an order's mean "
         "HTTP time between the gateway and the orders service (each one's `/metrics`, arrival "
-        "to the start of the answer). *Other* = machine CPU not used by any "
+        "to the start of the answer). Sign-ins (in the details): the traders connect with "
+        "seeded web sessions, so "
+        f"{SIGNIN_RATE_HZ:g}/s of the demo users ({', '.join(SIGNIN_USERS)}) sign in as a "
+        "browser does during the window (the form, `POST /login` with its token, then "
+        "`GET /`, the page composed from the four services' fragments), timed per step, with "
+        "the fragments the page had to show as placeholders. *Other* = machine CPU not used by any "
         "process named (other work on this shared machine). *Stack* = gateway + services + "
         "PostgreSQL + nats-server (not the launcher, load generator or driver); per "
         "trader-second = stack CPU ÷ (N × window).\n\n"

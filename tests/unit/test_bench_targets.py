@@ -6,10 +6,12 @@ from __future__ import annotations
 from bench.live_report import (
     TARGET_N,
     Level,
+    SignIn,
     _detail,
     connect_cpu,
     next_probe,
     order_split,
+    signins,
     targets,
     within_goal,
 )
@@ -121,3 +123,16 @@ def test_an_orders_time_is_split_between_the_gateway_and_the_orders_service() ->
     )
     assert order_split(before, {"gateway": (70.0, 10.0)}) is None  # orders did not answer
     assert order_split(before, before) is None  # no order in the window
+
+
+def test_sign_ins_say_how_many_worked_their_times_and_the_placeholders_shown() -> None:
+    done = [
+        SignIn("ok", 120.0, 80.0, 0),
+        SignIn("ok", 140.0, 600.0, 1),
+        SignIn("login 503", 2_000.0),
+        SignIn("timeout"),
+    ]
+    line = signins(done)
+    assert line.startswith("sign-ins 2 of 4 ok ({'login 503': 1, 'timeout': 1}): login p50 ")
+    assert "with 1 of 8 fragments as placeholders" in line
+    assert "2,000" not in line  # a failed sign-in's time is not among the times
