@@ -129,26 +129,7 @@ async def read_payload(request: Request) -> dict[str, Any]:
 
 
 DB_RETRY_AFTER_S = 2
-
-
-def unavailable_response() -> Response:
-    return PlainTextResponse(
-        "The database is unavailable for a moment. Nothing was changed; retry.",
-        status_code=503,
-        headers={wire.HEADER_RETRY_AFTER: str(DB_RETRY_AFTER_S)},
-    )
-
-
 BUSY_RETRY_AFTER_S = 1
-
-
-def busy_response() -> Response:
-    """Every database connection stayed in use for the pool's timeout (:func:`database_busy`)."""
-    return PlainTextResponse(
-        "The server is busy. Nothing was changed; retry in a moment.",
-        status_code=503,
-        headers={wire.HEADER_RETRY_AFTER: str(BUSY_RETRY_AFTER_S)},
-    )
 
 
 @dataclass(frozen=True)
@@ -315,10 +296,13 @@ def install_component_routes(app: FastAPI, runtime: ComponentRuntime) -> None:
     def failed(name: str, event: str | None, exc: BaseException) -> Response:
         if database_unavailable(exc):
             log.warning("component %s event %s: database unavailable", name, event)
-            return unavailable_response()
+            message = "The database is unavailable for a moment. Nothing was changed; retry."
+            return text(503, message, {wire.HEADER_RETRY_AFTER: str(DB_RETRY_AFTER_S)})
         if database_busy(exc):
             log.warning("component %s event %s: no database connection free", name, event)
-            return busy_response()
+            # every connection stayed in use for the pool's timeout
+            message = "The server is busy. Nothing was changed; retry in a moment."
+            return text(503, message, {wire.HEADER_RETRY_AFTER: str(BUSY_RETRY_AFTER_S)})
         rid = request_id_var.get()
         log.error("component %s event %s failed [request_id=%s]", name, event, rid, exc_info=exc)
         return text(500, f"Internal error (request id {rid}). Nothing was changed.")
