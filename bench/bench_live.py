@@ -43,16 +43,15 @@ from bench.live_report import (
     QUIET_CORES,
     SIGNIN_RATE_HZ,
     SIGNIN_USERS,
-    TARGETS,
     Level,
     SignIn,
-    next_probe,
     order_split,
     table,
 )
 from bench.live_seed import Trader
 from bench.live_stack import STACK, TICK_DRIVEN, Stack, cores, fold
 from bench.live_support import GenConfig, calibrate, loadgen_main
+from bench.live_targets import TARGETS, next_probe
 from bench.relay_support import slow_consumers
 from shared import wire
 from shared.db.demo import demo_password

@@ -3,19 +3,9 @@ much each missed one was missed."""
 
 from __future__ import annotations
 
-from bench.live_report import (
-    TARGET_N,
-    Level,
-    SignIn,
-    _detail,
-    connect_cpu,
-    next_probe,
-    order_split,
-    signins,
-    targets,
-    within_goal,
-)
+from bench.live_report import Level, SignIn, _detail, connect_cpu, order_split, signins
 from bench.live_support import calibrate
+from bench.live_targets import TARGET_N, next_probe, targets, within_goal
 
 
 def level(n: int, *, p99_ms: float, rendered_all_s: float | None) -> Level:
