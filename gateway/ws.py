@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import PlainTextResponse
 
 from gateway.buffer import PartBuffer, now_ms
 from gateway.csrf import tokens_match
@@ -36,6 +37,7 @@ from gateway.security import origin_allowed
 from gateway.sessions import SessionUser, valid_sessions
 from gateway.state import Gateway, gw
 from shared import wire
+from shared.db.engine import database_busy, database_unavailable
 
 __all__ = [
     "Connection",
@@ -289,7 +291,21 @@ async def _authorise(websocket: WebSocket, g: Gateway) -> tuple[SessionUser | No
 @router.websocket("/ws")
 async def browser_socket(websocket: WebSocket) -> None:
     g = gw(websocket)
-    user, reason = await _authorise(websocket, g)
+    try:
+        user, reason = await _authorise(websocket, g)
+    except Exception as exc:  # the session lookup: PostgreSQL away, or every connection busy
+        if not (database_unavailable(exc) or database_busy(exc)):
+            raise
+        g.metrics.refused.labels("database").inc()
+        log.warning("WebSocket handshake: the session could not be looked up: %r", exc)
+        await websocket.send_denial_response(
+            PlainTextResponse(
+                "The server cannot check this session for a moment; the page will retry.",
+                status_code=503,
+                headers={wire.HEADER_RETRY_AFTER: "2"},
+            )
+        )
+        return
     if user is None:
         g.metrics.refused.labels(reason).inc()
         log.info("refused a WebSocket handshake: %s", reason)

@@ -13,14 +13,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from websockets.asyncio.client import ClientConnection
+from starlette.responses import Response
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.csrf import session_token
+from gateway.sessions import SessionCookie
 from gateway.settings import GatewaySettings
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
 from shared.db.models import User, WebSession
+from shared.devservers import free_port
 from shared.identity import Identity
 from tests.service.gateway_support import (
     Browser,
@@ -333,3 +337,30 @@ async def test_shared_parts_reach_the_tabs_whose_page_shows_their_topic(
             seen += await recv(alice_ws, 3)
         to_bob = await recv(bob_ws, 3)
         assert "watchlist-quote-KO" in to_bob and "AAPL" not in to_bob
+
+
+async def test_a_handshake_while_the_database_is_away_is_a_503_to_retry_not_a_500(
+    settings: GatewaySettings,
+) -> None:
+    away = settings.model_copy(
+        update={
+            "database_url": f"postgresql://away@127.0.0.1:{free_port()}/x",
+            "session_cache_s": 0,
+        }
+    )
+    secret = away.session_secret.get_secret_value()
+    signed = Response()  # a valid cookie for a session the gateway has not seen yet
+    SessionCookie(secret, away.session_max_age_s).set(signed, "s-unseen", secure=False)
+    cookie = signed.headers["set-cookie"].split(";")[0]
+    async with gateway(away) as served:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(
+                f"{served.ws_url}/ws?csrf={session_token(secret, 's-unseen')}",
+                origin=served.url,  # type: ignore[arg-type]
+                additional_headers={"Cookie": cookie},
+            ):
+                pass
+    response = refused.value.response
+    assert response.status_code == 503, response
+    assert response.headers["Retry-After"] == "2"
+    assert b"retry" in response.body
