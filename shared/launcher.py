@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
 import json
 import os
 import secrets
@@ -44,6 +46,7 @@ __all__ = ["SERVICES", "Child", "main"]
 MAX_RESTARTS = 3
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+DUMP_WAIT_S = 1.0  # for a process that did not stop to write its tasks (SIGUSR1)
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,10 @@ class Child:
         try:
             self.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            say(f"{self.label} did not stop in time; killing it")
+            say(f"{self.label} did not stop in time; its tasks, then killing it")
+            self.process.send_signal(signal.SIGUSR1)  # every task and where it waits
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(DUMP_WAIT_S)
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
@@ -297,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # kill -USR1: where each of the launcher's threads is (one that does not stop, say)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     env = dict(os.environ)
     pg: Any = None

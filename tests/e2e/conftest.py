@@ -98,16 +98,21 @@ def launch(env: dict[str, str], data_dir: Path, timeout: float = 120) -> Stack:
 
 def shut_down(stack: Stack, timeout_s: float = 30.0) -> None:
     """Stop the launcher as Ctrl-C does (it gives its services 10 s, then kills them). One
-    that has not exited after ``timeout_s`` is killed with every process it started, and
-    the test fails with its last lines: what it was waiting for."""
+    that has not exited after ``timeout_s`` is asked where its threads are (SIGUSR1), killed
+    with every process it started, and the test fails with its last lines: what it was
+    waiting for."""
     stack.process.send_signal(signal.SIGINT)
     try:
         stack.process.wait(timeout_s)
     except subprocess.TimeoutExpired:
         started = psutil.Process(stack.process.pid).children(recursive=True)
-        for process in [*started, psutil.Process(stack.process.pid)]:
+        stack.process.send_signal(signal.SIGUSR1)  # the launcher's threads, into its lines
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stack.process.wait(1.0)
+        for process in started:
             with contextlib.suppress(psutil.Error):
                 process.kill()
+        stack.process.kill()  # (nothing if the dump was its end)
         stack.process.wait(10)
         pytest.fail(
             f"the stack did not stop within {timeout_s:g} s of SIGINT; its last lines:\n"

@@ -112,6 +112,8 @@ def test_launcher_brings_everything_up_and_stops_cleanly(
         output = "".join(launcher.lines)
         assert "demo data loaded" in output
         assert "alice" in output and "password:" in output
+        launcher.proc.send_signal(signal.SIGUSR1)  # where its threads are; it keeps running
+        launcher.wait_for("most recent call first", timeout=10)
         pids = [p.pid for p in launcher.descendants()]
         names = {p.name() for p in launcher.descendants()}
         assert "nats-server" in names
