@@ -118,6 +118,25 @@ async def test_handshakes_without_origin_cookie_or_csrf_are_refused(
     assert of(events, wire.SESSION_OPENED) == []
 
 
+async def test_sockets_and_tabs_add_no_nats_subscription_to_the_gateway(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    events = await opened(bus)
+    async with gateway(settings) as served:
+        nc = served.server.config.app.state.bus._nc  # the gateway's one NATS connection
+        before = len(nc._subs)
+        assert [s.subject for s in nc._subs.values()].count(wire.UI_ALL) == 1
+        async with (
+            browser(served, "alice") as a,
+            browser(served, "bob") as b,
+            a.socket(),
+            a.socket(),
+            b.socket(),
+        ):
+            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 3)
+            assert len(nc._subs) == before  # one ui.> subscription, fanned out in process
+
+
 async def test_each_socket_is_its_own_announced_session(
     settings: GatewaySettings, bus: NatsBus, alice: Identity
 ) -> None:
