@@ -41,7 +41,9 @@ from bench.live_report import (
     POST_CLOSE_S,
     QUIET_CAP_S,
     QUIET_CORES,
+    RELAY_USERS,
     SIGNIN_RATE_HZ,
+    SIGNIN_S,
     SIGNIN_USERS,
     Level,
     SignIn,
@@ -188,13 +190,18 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
     conns, gens = [], []
     deaths0, slow0 = stack.deaths(), slow_consumers(stack.tmp / "nats.log")
     connect_cap = 30.0 + n / 20
+    relayed = {t.user_id for t in traders[:RELAY_USERS]} if stack.relay is not None else set()
     for i in range(k):
         parent, child = ctx.Pipe()
         cfg = GenConfig(
             ws_url=f"ws://127.0.0.1:{port}/ws",
             origin=f"http://127.0.0.1:{port}",
             nats_url=stack.env["NATS_URL"],
-            sockets=[(t.cookie, t.csrf) for t in traders[i::k]],
+            sockets=[
+                (t.cookie, t.csrf, t.user_id if t.user_id in relayed else None)
+                for t in traders[i::k]
+            ],
+            relay_url=f"ws://127.0.0.1:{stack.relay_port}/ws" if relayed else "",
             concurrency=32,
             connect_cap_s=connect_cap,
             render_cap_s=20.0,
@@ -228,7 +235,9 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         c0 = stack.cpu(extra)
         http0 = await asyncio.to_thread(stack.http_seconds)
         orders = asyncio.create_task(_order_task(port, traders[:ORDER_TRADERS], start, end))
-        signins = asyncio.create_task(_signin_task(port, start, end))
+        # after the window, the sockets still open: a login's argon2 takes ~0.25 s of CPU
+        signed_in = end + GRACE_S
+        signins = asyncio.create_task(_signin_task(port, signed_in, signed_in + SIGNIN_S))
         await asyncio.sleep(max(0.0, end - time.time()))
         c1 = stack.cpu(extra)
         split = order_split(http0, await asyncio.to_thread(stack.http_seconds))
@@ -287,17 +296,24 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"samples": {}, "closes": Counter(), "errors": []}
-    for key in ("frames", "payload", "wire"):
+    counted = ("frames", "payload", "wire", "open_start", "open_end")
+    for key in counted:
         out[key] = 0
-    out["open_start"] = out["open_end"] = 0
+    relay: dict[str, Any] = {"latency": [], "paired": [], "sockets": 0, "expected": 0}
+    relay |= dict.fromkeys(counted, 0)
     for p in parts:
         s0, s1 = p["snapshots"].get("start"), p["snapshots"].get("end")
         if s0 and s1:
-            out["frames"] += s1[0] - s0[0]
-            out["payload"] += s1[1] - s0[1]
-            out["wire"] += s1[2] - s0[2]
-            out["open_start"] += s0[3]
-            out["open_end"] += s1[3]
+            for into, at in ((out, 0), (relay, 4)):
+                into["frames"] += s1[at] - s0[at]
+                into["payload"] += s1[at + 1] - s0[at + 1]
+                into["wire"] += s1[at + 2] - s0[at + 2]
+                into["open_start"] += s0[at + 3]
+                into["open_end"] += s1[at + 3]
+        for key in ("latency", "paired"):
+            relay[key] += p["relay"][key]
+        for key in ("sockets", "expected"):
+            relay[key] += p["relay"][key]
         for panel, values in p["samples"].items():
             out["samples"].setdefault(panel, []).extend(values)
         out["closes"].update(p["closes"])
@@ -308,6 +324,7 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for key in ("expected", "unmatched", "reconnects", "handshake_errors"):
             out[key] = out.get(key, 0) + p[key]
         out["ticks"], out["changes"] = p["ticks"], p["changes"]
+    out["relay"] = relay
     return out
 
 
@@ -340,7 +357,7 @@ def main(argv: list[str] | None = None) -> str:
     load = os.getloadavg()[0]
     levels: list[Level] = []
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp_name:
-        stack = Stack(Path(tmp_name))
+        stack = Stack(Path(tmp_name), with_relay=True)
         try:
             stack.prepare(most)
             stack.start()

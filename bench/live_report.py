@@ -22,7 +22,9 @@ __all__ = [
     "POST_CLOSE_S",
     "QUIET_CAP_S",
     "QUIET_CORES",
+    "RELAY_USERS",
     "SIGNIN_RATE_HZ",
+    "SIGNIN_S",
     "SIGNIN_USERS",
     "Level",
     "SignIn",
@@ -35,11 +37,13 @@ ORDER_TRADERS = 20
 ORDER_RATE_HZ = 2.0
 ORDER_TIMEOUT_S = 10.0
 SIGNIN_RATE_HZ = 0.5  # sign-ins through /login, each then loading the page
+SIGNIN_S = 10.0  # ... for this long after the window (+ GRACE_S), the sockets still open
 SIGNIN_USERS = ("alice", "bob", "viewer")  # the demo users: no seeded trader is logged out
 GRACE_S = 3.0  # frames of window ticks still count this long after the window
 POST_CLOSE_S = 5.0
 QUIET_CAP_S = 15.0
 QUIET_CORES = 0.10  # portfolio + watchlist + risk within this of their idle use: quiet
+RELAY_USERS = 100  # connected traders who also get a socket to the bare relay
 
 
 @dataclass(frozen=True)
@@ -110,10 +114,53 @@ def _row(level: Level) -> str:
 
 def _cpu_row(level: Level) -> str:
     if level.failed:
-        return f"| {level.n:,} |" + " – |" * 13
+        return f"| {level.n:,} |" + " – |" * 15
     c = level.cpu
-    names = (*STACK, "stack", "loadgen", "bench", "launcher", "other", "machine")
+    names = (*STACK, "stack", "loadgen", "relay", "bench", "launcher", "other", "machine")
     return f"| {level.n:,} | " + " | ".join(_f(c.get(n, float("nan")), ".2f") for n in names) + " |"
+
+
+def _relay_row(level: Level) -> str:
+    """The bare relay beside the gateway: the same users' latency through each, and what
+    each spent per socket."""
+    if level.failed or not level.result.get("relay", {}).get("sockets"):
+        return f"| {level.n:,} |" + " – |" * 8
+    r, w = level.result, level.window_s
+    relay = r["relay"]
+    base, gate = relay["latency"], relay["paired"]
+    due = relay["expected"]
+    ratio = percentile(gate, 0.99) / percentile(base, 0.99) if base and gate else float("nan")
+    relay_ms = level.cpu.get("relay", float("nan")) * 1000 / max(1, relay["open_end"])
+    gateway_ms = level.cpu.get("gateway", float("nan")) * 1000 / max(1, r["open_end"])
+    return (
+        f"| {level.n:,} | {relay['open_end']:,} | {relay['frames'] / w:,.0f} "
+        f"| {_f(percentile(base, 0.5))} / {_f(percentile(base, 0.99))} "
+        f"({len(base):,}, {_f(len(base) / due if due else float('nan'), '.0%')}) "
+        f"| {_f(percentile(gate, 0.5))} / {_f(percentile(gate, 0.99))} ({len(gate):,}) "
+        f"| {_f(ratio, '.2f')} | {_f(level.cpu.get('relay', float('nan')), '.2f')} "
+        f"| {_f(relay_ms, '.2f')} | {_f(gateway_ms, '.2f')} |"
+    )
+
+
+def relay_table(levels: list[Level]) -> str:
+    if not any(lv.result.get("relay", {}).get("sockets") for lv in levels):
+        return ""
+    return (
+        "#### The bare relay in the same run (the gateway's baseline)\n\n"
+        f"The first {RELAY_USERS} of the N traders also hold a socket to a bare relay "
+        "(`bench/live_relay.py`: one `ui.>` subscription, each message to its users' "
+        "sockets as one frame; no checks, no buffer, no tick wait, no pace; the gateway's "
+        "compression), fed by the same services' messages. Latency as above, on the "
+        "relay's sockets and on the same users' gateway sockets. Per socket-second: the "
+        "process's cores ÷ its open sockets (the relay also decodes every shared message "
+        "whatever its number of sockets, so with fewer sockets this is an upper bound).\n\n"
+        "| N | relay sockets | relay frames/s | relay tick→socket p50 / p99 ms (samples, of "
+        "due) | the same users through the gateway p50 / p99 ms (samples) | p99 gateway ÷ "
+        "relay | relay cores | relay ms CPU per socket-s | gateway ms CPU per socket-s |\n"
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|\n"
+        + "\n".join(_relay_row(lv) for lv in levels)
+        + "\n\n"
+    )
 
 
 def connect_cpu(level: Level) -> str:
@@ -213,8 +260,8 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
     )
     cpu_head = (
         "| N | gateway | portfolio | watchlist | orders | risk | pricefeed | postgres "
-        "| nats-server | **stack** | load generator | bench driver | launcher | other "
-        "| machine |\n|---:|" + "---:|" * 14
+        "| nats-server | **stack** | load generator | bare relay | bench driver | launcher "
+        "| other | machine |\n|---:|" + "---:|" * 15
     )
     method = (
         f"The whole stack (`python -m shared.launcher`: gateway, five services; PostgreSQL and "
@@ -236,10 +283,13 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
         "to the start of the answer). Sign-ins (in the details): the traders connect with "
         "seeded web sessions, so "
         f"{SIGNIN_RATE_HZ:g}/s of the demo users ({', '.join(SIGNIN_USERS)}) sign in as a "
-        "browser does during the window (the form, `POST /login` with its token, then "
-        "`GET /`, the page composed from the four services' fragments), timed per step, with "
-        "the fragments the page had to show as placeholders. *Other* = machine CPU not used by any "
-        "process named (other work on this shared machine). *Stack* = gateway + services + "
+        f"browser does for {SIGNIN_S:g} s from {GRACE_S:g} s after the window, every socket "
+        "still open (the form, `POST /login` with its token, then `GET /`, the page composed "
+        "from the four services' fragments), timed per step, with the fragments the page had "
+        "to show as placeholders; after the window, because a login's argon2 costs ~0.25 s of "
+        "CPU (0.13 core at this rate), which is not the live path's. *Other* = machine CPU not "
+        "used by any process named (other work on this shared machine). *Stack* = gateway + "
+        "services + "
         "PostgreSQL + nats-server (not the launcher, load generator or driver); per "
         "trader-second = stack CPU ÷ (N × window).\n\n"
         "**Tick → socket latency**, independent of the service→gateway wire format: the load "
@@ -262,9 +312,8 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
         f"closes and the CPU of portfolio, watchlist and risk is measured for {POST_CLOSE_S:g} "
         f"s, then each second until within {QUIET_CORES:g} core of their idle use "
         f"({stack.idle:.2f} core, measured after the stack started; at most {QUIET_CAP_S:g} s "
-        "more; if still busy the stack is restarted before the next N). No baseline relay here: "
-        "with the real services in the loop it would need its own session announcements and "
-        f"the service wire format (see `relay.md`). 1-min load average at start {load:.2f}, "
+        "more; if still busy the stack is restarted before the next N). The bare relay's "
+        f"baseline in the same run is its own table below. 1-min load average at start {load:.2f}, "
         f"{os.cpu_count()} CPUs shared by everything; LOG_LEVEL=WARNING; stack started "
         f"{stack.starts} time(s)."
     )
@@ -278,6 +327,7 @@ def table(levels: list[Level], stack: Stack, window: float, warmup: float, load:
         + "\n\n"
         + within_goal(levels)
         + targets(levels)
+        + relay_table(levels)
         + "#### CPU by process during the window (cores)\n\n"
         + cpu_head
         + "\n"

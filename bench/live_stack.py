@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.live_relay import FACTORY as RELAY_FACTORY
+from bench.live_relay import WS_PROTOCOL
 from bench.live_seed import Trader, seed_market
 from bench.relay_support import cpu_seconds
 from bench.replica_support import replica_ports, service_of
@@ -48,6 +50,9 @@ class Stack:
     nats: NatsServer | None = None
     env: dict[str, str] = field(default_factory=dict)
     launcher: subprocess.Popen[bytes] | None = None
+    with_relay: bool = False  # run the bare relay (:mod:`bench.live_relay`) beside the stack
+    relay: subprocess.Popen[bytes] | None = None
+    relay_port: int = 0
     log_path: Path | None = None
     procs: dict[str, psutil.Process] = field(default_factory=dict)  # by process name
     ports: dict[str, int] = field(default_factory=dict)  # process name → HTTP port
@@ -142,6 +147,8 @@ class Stack:
                 raise RuntimeError(f"the stack did not come up:\n{tail}")
             time.sleep(0.2)
         self.ports = replica_ports(self.log_path.read_text(errors="replace"), self.env)
+        if self.with_relay:
+            self._start_relay()
         self.resolve()
         c0 = self.cpu({})
         time.sleep(3.0)
@@ -149,6 +156,25 @@ class Stack:
         idle = fold(self.idle_cores)
         self.idle = sum(idle.get(name, 0.0) for name in TICK_DRIVEN)
         self.gateway_idle_mb = self.rss_mb("gateway")
+
+    def _start_relay(self) -> None:
+        self.relay_port = free_port()
+        log = open(self.tmp / f"relay-{self.starts}.log", "wb")
+        cmd = [sys.executable, "-m", "uvicorn", RELAY_FACTORY, "--factory", "--host"]
+        cmd += ["127.0.0.1", "--port", str(self.relay_port), "--ws", WS_PROTOCOL]
+        cmd += ["--no-access-log", "--log-level", "warning"]
+        self.relay = subprocess.Popen(
+            cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{self.relay_port}/", timeout=1)
+                return  # answering (404: it has no HTTP route)
+            if self.relay.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bare relay did not start")
+            time.sleep(0.2)
 
     def _remember_children(self) -> list[psutil.Process]:
         if self.launcher is None:
@@ -172,6 +198,8 @@ class Stack:
             "postgres": psutil.Process(self.pg.get_pid()),
             "nats": psutil.Process(self.nats.process.pid),
         }
+        if self.relay is not None:
+            procs["relay"] = psutil.Process(self.relay.pid)
         by_port = {str(port): name for name, port in self.ports.items()}
         for child in self._remember_children():
             with contextlib.suppress(psutil.Error):
@@ -217,6 +245,14 @@ class Stack:
         return text.count(" DIED ")
 
     def stop_launcher(self) -> None:
+        if self.relay is not None:
+            self.relay.terminate()
+            try:
+                self.relay.wait(10)
+            except subprocess.TimeoutExpired:
+                self.relay.kill()
+                self.relay.wait()
+            self.relay = None
         if self.launcher is not None and self.launcher.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.launcher.pid, signal.SIGTERM)  # it stops its children

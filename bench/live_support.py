@@ -79,13 +79,16 @@ class GenConfig:
     ws_url: str  # ws://127.0.0.1:<port>/ws
     origin: str
     nats_url: str
-    sockets: list[tuple[str, str]]  # (cookie header, csrf token)
+    # (cookie header, csrf token, the user's id if it also gets a socket to the bare relay)
+    sockets: list[tuple[str, str, int | None]]
+    relay_url: str = ""  # ws://127.0.0.1:<port>/ws of :mod:`bench.live_relay`, if it runs
     concurrency: int = 32
     connect_cap_s: float = 60.0
     render_cap_s: float = 20.0
 
 
 _WIRE = [0]  # bytes read from every socket of this process (compressed, as on the wire)
+_RELAY_WIRE = [0]  # ... from its sockets to the bare relay
 
 
 class _CountingConnection(ClientConnection):
@@ -94,11 +97,16 @@ class _CountingConnection(ClientConnection):
     core, as no browser has) got round to it."""
 
     read_ms: float = 0.0
+    counter = _WIRE
 
     def data_received(self, data: bytes) -> None:
-        _WIRE[0] += len(data)
+        self.counter[0] += len(data)
         self.read_ms = time.time() * 1000
         super().data_received(data)
+
+
+class _RelayConnection(_CountingConnection):
+    counter = _RELAY_WIRE
 
 
 def _norm(raw: bytes) -> bytes | None:
@@ -164,6 +172,8 @@ class _Ticks:
 class _Sock:
     cookie: str
     csrf: str
+    relay_user: int | None = None  # the user also has a socket to the bare relay
+    relay: bool = False  # this is that socket
     started_ms: float | None = None
     connect_s: float | None = None
     rendered_s: float | None = None
@@ -179,7 +189,15 @@ class _Gen:
     def __init__(self, cfg: GenConfig) -> None:
         self.cfg = cfg
         self.ticks = _Ticks()
-        self.socks = [_Sock(c, t) for c, t in cfg.sockets]
+        self.socks = [_Sock(c, t, u) for c, t, u in cfg.sockets]
+        self.relays = [
+            _Sock("", "", s.relay_user, relay=True)
+            for s in self.socks
+            if s.relay_user is not None and cfg.relay_url
+        ]
+        self.relay_open = self.relay_frames = self.relay_payload = 0
+        # latency on the relayed users' sockets: "relay", and "gateway" for their own
+        self.pairs: dict[str, list[float]] = {"relay": [], "gateway": []}
         self.stopping = False
         self.window: tuple[float, float, float] | None = None  # start ms, end ms, last rx ms
         self.samples: dict[str, list[float]] = defaultdict(list)
@@ -191,13 +209,17 @@ class _Gen:
         self.closes: Counter[int] = Counter()
         self.parse_lag: list[float] = []  # ms from a frame's read to its parsing, in the window
         self.errors: list[str] = []
-        self.snapshots: dict[str, tuple[int, int, int, int]] = {}
+        self.snapshots: dict[str, tuple[int, ...]] = {}
         self.gate = asyncio.Semaphore(cfg.concurrency)
 
     # -- frames ------------------------------------------------------------------------
     def on_frame(self, s: _Sock, frame: bytes, now_ms: float) -> None:
-        self.frames += 1
-        self.payload += len(frame)
+        if s.relay:
+            self.relay_frames += 1
+            self.relay_payload += len(frame)
+        else:
+            self.frames += 1
+            self.payload += len(frame)
         if s.rendered_s is None and s.started_ms is not None:
             for i, root in enumerate(ROOTS):
                 if not s.roots[i] and root in frame:
@@ -233,7 +255,12 @@ class _Gen:
         s.counted[key] = ts
         w = self.window
         if w is not None and w[0] <= ts < w[1] and now_ms <= w[2]:
+            if s.relay:
+                self.pairs["relay"].append(now_ms - ts)
+                return
             self.samples[panel.decode() or "?"].append(now_ms - ts)
+            if s.relay_user is not None:
+                self.pairs["gateway"].append(now_ms - ts)
 
     # -- sockets -----------------------------------------------------------------------
     async def run_socket(self, s: _Sock) -> None:
@@ -296,6 +323,40 @@ class _Gen:
             retry += 1
             await asyncio.sleep(random.uniform(0, min(10.0, 0.5 * 2**retry)))
 
+    async def run_relay(self, s: _Sock) -> None:
+        """A socket to the bare relay for ``s.relay_user``: no authentication, no
+        reconnect (a relay socket that closes is simply gone from the figures)."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            ws = await connect(
+                f"{self.cfg.relay_url}?user={s.relay_user}",
+                proxy=None,
+                open_timeout=30,
+                ping_interval=None,
+                close_timeout=2,
+                max_size=None,
+                create_connection=_RelayConnection,
+            )
+        except Exception as exc:
+            if len(self.errors) < 5:
+                self.errors.append(f"relay: {exc!r}"[:160])
+            return
+        finally:
+            s.attempted = True
+        s.ws = ws
+        self.relay_open += 1
+        try:
+            while True:
+                frame = await ws.recv(decode=False)
+                self.on_frame(s, frame, ws.read_ms)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.relay_open -= 1
+            s.ws = None
+
     async def wait_for(self, done: Any, cap_s: float) -> None:
         for _ in range(int(cap_s * 10)):  # bounded: at most cap_s
             if done():
@@ -303,7 +364,16 @@ class _Gen:
             await asyncio.sleep(0.1)
 
     def snapshot(self, name: str) -> None:
-        self.snapshots[name] = (self.frames, self.payload, _WIRE[0], self.open)
+        self.snapshots[name] = (
+            self.frames,
+            self.payload,
+            _WIRE[0],
+            self.open,
+            self.relay_frames,
+            self.relay_payload,
+            _RELAY_WIRE[0],
+            self.relay_open,
+        )
 
     async def snapshot_at(self, name: str, epoch_ms: float) -> None:
         await asyncio.sleep(max(0.0, epoch_ms / 1000 - time.time()))
@@ -313,7 +383,14 @@ class _Gen:
         start, end, _ = self.window or (0.0, 0.0, 0.0)
         per_symbol = self.ticks.changes_between(start, end)
         expected = sum(per_symbol.get(sym, 0) for s in self.socks for (_p, sym) in s.shown)
+        relay_expected = sum(per_symbol.get(sym, 0) for s in self.relays for (_p, sym) in s.shown)
         return {
+            "relay": {
+                "sockets": len(self.relays),
+                "latency": self.pairs["relay"],
+                "paired": self.pairs["gateway"],
+                "expected": relay_expected,
+            },
             "snapshots": self.snapshots,
             "samples": dict(self.samples),
             "connect_s": [s.connect_s for s in self.socks if s.connect_s is not None],
@@ -347,7 +424,11 @@ async def _loadgen(conn: Connection, cfg: GenConfig) -> None:
             raise TimeoutError("the benchmark driver went silent")
         return conn.recv()
 
-    tasks = [asyncio.create_task(gen.run_socket(s)) for s in gen.socks]
+    # the relay's sockets first: the gateway's connecting makes the services send the full
+    # renders that tell the relay which shared topics each page shows
+    tasks = [asyncio.create_task(gen.run_relay(s)) for s in gen.relays]
+    await gen.wait_for(lambda: all(s.attempted for s in gen.relays), 30.0)
+    tasks += [asyncio.create_task(gen.run_socket(s)) for s in gen.socks]
     await gen.wait_for(lambda: all(s.attempted for s in gen.socks), cfg.connect_cap_s)
     conn.send(("connected", gen.open, gen.handshake_errors))
     await gen.wait_for(
@@ -363,7 +444,7 @@ async def _loadgen(conn: Connection, cfg: GenConfig) -> None:
     await recv(300)  # ("close",)
     gen.stopping = True
     await asyncio.gather(
-        *(asyncio.wait_for(s.ws.close(), 3) for s in gen.socks if s.ws is not None),
+        *(asyncio.wait_for(s.ws.close(), 3) for s in gen.socks + gen.relays if s.ws is not None),
         return_exceptions=True,
     )
     for task in tasks:

@@ -9,14 +9,11 @@ runs in its own process and holds every socket with the ``websockets`` library.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -39,53 +36,17 @@ __all__ = [
 
 # -- the baseline relay (served by uvicorn in a subprocess: ``--factory``) ----------------
 def baseline_app() -> Any:
-    """The minimal relay for the services' wire format, and nothing more.
+    """The bare relay of :mod:`bench.live_relay`, which for this benchmark's messages (per-user
+    updates, and tick markers with no shared parts) is the minimal relay of the services'
+    wire format and nothing more: one ``ui.>`` subscription, each user's parts of a message
+    to that user's sockets (``/ws?user=N``) as one text frame, one socket after the other.
+    Deliberately left out, all of which the gateway does: checking a part is one element of
+    its component's id prefix, ``hx-swap-oob``, waiting for a tick to be complete, a
+    per-socket buffer (newest part per id) and frame pacing, send timeouts (a stalled socket
+    stalls the fan-out), authentication, session announcements and metrics."""
+    from bench.live_relay import relay_app
 
-    One subscription, ``ui.>``, for the whole process. Each message is decoded, and each
-    user update in it (``updates: [{user, parts: [{id, html}]}]``) goes to every socket of
-    that user (``/ws?user=N``) as one text frame: the parts' html, newline-joined, sent
-    at once, one socket after the other. Deliberately left out, all of which the gateway
-    does: checking a part is one element of its component's id prefix, ``hx-swap-oob``,
-    ``session``-targeted full renders, shared parts (``ui.shared.*``, tick markers
-    included, are decoded and ignored), waiting for a tick to be complete, a per-socket
-    buffer (newest part per id) and frame pacing, send timeouts (a stalled socket stalls
-    the fan-out), authentication, session announcements and metrics.
-    """
-    import nats
-    from starlette.applications import Starlette
-    from starlette.routing import WebSocketRoute
-    from starlette.websockets import WebSocket
-
-    sockets: dict[int, set[WebSocket]] = {}
-
-    async def forward(msg: Any) -> None:
-        for update in json.loads(msg.data).get("updates") or ():
-            frame = "\n".join(p["html"] for p in update["parts"])
-            for websocket in list(sockets.get(update["user"], ())):
-                try:
-                    await websocket.send_text(frame)
-                except Exception:
-                    pass  # closing: its reader removes it
-
-    async def relay(websocket: WebSocket) -> None:
-        await websocket.accept()
-        user = int(websocket.query_params["user"])
-        sockets.setdefault(user, set()).add(websocket)
-        try:
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass
-        finally:
-            sockets[user].discard(websocket)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        nc = await nats.connect(os.environ["NATS_URL"])
-        sub = await nc.subscribe("ui.>", cb=forward)
-        yield
-        await sub.unsubscribe()
-        await nc.close()
-
-    return Starlette(routes=[WebSocketRoute("/ws", relay)], lifespan=lifespan)
+    return relay_app()
 
 
 # -- benchmark users for the real gateway: rows written directly, cookies minted -----------

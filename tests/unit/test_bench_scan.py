@@ -29,7 +29,7 @@ def test_a_frame_is_read_in_order_and_only_element_ids_name_a_component() -> Non
 
 
 def test_each_shown_price_is_matched_to_the_tick_that_set_it() -> None:
-    gen = _Gen(GenConfig("ws://x/ws", "http://x", "nats://x", [("c", "t")]))
+    gen = _Gen(GenConfig("ws://x/ws", "http://x", "nats://x", [("c", "t", None)]))
     gen.window = (0.0, 10_000.0, 20_000.0)
     gen.ticks.on_tick({"ts": 1_000, "prices": {"AMD": {"last": "1156.1"}, "EPT": {"last": "88.4"}}})
     gen.ticks.on_tick({"ts": 2_000, "prices": {"EPT": {"last": "88.41"}}})
@@ -38,3 +38,19 @@ def test_each_shown_price_is_matched_to_the_tick_that_set_it() -> None:
     assert gen.samples == {"portfolio": [1_050.0], "watchlist": [50.0]}
     gen.on_frame(sock, FRAME, 2_300.0)  # shown again: not a new sample
     assert gen.samples == {"portfolio": [1_050.0], "watchlist": [50.0]}
+
+
+def test_a_relayed_trader_is_timed_on_both_sockets_apart_from_the_rest() -> None:
+    cfg = GenConfig("ws://x/ws", "http://x", "nats://x", [("c", "t", 7), ("d", "u", None)])
+    gen = _Gen(GenConfig(**{**cfg.__dict__, "relay_url": "ws://x:2/ws"}))
+    assert [(s.relay_user, s.relay) for s in gen.relays] == [(7, True)]
+    gen.window = (0.0, 10_000.0, 20_000.0)
+    gen.ticks.on_tick({"ts": 1_000, "prices": {"AMD": {"last": "1156.1"}, "EPT": {"last": "88.4"}}})
+    gen.ticks.on_tick({"ts": 2_000, "prices": {"EPT": {"last": "88.41"}}})
+    relayed, plain = gen.socks
+    gen.on_frame(gen.relays[0], FRAME, 2_020.0)
+    gen.on_frame(relayed, FRAME, 2_050.0)
+    gen.on_frame(plain, FRAME, 2_100.0)
+    assert gen.pairs == {"relay": [1_020.0, 20.0], "gateway": [1_050.0, 50.0]}
+    assert gen.samples == {"portfolio": [1_050.0, 1_100.0], "watchlist": [50.0, 100.0]}
+    assert (gen.frames, gen.relay_frames) == (2, 1)  # the relay's frames counted apart
