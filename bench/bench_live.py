@@ -190,7 +190,7 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
     conns, gens = [], []
     deaths0, slow0 = stack.deaths(), slow_consumers(stack.tmp / "nats.log")
     connect_cap = 30.0 + n / 20
-    relayed = {t.user_id for t in traders[:RELAY_USERS]} if stack.relay is not None else set()
+    relayed = {t.user_id for t in traders[: level.relay_users]} if stack.relay else set()
     for i in range(k):
         parent, child = ctx.Pipe()
         cfg = GenConfig(
@@ -348,6 +348,14 @@ def main(argv: list[str] | None = None) -> str:
         help="then up to RUNS more N, looking for the largest N whose tick → socket p99 "
         f"stays within {TARGETS[0].goal:g} ms (default 2; 0 with --quick)",
     )
+    parser.add_argument(
+        "--relay-users",
+        type=int,
+        default=RELAY_USERS,
+        metavar="K",
+        help=f"the first K traders also get a socket to the bare relay (default {RELAY_USERS}; "
+        "0: no relay)",
+    )
     args = parser.parse_args(argv)
     users = _users(args.users) or ([50] if args.quick else [100, 300, 1000])
     probes = args.limit if args.limit is not None else (0 if args.quick else 2)
@@ -357,14 +365,14 @@ def main(argv: list[str] | None = None) -> str:
     load = os.getloadavg()[0]
     levels: list[Level] = []
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp_name:
-        stack = Stack(Path(tmp_name), with_relay=True)
+        stack = Stack(Path(tmp_name), with_relay=args.relay_users > 0)
         try:
             stack.prepare(most)
             stack.start()
             queue = list(users)
             while queue:
                 n = queue.pop(0)
-                level = Level(n, window)
+                level = Level(n, window, relay_users=max(0, args.relay_users))
                 levels.append(level)
                 print(f"live: N={n:,} …", file=sys.stderr, flush=True)
                 try:

@@ -43,7 +43,7 @@ GRACE_S = 3.0  # frames of window ticks still count this long after the window
 POST_CLOSE_S = 5.0
 QUIET_CAP_S = 15.0
 QUIET_CORES = 0.10  # portfolio + watchlist + risk within this of their idle use: quiet
-RELAY_USERS = 100  # connected traders who also get a socket to the bare relay
+RELAY_USERS = 20  # connected traders who also get a socket to the bare relay (default)
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class Level:
     gateway_rss_mb: tuple[float, float] | None = None  # idle once started, at the window's end
     connect_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s until all rendered
     calibration_ms: float | None = None  # live_support.calibrate() just before the level
+    relay_users: int = 0  # of the N, the first this many also hold a socket to the bare relay
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -143,12 +144,13 @@ def _relay_row(level: Level) -> str:
 
 
 def relay_table(levels: list[Level]) -> str:
+    relayed = max((lv.relay_users for lv in levels), default=0)
     if not any(lv.result.get("relay", {}).get("sockets") for lv in levels):
         return ""
     return (
         "#### The bare relay in the same run (the gateway's baseline)\n\n"
-        f"The first {RELAY_USERS} of the N traders also hold a socket to a bare relay "
-        "(`bench/live_relay.py`: one `ui.>` subscription, each message to its users' "
+        f"The first {relayed} of the N traders (`--relay-users`) also hold a socket to a bare "
+        "relay (`bench/live_relay.py`: one `ui.>` subscription, each message to its users' "
         "sockets as one frame; no checks, no buffer, no tick wait, no pace; the gateway's "
         "compression), fed by the same services' messages. Latency as above, on the "
         "relay's sockets and on the same users' gateway sockets. Per socket-second: the "
