@@ -168,12 +168,20 @@ class OrderComponent(FormComponent[OrderState]):
 
     async def on_ws_message(self, message: dict[str, Any]) -> None:
         if message.get("event") == wire.EVENT_ORDER:
+            if self._shows(message.get("order_id"), message.get("status")):
+                return  # this tab's own order: the event's answer already gave the lists
             resting = {o["id"]: o for o in self.state.get("open_orders", [])}
             await self._load_orders()
             was = resting.get(message.get("order_id", 0))
             if was is not None:
                 status, price = message.get("status"), message.get("price")
                 self._notice(notice_of(was, status, price, message.get("ts")))
+
+    def _shows(self, order_id: Any, status: Any) -> bool:
+        """Whether the lists show ``order_id`` with ``status`` already (the live instance
+        took the lists of the event that placed or cancelled it: no read needed)."""
+        rows = [*self.state.get("open_orders", []), *self.state.get("recent_orders", [])]
+        return any(o["id"] == order_id and o["status"] == status for o in rows)
 
     def _answer(self, order: Order, message: str) -> None:
         self.state.update(
