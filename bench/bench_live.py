@@ -52,7 +52,7 @@ from bench.live_report import (
 )
 from bench.live_seed import Trader
 from bench.live_stack import STACK, TICK_DRIVEN, Stack, cores, fold
-from bench.live_support import GenConfig, calibrate, loadgen_main
+from bench.live_support import GenConfig, Relayed, calibrate, loadgen_main
 from bench.live_targets import TARGETS, next_probe
 from bench.relay_support import slow_consumers
 from shared import wire
@@ -190,17 +190,19 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
     conns, gens = [], []
     deaths0, slow0 = stack.deaths(), slow_consumers(stack.tmp / "nats.log")
     connect_cap = 30.0 + n / 20
-    relayed = {t.user_id for t in traders[: level.relay_users]} if stack.relay else set()
+    # the relayed traders place no orders: their books stay as seeded (their P&L is timed)
+    relayed = {
+        t.user_id: Relayed(t.user_id, {ticker: (q, avg) for ticker, q, avg in t.book})
+        for t in traders[ORDER_TRADERS : ORDER_TRADERS + level.relay_users]
+        if stack.relay
+    }
     for i in range(k):
         parent, child = ctx.Pipe()
         cfg = GenConfig(
             ws_url=f"ws://127.0.0.1:{port}/ws",
             origin=f"http://127.0.0.1:{port}",
             nats_url=stack.env["NATS_URL"],
-            sockets=[
-                (t.cookie, t.csrf, t.user_id if t.user_id in relayed else None)
-                for t in traders[i::k]
-            ],
+            sockets=[(t.cookie, t.csrf, relayed.get(t.user_id)) for t in traders[i::k]],
             relay_url=f"ws://127.0.0.1:{stack.relay_port}/ws" if relayed else "",
             concurrency=32,
             connect_cap_s=connect_cap,
@@ -299,7 +301,8 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     counted = ("frames", "payload", "wire", "open_start", "open_end")
     for key in counted:
         out[key] = 0
-    relay: dict[str, Any] = {"latency": [], "paired": [], "sockets": 0, "expected": 0}
+    relay: dict[str, Any] = {key: [] for key in ("latency", "paired", "pnl", "paired_pnl")}
+    relay |= dict.fromkeys(("sockets", "expected", "expected_pnl"), 0)
     relay |= dict.fromkeys(counted, 0)
     for p in parts:
         s0, s1 = p["snapshots"].get("start"), p["snapshots"].get("end")
@@ -310,9 +313,9 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 into["wire"] += s1[at + 2] - s0[at + 2]
                 into["open_start"] += s0[at + 3]
                 into["open_end"] += s1[at + 3]
-        for key in ("latency", "paired"):
+        for key in ("latency", "paired", "pnl", "paired_pnl", "sockets"):
             relay[key] += p["relay"][key]
-        for key in ("sockets", "expected"):
+        for key in ("expected", "expected_pnl"):
             relay[key] += p["relay"][key]
         for panel, values in p["samples"].items():
             out["samples"].setdefault(panel, []).extend(values)

@@ -121,23 +121,29 @@ def _cpu_row(level: Level) -> str:
     return f"| {level.n:,} | " + " | ".join(_f(c.get(n, float("nan")), ".2f") for n in names) + " |"
 
 
+def _p50_p99(values: list[float], due: int | None = None) -> str:
+    """``p50 / p99 (samples)``, with the share of the updates due when known."""
+    share = f", {_f(len(values) / due, '.0%')}" if due else ""
+    return (
+        f"{_f(percentile(values, 0.5))} / {_f(percentile(values, 0.99))} ({len(values):,}{share})"
+    )
+
+
 def _relay_row(level: Level) -> str:
-    """The bare relay beside the gateway: the same users' latency through each, and what
+    """The bare relay beside the gateway: the same traders' latency through each, and what
     each spent per socket."""
     if level.failed or not level.result.get("relay", {}).get("sockets"):
-        return f"| {level.n:,} |" + " – |" * 8
+        return f"| {level.n:,} |" + " – |" * 10
     r, w = level.result, level.window_s
     relay = r["relay"]
-    base, gate = relay["latency"], relay["paired"]
-    due = relay["expected"]
+    base, gate = relay["pnl"], relay["paired_pnl"]
     ratio = percentile(gate, 0.99) / percentile(base, 0.99) if base and gate else float("nan")
     relay_ms = level.cpu.get("relay", float("nan")) * 1000 / max(1, relay["open_end"])
     gateway_ms = level.cpu.get("gateway", float("nan")) * 1000 / max(1, r["open_end"])
     return (
         f"| {level.n:,} | {relay['open_end']:,} | {relay['frames'] / w:,.0f} "
-        f"| {_f(percentile(base, 0.5))} / {_f(percentile(base, 0.99))} "
-        f"({len(base):,}, {_f(len(base) / due if due else float('nan'), '.0%')}) "
-        f"| {_f(percentile(gate, 0.5))} / {_f(percentile(gate, 0.99))} ({len(gate):,}) "
+        f"| {_p50_p99(relay['latency'], relay['expected'])} | {_p50_p99(relay['paired'])} "
+        f"| {_p50_p99(base, relay['expected_pnl'])} | {_p50_p99(gate)} "
         f"| {_f(ratio, '.2f')} | {_f(level.cpu.get('relay', float('nan')), '.2f')} "
         f"| {_f(relay_ms, '.2f')} | {_f(gateway_ms, '.2f')} |"
     )
@@ -149,17 +155,25 @@ def relay_table(levels: list[Level]) -> str:
         return ""
     return (
         "#### The bare relay in the same run (the gateway's baseline)\n\n"
-        f"The first {relayed} of the N traders (`--relay-users`) also hold a socket to a bare "
-        "relay (`bench/live_relay.py`: one `ui.>` subscription, each message to its users' "
-        "sockets as one frame; no checks, no buffer, no tick wait, no pace; the gateway's "
-        "compression), fed by the same services' messages. Latency as above, on the "
-        "relay's sockets and on the same users' gateway sockets. Per socket-second: the "
+        f"{relayed} of the N traders (`--relay-users`; not those placing orders) also hold "
+        "a socket to a bare relay (`bench/live_relay.py`: one `ui.>` subscription, each "
+        "message to its users' sockets as one frame as it comes; no checks, no buffer, no "
+        "tick wait, no pace; the gateway's compression), fed by the same services' "
+        "messages. Latency as above, on the relay's sockets and on the same traders' gateway "
+        "sockets: of the last prices (a portfolio row's and a watchlist row's, shared parts "
+        "the services send first) and of the P&L cells of the portfolio's rows (each "
+        "trader's own parts, sent after the shared ones: a row's P&L is (last − average "
+        "cost) × quantity, exact in cents, so the cell names the last price it was computed "
+        "from, timed as a shown last price is). The gateway sends each socket one frame per "
+        "tick, once every component is done with the socket's partition, so its last prices "
+        "come with their P&L; the relay sends each as it comes. Per socket-second: the "
         "process's cores ÷ its open sockets (the relay also decodes every shared message "
         "whatever its number of sockets, so with fewer sockets this is an upper bound).\n\n"
-        "| N | relay sockets | relay frames/s | relay tick→socket p50 / p99 ms (samples, of "
-        "due) | the same users through the gateway p50 / p99 ms (samples) | p99 gateway ÷ "
-        "relay | relay cores | relay ms CPU per socket-s | gateway ms CPU per socket-s |\n"
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|\n"
+        "| N | relay sockets | relay frames/s | last price: relay p50 / p99 ms (samples, of "
+        "due) | last price: gateway p50 / p99 ms (samples) | P&L: relay p50 / p99 ms "
+        "(samples, of due) | P&L: gateway p50 / p99 ms (samples) | P&L p99 gateway ÷ relay "
+        "| relay cores | relay ms CPU per socket-s | gateway ms CPU per socket-s |\n"
+        "|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|\n"
         + "\n".join(_relay_row(lv) for lv in levels)
         + "\n\n"
     )

@@ -21,6 +21,7 @@ class Trader:
     cookie: str  # "session=…"
     csrf: str
     tickers: tuple[str, ...]  # held, for the order task's market buys
+    book: tuple[tuple[str, int, str], ...] = ()  # (ticker, quantity, average cost) as seeded
 
 
 def _quote(last: Decimal) -> tuple[Decimal, Decimal]:
@@ -103,10 +104,12 @@ async def seed_market(
             for uid, cookie, csrf in creds:
                 held = rng.sample(symbols, rng.randint(10, 20))
                 used = Decimal(0)
-                for sid, _ticker, last, rate in held:
+                book = []
+                for sid, ticker, last, rate in held:
                     qty = max(1, int(rng.uniform(3_000, 40_000) / float(last)))
                     used += qty * last * rate
                     avg = (last * Decimal(rng.uniform(0.85, 1.15))).quantize(CENT)
+                    book.append((ticker, qty, str(avg)))
                     positions.append(
                         {
                             "account_id": by_user[uid],
@@ -129,7 +132,8 @@ async def seed_market(
                 )
                 for rank, (sid, *_rest) in enumerate(rng.sample(symbols, rng.randint(10, 15))):
                     watch.append({"user_id": uid, "symbol_id": sid, "rank": rank})
-                out.append(Trader(uid, cookie, csrf, tuple(t for _s, t, _l, _r in held)))
+                tickers = tuple(t for _s, t, _l, _r in held)
+                out.append(Trader(uid, cookie, csrf, tickers, tuple(book)))
             await db.execute(insert(Position), positions)
             await db.execute(insert(WatchlistItem), watch)
             await db.execute(

@@ -10,41 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
-import re
 import time
 import traceback
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
 from multiprocessing.connection import Connection
-from operator import itemgetter
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-__all__ = ["GenConfig", "loadgen_main", "percentile", "scan"]
+from bench.live_frames import Relayed, Sock, Timing
 
-CENT = Decimal("0.01")
-# The three components that push their root on connect (the order component's live render is
-# its order lists only: ``live_root = False``).
-ROOTS = (
-    b'data-component="portfolio"',
-    b'data-component="watchlist"',
-    b'data-component="risk_metrics"',
-)
-# What a frame says, found by three patterns that each start with a literal of several
-# bytes (the engine skips to it; one alternation of the three tried a branch at every "i",
-# "d" and "l": ~2x the time per frame, a third of the load generator's CPU): the component
-# an element belongs to (DESIGN §3.3: every live id starts with its component's prefix),
-# the symbol of a row, and the row's last price.
-_ELEMENT = re.compile(rb'id="(portfolio|watchlist|risk|order)-')
-_SYMBOL = re.compile(rb'data-symbol="([^"]+)"')
-_LAST = re.compile(rb"last-price[^>]*>([^<]*)<")
-_POSITION = itemgetter(0)
-_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-_PLAIN_PRICE = re.compile(rb"\d+\.\d\d")
+__all__ = ["GenConfig", "Relayed", "loadgen_main", "percentile"]
+
 # htmx-ext-ws reconnects after these close codes only (gateway/static/app.js), with "full
 # jitter" backoff: uniform in [0, min(10 s, 0.5 s × 2^n)). A failed handshake is a 1006.
 RECONNECT_CODES = frozenset({1006, 1011, 1012, 1013})
@@ -79,8 +59,8 @@ class GenConfig:
     ws_url: str  # ws://127.0.0.1:<port>/ws
     origin: str
     nats_url: str
-    # (cookie header, csrf token, the user's id if it also gets a socket to the bare relay)
-    sockets: list[tuple[str, str, int | None]]
+    # (cookie header, csrf token, the trader if they also get a socket to the bare relay)
+    sockets: list[tuple[str, str, Relayed | None]]
     relay_url: str = ""  # ws://127.0.0.1:<port>/ws of :mod:`bench.live_relay`, if it runs
     concurrency: int = 32
     connect_cap_s: float = 60.0
@@ -109,100 +89,18 @@ class _RelayConnection(_CountingConnection):
     counter = _RELAY_WIRE
 
 
-def _norm(raw: bytes) -> bytes | None:
-    """A displayed or published price as ``b"1234.50"`` (commas gone, two decimals)."""
-    value = raw.replace(b",", b"").strip()
-    if _PLAIN_PRICE.fullmatch(value):
-        return value
-    try:
-        return str(Decimal(value.decode()).quantize(CENT, ROUND_HALF_UP)).encode()
-    except (InvalidOperation, UnicodeDecodeError, ValueError):
-        return None
-
-
-def scan(frame: bytes) -> list[tuple[bytes | None, bytes | None, bytes | None]]:
-    """In frame order, one of ``(component prefix, None, None)`` for an element id (an
-    ``id`` attribute, not ``data-id``), ``(None, symbol, None)`` for a ``data-symbol`` and
-    ``(None, None, text)`` for a ``last-price`` element's text."""
-    found: list[tuple[int, bytes | None, bytes | None, bytes | None]] = [
-        (m.start(), m[1], None, None)
-        for m in _ELEMENT.finditer(frame)
-        if m.start() == 0 or frame[m.start() - 1] not in _NAME_BYTES
-    ]
-    found += [(m.start(), None, m[1], None) for m in _SYMBOL.finditer(frame)]
-    found += [(m.start(), None, None, m[1]) for m in _LAST.finditer(frame)]
-    found.sort(key=_POSITION)
-    return [event[1:] for event in found]
-
-
-class _Ticks:
-    """Every change of each symbol's ``last`` seen on ``prices.ticks``: (ts ms, value)."""
-
-    def __init__(self) -> None:
-        self.history: dict[bytes, list[tuple[float, bytes]]] = defaultdict(list)
-        self.current: dict[bytes, bytes] = {}
-        self.ticks = 0
-        self.changes = 0
-
-    def on_tick(self, data: dict[str, Any]) -> None:
-        ts = float(data["ts"])
-        self.ticks += 1
-        for ticker, quote in (data.get("prices") or {}).items():
-            value = _norm(str(quote.get("last", "")).encode())
-            key = ticker.encode()
-            if value is not None and self.current.get(key) != value:
-                self.current[key] = value
-                self.history[key].append((ts, value))
-                self.changes += 1
-
-    def set_at(self, symbol: bytes, value: bytes, now_ms: float) -> float | None:
-        """ts of the newest tick (published before ``now_ms``) that set ``symbol`` to ``value``."""
-        for ts, v in reversed(self.history.get(symbol, ())):
-            if v == value and ts <= now_ms:
-                return ts
-        return None
-
-    def changes_between(self, start: float, end: float) -> dict[bytes, int]:
-        return {
-            s: n for s, h in self.history.items() if (n := sum(start <= ts < end for ts, _ in h))
-        }
-
-
-@dataclass(eq=False)
-class _Sock:
-    cookie: str
-    csrf: str
-    relay_user: int | None = None  # the user also has a socket to the bare relay
-    relay: bool = False  # this is that socket
-    started_ms: float | None = None
-    connect_s: float | None = None
-    rendered_s: float | None = None
-    attempted: bool = False
-    roots: list[bool] = field(default_factory=lambda: [False] * len(ROOTS))
-    ws: Any = None
-    # per (component prefix, symbol): last value shown, ts of the last tick counted
-    shown: dict[tuple[bytes, bytes], bytes] = field(default_factory=dict)
-    counted: dict[tuple[bytes, bytes], float] = field(default_factory=dict)
-
-
-class _Gen:
+class _Gen(Timing):
     def __init__(self, cfg: GenConfig) -> None:
+        super().__init__()
         self.cfg = cfg
-        self.ticks = _Ticks()
-        self.socks = [_Sock(c, t, u) for c, t, u in cfg.sockets]
+        self.socks = [Sock(c, t, r) for c, t, r in cfg.sockets]
         self.relays = [
-            _Sock("", "", s.relay_user, relay=True)
+            Sock("", "", s.relayed, relay=True)
             for s in self.socks
-            if s.relay_user is not None and cfg.relay_url
+            if s.relayed is not None and cfg.relay_url
         ]
-        self.relay_open = self.relay_frames = self.relay_payload = 0
-        # latency on the relayed users' sockets: "relay", and "gateway" for their own
-        self.pairs: dict[str, list[float]] = {"relay": [], "gateway": []}
+        self.relay_open = 0
         self.stopping = False
-        self.window: tuple[float, float, float] | None = None  # start ms, end ms, last rx ms
-        self.samples: dict[str, list[float]] = defaultdict(list)
-        self.frames = self.payload = 0
-        self.unmatched = 0
         self.open = 0
         self.reconnects = 0
         self.handshake_errors = 0
@@ -212,58 +110,8 @@ class _Gen:
         self.snapshots: dict[str, tuple[int, ...]] = {}
         self.gate = asyncio.Semaphore(cfg.concurrency)
 
-    # -- frames ------------------------------------------------------------------------
-    def on_frame(self, s: _Sock, frame: bytes, now_ms: float) -> None:
-        if s.relay:
-            self.relay_frames += 1
-            self.relay_payload += len(frame)
-        else:
-            self.frames += 1
-            self.payload += len(frame)
-        if s.rendered_s is None and s.started_ms is not None:
-            for i, root in enumerate(ROOTS):
-                if not s.roots[i] and root in frame:
-                    s.roots[i] = True
-            if all(s.roots):
-                s.rendered_s = (now_ms - s.started_ms) / 1000
-        panel, row_panel, symbol = b"", b"", None
-        for prefix, sym, price in scan(frame):
-            if prefix is not None:
-                panel = prefix
-            elif sym is not None:
-                symbol, row_panel = sym, panel
-            elif symbol is not None:
-                self.on_price(s, row_panel, symbol, price, now_ms)
-                symbol = None
-
-    def on_price(self, s: _Sock, panel: bytes, symbol: bytes, raw: bytes, now_ms: float) -> None:
-        """The latency rule (see bench_live's notes): a value counts once per socket and
-        component row, the first time it is shown after the tick that set it."""
-        value = _norm(raw)
-        if value is None:
-            return
-        key = (panel, symbol)
-        if s.shown.get(key) == value:
-            return  # shown already: a full render or a row re-rendered for bid/ask/P&L
-        s.shown[key] = value
-        ts = self.ticks.set_at(symbol, value, now_ms)
-        if ts is None:
-            self.unmatched += 1  # a price from before this process followed the feed
-            return
-        if ts <= s.counted.get(key, -math.inf):
-            return  # an older value come back late: counted when it was new
-        s.counted[key] = ts
-        w = self.window
-        if w is not None and w[0] <= ts < w[1] and now_ms <= w[2]:
-            if s.relay:
-                self.pairs["relay"].append(now_ms - ts)
-                return
-            self.samples[panel.decode() or "?"].append(now_ms - ts)
-            if s.relay_user is not None:
-                self.pairs["gateway"].append(now_ms - ts)
-
     # -- sockets -----------------------------------------------------------------------
-    async def run_socket(self, s: _Sock) -> None:
+    async def run_socket(self, s: Sock) -> None:
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed
 
@@ -323,15 +171,15 @@ class _Gen:
             retry += 1
             await asyncio.sleep(random.uniform(0, min(10.0, 0.5 * 2**retry)))
 
-    async def run_relay(self, s: _Sock) -> None:
-        """A socket to the bare relay for ``s.relay_user``: no authentication, no
+    async def run_relay(self, s: Sock) -> None:
+        """A socket to the bare relay for ``s.relayed``: no authentication, no
         reconnect (a relay socket that closes is simply gone from the figures)."""
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed
 
         try:
             ws = await connect(
-                f"{self.cfg.relay_url}?user={s.relay_user}",
+                f"{self.cfg.relay_url}?user={s.relayed.user_id if s.relayed else 0}",
                 proxy=None,
                 open_timeout=30,
                 ping_interval=None,
@@ -380,22 +228,21 @@ class _Gen:
         self.snapshot(name)
 
     def result(self) -> dict[str, Any]:
-        start, end, _ = self.window or (0.0, 0.0, 0.0)
-        per_symbol = self.ticks.changes_between(start, end)
-        expected = sum(per_symbol.get(sym, 0) for s in self.socks for (_p, sym) in s.shown)
-        relay_expected = sum(per_symbol.get(sym, 0) for s in self.relays for (_p, sym) in s.shown)
         return {
             "relay": {
                 "sockets": len(self.relays),
                 "latency": self.pairs["relay"],
                 "paired": self.pairs["gateway"],
-                "expected": relay_expected,
+                "pnl": self.pairs["relay-pnl"],
+                "paired_pnl": self.pairs["gateway-pnl"],
+                "expected": self.due(self.relays, pnl=False),
+                "expected_pnl": self.due(self.relays, pnl=True),
             },
             "snapshots": self.snapshots,
             "samples": dict(self.samples),
             "connect_s": [s.connect_s for s in self.socks if s.connect_s is not None],
             "rendered_s": [s.rendered_s for s in self.socks],
-            "expected": expected,
+            "expected": self.due(self.socks, pnl=False),
             "unmatched": self.unmatched,
             "reconnects": self.reconnects,
             "handshake_errors": self.handshake_errors,

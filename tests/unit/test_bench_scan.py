@@ -3,7 +3,8 @@ row belongs to, its symbol and its last price, in frame order."""
 
 from __future__ import annotations
 
-from bench.live_support import GenConfig, _Gen, _Sock, scan
+from bench.live_frames import Relayed, Sock, scan
+from bench.live_support import GenConfig, _Gen
 
 FRAME = (
     b'<div class="cells" id="portfolio-last-AMD" data-symbol="AMD" hx-swap-oob="true">'
@@ -33,17 +34,25 @@ def test_each_shown_price_is_matched_to_the_tick_that_set_it() -> None:
     gen.window = (0.0, 10_000.0, 20_000.0)
     gen.ticks.on_tick({"ts": 1_000, "prices": {"AMD": {"last": "1156.1"}, "EPT": {"last": "88.4"}}})
     gen.ticks.on_tick({"ts": 2_000, "prices": {"EPT": {"last": "88.41"}}})
-    sock: _Sock = gen.socks[0]
+    sock: Sock = gen.socks[0]
     gen.on_frame(sock, FRAME, 2_050.0)
     assert gen.samples == {"portfolio": [1_050.0], "watchlist": [50.0]}
     gen.on_frame(sock, FRAME, 2_300.0)  # shown again: not a new sample
     assert gen.samples == {"portfolio": [1_050.0], "watchlist": [50.0]}
 
 
+PNL_FRAME = (
+    b'<div class="cells" id="portfolio-pl-AMD" hx-swap-oob="true"><div role="cell" '
+    b'class="num pnl pnl-pos">+1,530.00</div><div role="cell" class="num day-chg">+1.00</div>'
+    b"</div>"
+)
+
+
 def test_a_relayed_trader_is_timed_on_both_sockets_apart_from_the_rest() -> None:
-    cfg = GenConfig("ws://x/ws", "http://x", "nats://x", [("c", "t", 7), ("d", "u", None)])
-    gen = _Gen(GenConfig(**{**cfg.__dict__, "relay_url": "ws://x:2/ws"}))
-    assert [(s.relay_user, s.relay) for s in gen.relays] == [(7, True)]
+    trader = Relayed(7, {"AMD": (10, "1003.10")})  # P&L 1,530.00 ⇔ last 1,156.10
+    sockets = [("c", "t", trader), ("d", "u", None)]
+    gen = _Gen(GenConfig("ws://x/ws", "http://x", "nats://x", sockets, relay_url="ws://x:2/ws"))
+    assert [(s.relayed, s.relay) for s in gen.relays] == [(trader, True)]
     gen.window = (0.0, 10_000.0, 20_000.0)
     gen.ticks.on_tick({"ts": 1_000, "prices": {"AMD": {"last": "1156.1"}, "EPT": {"last": "88.4"}}})
     gen.ticks.on_tick({"ts": 2_000, "prices": {"EPT": {"last": "88.41"}}})
@@ -51,6 +60,14 @@ def test_a_relayed_trader_is_timed_on_both_sockets_apart_from_the_rest() -> None
     gen.on_frame(gen.relays[0], FRAME, 2_020.0)
     gen.on_frame(relayed, FRAME, 2_050.0)
     gen.on_frame(plain, FRAME, 2_100.0)
-    assert gen.pairs == {"relay": [1_020.0, 20.0], "gateway": [1_050.0, 50.0]}
+    for sock, at in ((gen.relays[0], 1_030.0), (relayed, 1_060.0), (plain, 1_070.0)):
+        gen.on_frame(sock, PNL_FRAME, at)  # the P&L of the tick at 1,000
+    gen.on_frame(relayed, PNL_FRAME, 2_500.0)  # shown again: not a new sample
+    assert gen.pairs == {
+        "relay": [1_020.0, 20.0],
+        "gateway": [1_050.0, 50.0],
+        "relay-pnl": [30.0],
+        "gateway-pnl": [60.0],  # the untraced trader's P&L is not read
+    }
     assert gen.samples == {"portfolio": [1_050.0, 1_100.0], "watchlist": [50.0, 100.0]}
-    assert (gen.frames, gen.relay_frames) == (2, 1)  # the relay's frames counted apart
+    assert (gen.frames, gen.relay_frames) == (5, 2)  # the relay's frames counted apart
