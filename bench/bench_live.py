@@ -8,10 +8,13 @@ max(N) traders with books, watchlists and live web sessions, then starts ``pytho
 shared.launcher`` on free ports and waits for its banner. For each N, ascending: load generator
 processes (two from 500 sockets) open N browser-like sockets (``websockets`` negotiating
 permessage-deflate, Origin, cookie, CSRF; bounded concurrency; htmx's reconnect rules), a
-warm-up, a measured window with ~2 market orders/s posted through the gateway, then every
-socket closes and the services' CPU is watched until they are quiet (if they are not within
-15 s the stack is restarted before the next N). Everything is on 127.0.0.1; every process
-started is stopped at the end, also on error.
+warm-up, a measured window with ~2 market orders/s posted through the gateway, sign-ins
+through the login form just after it, then every socket closes and the services' CPU is
+watched until they are quiet (if they are not within 15 s the stack is restarted before the
+next N). A bare relay (:mod:`bench.live_relay`) runs beside the stack on the same services'
+messages, and ``--relay-users`` of the traders also hold a socket to it: the gateway's
+baseline. Everything is on 127.0.0.1; every process started is stopped at the end, also on
+error.
 
 Latency is measured from the HTML alone and the ``prices.ticks`` feed, so it holds whatever the
 services send the gateway: see :mod:`bench.live_support` and the notes in the output.
@@ -313,10 +316,8 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 into["wire"] += s1[at + 2] - s0[at + 2]
                 into["open_start"] += s0[at + 3]
                 into["open_end"] += s1[at + 3]
-        for key in ("latency", "paired", "pnl", "paired_pnl", "sockets"):
-            relay[key] += p["relay"][key]
-        for key in ("expected", "expected_pnl"):
-            relay[key] += p["relay"][key]
+        for key, value in p["relay"].items():
+            relay[key] += value  # lists are joined, counts added
         for panel, values in p["samples"].items():
             out["samples"].setdefault(panel, []).extend(values)
         out["closes"].update(p["closes"])
@@ -356,8 +357,8 @@ def main(argv: list[str] | None = None) -> str:
         type=int,
         default=RELAY_USERS,
         metavar="K",
-        help=f"the first K traders also get a socket to the bare relay (default {RELAY_USERS}; "
-        "0: no relay)",
+        help=f"K traders (none placing orders) also get a socket to the bare relay, their "
+        f"P&L timed through both (default {RELAY_USERS}; 0: no relay)",
     )
     args = parser.parse_args(argv)
     users = _users(args.users) or ([50] if args.quick else [100, 300, 1000])

@@ -43,7 +43,7 @@ GRACE_S = 3.0  # frames of window ticks still count this long after the window
 POST_CLOSE_S = 5.0
 QUIET_CAP_S = 15.0
 QUIET_CORES = 0.10  # portfolio + watchlist + risk within this of their idle use: quiet
-RELAY_USERS = 20  # connected traders who also get a socket to the bare relay (default)
+RELAY_USERS = 20  # connected traders who also hold a socket to the bare relay (default)
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Level:
     gateway_rss_mb: tuple[float, float] | None = None  # idle once started, at the window's end
     connect_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s until all rendered
     calibration_ms: float | None = None  # live_support.calibrate() just before the level
-    relay_users: int = 0  # of the N, the first this many also hold a socket to the bare relay
+    relay_users: int = 0  # of the N, this many (none placing orders) also hold a relay socket
 
 
 # -- output ---------------------------------------------------------------------------------
