@@ -26,40 +26,30 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import random
-import re
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench.live_report import (
     GRACE_S,
-    ORDER_RATE_HZ,
-    ORDER_TIMEOUT_S,
     ORDER_TRADERS,
     POST_CLOSE_S,
     QUIET_CAP_S,
     QUIET_CORES,
     RELAY_USERS,
-    SIGNIN_RATE_HZ,
     SIGNIN_S,
-    SIGNIN_USERS,
     Level,
-    SignIn,
     order_split,
     table,
 )
-from bench.live_seed import Trader
 from bench.live_stack import STACK, TICK_DRIVEN, Stack, cores, fold
 from bench.live_support import GenConfig, Relayed, calibrate, loadgen_main
 from bench.live_targets import TARGETS, next_probe
+from bench.live_traffic import order_task, signin_task
 from bench.relay_support import slow_consumers
-from shared import wire
-from shared.db.demo import demo_password
 from shared.devservers import run_async
 
 __all__ = ["main", "run_level"]
@@ -79,107 +69,6 @@ async def _recv(conns: list[Any], kind: str, within_s: float) -> list[Any]:
             raise RuntimeError(f"expected {kind!r} from a load generator, got {message[0]!r}")
         out.append(message)
     return out
-
-
-async def _order_task(
-    port: int, traders: list[Trader], start: float, end: float
-) -> list[tuple[str, float]]:
-    """Market buys of 1 share at ORDER_RATE_HZ in all, round robin over ``traders``, each
-    at a random moment of its slot: at exact multiples of 1/ORDER_RATE_HZ every order of a
-    run fell at the same phase of the 250 ms tick, so a run measured either the busiest
-    or the quietest moment of the tick, whichever the phase happened to be."""
-    import httpx
-
-    results: list[tuple[str, float]] = []
-    rng = random.Random(3)
-
-    async def one(client: httpx.AsyncClient, trader: Trader) -> None:
-        form = {
-            "symbol": rng.choice(trader.tickers),
-            "side": "buy",
-            "quantity": "1",
-            "order_type": "market",
-            "limit_price": "",
-            "client_order_id": uuid.uuid4().hex,
-        }
-        headers = {"Cookie": trader.cookie, wire.HEADER_CSRF: trader.csrf, "HX-Request": "true"}
-        t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout(ORDER_TIMEOUT_S):  # in all, not per phase as httpx's
-                r = await client.post(
-                    wire.browser_event_url("order", "submit"), data=form, headers=headers
-                )
-            status = str(r.status_code)
-        except (TimeoutError, httpx.TimeoutException):
-            status = "timeout"
-        except httpx.HTTPError as exc:
-            status = type(exc).__name__
-        results.append((status, (time.perf_counter() - t0) * 1000))
-
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=ORDER_TIMEOUT_S, trust_env=False
-    ) as client:
-        pending, k = [], 0
-        while (due := start + (k + rng.random()) / ORDER_RATE_HZ) < end:
-            await asyncio.sleep(max(0.0, due - time.time()))
-            pending.append(asyncio.create_task(one(client, traders[k % len(traders)])))
-            k += 1
-        late: set[asyncio.Task[None]] = set()
-        if pending:
-            _done, late = await asyncio.wait(pending, timeout=ORDER_TIMEOUT_S + 1)
-        for task in late:
-            task.cancel()
-            results.append(("timeout", ORDER_TIMEOUT_S * 1000))
-    return results
-
-
-_FORM_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-async def _signin_task(port: int, start: float, end: float) -> list[SignIn]:
-    """Sign-ins as a browser makes them, at SIGNIN_RATE_HZ over SIGNIN_USERS in turn, each at
-    a random moment of its slot: the login form, ``POST /login``, then ``GET /``."""
-    import httpx
-
-    rng = random.Random(5)
-    password = demo_password()
-
-    async def one(username: str) -> SignIn:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=ORDER_TIMEOUT_S, trust_env=False
-        ) as client:
-            form = await client.get("/login")
-            token = _FORM_TOKEN.search(form.text)
-            if form.status_code != 200 or token is None:
-                return SignIn(f"form {form.status_code}")
-            data = {"username": username, "password": password, "csrf_token": token[1]}
-            t0 = time.perf_counter()
-            r = await client.post("/login", data=data)
-            login_ms = (time.perf_counter() - t0) * 1000
-            if r.status_code != 303:
-                return SignIn(f"login {r.status_code}", login_ms)
-            t0 = time.perf_counter()
-            page = await client.get("/")
-            page_ms = (time.perf_counter() - t0) * 1000
-            if page.status_code != 200:
-                return SignIn(f"page {page.status_code}", login_ms, page_ms)
-            return SignIn("ok", login_ms, page_ms, page.text.count("fragment-unavailable"))
-
-    async def timed(username: str) -> SignIn:
-        try:
-            async with asyncio.timeout(3 * ORDER_TIMEOUT_S):
-                return await one(username)
-        except (TimeoutError, httpx.TimeoutException):
-            return SignIn("timeout")
-        except httpx.HTTPError as exc:
-            return SignIn(type(exc).__name__)
-
-    pending, k = [], 0
-    while (due := start + (k + rng.random()) / SIGNIN_RATE_HZ) < end:
-        await asyncio.sleep(max(0.0, due - time.time()))
-        pending.append(asyncio.create_task(timed(SIGNIN_USERS[k % len(SIGNIN_USERS)])))
-        k += 1
-    return list(await asyncio.gather(*pending))
 
 
 async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
@@ -239,10 +128,10 @@ async def run_level(stack: Stack, level: Level, warmup_s: float) -> None:
         stack.resolve()
         c0 = stack.cpu(extra)
         http0 = await asyncio.to_thread(stack.http_seconds)
-        orders = asyncio.create_task(_order_task(port, traders[:ORDER_TRADERS], start, end))
+        orders = asyncio.create_task(order_task(port, traders[:ORDER_TRADERS], start, end))
         # after the window, the sockets still open: a login's argon2 takes ~0.25 s of CPU
         signed_in = end + GRACE_S
-        signins = asyncio.create_task(_signin_task(port, signed_in, signed_in + SIGNIN_S))
+        signins = asyncio.create_task(signin_task(port, signed_in, signed_in + SIGNIN_S))
         await asyncio.sleep(max(0.0, end - time.time()))
         c1 = stack.cpu(extra)
         split = order_split(http0, await asyncio.to_thread(stack.http_seconds))
