@@ -171,6 +171,13 @@ def test_the_header_is_live_and_adds_up(new_page: Any) -> None:
     assert header["margin"] == header["gauge"]  # the same figure as the risk panel's gauge
 
 
+SCROLLS_SIDEWAYS_JS = """() => [...document.querySelectorAll('#dashboard *')]
+    .filter(e => e.offsetParent !== null && !e.matches('.sr-only')
+                 && e.scrollWidth > e.clientWidth + 1
+                 && getComputedStyle(e).overflowX !== 'visible')
+    .map(e => `${e.id || e.className}: ${e.scrollWidth} > ${e.clientWidth}`)"""
+
+
 def test_a_phone_reaches_every_control_without_scrolling_sideways(browser: Any, stack: Any) -> None:
     context = browser.new_context(base_url=stack.base_url, viewport={"width": 390, "height": 844})
     page = context.new_page()
@@ -178,7 +185,12 @@ def test_a_phone_reaches_every_control_without_scrolling_sideways(browser: Any, 
     try:
         login(page, "bob")
         page.wait_for_selector("#watchlist-row-NFLX")
+        # a resting order: its Cancel buttons and the history's status are in view too
+        order(page, "KO", 1, "buy", limit="1.00")
+        order_id = outcome(page, "open")["text"].split()[1].lstrip("#")
+        page.locator(f"#order-recent-{order_id}").wait_for()
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        assert page.evaluate(SCROLLS_SIDEWAYS_JS) == []  # nor anything inside a panel
         small = page.evaluate(
             """() => [...document.querySelectorAll(
                     '#dashboard button:not(.sr-only), #app-header button')]
@@ -190,6 +202,10 @@ def test_a_phone_reaches_every_control_without_scrolling_sideways(browser: Any, 
         )
         assert small == []
         assert _serious(page) == []
+        page.locator(f"#order-recent-{order_id} button", has_text="Cancel").click()
+        page.locator(f"#order-open-{order_id}").wait_for(state="detached")
+        page.locator(f"#order-recent-{order_id} .order-status--cancelled").wait_for()
+        assert page.evaluate(SCROLLS_SIDEWAYS_JS) == []
     finally:
         context.close()
 
