@@ -210,6 +210,26 @@ def test_a_phone_reaches_every_control_without_scrolling_sideways(browser: Any, 
         context.close()
 
 
+def test_no_panel_scrolls_sideways_from_a_tablet_to_a_desktop(new_page: Any) -> None:
+    page = new_page()
+    login(page, "bob")
+    page.wait_for_selector("#watchlist-row-NFLX")
+    order(page, "KO", 1, "buy", limit="1.00")
+    order_id = outcome(page, "open")["text"].split()[1].lstrip("#")
+    page.locator(f"#order-recent-{order_id}").wait_for()
+    # one column up to 900 px, then two: 901 is the narrowest panel of all
+    for width in (768, 901, 1024, 1280, 1600):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(50)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        assert page.evaluate(SCROLLS_SIDEWAYS_JS) == [], width
+        # the last price and P&L, and each order's status, stay at every width
+        for cell in ("#portfolio-root .pnl", "#watchlist-root .last-price", ".order-status"):
+            assert page.locator(cell).first.is_visible(), (width, cell)
+    page.locator(f"#order-recent-{order_id} button", has_text="Cancel").click()
+    page.locator(f"#order-open-{order_id}").wait_for(state="detached")
+
+
 def _serious(page: Any) -> list[str]:
     from axe_playwright_python.sync_playwright import Axe
 
