@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from gateway.csrf import tokens_match
+from gateway.forms import small_form
 from gateway.sessions import (
     create_session,
     current_user,
@@ -80,10 +81,13 @@ async def login_form(request: Request) -> Response:
 @router.post("/login", include_in_schema=False)
 async def login(request: Request) -> Response:
     g = gw(request)
-    form = await request.form()
-    username = str(form.get("username") or "").strip()[:_MAX_FIELD]
-    password = str(form.get("password") or "")[:_MAX_FIELD]
-    if not g.login_csrf.verify(request, str(form.get("csrf_token") or "")):
+    form = await small_form(request)
+    if form is None:  # not the sign-in form (another type of body, or kilobytes of it)
+        g.metrics.logins.labels("refused").inc()
+        return _login_page(request, 400, "That was not the sign-in form; please sign in here.")
+    username = form.get("username", "").strip()[:_MAX_FIELD]
+    password = form.get("password", "")[:_MAX_FIELD]
+    if not g.login_csrf.verify(request, form.get("csrf_token", "")):
         g.metrics.logins.labels("csrf").inc()
         return _login_page(request, 403, "Your form expired; please sign in again.", username)
 
@@ -146,8 +150,8 @@ async def logout(request: Request) -> Response:
     g.cookie.clear(response, secure=secure(request))
     if user is None:
         return response
-    form = await request.form()
-    given = request.headers.get(wire.HEADER_CSRF) or str(form.get("csrf_token") or "")
+    form = await small_form(request) or {}
+    given = request.headers.get(wire.HEADER_CSRF) or form.get("csrf_token", "")
     if not tokens_match(g.csrf_token(user.session_id), given):
         return Response("CSRF token missing or invalid", status_code=403)
     await revoke_session(request.app.state.db, user.session_id)

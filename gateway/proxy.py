@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from gateway import markup
 from gateway.csrf import tokens_match
+from gateway.forms import read_capped
 from gateway.sessions import current_user
 from gateway.state import gw
 from gateway.upstream import event_url, upstream_headers
@@ -67,11 +68,9 @@ async def component_event(request: Request, component: str, event: str) -> Respo
     if not tokens_match(g.csrf_token(user.session_id), request.headers.get(wire.HEADER_CSRF)):
         g.metrics.events.labels(component, "csrf").inc()
         return Response("CSRF token missing or invalid", status_code=403)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > g.settings.max_event_body_bytes:
-            return Response("request body too large", status_code=413)
+    body = await read_capped(request, g.settings.max_event_body_bytes)
+    if body is None:
+        return Response("request body too large", status_code=413)
 
     headers = {k: v for k in _FORWARDED if (v := request.headers.get(k)) is not None}
     headers.update(upstream_headers(g, user))
@@ -79,7 +78,7 @@ async def component_event(request: Request, component: str, event: str) -> Respo
         with g.fanout.serving():
             upstream = await g.client.post(
                 url,
-                content=bytes(body),
+                content=body,
                 headers=headers,
                 timeout=g.settings.event_timeout_ms / 1000,
             )

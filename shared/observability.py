@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -73,6 +74,20 @@ _request_var: ContextVar[_Request | None] = ContextVar("http_request", default=N
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        return True
+
+
+_SECRET_PARAM = re.compile(r"([?&]csrf=)[^&\s\"']+")
+
+
+class _RedactFilter(logging.Filter):
+    """Secrets in a logged URL become ``…``: uvicorn logs every socket's path with its
+    query, and the page's socket carries the session's CSRF token there (``/ws?csrf=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "csrf=" in message:
+            record.msg, record.args = _SECRET_PARAM.sub(r"\1…", message), None
         return True
 
 
@@ -214,6 +229,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "text") -> N
     text, or (``fmt="json"``) one JSON object."""
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
+    handler.addFilter(_RedactFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter(service))
     else:

@@ -105,6 +105,34 @@ async def test_login_without_the_form_token_is_refused(client: httpx.AsyncClient
     assert SESSION_COOKIE not in client.cookies
 
 
+async def test_a_sign_in_that_is_not_a_small_form_is_refused_unread(
+    client: httpx.AsyncClient,
+) -> None:
+    form = (await client.get("/login")).text
+    token = form.split('name="csrf_token" value="')[1].split('"')[0]
+    good = {"username": "alice", "password": TEST_PASSWORD, "csrf_token": token}
+    refused = [
+        # a file part (Starlette's parser would write all of it to disk first)
+        await client.post("/login", data=good, files={"f": ("f", b"x" * 1_000_000)}),
+        await client.post("/login", data={**good, "username": "a" * 10_000}),  # 10 KB
+        await client.post("/login", data={**good, **{f"x{i}": "1" for i in range(20)}}),
+        await client.post("/login", content=b"x" * 100_000, headers={"content-type": "text/plain"}),
+    ]
+    for r in refused:
+        assert r.status_code == 400
+        assert "not the sign-in form" in r.text and 'name="csrf_token"' in r.text
+    assert SESSION_COOKIE not in client.cookies
+    good["csrf_token"] = refused[-1].text.split('name="csrf_token" value="')[1].split('"')[0]
+    assert (await client.post("/login", data=good)).status_code == 303  # its fresh form
+    token = csrf_of_page((await client.get("/")).text)
+    r = await client.post("/logout", data={"csrf_token": token, "pad": "x" * 10_000})
+    assert r.status_code == 403  # a token in an oversized body is not read
+    r = await client.post(
+        "/logout", content=b"x" * 10_000, headers={"X-CSRF-Token": token}
+    )  # the header is enough
+    assert r.status_code == 303 and SESSION_COOKIE not in client.cookies
+
+
 async def test_repeated_failures_are_throttled_even_for_the_right_password(
     client: httpx.AsyncClient,
 ) -> None:

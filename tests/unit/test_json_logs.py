@@ -81,3 +81,26 @@ def test_uvicorn_logs_follow_the_level_and_format() -> None:
             lg.setLevel(level)
     assert [json.loads(line)["message"] for line in lines] == ["Invalid HTTP request received."]
     assert own.stream.getvalue() == ""  # type: ignore[attr-defined]
+
+
+def test_a_logged_socket_path_shows_no_csrf_token() -> None:
+    """uvicorn logs each socket's path with its query: the page's carries the session's
+    CSRF token, valid for the whole session."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("gateway", "INFO", "text")
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        uvicorn = logging.getLogger("uvicorn.error")
+        uvicorn.info('%s - "WebSocket %s" [accepted]', "10.0.0.7:5123", "/ws?csrf=s3cr3t.t0k3n")
+        uvicorn.info("GET /ws?x=1&csrf=an0ther&y=2 403")
+        logging.getLogger("gateway").info("csrf: %s", "fine")  # no token in it: unchanged
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and "s3cr3t" not in lines[0] and "an0ther" not in lines[1]
+    assert lines[0].endswith('10.0.0.7:5123 - "WebSocket /ws?csrf=…" [accepted]')
+    assert lines[1].endswith("GET /ws?x=1&csrf=…&y=2 403")
+    assert lines[2].endswith("csrf: fine")
