@@ -32,7 +32,7 @@ from fastapi.responses import PlainTextResponse
 from gateway.buffer import PartBuffer, now_ms
 from gateway.csrf import tokens_match
 from gateway.freshness import FEED_STATUS_ID, KEEPALIVE_S
-from gateway.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN
+from gateway.hub import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TRY_AGAIN
 from gateway.security import origin_allowed
 from gateway.sessions import SessionUser, valid_sessions
 from gateway.state import Gateway, gw
@@ -251,7 +251,13 @@ async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
             conn.request_close(CLOSE_POLICY, "session ended")
         else:
             if valid is not None:  # read just now: its requests need not ask again
-                g.sessions.put(*valid[conn.web_session_id], drops=drops)
+                fresh, expires_at = valid[conn.web_session_id]
+                g.sessions.put(fresh, expires_at, drops=drops)
+                if fresh.identity != conn.user.identity:
+                    # a permission or the account changed: the services' live instances
+                    # were mounted for the old one; the page reconnects and is mounted anew
+                    conn.request_close(CLOSE_RESTART, "identity changed")
+                    continue
             if conn.announced:  # else the services would mount it out of its turn
                 alive.append(conn.user.announcement(conn.session_id))
     for start in range(0, len(alive), HEARTBEAT_BATCH):

@@ -258,7 +258,8 @@ async def test_the_heartbeat_keeps_the_sessions_of_open_sockets_believed(
 ) -> None:
     # a trader's orders then never look the session up: the heartbeat found it valid
     settings = settings.model_copy(update={"heartbeat_interval_s": 0.3, "session_cache_s": 0.5})
-    async with gateway(settings) as served, browser(served, "alice") as a, a.socket():
+    async with gateway(settings) as served, browser(served, "alice") as a:
+        ws = await a.socket()
         sessions = served.server.config.app.state.gw.sessions
         sid = await _web_session_of(settings.database_url, "alice")
         await asyncio.sleep(1.5)  # three lifetimes of an entry: only the heartbeat renews it
@@ -266,12 +267,22 @@ async def test_the_heartbeat_keeps_the_sessions_of_open_sockets_believed(
         engine = create_engine(settings.database_url, null_pool=True)
         async with session_factory(engine)() as s, s.begin():  # a permission taken away
             await s.execute(update(User).where(User.username == "alice").values(can_trade=False))
-        # the heartbeat reads the user afresh: the cache does not keep the old identity
+        # the heartbeat reads the user afresh: the cache does not keep the old identity,
+        # and the socket, announced with it, is closed to reconnect (1012) with the new one
         await wait_until(lambda: not sessions.get(sid).can_trade, 3)
+        with pytest.raises(ConnectionClosed):
+            await recv(ws, 3)
+        assert ws.close_code == 1012
+        ws = await a.socket()  # as the page does: the new identity, kept
+        await asyncio.sleep(0.9)
+        assert ws.state.name == "OPEN"
         async with session_factory(engine)() as s, s.begin():
             await s.execute(update(WebSession).values(revoked_at=WebSession.created_at))
         await engine.dispose()
         await wait_until(lambda: sessions.get(sid) is None, 3)  # the next one drops it
+        with pytest.raises(ConnectionClosed):
+            await recv(ws, 3)
+        assert ws.close_code == 1008
 
 
 def _tiny_receive_window(port: int) -> socket.socket:
