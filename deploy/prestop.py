@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 
 RELEASE_PATH = "/ops/release"
+RELEASE_HEADER = "X-Ops-Release"  # shared.wire.HEADER_OPS_RELEASE: refused without it
 RELEASE_TIMEOUT_S = 3.0
 DEFAULT_SLEEP_S = 5.0
 SLEEP_ENV = "PRESTOP_SLEEP_S"  # read by this hook, not by the process's settings
@@ -61,7 +62,7 @@ def detect_port() -> int:
 
 def release(url: str, timeout: float = RELEASE_TIMEOUT_S) -> bool:
     """POST ``url``; True on a 2xx answer. Never raises: a hook that fails changes nothing."""
-    request = urllib.request.Request(url, data=b"", method="POST")
+    request = urllib.request.Request(url, data=b"", method="POST", headers={RELEASE_HEADER: "1"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status = response.status

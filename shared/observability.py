@@ -287,7 +287,9 @@ def install_ops_routes(
     degraded_only: frozenset[str] = frozenset({"nats"}),
 ) -> None:
     """Add ``/healthz`` (alive), ``/readyz`` (dependencies reachable) and ``/metrics``;
-    with ``release``, ``POST /ops/release`` (from the pod itself only: a preStop hook)
+    with ``release``, ``POST /ops/release`` (from the pod itself only: a preStop hook, on
+    the loopback address with ``X-Ops-Release: 1`` and no ``Origin``, which a web page
+    open on a developer's machine cannot send)
     gives the process's leases back before it is stopped. ``registry`` gains the HTTP
     series of every request (:class:`HttpMetrics`) and those of the app's database pool,
     NATS connection and outbox (:class:`AppStateCollector`).
@@ -305,7 +307,12 @@ def install_ops_routes(
         @app.post("/ops/release", include_in_schema=False)
         async def ops_release(request: Request) -> Response:
             client = request.client.host if request.client else ""
-            if client not in LOOPBACK:
+            headers = request.headers
+            if (
+                client not in LOOPBACK
+                or "origin" in headers  # a browser's request, whatever page sent it
+                or headers.get(wire.HEADER_OPS_RELEASE) != "1"
+            ):
                 return Response("only from the pod itself", status_code=403)
             await release(request.app)
             return Response(status_code=204)

@@ -15,6 +15,7 @@ __all__ = [
     "GATEWAY_SESSION_REVOKED",
     "HEADER_CSRF",
     "HEADER_IDENTITY",
+    "HEADER_OPS_RELEASE",
     "HEADER_REQUEST_ID",
     "PRICES_TICKS",
     "SESSION_ANNOUNCE",
@@ -166,6 +167,8 @@ EVENT_ORDER = "order_event"
 HEADER_IDENTITY = "X-Identity"
 HEADER_REQUEST_ID = "X-Request-ID"
 HEADER_CSRF = "X-CSRF-Token"
+# POST /ops/release: a header no cross-site form can send (deploy/prestop.py sends it)
+HEADER_OPS_RELEASE = "X-Ops-Release"
 HEADER_RETRY_AFTER = "Retry-After"
 HEADER_RATELIMIT_POLICY = "RateLimit-Policy"
 HEADER_RATELIMIT = "RateLimit"

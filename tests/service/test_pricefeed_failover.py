@@ -263,7 +263,8 @@ async def test_a_released_lease_is_taken_over_within_one_round(
         b = await start("feed-b")
         await wait_until(lambda: _at_least(b.metric("pricefeed_followed_ticks_total"), 5))
         async with httpx.AsyncClient() as client:  # the pod's preStop hook
-            assert (await client.post(f"{a.url}/ops/release")).status_code == 204
+            release = {"X-Ops-Release": "1"}
+            assert (await client.post(f"{a.url}/ops/release", headers=release)).status_code == 204
         await wait_until(lambda: seen.by("feed-b"), timeout=10)
         silence = check_handoff(seen, "feed-a", "feed-b", before)
         # one renewal round (TTL / 4) and a tick, not the TTL a dead leader's lease takes

@@ -158,13 +158,14 @@ def test_prestop_sleep_comes_from_the_environment() -> None:
 
 
 @contextmanager
-def release_endpoint(status: int = 204) -> Iterator[tuple[int, list[tuple[str, str]]]]:
-    """A local HTTP server recording ``(method, path)`` of every request; yields its port."""
-    seen: list[tuple[str, str]] = []
+def release_endpoint(status: int = 204) -> Iterator[tuple[int, list[tuple[str, str, str | None]]]]:
+    """A local HTTP server recording ``(method, path, X-Ops-Release)`` of every request;
+    yields its port."""
+    seen: list[tuple[str, str, str | None]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            seen.append(("POST", self.path))
+            seen.append(("POST", self.path, self.headers.get("X-Ops-Release")))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -183,12 +184,18 @@ def release_endpoint(status: int = 204) -> Iterator[tuple[int, list[tuple[str, s
         thread.join()
 
 
+def test_prestop_sends_the_header_the_release_requires() -> None:
+    from shared import wire
+
+    assert load_script("prestop").RELEASE_HEADER == wire.HEADER_OPS_RELEASE
+
+
 def test_prestop_releases_then_sleeps() -> None:
     prestop = load_script("prestop")
     slept: list[float] = []
     with release_endpoint() as (port, seen):
         assert prestop.main([str(port)], environ={}, sleep=slept.append) == 0
-    assert seen == [("POST", "/ops/release")]
+    assert seen == [("POST", "/ops/release", "1")]
     assert slept == [prestop.DEFAULT_SLEEP_S]
 
 
@@ -206,7 +213,7 @@ def test_prestop_ignores_a_failed_release(capsys: pytest.CaptureFixture[str]) ->
     prestop = load_script("prestop")
     with release_endpoint(status=404) as (port, seen):
         assert prestop.release(prestop.release_url(port)) is False
-    assert seen == [("POST", "/ops/release")]
+    assert seen == [("POST", "/ops/release", "1")]
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
@@ -226,4 +233,4 @@ def test_prestop_finds_the_uvicorn_port_without_an_argument(
         monkeypatch.setattr(healthcheck, "_command_lines", lambda: iter([argv]))
         monkeypatch.setitem(sys.modules, "healthcheck", healthcheck)
         assert prestop.main([], environ={"PRESTOP_SLEEP_S": "0"}, sleep=lambda _: None) == 0
-    assert seen == [("POST", "/ops/release")]
+    assert seen == [("POST", "/ops/release", "1")]

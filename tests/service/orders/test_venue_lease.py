@@ -63,8 +63,14 @@ async def test_a_tick_during_the_handoff_fills_on_the_new_holder(
         holder, other = holder_and_other(first, second)
         await place_limit(first.client, alice, "buy", 2, "KO", limit)
         before = await book(db, alice.account_id, "KO")
+        # a web page open on the same machine cannot make it give the lease up: a form
+        # sends no custom header, and a browser's request says its Origin
+        for headers in ({}, {"X-Ops-Release": "1", "Origin": "https://evil.example"}):
+            refused = await holder.client.post("/ops/release", headers=headers)
+            assert refused.status_code == 403
+        assert holder.app.state.venue.matching
         # the holder's pod is about to stop: its preStop hook gives the lease back
-        released = await holder.client.post("/ops/release")
+        released = await holder.client.post("/ops/release", headers={"X-Ops-Release": "1"})
         assert released.status_code == 204
         assert not holder.app.state.venue.matching
 
