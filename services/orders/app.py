@@ -60,7 +60,9 @@ def create_app(
     """The ASGI app; without ``settings`` they come from the environment (a real process)."""
     settings = settings or OrdersSettings()
     flow = OrderFlow(settings)
-    options = ComponentOptions(price_book=True, deps=OrdersDeps.of(settings, flow.relay))
+    options = ComponentOptions(
+        price_book=True, deps=OrdersDeps.of(settings, flow.relay, flow.venue.recheck)
+    )
     app = create_component_app(
         "orders", registry, settings, parts=[flow], connections=connections, options=options
     )

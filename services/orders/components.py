@@ -41,6 +41,7 @@ from shared.components import (
     Registry,
 )
 from shared.db.models import Account, Order, Position, Symbol
+from shared.domain import checked_quote
 from shared.observability import when_answered
 from shared.ticks import tick_field
 
@@ -211,10 +212,28 @@ class OrderComponent(FormComponent[OrderState]):
             return symbol.bid, symbol.ask
         if book.silent_for() > self.deps.max_feed_silence_s:
             raise FieldError("__all__", "Market data is delayed; no order was placed. Try again.")
-        quote = book.quote(symbol.ticker)
+        try:
+            quote = _book_quote(book, symbol.ticker)
+        except ValueError:
+            raise FieldError(
+                "__all__", f"No valid price for {symbol.ticker} right now; no order was placed."
+            ) from None
         if quote is None:  # unchanged since this service started: the table is current
             return symbol.bid, symbol.ask
-        return tick_field(quote, "bid"), tick_field(quote, "ask")
+        return quote
+
+    def _recheck(self, ticker: str, side: str, limit: Decimal) -> None:
+        """A resting order just committed: if the latest quote crosses it (a tick arrived
+        while it was placed), the venue matches it now (:meth:`Venue.recheck`)."""
+        book, recheck = self.request.prices, self.deps.recheck
+        try:
+            quote = _book_quote(book, ticker) if book is not None else None
+        except ValueError:
+            return  # not a valid quote: the next tick's is matched
+        if quote is None or recheck is None:
+            return
+        if rules.crosses(side, limit, *quote):
+            recheck({ticker: quote})
 
     def _publish_after_commit(self, order: Order, ticker: str) -> None:
         announce(self.session, order.account_id, order_event(order, ticker))
@@ -286,6 +305,7 @@ class OrderComponent(FormComponent[OrderState]):
         else:
             message = rules.describe_open(order.id, side, qty, symbol.ticker, limit)
             self._publish_after_commit(order, symbol.ticker)
+            self.on_commit(lambda: self._recheck(symbol.ticker, side, limit))
         client_order_id = data["client_order_id"]
         self.on_commit(lambda: failpoints.hit("orders.after_commit", client_order_id))
         await self._load_orders()
@@ -338,6 +358,8 @@ class OrderComponent(FormComponent[OrderState]):
             limit = Decimal(limit_price) if order_type == "limit" and limit_price else None
         except (ValueError, ArithmeticError):
             return
+        if limit is not None and (not limit.is_finite() or limit <= 0):
+            return  # the submit's field error says why; nothing to show meanwhile
         if found is None or not 0 < qty <= 10_000 or (order_type == "limit" and not limit):
             return
         account = await self.session.get(Account, int(self.request.user.account_id or 0))
@@ -354,8 +376,9 @@ class OrderComponent(FormComponent[OrderState]):
             self.state["whatif"] = {"note": exc.message}
             return
         views = {}
-        for side in ("buy", "sell"):
-            price = limit if limit is not None else rules.touch_price(side, bid, ask)
+        for side in ("buy", "sell"):  # priced as the submit prices it
+            resting = limit is not None and not rules.crosses(side, limit, bid, ask)
+            price = limit if resting and limit is not None else rules.touch_price(side, bid, ask)
             views[side] = await assess_order(
                 self.session, account, found, position, side, qty, price
             )
@@ -394,3 +417,16 @@ class OrderComponent(FormComponent[OrderState]):
                 "message": f"Order #{order.id} cancelled",
             }
         )
+
+
+def _book_quote(book: Any, ticker: str) -> tuple[Decimal, Decimal] | None:
+    """``(bid, ask)`` of ``ticker``'s latest tick in ``book``, ``None`` if it has none;
+    ``ValueError`` if that is not a valid quote (:func:`shared.domain.checked_quote`)."""
+    quote = book.quote(ticker)
+    if quote is None:
+        return None
+    try:
+        checked = checked_quote(*(tick_field(quote, f) for f in ("last", "bid", "ask")))
+    except (KeyError, ArithmeticError) as exc:
+        raise ValueError(f"not a quote: {quote!r}") from exc
+    return checked.bid, checked.ask

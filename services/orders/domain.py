@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal
 
 from shared.domain import can_sell, gauge_level, trade_value, utilisation_pct
@@ -55,9 +55,10 @@ def check_margin_after(used: Decimal, limit: Decimal) -> None:
         raise Rejected("quantity", "No margin available: this account's margin limit is 0.00")
     after = utilisation_pct(used, limit)
     if after > MAX_UTILISATION_PCT:
+        shown = after.quantize(Decimal("0.1"), rounding=ROUND_CEILING)  # never "100.0%"
         raise Rejected(
             "quantity",
-            f"Margin limit exceeded: this order would take utilisation to {after:.1f}% "
+            f"Margin limit exceeded: this order would take utilisation to {shown}% "
             f"(maximum {MAX_UTILISATION_PCT}%)",
         )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -32,13 +34,20 @@ class OrdersSettings(ServiceSettings):
 class OrdersDeps:
     """What the order ticket sees as ``self.request.deps``: the service's limits, the
     outbox relay to wake once an order's transaction has committed (none in unit tests:
-    the defaults) and the process's list of tickers."""
+    the defaults), the process's list of tickers, and the venue's :meth:`recheck` for an
+    order that rests."""
 
     max_feed_silence_s: float = MAX_FEED_SILENCE_S
     confirm_share: float = CONFIRM_SHARE
     outbox: OutboxRelay | None = None
     tickers: TickerList = field(default_factory=TickerList)
+    recheck: Callable[[Mapping[str, tuple[Decimal, Decimal]]], None] | None = None
 
     @classmethod
-    def of(cls, settings: OrdersSettings, outbox: OutboxRelay) -> OrdersDeps:
-        return cls(settings.max_feed_silence_s, settings.confirm_share, outbox)
+    def of(
+        cls,
+        settings: OrdersSettings,
+        outbox: OutboxRelay,
+        recheck: Callable[[Mapping[str, tuple[Decimal, Decimal]]], None] | None = None,
+    ) -> OrdersDeps:
+        return cls(settings.max_feed_silence_s, settings.confirm_share, outbox, recheck=recheck)

@@ -145,11 +145,21 @@ class Venue:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def recheck(self, quotes: Mapping[str, Quote]) -> None:
+        """Match ``quotes`` once more, beside the ticks: an order placed as resting was
+        priced before a tick crossing it reached this process, and the venue may have read
+        the open orders for that tick before the order committed. It fills at the latest
+        quote rather than waiting for a tick that may never cross again. Any replica may
+        ask: a fill takes the order's lock and finds it open, or leaves it."""
+        task = asyncio.create_task(self._catch_up(dict(quotes), None))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _catch_up(self, quotes: dict[str, Quote], ts: Any) -> None:
         try:
             await self.match(quotes, ts)
         except Exception:
-            log.exception("venue: matching the latest quotes after a takeover failed")
+            log.exception("venue: matching the latest quotes failed")
 
     async def stop(self) -> None:
         """Cancel a takeover's matching still under way (the process is stopping)."""

@@ -79,7 +79,8 @@ def parse_quotes(body: Any, known: Mapping[str, object]) -> dict[str, Quote]:
         try:
             quote = checked_quote(last, entry.get("bid", last), entry.get("ask", last))
             prices = (quote.last, quote.bid, quote.ask)
-            quotes[ticker] = Quote(*(p.quantize(PRICE_STEP) for p in prices))
+            # checked again in cents: a price under half a cent would be published as 0
+            quotes[ticker] = checked_quote(*(p.quantize(PRICE_STEP) for p in prices))
         except (ValueError, ArithmeticError):
             continue
     if not quotes:

@@ -121,8 +121,9 @@ def test_a_zero_margin_limit_fits_no_margin(used: Decimal) -> None:
     with pytest.raises(Rejected, match="No margin available"):
         check_margin_after(used, D(0))
     check_margin_after(used, used)  # exactly 100 % fits
-    with pytest.raises(Rejected, match="Margin limit exceeded"):
+    with pytest.raises(Rejected, match="Margin limit exceeded") as refused:
         check_margin_after(used + D("0.01"), used)
+    assert "to 100.0%" not in refused.value.reason  # over the maximum says so
 
 
 prices = st.decimals(min_value=D("0.01"), max_value=D("100000"), places=2)

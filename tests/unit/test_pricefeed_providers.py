@@ -43,6 +43,8 @@ def test_parse_accepts_the_documented_shapes() -> None:
         {"last": True},
         {"last": None},
         {"last": 10, "bid": 11, "ask": 9},
+        {"last": "0.004"},  # positive, but 0.00 in cents
+        {"last": "1.00", "bid": "0.004", "ask": "1.01"},
         "10",
     ],
 )

@@ -277,6 +277,37 @@ async def test_limit_order_rests_and_a_crossing_tick_fills_it_exactly_once(
         )
 
 
+async def test_an_order_crossed_by_a_tick_while_it_was_placed_fills_after_its_commit(
+    process: Process,
+    db: async_sessionmaker[AsyncSession],
+    alice: Identity,
+    bus: NatsBus,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The submit priced the order before a crossing tick reached the process, and the
+    venue read the open orders for that tick before the order committed: matched once
+    more after its commit, it fills at the latest quote, with no further tick."""
+    limit = await under_ask(db, "KO", 3)
+    table = await symbol(db, "KO")  # where KO was when the submit looked (not crossing)
+    crossing_ask = limit - CENT
+    venue, prices = process.app.state.venue, process.app.state.prices
+    await bus.publish(wire.PRICES_TICKS, tick(1, KO=(crossing_ask - CENT, crossing_ask)))
+    await wait_until(lambda: (prices.quote("KO") or {}).get("ask") == str(crossing_ask))
+    await wait_until(lambda: venue.queries >= 1)  # the tick matched: no open order yet
+    monkeypatch.setattr(
+        components.OrderComponent, "_quote", lambda _self, _symbol: (table.bid, table.ask)
+    )
+    r = await place_limit(process.client, alice, "buy", 1, "KO", limit)
+    assert "open" in r.text  # it rested, as priced
+
+    async def filled() -> bool:
+        return (await last_order(db, alice.account_id)).status == "filled"
+
+    await wait_until(filled)
+    order = await last_order(db, alice.account_id)
+    assert order.avg_fill_price == crossing_ask and venue.queries == 2
+
+
 async def test_racing_venues_fill_once(
     settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity
 ) -> None:
@@ -356,6 +387,24 @@ async def test_limit_sell_beyond_the_position_at_fill_time_is_rejected(
 
 
 # -- prices the orders trade at -------------------------------------------------------
+
+
+async def test_an_invalid_quote_in_the_feed_refuses_the_order_and_writes_nothing(
+    process: Process, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
+) -> None:
+    prices = process.app.state.prices
+    await bus.publish(wire.PRICES_TICKS, tick(1, KO=("60.00", "0.00")))  # an ask of 0
+    await wait_until(lambda: (prices.quote("KO") or {}).get("ask") == "0.00")
+    before = await book(db, alice.account_id, "KO")
+    r = await submit(process.client, alice, symbol="KO", side="buy", quantity=1)
+    assert r.status_code == 422 and "No valid price for KO right now" in r.text
+    after = await book(db, alice.account_id, "KO")
+    assert (after["cash"], after["position"], after["fills"], len(after["orders"])) == (
+        before["cash"],
+        before["position"],
+        before["fills"],
+        len(before["orders"]),
+    )
 
 
 async def test_market_orders_fill_at_the_latest_tick_not_the_lagging_table(

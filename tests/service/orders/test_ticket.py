@@ -52,8 +52,22 @@ async def test_the_what_if_is_the_pre_trade_check(
     assert refusal.startswith("Insufficient cash: 30 × ")
     r = await submit(client, alice, symbol="AAPL", side="buy", quantity=30)
     assert r.status_code == 422 and refusal in r.text
-    # nothing to say about an incomplete ticket
+    # nothing to say about an incomplete ticket, nor a limit that is no price
     assert "whatif-cost" not in await whatif(client, alice, symbol="AAPL", quantity="")
+    for limit in ("NaN", "inf", "-5", "0"):
+        box = await whatif(client, alice, symbol="AAPL", quantity="3", **limit_order(limit))
+        assert "whatif-cost" not in box
+    # a buy limit above the ask fills at the ask: priced there, as the submit prices it
+    # (1,100 would be more than the cash; the ask, ~230, is not)
+    assert "Insufficient cash" not in await whatif(
+        client, alice, symbol="AAPL", quantity="1", **limit_order("1100")
+    )
+    r = await submit(client, alice, symbol="AAPL", side="buy", quantity=1, **limit_order("1100"))
+    assert r.status_code == 200 and "filled" in r.text
+
+
+def limit_order(price: str) -> dict[str, str]:
+    return {"order_type": "limit", "limit_price": price}
 
 
 def symbol_list(html: str) -> list[str]:
