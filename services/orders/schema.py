@@ -51,6 +51,16 @@ class OrderSchema(BaseModel):
             raise PydanticCustomError("side", "Choose Buy or Sell: press one of the two buttons")
         return value
 
+    @field_validator("quantity", mode="before")
+    @classmethod
+    def _whole_shares(cls, value: Any) -> Any:
+        # a count of shares as typed: digits only ("1.0", "1_000", "+5", true are not one)
+        if isinstance(value, bool) or (
+            isinstance(value, str) and not (value.strip().isascii() and value.strip().isdigit())
+        ):
+            raise PydanticCustomError("quantity", "Enter a whole number of shares, e.g. 100")
+        return value
+
     @field_validator("client_order_id", mode="before")
     @classmethod
     def _strip_id(cls, value: Any) -> Any:

@@ -43,7 +43,9 @@ def test_missing_client_order_id_gets_a_fresh_one() -> None:
     assert len(first.client_order_id) == 32 and first.client_order_id != second.client_order_id
 
 
-@pytest.mark.parametrize("quantity", [0, -1, 10_001, "1.5", "ten", ""])
+@pytest.mark.parametrize(
+    "quantity", [0, -1, 10_001, "1.5", "ten", "", "1.0", "1_000", "+5", True, "١٢"]
+)
 def test_quantity_outside_1_to_10000_is_rejected(quantity: Any) -> None:
     assert "quantity" in errors({**MARKET, "quantity": quantity})
 
