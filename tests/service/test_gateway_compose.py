@@ -168,11 +168,11 @@ async def test_page_composes_all_four_fragments_with_the_markup_contract(
     assert 'class="dashboard" id="dashboard"' in html
     assert "Alice Archer" in html
     scripts = re.findall(r"<script[^>]*>", html)
-    assert len(scripts) == 3 and all(' src="/static/' in s for s in scripts)  # no inline script
+    assert len(scripts) == 4 and all(' src="/static/' in s for s in scripts)  # no inline script
     assert "style=" not in html
     assert r.headers["content-security-policy"].startswith("default-src 'self'")
     assert r.headers["cache-control"] == "no-store"
-    assert len(assets) == 4  # app.css and the three scripts, each with a content hash
+    assert len(assets) == 5  # app.css and the four scripts, each with a content hash
     for asset in assets:
         assert asset.status_code == 200 and "?v=" in str(asset.url)
         assert "immutable" in asset.headers["cache-control"]
