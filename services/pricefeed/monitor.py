@@ -14,7 +14,7 @@ import math
 from array import array
 from collections.abc import Mapping, MutableSequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, Decimal
 from itertools import compress, count
 from operator import ge, ne
 
@@ -25,6 +25,7 @@ from shared.domain import (
     AlertLevel,
     Holding,
     alert_band,
+    gauge_level,
     least_used_reaching,
     margin_used,
     next_alert_level,
@@ -182,11 +183,16 @@ class RiskMonitor:
         limit: Decimal,
         positions: Mapping[str, int],
         stored_level: AlertLevel | None = None,
+        *,
+        stored: bool = False,
     ) -> Breach | None:
         """Add or replace an account; its level continues from ``stored_level``.
 
-        ``stored_level`` is the level last alerted (e.g. the newest stored alert), so a
-        restart re-fires nothing unless the account moved up since.
+        ``stored_level`` is the level last alerted, so a restart re-fires nothing unless
+        the account moved up since. ``stored``: it is the newest alert in the table, which
+        holds the levels raised but not those that cleared since; it then counts only as
+        far as the utilisation alone reaches now. An account that cleared and came back
+        within the hysteresis band is warned again when it crosses; never missed.
         """
         old = self.accounts.get(account_id)
         if old is not None:
@@ -207,6 +213,10 @@ class RiskMonitor:
             self._holders.setdefault(ticker, {})[slot] = qty
         self.accounts[account_id] = account
         self._dirty.add(slot)
+        if stored:
+            reached = gauge_level(utilisation_pct(self.margin_used(account_id), limit))
+            if alert_rank(reached) < alert_rank(account.level):
+                account.level = reached
         return self._evaluate(account)
 
     def level_of(self, account_id: int) -> AlertLevel | None:
@@ -279,7 +289,7 @@ class RiskMonitor:
         self._settle(account)
         if not fire or level is None:
             return None
-        shown = utilisation.quantize(_PCT_STEP, ROUND_HALF_UP)
+        shown = utilisation.quantize(_PCT_STEP, ROUND_DOWN)  # 94.996 % is no "95.00" warning
         return Breach(account.id, level, shown, breach_text(level, shown))
 
     def _settle(self, account: AccountRisk) -> None:

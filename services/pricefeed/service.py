@@ -109,7 +109,11 @@ class Pricefeed:
         self._initial: list[Breach] = []
         for account in snapshot.accounts:
             breach = self.monitor.load_account(
-                account.id, account.margin_limit, account.positions, account.stored_level
+                account.id,
+                account.margin_limit,
+                account.positions,
+                account.stored_level,
+                stored=True,
             )
             if breach is not None:
                 self._initial.append(breach)
@@ -158,6 +162,10 @@ class Pricefeed:
         self.follower.on_tick(payload)
 
     async def _on_alert(self, subject: str, payload: dict[str, Any]) -> None:
+        if self.leadership.leading:
+            # its own alert, echoed back by NATS: its level may have cleared since, and
+            # raising it again would hold back the next alert
+            return
         self.follower.on_alert(subject, payload)
 
     async def _lead(self, epoch: int) -> None:
@@ -221,9 +229,10 @@ class Pricefeed:
             snapshot = await load_snapshot(session)
         now = self.clock.wall_ms()
         for account in snapshot.accounts:
-            level = self.monitor.level_of(account.id) or account.stored_level
+            known = account.id in self.monitor.accounts  # its level is this process's own
+            level = self.monitor.level_of(account.id) if known else account.stored_level
             breach = self.monitor.load_account(
-                account.id, account.margin_limit, account.positions, level
+                account.id, account.margin_limit, account.positions, level, stored=not known
             )
             if breach is not None:
                 self._on_breach(breach, now)

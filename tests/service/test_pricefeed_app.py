@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import pytest
@@ -121,7 +121,9 @@ async def test_breaches_alerts_margin_and_order_events(
         assert payload["level"] == "warn" and 80 < float(payload["utilisation_pct"]) < 85
         assert isinstance(payload["ts"], float) and payload["text"]
         expected = margin_used(replace(h, last=quotes[t].last) for t, h in holdings.items())
-        assert D(payload["utilisation_pct"]) == utilisation_pct(expected, limit).quantize(D("0.01"))
+        assert D(payload["utilisation_pct"]) == utilisation_pct(expected, limit).quantize(
+            D("0.01"), ROUND_DOWN
+        )
         await wait_until(lambda: _equal_async(stored_margin(alice), expected.quantize(D("0.01"))))
         [alert] = await wait_until(alerts)
         assert (alert.account_id, alert.level) == (alice, "warn")
@@ -165,6 +167,31 @@ async def test_breaches_alerts_margin_and_order_events(
         (wire.risk_breach(bob), "warn")
     ]
     assert [a.level for a in await alerts()] == ["warn", "critical", "warn"]
+
+
+async def test_a_stored_alert_that_has_cleared_since_does_not_hold_back_the_next(
+    settings: PricefeedSettings, db: async_sessionmaker[AsyncSession], bus: NatsBus
+) -> None:
+    """Alice was warned, then fell below the warning level (a level that clears is not
+    stored) and is at 79 % when the pricefeed starts: within the stored warning's band. At
+    85 % she is warned again, not left at a level she had left."""
+    breaches = await collect(bus, wire.RISK_BREACH_ALL)
+    alice, holdings = await _account(db, "alice")
+    used = margin_used(holdings.values())
+    async with db.begin() as s:
+        await s.execute(
+            update(Account).where(Account.id == alice).values(margin_limit=used / D("0.79"))
+        )
+        text = "Margin utilisation 81.00% crossed the warning level (80%)"
+        s.add(RiskAlert(account_id=alice, level="warn", text=text, utilisation_pct=D(81)))
+    provider = ManualProvider()
+    app = create_app(settings, provider=provider)
+    async with running(app):
+        await wait_until(lambda: app.state.pricefeed.leadership.leading)
+        assert app.state.pricefeed.monitor.level_of(alice) is None
+        provider.pending = _scaled(holdings, str(D("0.85") / D("0.79")))
+        await wait_until(lambda: breaches)
+    assert [(subject, p["level"]) for subject, p in breaches] == [(wire.risk_breach(alice), "warn")]
 
 
 async def _equal_async(value: Any, expected: Any) -> bool:

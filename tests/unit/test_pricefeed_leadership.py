@@ -379,3 +379,25 @@ async def test_a_restarted_replica_does_not_take_over_from_the_warm_standby(epoc
     await settle(lambda: restarted.follower.last_seq == seqs[-1])  # now it is warm
     await b.stop()
     await restarted.stop()
+
+
+async def test_the_leader_does_not_take_its_own_alerts_back_from_the_bus(epochs) -> None:
+    """NATS echoes the leader's alerts back to it. One that arrives after the account's
+    level cleared must not raise it again: the next crossing would not be alerted."""
+    bus, clock, store = shared_world()
+    prices = ManualProvider()
+    a = feed("feed-a", bus, store, clock, prices)
+    await a.start()
+    assert a.leadership.leading
+    for price in ("150", "161", "140"):  # 75 %, 80.5 % (warned), 70 % (cleared)
+        prices.pending = quotes(price)
+        await a.loop.cycle()
+    await settle(lambda: len(alerts(bus)) >= 1)
+    assert a.monitor.level_of(1) is None
+    await a._on_alert(wire.risk_breach(1), {"level": "warn", "text": "", "ts": 1.0})  # late
+    for price in ("158", "170"):  # 79 %, then 85 %: a new crossing
+        prices.pending = quotes(price)
+        await a.loop.cycle()
+    await settle(lambda: len(alerts(bus)) >= 2)
+    await a.stop()
+    assert [alert for alert in alerts(bus) if alert[0] == 1] == [(1, "warn"), (1, "warn")]

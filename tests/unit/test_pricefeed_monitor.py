@@ -63,14 +63,14 @@ def test_breach_carries_level_text_and_utilisation() -> None:
     monitor = one_account("150")
     [breach] = monitor.on_prices({"AAA": D("161.234")})
     assert breach.account_id == 1
-    assert breach.utilisation_pct == D("80.62")
-    assert "80.62%" in breach.text and "warning" in breach.text
+    assert breach.utilisation_pct == D("80.61")  # 80.617 %, cut as the gauge cuts
+    assert "80.61%" in breach.text and "warning" in breach.text
     payload = breach.payload(123.0)
     assert payload == {
         "level": "warn",
         "text": breach.text,
         "ts": 123.0,
-        "utilisation_pct": "80.62",
+        "utilisation_pct": "80.61",
     }
 
 
@@ -81,7 +81,7 @@ def test_straight_to_critical_fires_critical_only() -> None:
 
 def test_restart_with_stored_level_does_not_refire() -> None:
     monitor = RiskMonitor({"AAA": D(161)}, {"AAA": D("0.5")})
-    assert monitor.load_account(1, D(1000), {"AAA": 10}, "warn") is None
+    assert monitor.load_account(1, D(1000), {"AAA": 10}, "warn", stored=True) is None
     assert monitor.level_of(1) == "warn"
     # …but a level that really rose since the stored alert does fire.
     monitor = RiskMonitor({"AAA": D(196)}, {"AAA": D("0.5")})
@@ -91,6 +91,29 @@ def test_restart_with_stored_level_does_not_refire() -> None:
     monitor = RiskMonitor({"AAA": D(161)}, {"AAA": D("0.5")})
     breach = monitor.load_account(1, D(1000), {"AAA": 10}, None)
     assert breach is not None and breach.level == "warn"
+
+
+def test_a_stored_level_counts_only_as_far_as_the_utilisation_reaches_now() -> None:
+    # warned at 81 %, cleared at 70 % (a level that clears is not stored), 79 % when the
+    # pricefeed restarts: the stored "warn" must not hold back the next crossing
+    monitor = RiskMonitor({"AAA": D(158)}, {"AAA": D("0.5")})
+    assert monitor.load_account(1, D(1000), {"AAA": 10}, "warn", stored=True) is None
+    assert monitor.level_of(1) is None
+    assert levels_fired(monitor, ["170"]) == ["warn"]  # 85 %
+    # this process's own level, held within the band, is kept (a reload)
+    monitor = RiskMonitor({"AAA": D(158)}, {"AAA": D("0.5")})
+    assert monitor.load_account(1, D(1000), {"AAA": 10}, "warn") is None
+    assert levels_fired(monitor, ["170"]) == [None]
+    # a stored critical at 90 %: warn holds, critical fires again past 95 %
+    monitor = RiskMonitor({"AAA": D(180)}, {"AAA": D("0.5")})
+    assert monitor.load_account(1, D(1000), {"AAA": 10}, "critical", stored=True) is None
+    assert monitor.level_of(1) == "warn"
+
+
+def test_an_alert_never_shows_the_next_threshold_it_did_not_reach() -> None:
+    monitor = one_account("150")
+    breach = monitor.on_prices({"AAA": D("189.992")})[0]  # 94.996 %: a warning
+    assert breach.level == "warn" and "94.99%" in breach.text
 
 
 def test_stored_level_below_hysteresis_band_clears() -> None:

@@ -10,7 +10,7 @@ dirty margins.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from hypothesis import event, given, settings
@@ -62,7 +62,7 @@ class Reference:
         self.levels[account_id] = level
         if not fire or level is None:
             return None
-        shown = utilisation.quantize(D("0.01"), ROUND_HALF_UP)
+        shown = utilisation.quantize(D("0.01"), ROUND_DOWN)
         return Breach(account_id, level, shown, breach_text(level, shown))
 
     def load(
@@ -168,7 +168,7 @@ def test_breaches_come_in_account_id_order_with_the_formula_text() -> None:
     breaches = monitor.on_prices({"AAA": D("161.23")})  # 80.615 %
     assert [b.account_id for b in breaches] == [1, 3, 5, 9]
     assert {b.text for b in breaches} == {
-        "Margin utilisation 80.62% crossed the warning level (80%)"
+        "Margin utilisation 80.61% crossed the warning level (80%)"
     }
 
 
