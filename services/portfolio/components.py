@@ -122,7 +122,7 @@ def _kept(current: dict[str, str] | None, view: dict[str, str]) -> dict[str, str
 def _sign_class(value: Decimal | None) -> str:
     if value is None:
         return ""
-    return "pnl-pos" if value >= 0 else "pnl-neg"
+    return "pnl-neg" if signed(value)[0] == "-" else "pnl-pos"  # as shown, rounded
 
 
 def _pl_view(row: PositionRow) -> dict[str, str]:
@@ -146,13 +146,13 @@ def _pl_cells(pnl: Decimal, day: Decimal | None) -> dict[str, str]:
 
 def _set_pl_cells(cells: dict[str, str], pnl: Decimal, day: Decimal | None) -> None:
     """:func:`_pl_cells`, written into ``cells`` (on every tick, for every row that moved)."""
-    cells["pnl"] = signed(pnl)
-    cells["pnl_cls"] = "pnl-pos" if pnl >= 0 else "pnl-neg"
+    cells["pnl"] = text = signed(pnl)
+    cells["pnl_cls"] = "pnl-neg" if text[0] == "-" else "pnl-pos"  # as shown, rounded
     if day is None:
         cells["day"] = cells["day_cls"] = ""
     else:
-        cells["day"] = signed(day)
-        cells["day_cls"] = "pnl-pos" if day >= 0 else "pnl-neg"
+        cells["day"] = text = signed(day)
+        cells["day_cls"] = "pnl-neg" if text[0] == "-" else "pnl-pos"
 
 
 def last_view(ticker: str, last: Any, direction: str) -> dict[str, str]:

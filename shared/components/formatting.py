@@ -32,13 +32,15 @@ def _round(number: Decimal, places: int) -> Decimal:
     if quantum is None:
         quantum = Decimal(1).scaleb(-places)
     # positional: ``rounding=`` as a keyword doubles the cost of this hot call
-    return number.quantize(quantum, ROUND_HALF_UP)
+    rounded = number.quantize(quantum, ROUND_HALF_UP)
+    return rounded if rounded else abs(rounded)  # no "-0.00": a zero has no sign
 
 
 def money(value: Any, places: int = 2) -> str:
-    """``1234.5`` → ``"1,234.50"`` (half up)."""
+    """``1234.5`` → ``"1,234.50"`` (half up; ``-0.001`` → ``"0.00"``)."""
     if type(value) is Decimal and places in _GROUPED:  # the hot path: one call, not four
-        return format(value.quantize(_QUANTUM[places], ROUND_HALF_UP), _GROUPED[places])
+        rounded = value.quantize(_QUANTUM[places], ROUND_HALF_UP)
+        return format(rounded if rounded else abs(rounded), _GROUPED[places])
     number = _decimal(value)
     if number is None:
         return ""
@@ -74,9 +76,11 @@ def qty(value: Any) -> str:
 
 
 def signed(value: Any, places: int = 2) -> str:
-    """``12.3`` → ``"+12.30"``, ``-4`` → ``"-4.00"``."""
+    """``12.3`` → ``"+12.30"``, ``-4`` → ``"-4.00"``; what rounds to 0 is ``"+0.00"``
+    (``-0.001`` is no loss to show)."""
     if type(value) is Decimal and places in _SIGNED:
-        return format(value.quantize(_QUANTUM[places], ROUND_HALF_UP), _SIGNED[places])
+        rounded = value.quantize(_QUANTUM[places], ROUND_HALF_UP)
+        return format(rounded if rounded else abs(rounded), _SIGNED[places])
     number = _decimal(value)
     if number is None:
         return ""

@@ -30,6 +30,9 @@ from tests.example_service.components import Order, Portfolio, Watchlist
         (qty, Decimal("2.50"), "2.5"),
         (signed, 12.3, "+12.30"),
         (signed, Decimal("-4"), "-4.00"),
+        (signed, Decimal("-0.0033"), "+0.00"),  # a fraction of a cent below zero
+        (signed, -0.001, "+0.00"),
+        (money, Decimal("-0.001"), "0.00"),
         (signed, "x", ""),
     ],
 )
@@ -116,6 +119,8 @@ def test_component_without_parts_rerenders_whole_on_change() -> None:
 def _half_up(value: Decimal, places: int, sign: str) -> str:
     """The filters' rounding and layout, spelled out (the reference for their fast path)."""
     rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    if rounded == 0:
+        rounded = abs(rounded)  # no "-0.00": what rounds to nothing has no sign
     return f"{rounded:{sign},.{places}f}"
 
 

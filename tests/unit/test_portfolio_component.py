@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from services.portfolio.components import SUMMARY_ID, TOTALS_ID, PortfolioComponent
+from services.portfolio.components import SUMMARY_ID, TOTALS_ID, PortfolioComponent, _pl_cells
 from shared.components import PartsTracker, PriceBook, render
 from shared.components.rendering import (
     compact,
@@ -210,3 +210,12 @@ def test_named_parts_are_rendered_without_comparing_and_never_missed_later() -> 
     # those parts again rather than risk missing a change
     assert [p.id for p in tracker.changes(component).parts] == list(named)
     assert not tracker.changes(component)
+
+
+def test_a_fraction_of_a_cent_below_zero_is_shown_as_no_loss() -> None:
+    # an average cost kept to 12 places: (100.0033 − 100.003333333333) × 3 = −0.0001
+    cells = _pl_cells(Decimal("-0.0001"), Decimal("-0.004"))
+    assert (cells["pnl"], cells["pnl_cls"]) == ("+0.00", "pnl-pos")
+    assert (cells["day"], cells["day_cls"]) == ("+0.00", "pnl-pos")
+    cells = _pl_cells(Decimal("-0.005"), None)  # half a cent rounds to a loss: shown as one
+    assert (cells["pnl"], cells["pnl_cls"]) == ("-0.01", "pnl-neg")
