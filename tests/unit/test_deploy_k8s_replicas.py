@@ -34,7 +34,13 @@ from tests.unit.deploy_support import (
 
 @by_process
 def test_k8s_runs_two_replicas_at_least(spec: ServiceSpec) -> None:
-    replicas = deployment(spec)["spec"].get("replicas", 1)
+    workload = deployment(spec)
+    autoscalers = autoscalers_of(workload)
+    if autoscalers:  # the autoscaler owns the count: a count here would reset it at apply
+        assert "replicas" not in workload["spec"], f"{spec.name}: replicas beside an HPA"
+        replicas = min(hpa["spec"].get("minReplicas", 1) for hpa in autoscalers)
+    else:
+        replicas = workload["spec"].get("replicas", 1)
     assert replicas >= MIN_REPLICAS, f"{spec.name}: {replicas} replica(s)"
 
 
@@ -60,9 +66,10 @@ def test_k8s_disruption_budget_per_deployment(spec: ServiceSpec) -> None:
     assert selects_only(budget["spec"]["selector"], workload), "it selects other pods too"
     min_available = budget["spec"].get("minAvailable")
     assert isinstance(min_available, int) and min_available >= 1, "minAvailable: a count >= 1"
+    autoscalers = autoscalers_of(workload)  # when there is one, it sets the count
     floor = min(
-        [workload["spec"].get("replicas", 1)]
-        + [hpa["spec"].get("minReplicas", 1) for hpa in autoscalers_of(workload)]
+        [hpa["spec"].get("minReplicas", 1) for hpa in autoscalers]
+        or [workload["spec"].get("replicas", 1)]
     )
     assert floor > min_available, f"{spec.name}: the budget would block every drain"
 
