@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,13 +173,23 @@ def wait_ready(children: list[Child], stopping: threading.Event) -> None:
             time.sleep(0.2)
 
 
-async def prepare_database(url: str) -> bool:
+async def prepare_database(url: str, *, demo: bool = True) -> bool:
+    """Migrate to head; with ``demo``, load the demo market and users (whether anything
+    was new)."""
     await asyncio.to_thread(upgrade, url)
+    if not demo:
+        return False
     engine = create_engine(url, null_pool=True)
     try:
         return await load_demo_data(session_factory(engine))
     finally:
         await engine.dispose()
+
+
+def wants_demo_data(env: Mapping[str, str], own_database: bool) -> bool:
+    """The demo users (a published password) go only into the database the launcher
+    started, or any database in development: never into one given outside development."""
+    return own_database or env.get("APP_ENV", "development") == "development"
 
 
 @dataclass
@@ -314,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     balancers: list[Balancer] = []
     code = 0
     try:
-        if not env.get("DATABASE_URL"):
+        own_database = not env.get("DATABASE_URL")
+        if own_database:
             pg = devservers.start_postgres(data_dir / "postgres")
             env["DATABASE_URL"] = devservers.database_url(pg.get_uri(), "postgres")
             servers.append(postgres_server(pg))
@@ -330,8 +341,12 @@ def main(argv: list[str] | None = None) -> int:
             say(f"nats-server running on {nats.url}, one identity per process")
         for name, value in local_secrets(data_dir).items():
             env.setdefault(name, value)
-        fresh = asyncio.run(prepare_database(env["DATABASE_URL"]))
-        say("database migrated; " + ("demo data loaded" if fresh else "existing data kept"))
+        demo = wants_demo_data(env, own_database)
+        fresh = asyncio.run(prepare_database(env["DATABASE_URL"], demo=demo))
+        if not demo:
+            say("database migrated; no demo users (a database given outside development)")
+        else:
+            say("database migrated; " + ("demo data loaded" if fresh else "existing data kept"))
 
         ports = {s.name: int(env.get(s.port_env, s.default_port)) for s in SERVICES}
         for s in SERVICES:

@@ -93,6 +93,14 @@ def test_dockerfile_trusts_forwarded_headers_only_from_itself() -> None:
     assert FORWARDED_FLAG not in json.loads(cmd)
 
 
+def test_dockerfile_is_production_unless_told_otherwise() -> None:
+    # development accepts placeholder secrets and plain-http cookies: never an image default
+    env: dict[str, str] = {}
+    for args in args_of("ENV", final_stage()):
+        env |= dict(re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=(\S*)", args))
+    assert env.get("APP_ENV") == "production"
+
+
 def test_dockerfile_bakes_in_no_secrets() -> None:
     secret_names = {n for cls in SETTINGS.values() for s in secret_env(cls).values() for n in s}
     for keyword in ("ENV", "ARG"):

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.launcher import Child, ServiceSpec
+from shared.launcher import Child, ServiceSpec, wants_demo_data
 
 # stands in for a service stuck at shutdown: ignores SIGTERM, answers SIGUSR1 as one does
 _STUCK = (
@@ -39,3 +39,11 @@ def test_a_service_that_does_not_stop_writes_its_tasks_and_is_killed(tmp_path: P
     assert time.monotonic() - started < 5
     assert dumped.read_text() == "--- 1 asyncio tasks (SIGUSR1)"
     child.process.stdout.close()
+
+
+def test_demo_users_go_only_where_a_published_password_can_do_no_harm() -> None:
+    assert wants_demo_data({}, own_database=True)  # `make run`'s own PostgreSQL
+    assert wants_demo_data({"APP_ENV": "production"}, own_database=True)
+    assert wants_demo_data({"DATABASE_URL": "postgresql://db/x"}, own_database=False)  # dev
+    given = {"DATABASE_URL": "postgresql://db/x", "APP_ENV": "production"}
+    assert not wants_demo_data(given, own_database=False)
