@@ -34,6 +34,7 @@ from typing import Any
 from shared import wire
 from shared.bus import Handler, MessageBus, Subscription
 from shared.components.base import Component, ComponentContext
+from shared.components.cache import MountCache
 from shared.components.errors import PermissionDenied
 from shared.components.instance import LiveInstance, changes_after, stamp
 from shared.components.metrics import ComponentMetrics
@@ -74,8 +75,10 @@ class LiveSessions:
         metrics: ComponentMetrics | None = None,
         mount_workers: int = MOUNT_WORKERS,
         leases: PartitionLeases | None = None,
+        cache: MountCache | None = None,
     ) -> None:
         self.registry = registry
+        self.cache = cache
         self.bus = bus
         self.prices = prices if prices is not None else PriceBook()
         self._context = context or (lambda identity: ComponentContext(user=identity))
@@ -158,6 +161,8 @@ class LiveSessions:
         ``session.announce``, and their users get full renders from the database)."""
         for cls in self.tick_components:
             self.ticks.forget_topics(cls.name)
+        if self.cache is not None:  # mounts cached here while another replica owned these
+            self.cache.clear()  # users (a page load's) may predate what that one changed
         if self.metrics is not None:
             self.metrics.takeovers.inc(len(partitions))
         request = {

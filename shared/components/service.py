@@ -214,6 +214,7 @@ class ComponentRuntime(Part):
             or self.settings.heartbeat_interval_s,
             metrics=self.metrics,
             leases=leases,
+            cache=self.cache,
         )
         await self.live.start()
         watch_reconnects(bus, self.live)

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from shared import wire
 from shared.bus import InMemoryBus
-from shared.components import Component, ComponentContext, LiveSessions, Registry
+from shared.components import Component, ComponentContext, LiveSessions, MountCache, Registry
 from shared.components.live import subject_pattern
 from shared.components.metrics import ComponentMetrics
 from shared.components.permissions import HasTradingPermission, IsAuthenticated
@@ -292,3 +292,16 @@ async def test_a_live_component_the_user_may_not_see_tells_the_page_it_shows_not
     [full] = ui(bus, 1)
     assert full["full"] and full["parts"] and full["session"] == "trader-tab"
     await live.stop()
+
+
+async def test_a_takeover_forgets_the_mounts_cached_while_another_replica_owned_them() -> None:
+    """A page load served here cached alice's positions; the owner then booked an order
+    (its own cache is invalidated, not this one's). Taking her partition over, this replica
+    must mount her from the database, not from that entry."""
+    cache = MountCache()
+    cache.set("portfolio", 1, {"positions": ["before the order"]}, ttl=60)
+    bus = InMemoryBus()
+    live = LiveSessions(Registry(), bus, cache=cache)
+    await live.partitions_gained({wire.partition_of(1)})
+    assert cache.get("portfolio", 1) is None
+    assert [s for s, _ in bus.published] == [wire.GATEWAY_RESYNC]
