@@ -14,7 +14,7 @@ from shared.charts import sparkline_points
 from shared.components import Component, FieldError, IsAuthenticated, PriceBook, Registry
 from shared.components.formatting import money, signed
 from shared.components.rendering import Part, stencil_parts
-from shared.db.models import Symbol, WatchlistItem
+from shared.db.models import Symbol, User, WatchlistItem
 from shared.db.reads import Read
 from shared.ticks import tick_field, tick_last
 
@@ -156,8 +156,17 @@ class WatchlistComponent(Component[WatchlistState]):
             raise FieldError("ticker", f"Unknown symbol: {wanted[:12]}")
         return symbol
 
+    async def _lock_list(self) -> None:
+        """Take the user's row lock until commit: one change to a user's list at a time
+        (two tabs adding at once each remounted without the other's symbol, and the later
+        answer's list, adopted live, lost the earlier one; they also took the same rank)."""
+        await self.session.execute(
+            select(User.id).where(User.id == self.request.user.user_id).with_for_update()
+        )
+
     async def on_add_symbol(self, ticker: str) -> None:
         symbol = await self._symbol(ticker)
+        await self._lock_list()
         user_id = self.request.user.user_id
         next_rank = select(func.coalesce(func.max(WatchlistItem.rank) + 1, 0)).where(
             WatchlistItem.user_id == user_id
@@ -175,6 +184,7 @@ class WatchlistComponent(Component[WatchlistState]):
 
     async def on_remove_symbol(self, ticker: str) -> None:
         symbol = await self._symbol(ticker)
+        await self._lock_list()
         await self.session.execute(
             delete(WatchlistItem).where(
                 WatchlistItem.user_id == self.request.user.user_id,
@@ -185,12 +195,14 @@ class WatchlistComponent(Component[WatchlistState]):
 
     async def on_move(self, ticker: str, direction: Literal["up", "down"]) -> None:
         symbol = await self._symbol(ticker)
+        await self._lock_list()
         items = (
             await self.session.scalars(
                 select(WatchlistItem)
+                .join(Symbol, Symbol.id == WatchlistItem.symbol_id)
                 .where(WatchlistItem.user_id == self.request.user.user_id)
-                .order_by(WatchlistItem.rank, WatchlistItem.id)
-                .with_for_update()
+                .order_by(WatchlistItem.rank, Symbol.ticker)  # as shown (_ITEMS)
+                .with_for_update(of=WatchlistItem)
             )
         ).all()
         index = next((i for i, it in enumerate(items) if it.symbol_id == symbol.id), None)

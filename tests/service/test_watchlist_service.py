@@ -102,6 +102,43 @@ async def test_concurrent_adds_of_one_symbol_leave_one_row(settings: WatchlistSe
     assert (await tickers(url, bob.user_id)).count("MSFT") == 1
 
 
+async def test_adds_from_several_tabs_at_once_all_reach_the_live_list(
+    settings: WatchlistSettings, bus: NatsBus
+) -> None:
+    """Each add remounts the list and the live instance adopts its answer's list: without
+    one change at a time per user, the last adopted answer lacked the others' symbols."""
+    url = settings.database_url
+    bob = await identity_of(url, "bob", "bob-tabs")
+    before = await tickers(url, bob.user_id)
+    engine = create_engine(url, null_pool=True)
+    async with session_factory(engine)() as s:
+        others = (await s.scalars(select(Symbol.ticker).order_by(Symbol.ticker))).all()
+    await engine.dispose()
+    wanted = [t for t in others if t not in before][:6]
+    ui = await collect_ui(bus, bob.user_id, "watchlist")
+    app = create_app(settings)
+    async with running(app) as client:
+        await bus.publish(wire.SESSION_OPENED, session_payload(bob))
+        await wait_until(lambda: ui)
+        results = await asyncio.gather(*(post(client, bob, "add_symbol", ticker=t) for t in wanted))
+        assert [r.status_code for r in results] == [200] * len(wanted)
+        stored = await tickers(url, bob.user_id)
+        assert sorted(stored) == sorted([*before, *wanted])
+        live = app.state.live.instances[(bob.user_id, "watchlist")].component
+
+        def shown() -> list[str]:
+            return [item["ticker"] for item in live.state["items"]]
+
+        await wait_until(lambda: shown() == stored)  # every add, in the stored order
+    engine = create_engine(url, null_pool=True)
+    async with session_factory(engine)() as s:
+        ranks = (
+            await s.scalars(select(WatchlistItem.rank).where(WatchlistItem.user_id == bob.user_id))
+        ).all()
+    await engine.dispose()
+    assert len(set(ranks)) == len(ranks)  # no two rows share a rank
+
+
 async def test_suggestions_by_ticker_or_name_prefix(settings: WatchlistSettings) -> None:
     bob = await identity_of(settings.database_url, "bob")
     async with running(create_app(settings)) as client:
