@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -152,12 +153,15 @@ async def write_margins(session: AsyncSession, used: Mapping[int, Decimal]) -> i
     return 1
 
 
-async def insert_alert(session: AsyncSession, breach: Breach) -> None:
-    await session.execute(
-        insert(RiskAlert).values(
-            account_id=breach.account_id,
-            level=breach.level,
-            text=breach.text,
-            utilisation_pct=min(breach.utilisation_pct, _MAX_STORED_PCT),
-        )
-    )
+async def insert_alert(session: AsyncSession, breach: Breach, ts_ms: float | None = None) -> None:
+    """Store ``breach`` as alerted at ``ts_ms`` (the time its live message carries, so a
+    page that mounts the stored one sees the same alert, not a second; else now)."""
+    values: dict[str, Any] = {
+        "account_id": breach.account_id,
+        "level": breach.level,
+        "text": breach.text,
+        "utilisation_pct": min(breach.utilisation_pct, _MAX_STORED_PCT),
+    }
+    if ts_ms is not None:
+        values["created_at"] = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    await session.execute(insert(RiskAlert).values(**values))

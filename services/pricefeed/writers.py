@@ -126,7 +126,7 @@ class AlertWriter:
             async with self.sessions() as session, session.begin():
                 if self.fence is not None:
                     await self.fence(session)
-                await insert_alert(session, breach)
+                await insert_alert(session, breach, ts_ms)
         except StaleEpoch as exc:  # a newer leader alerts; this one is deposed
             self.metrics.fenced_writes.labels("alert").inc()
             log.warning("risk alert of account %s dropped: %s", breach.account_id, exc)

@@ -99,7 +99,8 @@ async def test_alerts_are_stored(sessions) -> None:
     async with sessions() as s:
         account_id = (await load_snapshot(s)).accounts[0].id
     async with sessions.begin() as s:
-        await insert_alert(s, Breach(account_id, "critical", D("123456.78"), "way over"))
+        ts_ms = 1_700_000_123_456.0  # when its live message says it happened
+        await insert_alert(s, Breach(account_id, "critical", D("123456.78"), "way over"), ts_ms)
     async with sessions() as s:
         alert = await s.scalar(select(RiskAlert))
         assert alert is not None
@@ -108,4 +109,5 @@ async def test_alerts_are_stored(sessions) -> None:
             "way over",
             D("99999.99"),
         )
+        assert alert.created_at.timestamp() * 1000 == ts_ms  # a mount shows the same alert
         assert await s.scalar(select(func.count()).select_from(RiskAlert)) == 1

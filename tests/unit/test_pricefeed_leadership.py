@@ -170,7 +170,7 @@ def epochs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             raise StaleEpoch(role, epoch)
         state["epoch"][role] = epoch
 
-    async def insert_alert(session: object, breach: Breach) -> None:
+    async def insert_alert(session: object, breach: Breach, ts_ms: float | None = None) -> None:
         state["alerts"].append((breach.account_id, breach.level))
 
     async def write_prices(session: object, q: dict[int, Quote]) -> int:

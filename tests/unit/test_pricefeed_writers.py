@@ -30,7 +30,7 @@ def written(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[int, Any]]]:
         calls["margins"].append(dict(used))
         return 1
 
-    async def insert_alert(session: object, breach: Breach) -> None:
+    async def insert_alert(session: object, breach: Breach, ts_ms: float | None = None) -> None:
         calls["alerts"].append({breach.account_id: breach.level})
 
     monkeypatch.setattr(writers, "write_prices", write_prices)
