@@ -23,8 +23,22 @@ from shared import wire
 __all__ = ["IDENTITIES", "Permissions", "ensure_credentials", "identity_of", "server_config"]
 
 INBOX = "_INBOX.>"  # replies to this client's requests (JetStream API answers, acks)
-# JetStream for leases (KV) and the order events stream: the API, flow control, acks
-JETSTREAM = ("$JS.API.>", "$JS.FC.>", "$JS.ACK.>")
+JETSTREAM_INFO = "$JS.API.INFO"
+
+
+def jetstream(stream: str) -> tuple[str, ...]:
+    """The JetStream API, flow control and acks of one stream only (a KV bucket is the
+    stream ``KV_<bucket>``): its info, create and update, its messages and consumers (a KV
+    watch). Nobody's else: a service cannot delete or purge another's leases, nor the
+    order events."""
+    return (
+        f"$JS.API.*.*.{stream}",  # STREAM.INFO|CREATE|UPDATE, CONSUMER.CREATE, DIRECT.GET
+        f"$JS.API.*.*.{stream}.>",  # CONSUMER.CREATE|DELETE|INFO.<consumer>…, DIRECT.GET.<key>
+        f"$JS.API.*.*.*.{stream}",  # STREAM.MSG.GET
+        f"$JS.API.*.*.*.{stream}.>",  # CONSUMER.MSG.NEXT.<consumer>
+        f"$JS.FC.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+    )
 
 
 @dataclass(frozen=True)
@@ -33,11 +47,13 @@ class Permissions:
     subscribe: tuple[str, ...]
 
 
-def _kv(service: str) -> str:
-    return f"$KV.{wire.lease_bucket(service)}.>"
+def _kv(service: str) -> tuple[str, ...]:
+    """A service's lease bucket: its keys and its stream's JetStream API."""
+    bucket = wire.lease_bucket(service)
+    return (f"$KV.{bucket}.>", JETSTREAM_INFO, *jetstream(f"KV_{bucket}"))
 
 
-_COMPONENT_PUBLISH = (wire.UI_ALL, wire.LIVE_REFRESH_ALL, wire.GATEWAY_RESYNC, *JETSTREAM)
+_COMPONENT_PUBLISH = (wire.UI_ALL, wire.LIVE_REFRESH_ALL, wire.GATEWAY_RESYNC)
 _COMPONENT_SUBSCRIBE = (
     wire.SESSION_ALL,
     wire.GATEWAY_PACE,
@@ -54,16 +70,21 @@ IDENTITIES: dict[str, Permissions] = {
         subscribe=(wire.UI_ALL, wire.GATEWAY_RESYNC, wire.GATEWAY_SESSION_REVOKED, INBOX),
     ),
     "pricefeed": Permissions(
-        publish=(wire.PRICES_TICKS, wire.RISK_BREACH_ALL, *JETSTREAM, _kv("pricefeed")),
+        publish=(wire.PRICES_TICKS, wire.RISK_BREACH_ALL, *_kv("pricefeed")),
         subscribe=(wire.PRICES_TICKS, wire.RISK_BREACH_ALL, wire.ORDERS_EVENTS_ALL, INBOX),
     ),
     "orders": Permissions(
-        publish=(*_COMPONENT_PUBLISH, wire.ORDERS_EVENTS_ALL, _kv("orders")),
+        publish=(
+            *_COMPONENT_PUBLISH,
+            wire.ORDERS_EVENTS_ALL,
+            *_kv("orders"),
+            *jetstream(wire.ORDER_EVENTS_STREAM),
+        ),
         subscribe=_COMPONENT_SUBSCRIBE,
     ),
     **{
         service: Permissions(
-            publish=(*_COMPONENT_PUBLISH, _kv(service)), subscribe=_COMPONENT_SUBSCRIBE
+            publish=(*_COMPONENT_PUBLISH, *_kv(service)), subscribe=_COMPONENT_SUBSCRIBE
         )
         for service in ("portfolio", "watchlist", "risk")
     },

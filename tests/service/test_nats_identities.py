@@ -14,6 +14,7 @@ import pytest
 from shared import devservers, natsauth, wire
 from shared.bus import NatsBus
 from shared.launcher import nats_identities
+from shared.leases.stores import NatsLeaseStore
 from tests.support import wait_until
 
 pytestmark = pytest.mark.service
@@ -135,6 +136,39 @@ async def test_the_gateway_cannot_read_what_it_has_no_business_with(server: Serv
         await wait_until(lambda: any("permissions violation" in r.lower() for r in refused))
     finally:
         await gateway.close()
+
+
+async def test_each_service_uses_its_own_jetstream_and_nobody_elses(server: Server) -> None:
+    """Its lease bucket (created, written, renewed, watched, released by the real store) and,
+    for the orders service, the order events' stream; another's it may not delete or purge."""
+    orders, _ = await server.connect("orders")
+    portfolio, refused = await server.connect("portfolio")
+    try:
+        for bus, name in ((orders, "orders"), (portfolio, "portfolio")):
+            store = await NatsLeaseStore.open(bus._nc, wire.lease_bucket(name), ttl=5)
+            revision = await store.create("k", b"1")
+            revision = await store.renew("k", b"2", revision)
+            assert await store.keys(">") == ["k"]
+            await store.release("k", revision)
+        await orders.ensure_stream(wire.ORDER_EVENTS_STREAM, [wire.ORDERS_EVENTS_ALL], 3600.0)
+        await orders.publish_durable(wire.orders_events(1), {"n": 1}, "outbox-1")
+
+        js = portfolio._nc.jetstream(timeout=0.5)
+        attacks = (
+            lambda: js.delete_key_value(wire.lease_bucket("orders")),
+            lambda: js.purge_stream(wire.ORDER_EVENTS_STREAM),
+            lambda: js.delete_stream(wire.ORDER_EVENTS_STREAM),
+        )
+        for attack in attacks:
+            with pytest.raises(Exception):  # noqa: B017 (the server drops it: no answer)
+                await attack()
+        await wait_until(lambda: any("permissions violation" in r.lower() for r in refused))
+        own = orders._nc.jetstream(timeout=2.0)
+        assert (await own.stream_info(wire.ORDER_EVENTS_STREAM)).state.messages == 1
+        await own.key_value(wire.lease_bucket("orders"))  # still there
+    finally:
+        for bus in (orders, portfolio):
+            await bus.close()
 
 
 def test_every_process_of_make_run_has_an_identity_and_a_password_of_its_own(
