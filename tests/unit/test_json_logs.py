@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -12,13 +14,24 @@ from shared.observability import configure_logging, request_id_var
 from shared.settings import ServiceSettings
 
 
-def test_a_record_is_one_json_object_with_the_request_id() -> None:
+@contextmanager
+def configured(service: str, level: str, fmt: str) -> Iterator[io.StringIO]:
+    """:func:`configure_logging` for one test: what the root handler writes, then the root
+    logger as it was."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        configure_logging("orders", "INFO", "json")
+        configure_logging(service, level, fmt)
         stream = io.StringIO()
         root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        yield stream
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_a_record_is_one_json_object_with_the_request_id() -> None:
+    with configured("orders", "INFO", "json") as stream:
         token = request_id_var.set("req-42")
         try:
             logging.getLogger("services.orders").info("filled %s", "order #7")
@@ -28,10 +41,7 @@ def test_a_record_is_one_json_object_with_the_request_id() -> None:
                 logging.getLogger("services.orders").exception("failed")
         finally:
             request_id_var.reset(token)
-        first, second = (json.loads(line) for line in stream.getvalue().splitlines())
-    finally:
-        root.handlers[:], _ = saved
-        root.setLevel(saved[1])
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["message"] == "filled order #7" and first["level"] == "INFO"
     assert (first["service"], first["request_id"], first["logger"]) == (
         "orders",
@@ -86,19 +96,11 @@ def test_uvicorn_logs_follow_the_level_and_format() -> None:
 def test_a_logged_socket_path_shows_no_csrf_token() -> None:
     """uvicorn logs each socket's path with its query: the page's carries the session's
     CSRF token, valid for the whole session."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        configure_logging("gateway", "INFO", "text")
-        stream = io.StringIO()
-        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    with configured("gateway", "INFO", "text") as stream:
         uvicorn = logging.getLogger("uvicorn.error")
         uvicorn.info('%s - "WebSocket %s" [accepted]', "10.0.0.7:5123", "/ws?csrf=s3cr3t.t0k3n")
         uvicorn.info("GET /ws?x=1&csrf=an0ther&y=2 403")
         logging.getLogger("gateway").info("csrf: %s", "fine")  # no token in it: unchanged
-    finally:
-        root.handlers[:], _ = saved
-        root.setLevel(saved[1])
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3 and "s3cr3t" not in lines[0] and "an0ther" not in lines[1]
     assert lines[0].endswith('10.0.0.7:5123 - "WebSocket /ws?csrf=…" [accepted]')
