@@ -92,6 +92,12 @@ class Admissions:
     def outstanding(self) -> int:
         return len(self._out)
 
+    def waiting_for(self, session_id: str) -> set[str]:
+        """The components whose full renders this socket waits its turn to be announced
+        for (none once announced)."""
+        queued = self._queue.get(session_id)
+        return set(queued.components) if queued is not None else set()
+
     def pending(self, session_id: str) -> bool:
         """Whether this socket waits for its turn or for its full renders."""
         return session_id in self._queue or session_id in self._out
@@ -177,6 +183,8 @@ class Admissions:
         the reconnect announces every socket again."""
         again: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for ask in asks:
+            if self._out.get(ask.conn.session_id) is not ask:
+                continue  # closed (or asked again) while an earlier publish waited
             announcement = ask.conn.user.announcement(ask.conn.session_id)
             if ask.first:
                 try:

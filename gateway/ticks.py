@@ -27,7 +27,9 @@ from shared import wire
 __all__ = ["EXPECT_S", "RELEASE_TURN", "Releasable", "TickGate", "release_in_turns"]
 
 RELEASE_TURN = 64  # sockets released per turn of the event loop
-EXPECT_S = 2.0  # a producer silent about ticks for this long is not waited for
+# a producer silent about ticks for this long is not waited for: longer than the slowest
+# pace, at which a producer says "done" every PACE_MAX_INTERVAL_S
+EXPECT_S = wire.PACE_MAX_INTERVAL_S + 1.0
 
 Owner = Callable[[str, int], "str | None"]
 
@@ -74,8 +76,14 @@ class TickGate:
 
     def forget(self, socket: Releasable, partition: int) -> None:
         waiting = self._waiting.get(partition)
-        if waiting is not None:
-            waiting.pop(socket, None)
+        if waiting is None:
+            return
+        waiting.pop(socket, None)
+        if not waiting:  # (an empty entry kept the fallback armed for nobody)
+            del self._waiting[partition]
+            if not self._waiting and self._fallback is not None:
+                self._fallback.cancel()
+                self._fallback = None
 
     def done(self, component: str, src: str, tick: int) -> None:
         """The producer is done with ``tick`` (its marker)."""

@@ -96,6 +96,9 @@ class Connection:
         self.g.fanout.add(self)
         metrics.sockets.inc()
         try:
+            # a reconnecting tab keeps its page, "prices live" included: not until its
+            # full renders are in
+            self.show_status([(FEED_STATUS_ID, self.g.freshness.waiting())])
             self.announce()
             tasks = [
                 asyncio.create_task(self._receive()),
@@ -184,25 +187,34 @@ async def status_forever(g: Gateway) -> None:
     and close (1013) each socket whose send has waited ``ws_send_timeout_s`` (a peer that
     stopped reading: its TCP window and the transport's buffer are full)."""
     sent = ""
-    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(1.0)
-        parts = g.freshness.parts()
-        element = "".join(html for _id, html in parts)
-        changed, sent = element != sent, element
-        now = loop.time()
-        quiet_before, stuck_before = now - KEEPALIVE_S, now - g.settings.ws_send_timeout_s
-        waiting = [(FEED_STATUS_ID, g.freshness.waiting())]
-        for conn in g.hub.connections():
-            if not isinstance(conn, Connection):
-                continue
-            if conn.sending_since is not None and conn.sending_since < stuck_before:
-                conn.request_close(CLOSE_TRY_AGAIN, "too slow")
-            elif not conn.rendered:
-                if conn.last_sent < quiet_before:  # its renders are not in: not "live" yet
-                    conn.show_status(waiting)
-            elif changed or conn.last_sent < quiet_before:
-                conn.show_status(parts if changed else parts[:1])  # keep-alive: the header
+        try:
+            sent = _status_once(g, sent)
+        except Exception:  # one bad value must not end every socket's keep-alives
+            log.exception("socket status round failed")
+
+
+def _status_once(g: Gateway, sent: str) -> str:
+    """One round of :func:`status_forever`; the freshness element now sent."""
+    loop = asyncio.get_running_loop()
+    parts = g.freshness.parts()
+    element = "".join(html for _id, html in parts)
+    changed, sent = element != sent, element
+    now = loop.time()
+    quiet_before, stuck_before = now - KEEPALIVE_S, now - g.settings.ws_send_timeout_s
+    waiting = [(FEED_STATUS_ID, g.freshness.waiting())]
+    for conn in g.hub.connections():
+        if not isinstance(conn, Connection):
+            continue
+        if conn.sending_since is not None and conn.sending_since < stuck_before:
+            conn.request_close(CLOSE_TRY_AGAIN, "too slow")
+        elif not conn.rendered:
+            if conn.last_sent < quiet_before:  # its renders are not in: not "live" yet
+                conn.show_status(waiting)
+        elif changed or conn.last_sent < quiet_before:
+            conn.show_status(parts if changed else parts[:1])  # keep-alive: the header
+    return sent
 
 
 SERVICE_CHECK_S = 2.0
@@ -213,10 +225,13 @@ async def services_forever(g: Gateway) -> None:
     A panel whose service does not answer says so, whether or not it follows ticks."""
     g.freshness.watched = set(wire.COMPONENTS)
     while True:
-        results = await asyncio.gather(*(_answers(g, c) for c in wire.COMPONENTS))
-        g.freshness.unreachable = {
-            c for c, ok in zip(wire.COMPONENTS, results, strict=True) if not ok
-        }
+        try:
+            results = await asyncio.gather(*(_answers(g, c) for c in wire.COMPONENTS))
+            g.freshness.unreachable = {
+                c for c, ok in zip(wire.COMPONENTS, results, strict=True) if not ok
+            }
+        except Exception:  # the check must go on: "unreachable" would be frozen
+            log.exception("service health round failed")
         await asyncio.sleep(SERVICE_CHECK_S)
 
 
@@ -259,7 +274,11 @@ async def heartbeat_once(g: Gateway, sessions: Any, bus: Any) -> None:
                     conn.request_close(CLOSE_RESTART, "identity changed")
                     continue
             if conn.announced:  # else the services would mount it out of its turn
-                alive.append(conn.user.announcement(conn.session_id))
+                entry = conn.user.announcement(conn.session_id)
+                waiting = g.admissions.waiting_for(conn.session_id)
+                if waiting:  # queued again (a takeover, a reconnect, a gap): not mounted
+                    entry["waiting"] = sorted(waiting)  # by these services from this beat
+                alive.append(entry)
     for start in range(0, len(alive), HEARTBEAT_BATCH):
         batch = {"sessions": alive[start : start + HEARTBEAT_BATCH]}
         with contextlib.suppress(Exception):

@@ -208,8 +208,12 @@ class LiveSessions:
     def _beat(self, announcement: Mapping[str, Any]) -> None:
         session = self.sessions.beat(str(announcement.get("session_id")))
         if session is None:
-            if self._owned(announcement):
-                self._register(announcement, queue=True)  # e.g. this process restarted
+            # e.g. this process restarted; not while the gateway's window holds the
+            # socket's turn for this service's components (its announcement will come)
+            waiting = set(announcement.get("waiting") or ())
+            mine = {cls.name for cls in self.live_components}
+            if self._owned(announcement) and not mine <= waiting:
+                self._register(announcement, queue=True)
             return
         user_id = session.identity.user_id
         if any((user_id, cls.name) in self._failed for cls in self.live_components):

@@ -141,6 +141,23 @@ async def test_heartbeat_for_an_unknown_session_opens_it() -> None:
     await live.stop()
 
 
+async def test_a_heartbeat_mounts_no_socket_waiting_for_its_turn_for_this_services_renders() -> (
+    None
+):
+    """The gateway's window holds the socket's turn (a takeover, a reconnect): its
+    announcement will come; mounted from the heartbeat, a thousand would render at once."""
+    bus, live = await live_sessions()
+    names = sorted(cls.name for cls in live.live_components)
+    await bus.publish(wire.SESSION_HEARTBEAT, {**session(), "waiting": names})
+    await live.settled()
+    assert ui(bus) == [] and len(live.sessions) == 0
+    # waiting for another service's renders only: this one mounts it, as before
+    await bus.publish(wire.SESSION_HEARTBEAT, {**session(), "waiting": ["elsewhere"]})
+    await live.settled()
+    assert ui(bus)[0]["full"] is True
+    await live.stop()
+
+
 async def test_failing_instance_does_not_stop_the_others(caplog: Any) -> None:
     bus, live = await live_sessions()
     await bus.publish(wire.SESSION_OPENED, session("a", 1, 1))

@@ -177,3 +177,44 @@ async def test_a_closed_socket_frees_its_place_and_is_never_announced_if_it_was_
         await wait_until(lambda: len(opened(bus)) == 2)
         assert opened(bus) == ["tab-1", "tab-3"] and not second.announced
         assert first.admissions == 0
+
+
+async def test_a_socket_asked_again_says_which_renders_it_waits_its_turn_for() -> None:
+    """The heartbeat names those (``waiting``): a service that does not know the socket
+    (it took the partition over) mounts it at its turn, not from the heartbeat."""
+    admissions = Admissions(window=1, timeout_s=30)
+    first, second = Socket(1), Socket(2)
+    async with running(admissions) as bus:
+        admissions.ask(first)
+        admissions.ask(second)
+        await wait_until(lambda: opened(bus) == ["tab-1"])
+        assert admissions.waiting_for("tab-2") == set(wire.COMPONENTS)
+        assert admissions.waiting_for("tab-1") == set()  # announced: its renders may come
+        render_all(admissions, first)
+        await wait_until(lambda: opened(bus) == ["tab-1", "tab-2"])
+        assert admissions.waiting_for("tab-2") == set()
+
+
+async def test_a_socket_closed_while_its_batch_is_announced_is_not_announced() -> None:
+    """nats-py's publish may yield: a socket of the same batch that closes meanwhile said
+    ``session.closed`` already, and its ``session.opened`` must not follow it."""
+    admissions = Admissions(window=10, timeout_s=30)
+    first, second = Socket(1), Socket(2)
+
+    class Yielding(InMemoryBus):
+        async def publish(self, subject: str, payload: dict[str, Any]) -> None:
+            if payload.get("session_id") == "tab-1":
+                admissions.forget("tab-2")  # tab-2 closes while tab-1's publish waits
+                await asyncio.sleep(0)
+            await super().publish(subject, payload)
+
+    bus = Yielding()
+    admissions.ask(first)
+    admissions.ask(second)
+    task = asyncio.create_task(admissions.run(bus))
+    try:
+        await wait_until(lambda: opened(bus) == ["tab-1"])
+        await settle()
+        assert opened(bus) == ["tab-1"]
+    finally:
+        task.cancel()

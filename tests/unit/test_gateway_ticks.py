@@ -43,3 +43,27 @@ async def test_a_producer_dying_mid_pass_holds_the_rest_no_longer_than_the_tick_
     gate.done("watchlist", "w1", 3)
     assert later.buffer.released == 1
     assert ("portfolio", "p1") not in gate.done_with
+
+
+async def test_a_socket_that_closed_while_holding_does_not_keep_the_fallback_armed() -> None:
+    """The fallback is one timer for every holder, armed at the first hold. A closed
+    socket's empty entry kept it armed for nobody: it then fired under the next holder,
+    milliseconds into its wait, and sent it part of a tick."""
+    gate = TickGate(lambda component, partition: "p1", tick_wait_s=0.1)
+    gate.done("portfolio", "p1", 1)
+    closed = Socket()
+    gate.hold(closed, 1, 2)
+    gate.forget(closed, 1)  # closed before the tick was done
+    await asyncio.sleep(0.07)
+    later = Socket()
+    gate.hold(later, 3, 2)  # a fresh wait: the full tick wait from now
+    await asyncio.sleep(0.06)  # past the first hold's tick wait, not this one's
+    assert later.buffer.released == 0
+    await asyncio.sleep(0.1)
+    assert later.buffer.released == 1  # the producer never said done: its own wait
+
+
+def test_a_producer_at_the_slowest_pace_is_still_waited_for() -> None:
+    from shared import wire
+
+    assert EXPECT_S > wire.PACE_MAX_INTERVAL_S  # it says "done" that seldom, and is alive
