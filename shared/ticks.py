@@ -16,6 +16,7 @@ from shared.domain import Quote, checked_quote, dec
 
 __all__ = [
     "PricedRow",
+    "checked_entry",
     "price_direction",
     "price_moves",
     "quotes_of_tick",
@@ -36,18 +37,27 @@ def tick_field(quote: Any, name: str) -> Decimal:
     return dec(quote)
 
 
+def checked_entry(entry: object) -> Quote:
+    """The quote of one tick entry (``{last, bid, ask, …}``), whole and valid
+    (:func:`shared.domain.checked_quote`); ``ValueError`` otherwise."""
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"not a quote: {entry!r}")
+    try:
+        return checked_quote(entry["last"], entry["bid"], entry["ask"])
+    except KeyError as exc:
+        raise ValueError(f"not a whole quote: {entry!r}") from exc
+
+
 def quotes_of_tick(prices: object) -> dict[str, Quote]:
     """The quotes in a ``prices.ticks`` message's ``prices``; an entry that is not a whole
-    valid quote (:func:`shared.domain.checked_quote`) is skipped."""
+    valid quote (:func:`checked_entry`) is skipped."""
     quotes: dict[str, Quote] = {}
     if not isinstance(prices, Mapping):
         return quotes
     for ticker, entry in prices.items():
-        if not isinstance(entry, Mapping):
-            continue
         try:
-            quotes[str(ticker)] = checked_quote(entry["last"], entry["bid"], entry["ask"])
-        except (KeyError, ValueError):
+            quotes[str(ticker)] = checked_entry(entry)
+        except ValueError:
             continue
     return quotes
 

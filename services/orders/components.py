@@ -41,9 +41,8 @@ from shared.components import (
     Registry,
 )
 from shared.db.models import Account, Order, Position, Symbol
-from shared.domain import checked_quote
 from shared.observability import when_answered
-from shared.ticks import tick_field
+from shared.ticks import checked_entry
 
 __all__ = [
     "NOTICES_ID",
@@ -85,15 +84,6 @@ class OrderState(TypedDict, total=False):
     whatif: dict[str, Any] | None  # the ticket's what-if lines, or a note why there are none
     errors: dict[str, str]  # the framework's, after a refused event
     values: dict[str, Any]  # what the trader entered, shown again with the errors
-
-
-def _same_intent(existing: Order, ticker: str, data: Mapping[str, Any]) -> bool:
-    return (ticker, existing.side, existing.quantity, existing.order_type) == (
-        data["symbol"],
-        data["side"],
-        data["quantity"],
-        data["order_type"],
-    ) and existing.limit_price == data["limit_price"]
 
 
 @registry.register("order")
@@ -212,28 +202,29 @@ class OrderComponent(FormComponent[OrderState]):
             return symbol.bid, symbol.ask
         if book.silent_for() > self.deps.max_feed_silence_s:
             raise FieldError("__all__", "Market data is delayed; no order was placed. Try again.")
+        quote = book.quote(symbol.ticker)
+        if quote is None:  # unchanged since this service started: the table is current
+            return symbol.bid, symbol.ask
         try:
-            quote = _book_quote(book, symbol.ticker)
+            checked = checked_entry(quote)
         except ValueError:
             raise FieldError(
                 "__all__", f"No valid price for {symbol.ticker} right now; no order was placed."
             ) from None
-        if quote is None:  # unchanged since this service started: the table is current
-            return symbol.bid, symbol.ask
-        return quote
+        return checked.bid, checked.ask
 
     def _recheck(self, ticker: str, side: str, limit: Decimal) -> None:
         """A resting order just committed: if the latest quote crosses it (a tick arrived
         while it was placed), the venue matches it now (:meth:`Venue.recheck`)."""
         book, recheck = self.request.prices, self.deps.recheck
+        if book is None or recheck is None or (quote := book.quote(ticker)) is None:
+            return
         try:
-            quote = _book_quote(book, ticker) if book is not None else None
+            checked = checked_entry(quote)
         except ValueError:
             return  # not a valid quote: the next tick's is matched
-        if quote is None or recheck is None:
-            return
-        if rules.crosses(side, limit, *quote):
-            recheck({ticker: quote})
+        if rules.crosses(side, limit, checked.bid, checked.ask):
+            recheck({ticker: (checked.bid, checked.ask)})
 
     def _publish_after_commit(self, order: Order, ticker: str) -> None:
         announce(self.session, order.account_id, order_event(order, ticker))
@@ -387,7 +378,7 @@ class OrderComponent(FormComponent[OrderState]):
     async def _answer_existing(self, data: Mapping[str, Any], placed: tuple[Order, str]) -> None:
         """Idempotency: an already used client order id answers with its order."""
         existing, ticker = placed
-        if not _same_intent(existing, ticker, data):
+        if not rules.same_intent(existing, ticker, data):
             # e.g. two tabs rendered the same form: never drop a different order silently
             raise FieldError(
                 "__all__",
@@ -417,16 +408,3 @@ class OrderComponent(FormComponent[OrderState]):
                 "message": f"Order #{order.id} cancelled",
             }
         )
-
-
-def _book_quote(book: Any, ticker: str) -> tuple[Decimal, Decimal] | None:
-    """``(bid, ask)`` of ``ticker``'s latest tick in ``book``, ``None`` if it has none;
-    ``ValueError`` if that is not a valid quote (:func:`shared.domain.checked_quote`)."""
-    quote = book.quote(ticker)
-    if quote is None:
-        return None
-    try:
-        checked = checked_quote(*(tick_field(quote, f) for f in ("last", "bid", "ask")))
-    except (KeyError, ArithmeticError) as exc:
-        raise ValueError(f"not a quote: {quote!r}") from exc
-    return checked.bid, checked.ask

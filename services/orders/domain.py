@@ -28,6 +28,7 @@ __all__ = [
     "describe_fill",
     "describe_open",
     "intent_of",
+    "same_intent",
     "touch_price",
     "whatif_view",
 ]
@@ -44,6 +45,17 @@ class Rejected(Exception):
         self.field = field
         self.reason = reason
         super().__init__(reason)
+
+
+def same_intent(existing: Any, ticker: str, data: Mapping[str, Any]) -> bool:
+    """Whether the order ``existing`` (of ``ticker``) is what the form ``data`` asks: a
+    client order id used again by the same order, not by another one."""
+    return (ticker, existing.side, existing.quantity, existing.order_type) == (
+        data["symbol"],
+        data["side"],
+        data["quantity"],
+        data["order_type"],
+    ) and existing.limit_price == data["limit_price"]
 
 
 def check_margin_after(used: Decimal, limit: Decimal) -> None:
