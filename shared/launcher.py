@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,7 @@ import httpx
 
 from shared import devservers, natsauth
 from shared.balancer import Balancer
-from shared.db.demo import DEMO_USERS, demo_password, load_demo_data
-from shared.db.engine import create_engine, session_factory
-from shared.db.migrate import upgrade
+from shared.db.demo import DEMO_USERS, demo_password, prepare_database, wants_demo_data
 
 __all__ = ["SERVICES", "Child", "main"]
 
@@ -171,25 +169,6 @@ def wait_ready(children: list[Child], stopping: threading.Event) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not ready after {READY_TIMEOUT_S}s: {', '.join(pending)}")
             time.sleep(0.2)
-
-
-async def prepare_database(url: str, *, demo: bool = True) -> bool:
-    """Migrate to head; with ``demo``, load the demo market and users (whether anything
-    was new)."""
-    await asyncio.to_thread(upgrade, url)
-    if not demo:
-        return False
-    engine = create_engine(url, null_pool=True)
-    try:
-        return await load_demo_data(session_factory(engine))
-    finally:
-        await engine.dispose()
-
-
-def wants_demo_data(env: Mapping[str, str], own_database: bool) -> bool:
-    """The demo users (a published password) go only into the database the launcher
-    started, or any database in development: never into one given outside development."""
-    return own_database or env.get("APP_ENV", "development") == "development"
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import domain
 from shared.db.demo_symbols import DEMO_SYMBOLS
 from shared.db.engine import create_engine, session_factory
+from shared.db.migrate import upgrade
 from shared.db.models import Account, Position, Symbol, User, WatchlistItem
 
 __all__ = ["DEMO_PASSWORD_DEFAULT", "DEMO_USERS", "demo_password", "load_demo_data"]
@@ -192,6 +194,25 @@ async def load_demo_data(
         for spec in DEMO_USERS:
             await _load_user(session, spec, symbols, password_hash)
     return before is None
+
+
+async def prepare_database(url: str, *, demo: bool = True) -> bool:
+    """Migrate to head; with ``demo``, load the demo market and users (whether anything
+    was new)."""
+    await asyncio.to_thread(upgrade, url)
+    if not demo:
+        return False
+    engine = create_engine(url, null_pool=True)
+    try:
+        return await load_demo_data(session_factory(engine))
+    finally:
+        await engine.dispose()
+
+
+def wants_demo_data(env: Mapping[str, str], own_database: bool) -> bool:
+    """The demo users (a published password) go only into the database ``make run``
+    started, or any database in development: never into one given outside development."""
+    return own_database or env.get("APP_ENV", "development") == "development"
 
 
 async def _main(url: str) -> None:

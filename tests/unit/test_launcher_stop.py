@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from shared.launcher import Child, ServiceSpec, wants_demo_data
+from shared.db.demo import wants_demo_data
+from shared.launcher import Child, ServiceSpec
 
 # stands in for a service stuck at shutdown: ignores SIGTERM, answers SIGUSR1 as one does
 _STUCK = (
