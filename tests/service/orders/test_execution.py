@@ -27,7 +27,6 @@ from tests.service.orders.support import (
     last_order,
     place,
     place_limit,
-    started,
     submit,
     symbol,
     tick,
@@ -35,7 +34,6 @@ from tests.service.orders.support import (
     under_ask,
 )
 from tests.support import (
-    ManualClock,
     collect,
     collect_ui,
     identity_headers,
@@ -384,61 +382,3 @@ async def test_limit_sell_beyond_the_position_at_fill_time_is_rejected(
     )
     r = await process.client.get("/components/order", headers=identity_headers(alice))
     assert "order-status--rejected" in r.text and "cannot sell 300" in r.text
-
-
-# -- prices the orders trade at -------------------------------------------------------
-
-
-async def test_an_invalid_quote_in_the_feed_refuses_the_order_and_writes_nothing(
-    process: Process, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
-) -> None:
-    prices = process.app.state.prices
-    await bus.publish(wire.PRICES_TICKS, tick(1, KO=("60.00", "0.00")))  # an ask of 0
-    await wait_until(lambda: (prices.quote("KO") or {}).get("ask") == "0.00")
-    before = await book(db, alice.account_id, "KO")
-    r = await submit(process.client, alice, symbol="KO", side="buy", quantity=1)
-    assert r.status_code == 422 and "No valid price for KO right now" in r.text
-    after = await book(db, alice.account_id, "KO")
-    assert (after["cash"], after["position"], after["fills"], len(after["orders"])) == (
-        before["cash"],
-        before["position"],
-        before["fills"],
-        len(before["orders"]),
-    )
-
-
-async def test_market_orders_fill_at_the_latest_tick_not_the_lagging_table(
-    process: Process, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
-) -> None:
-    aapl = await symbol(db, "AAPL")
-    live_ask = (aapl.ask + Decimal("3.21")).quantize(CENT)
-    prices = process.app.state.prices
-    await bus.publish(wire.PRICES_TICKS, tick(1, AAPL=(live_ask - CENT, live_ask)))
-    await wait_until(lambda: (prices.quote("AAPL") or {}).get("ask") == str(live_ask))
-    events = await collect(bus, wire.orders_events(alice.account_id))
-    await place(process.client, alice, symbol="AAPL", side="buy", quantity=2)
-    order = await last_order(db, alice.account_id)
-    assert order.status == "filled" and order.avg_fill_price == live_ask
-    await wait_until(lambda: events)
-    assert events[0][1]["price"] == str(live_ask)  # as traded, as a venue fill publishes it
-    assert (await symbol(db, "AAPL")).ask == aapl.ask  # the table is not the orders' to write
-
-
-async def test_market_orders_are_refused_while_the_feed_is_silent(
-    settings: OrdersSettings, db: async_sessionmaker[AsyncSession], alice: Identity, bus: NatsBus
-) -> None:
-    settings.max_feed_silence_s = 0.3
-    async with started(settings) as orders:
-        client, prices = orders.client, orders.app.state.prices
-        clock = prices._clock = ManualClock()  # the feed's silence on the test's clock
-        await bus.publish(wire.PRICES_TICKS, tick(1, KO=("60.00", "60.02")))
-        await wait_until(lambda: prices.seen_feed and prices.silent_for() == 0)  # tick 1, now
-        clock.now += 0.6  # the feed went quiet
-        before = await book(db, alice.account_id, "KO")
-        r = await submit(client, alice, symbol="KO", side="buy", quantity=1)
-        assert r.status_code == 422
-        assert "Market data is delayed" in r.text
-        assert await book(db, alice.account_id, "KO") == before
-        await bus.publish(wire.PRICES_TICKS, tick(2, KO=("60.00", "60.02")))
-        await wait_until(lambda: prices.silent_for() == 0)
-        assert (await submit(client, alice, symbol="KO", side="buy", quantity=1)).status_code == 200
