@@ -3,6 +3,7 @@ socket, and the session announcements it publishes."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -88,3 +89,25 @@ async def render_page(bus: NatsBus, announcement: dict[str, Any]) -> None:
         )  # fmt: skip
         message = {"component": component, "ts": time.time() * 1000, "updates": [update]}
         await bus.publish(wire.ui_subject(user_id, component), message)
+
+
+FEED_STATE = re.compile(r'<span id="feed-status"[^>]*\bdata-state="(\w+)"')  # the header's
+
+
+def part(part_id: str, text: str) -> dict[str, str]:
+    return {"id": part_id, "html": f'<div id="{part_id}" role="row">{text}</div>'}
+
+
+async def send_ui(
+    bus: NatsBus,
+    user_id: int,
+    component: str,
+    *parts: dict[str, str],
+    full: bool = False,
+    session: str | None = None,
+    topics: list[str] | None = None,
+) -> None:
+    """Publish one user's update as a component service does (a one-entry batch)."""
+    update = wire.ui_update(user_id, list(parts), full=full, session=session, topics=topics)
+    message = {"component": component, "ts": time.time() * 1000, "updates": [update]}
+    await bus.publish(wire.ui_subject(user_id, component), message)

@@ -4,6 +4,7 @@ quiet, or its ticks arrive seconds old)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from typing import Any
@@ -12,21 +13,24 @@ import pytest
 
 from gateway.settings import GatewaySettings
 from gateway.testing import Served, StandIn
+from gateway.ws import reannounce
 from shared import wire
 from shared.bus import NatsBus
+from shared.identity import Identity
 from tests.service.gateway_support import (
+    FEED_STATE,
     browser,
     gateway,
     of,
     opened,
+    part,
     render_page,
+    send_ui,
     unserved_settings,
 )
 from tests.support import collect, wait_until
 
 pytestmark = pytest.mark.service
-
-_FEED_STATE = re.compile(r'<span id="feed-status"[^>]*\bdata-state="(\w+)"')
 
 
 @pytest.fixture
@@ -57,7 +61,7 @@ async def _told_how_fresh(
             async with asyncio.timeout(10):
                 while True:  # frames in order until the header's status says `state`
                     frame = str(await ws.recv())
-                    found = _FEED_STATE.search(frame)
+                    found = FEED_STATE.search(frame)
                     if found and found[1] == state:
                         return frame
 
@@ -121,3 +125,45 @@ async def test_the_gateway_tells_reading_late_from_ticks_the_services_took_long_
         assert await gauge("gateway_read_delay_seconds") > 2.0
         await wait_until(lambda: asked, timeout=5)
         assert asked[0][1]["interval"] == 0.5
+
+
+async def test_a_reconnecting_tab_is_told_at_once_its_prices_are_not_live_yet(
+    settings: GatewaySettings, bus: NatsBus, alice: Identity
+) -> None:
+    """A tab keeps its page across a reconnect, "prices live" included. Its user's live
+    updates reach it before its full renders (the services still hold the user), so it
+    is never quiet long enough for the keep-alive's "waiting": it is told at connect."""
+    settings = settings.model_copy(update={"ws_announce_timeout_s": 30.0})
+    async with gateway(settings) as served, browser(served, "alice") as b, b.socket() as tab:
+        g = served.server.config.app.state.gw
+        g.admissions._excused = set  # as if the services answered: its renders are awaited
+        states: list[str] = []
+        for n in range(25):  # the user's P&L, every 100 ms, for 2.5 s
+            await send_ui(bus, alice.user_id, "portfolio", part("portfolio-pnl-KO", str(n)))
+            with contextlib.suppress(TimeoutError):
+                states += FEED_STATE.findall(str(await asyncio.wait_for(tab.recv(), 0.1)))
+        assert states and states[0] == "waiting" and "live" not in states
+
+
+async def test_a_socket_waiting_its_turn_is_named_so_in_the_heartbeat(
+    settings: GatewaySettings, bus: NatsBus
+) -> None:
+    """A socket asked again (a takeover) is named in the heartbeat with the renders it
+    waits its turn for, so the services do not mount it from the heartbeat, out of the
+    window."""
+    settings = settings.model_copy(
+        update={"heartbeat_interval_s": 0.2, "ws_announce_window": 1, "ws_announce_timeout_s": 1.0}
+    )
+    events = await opened(bus)
+    async with gateway(settings) as served, browser(served, "alice") as b:
+        async with b.socket(), b.socket() as tab2:
+            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2, 5)
+            g = served.server.config.app.state.gw
+            await asyncio.sleep(1.2)  # both announced and released: no service here
+            g.admissions._excused = set  # as if the services answered: the window holds
+            assert reannounce(g, ["portfolio"], range(wire.LIVE_PARTITIONS)) == 2
+            beats = len(of(events, wire.SESSION_HEARTBEAT))
+            await wait_until(lambda: len(of(events, wire.SESSION_HEARTBEAT)) >= beats + 2, 3)
+            entries = [e for m in of(events, wire.SESSION_HEARTBEAT)[beats:] for e in m["sessions"]]
+            assert any(e.get("waiting") == ["portfolio"] for e in entries)  # the queued one
+            assert tab2.state.name == "OPEN"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import socket
@@ -21,7 +20,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from gateway.csrf import session_token
 from gateway.sessions import SessionCookie
 from gateway.settings import GatewaySettings
-from gateway.ws import reannounce
 from shared import wire
 from shared.bus import NatsBus
 from shared.db.engine import create_engine, session_factory
@@ -34,6 +32,8 @@ from tests.service.gateway_support import (
     gateway,
     of,
     opened,
+    part,
+    send_ui,
     unserved_settings,
 )
 from tests.support import wait_until
@@ -63,29 +63,9 @@ async def alice_and_bob(
         yield a, alice_ws, bob_ws
 
 
-def part(part_id: str, text: str) -> dict[str, str]:
-    return {"id": part_id, "html": f'<div id="{part_id}" role="row">{text}</div>'}
-
-
-async def send_ui(
-    bus: NatsBus,
-    user_id: int,
-    component: str,
-    *parts: dict[str, str],
-    full: bool = False,
-    session: str | None = None,
-    topics: list[str] | None = None,
-) -> None:
-    """Publish one user's update as a component service does (a one-entry batch)."""
-    update = wire.ui_update(user_id, list(parts), full=full, session=session, topics=topics)
-    message = {"component": component, "ts": time.time() * 1000, "updates": [update]}
-    await bus.publish(wire.ui_subject(user_id, component), message)
-
-
 _STATUS = re.compile(
     r'<span id="feed-status"[^>]*>[^<]*</span>\n?|<p id="freshness-[^"]*"[^>]*>[^<]*</p>\n?'
 )
-_FEED_STATE = re.compile(r'<span id="feed-status"[^>]*\bdata-state="(\w+)"')
 
 
 async def recv(ws: Any, timeout: float) -> str:  # noqa: ASYNC109
@@ -165,48 +145,6 @@ async def test_each_socket_is_its_own_announced_session(
             await wait_until(lambda: of(events, wire.SESSION_CLOSED))
             [closed] = of(events, wire.SESSION_CLOSED)
             assert closed["session_id"] in (first["session_id"], second["session_id"])
-            assert tab2.state.name == "OPEN"
-
-
-async def test_a_reconnecting_tab_is_told_at_once_its_prices_are_not_live_yet(
-    settings: GatewaySettings, bus: NatsBus, alice: Identity
-) -> None:
-    """A tab keeps its page across a reconnect, "prices live" included. Its user's live
-    updates reach it before its full renders (the services still hold the user), so it
-    is never quiet long enough for the keep-alive's "waiting": it is told at connect."""
-    settings = settings.model_copy(update={"ws_announce_timeout_s": 30.0})
-    async with gateway(settings) as served, browser(served, "alice") as b, b.socket() as tab:
-        g = served.server.config.app.state.gw
-        g.admissions._excused = set  # as if the services answered: its renders are awaited
-        states: list[str] = []
-        for n in range(25):  # the user's P&L, every 100 ms, for 2.5 s
-            await send_ui(bus, alice.user_id, "portfolio", part("portfolio-pnl-KO", str(n)))
-            with contextlib.suppress(TimeoutError):
-                states += _FEED_STATE.findall(str(await asyncio.wait_for(tab.recv(), 0.1)))
-        assert states and states[0] == "waiting" and "live" not in states
-
-
-async def test_a_socket_waiting_its_turn_is_named_so_in_the_heartbeat(
-    settings: GatewaySettings, bus: NatsBus
-) -> None:
-    """A socket asked again (a takeover) is named in the heartbeat with the renders it
-    waits its turn for, so the services do not mount it from the heartbeat, out of the
-    window."""
-    settings = settings.model_copy(
-        update={"heartbeat_interval_s": 0.2, "ws_announce_window": 1, "ws_announce_timeout_s": 1.0}
-    )
-    events = await opened(bus)
-    async with gateway(settings) as served, browser(served, "alice") as b:
-        async with b.socket(), b.socket() as tab2:
-            await wait_until(lambda: len(of(events, wire.SESSION_OPENED)) == 2, 5)
-            g = served.server.config.app.state.gw
-            await asyncio.sleep(1.2)  # both announced and released: no service here
-            g.admissions._excused = set  # as if the services answered: the window holds
-            assert reannounce(g, ["portfolio"], range(wire.LIVE_PARTITIONS)) == 2
-            beats = len(of(events, wire.SESSION_HEARTBEAT))
-            await wait_until(lambda: len(of(events, wire.SESSION_HEARTBEAT)) >= beats + 2, 3)
-            entries = [e for m in of(events, wire.SESSION_HEARTBEAT)[beats:] for e in m["sessions"]]
-            assert any(e.get("waiting") == ["portfolio"] for e in entries)  # the queued one
             assert tab2.state.name == "OPEN"
 
 
