@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from sqlalchemy import select
 
@@ -253,8 +253,7 @@ class OrderComponent(FormComponent[OrderState]):
             raise FieldError("symbol", f"Unknown symbol: {data['symbol']}")
         side, qty, limit = data["side"], data["quantity"], data["limit_price"]
         bid, ask = self._quote(symbol)
-        marketable = data["order_type"] == "market" or rules.crosses(side, limit, bid, ask)
-        price = rules.touch_price(side, bid, ask) if marketable else None
+        price = rules.fill_price(side, limit if data["order_type"] == "limit" else None, bid, ask)
         if side == "buy":  # the position and the margin's holdings: one read
             position, held = await lock_position_and_holdings(session, account_id, symbol.id)
         else:
@@ -368,8 +367,8 @@ class OrderComponent(FormComponent[OrderState]):
             return
         views = {}
         for side in ("buy", "sell"):  # priced as the submit prices it
-            resting = limit is not None and not rules.crosses(side, limit, bid, ask)
-            price = limit if resting and limit is not None else rules.touch_price(side, bid, ask)
+            fill = rules.fill_price(side, limit, bid, ask)
+            price = fill if fill is not None else cast(Decimal, limit)  # a resting limit
             views[side] = await assess_order(
                 self.session, account, found, position, side, qty, price
             )

@@ -27,6 +27,7 @@ __all__ = [
     "describe_confirmation",
     "describe_fill",
     "describe_open",
+    "fill_price",
     "intent_of",
     "same_intent",
     "touch_price",
@@ -158,6 +159,14 @@ def touch_price(side: str, bid: Decimal, ask: Decimal) -> Decimal:
 def crosses(side: str, limit_price: Decimal, bid: Decimal, ask: Decimal) -> bool:
     """A buy limit at or above the ask, or a sell limit at or below the bid, is marketable."""
     return limit_price >= ask if side == "buy" else limit_price <= bid
+
+
+def fill_price(side: str, limit: Decimal | None, bid: Decimal, ask: Decimal) -> Decimal | None:
+    """Where an order arriving now trades: at the touch if it is a market order or a
+    crossing limit; ``None`` for a limit that rests."""
+    if limit is None or crosses(side, limit, bid, ask):
+        return touch_price(side, bid, ask)
+    return None
 
 
 def describe_fill(

@@ -119,10 +119,9 @@ def _kept(current: dict[str, str] | None, view: dict[str, str]) -> dict[str, str
     return current
 
 
-def _sign_class(value: Decimal | None) -> str:
-    if value is None:
-        return ""
-    return "pnl-neg" if signed(value)[0] == "-" else "pnl-pos"  # as shown, rounded
+def _sign_class(shown: str) -> str:
+    """A figure's colour, from the figure as shown (rounded: "+0.00" is no loss)."""
+    return "pnl-neg" if shown.startswith("-") else "pnl-pos"
 
 
 def _pl_view(row: PositionRow) -> dict[str, str]:
@@ -147,12 +146,12 @@ def _pl_cells(pnl: Decimal, day: Decimal | None) -> dict[str, str]:
 def _set_pl_cells(cells: dict[str, str], pnl: Decimal, day: Decimal | None) -> None:
     """:func:`_pl_cells`, written into ``cells`` (on every tick, for every row that moved)."""
     cells["pnl"] = text = signed(pnl)
-    cells["pnl_cls"] = "pnl-neg" if text[0] == "-" else "pnl-pos"  # as shown, rounded
+    cells["pnl_cls"] = _sign_class(text)
     if day is None:
         cells["day"] = cells["day_cls"] = ""
     else:
         cells["day"] = text = signed(day)
-        cells["day_cls"] = "pnl-neg" if text[0] == "-" else "pnl-pos"
+        cells["day_cls"] = _sign_class(text)
 
 
 def last_view(ticker: str, last: Any, direction: str) -> dict[str, str]:
@@ -171,14 +170,14 @@ def _book_last_view(book: PriceBook, ticker: str) -> dict[str, str] | None:
 
 
 def _totals_view(state: PortfolioState) -> dict[str, str]:
-    pnl, day = state.get("total_pnl"), state.get("day_change")
+    pnl, day = signed(state.get("total_pnl")), signed(state.get("day_change"))
     return {
         "id": TOTALS_ID,
         "value": money(state.get("total_value")),
-        "pnl": signed(pnl),
-        "pnl_cls": _sign_class(domain.dec(pnl or 0)),
-        "day": signed(day),
-        "day_cls": _sign_class(domain.dec(day or 0)),
+        "pnl": pnl,
+        "pnl_cls": _sign_class(pnl),
+        "day": day,
+        "day_cls": _sign_class(day),
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.orders.components import OrderComponent
-from services.orders.domain import crosses, describe_fill, touch_price
+from services.orders.domain import crosses, describe_fill, fill_price, touch_price
 from services.orders.schema import OrderSchema
 from services.orders.venue import quotes_of
 from shared.components import PartsTracker, render
@@ -98,6 +98,10 @@ def test_marketability_and_touch_price() -> None:
     assert crosses("sell", Decimal("99.98"), bid, ask)
     assert not crosses("sell", Decimal("99.99"), bid, ask)
     assert touch_price("buy", bid, ask) == ask and touch_price("sell", bid, ask) == bid
+    # where an arriving order trades: market and crossing limits at the touch; else it rests
+    assert fill_price("buy", None, bid, ask) == ask and fill_price("sell", None, bid, ask) == bid
+    assert fill_price("buy", Decimal("300"), bid, ask) == ask  # not at its limit
+    assert fill_price("buy", Decimal("100.01"), bid, ask) is None
     assert describe_fill(12, "buy", 10, "AAPL", Decimal("229.88")) == (
         "Order #12 filled: bought 10 AAPL @ 229.88"
     )
